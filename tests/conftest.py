@@ -1,0 +1,67 @@
+"""Shared fixtures: real MNIST from ../shared (or $TOOLKIT_DATA_DIR), one quick training run
+and one export per test session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
+QUICK_TRAIN_LIMIT = 12_000
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = Path(os.environ.get("TOOLKIT_DATA_DIR") or DEFAULT_DATA)
+    if not (path / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"MNIST not found in {path}: set TOOLKIT_DATA_DIR to the directory of the IDX files")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    from toolkit.data import load_mnist
+
+    return load_mnist(data_dir)
+
+
+@pytest.fixture(scope="session")
+def quick_model(tmp_path_factory, data_dir) -> tuple[Path, dict]:
+    """One epoch on 12,000 images: the model most tests export and check."""
+    from toolkit.config import TrainConfig
+    from toolkit.train import train
+
+    out = tmp_path_factory.mktemp("quick")
+    record = train(TrainConfig(out=out, data_dir=data_dir, epochs=1, train_limit=QUICK_TRAIN_LIMIT,
+                               verbose=False))
+    return out, record
+
+
+@pytest.fixture(scope="session")
+def quick_export(quick_model, data_dir) -> Path:
+    """All six variants of the quick model. Read-only for tests: copy it to change it."""
+    from toolkit import exporters
+    from toolkit.config import ExportConfig
+    from toolkit.export import export
+
+    out, _ = quick_model
+    export(ExportConfig(exports=out, data_dir=data_dir, calibration_samples=200, verbose=False),
+           exporters.select("all", None))
+    return out
+
+
+@pytest.fixture
+def export_copy(quick_export, tmp_path) -> Path:
+    """A private copy of the quick export, safe to modify."""
+    dest = tmp_path / "exports"
+    shutil.copytree(quick_export, dest)
+    return dest
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under a directory, by relative path, for byte-identity checks."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

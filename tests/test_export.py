@@ -1,0 +1,146 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import snapshot
+
+from toolkit import artifacts, exporters
+from toolkit.cli import main
+from toolkit.config import ExportConfig
+from toolkit.errors import UsageError
+from toolkit.export import export
+from toolkit.provenance import sha256_file
+from toolkit.runners import runner_for
+
+SIX = ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8"]
+
+
+def _manifest(exports):
+    return json.loads((exports / "manifest.json").read_text())
+
+
+def _entry(exports, variant):
+    return next(e for e in _manifest(exports)["artifacts"] if e["variant"] == variant)
+
+
+def test_selection_rules():
+    names = lambda fmt, q=None: [e.variant for e in exporters.select(fmt, q)]  # noqa: E731
+    assert names("tflite") == ["tflite", "tflite-int8"]
+    assert names("onnx") == ["onnx", "onnx-int8"]
+    assert names("all") == SIX
+    assert names("tflite", ("fp16", "dynamic")) == ["tflite-fp16", "tflite-dynamic"]
+    assert names("all", ("int8",)) == ["tflite-int8", "onnx-int8"]
+    with pytest.raises(UsageError):
+        exporters.select("onnx", ("dynamic",))
+
+
+def test_manifest_matches_files(quick_export):
+    manifest = _manifest(quick_export)
+    assert [e["variant"] for e in manifest["artifacts"]] == SIX
+    for e in manifest["artifacts"]:
+        path = quick_export / e["path"]
+        assert path.stat().st_size == e["bytes"]
+        assert sha256_file(path) == e["sha256"]
+        assert e["inputs"][0]["shape"] == [None, 28, 28, 1]
+        assert e["outputs"][0]["shape"] == [None, 10]
+        assert e["conversion_seconds"] > 0
+        assert e["check"]["agreement"] >= 0.95
+    assert manifest["source_model"]["sha256"] == sha256_file(quick_export / "model.keras")
+    assert manifest["source_model"]["parameters"] == 3_274_634
+    prov = manifest["provenance"]
+    assert {"created", "git_commit", "versions", "machine"} <= set(prov)
+    assert prov["versions"]["tf2onnx"] and prov["versions"]["onnxruntime"]
+
+
+def test_calibration_recorded(quick_export):
+    for variant in ("tflite-int8", "onnx-int8"):
+        cal = _entry(quick_export, variant)["calibration"]
+        assert cal["count"] == 200 and cal["seed"] == 0 and len(cal["indices_sha256"]) == 64
+    assert _entry(quick_export, "onnx-int8")["calibration"]["method"] == "minmax"
+    assert "calibration" not in _entry(quick_export, "tflite")
+
+
+def test_int8_is_about_four_times_smaller(quick_export):
+    for fmt in ("tflite", "onnx"):
+        ratio = _entry(quick_export, fmt)["bytes"] / _entry(quick_export, f"{fmt}-int8")["bytes"]
+        assert 3.5 < ratio < 4.1, (fmt, ratio)
+    ratio = _entry(quick_export, "tflite")["bytes"] / _entry(quick_export, "tflite-fp16")["bytes"]
+    assert 1.9 < ratio < 2.1
+
+
+def test_tflite_int8_is_full_integer(quick_export):
+    entry = _entry(quick_export, "tflite-int8")
+    assert entry["inputs"][0]["dtype"] == "int8" and entry["outputs"][0]["dtype"] == "int8"
+    assert entry["inputs"][0]["scale"] > 0 and "zero_point" in entry["inputs"][0]
+    runner = runner_for("tflite", quick_export / entry["path"], use_xnnpack=False)
+    dtypes = set(runner.tensor_dtypes().values())
+    assert "float32" not in dtypes and "float16" not in dtypes, dtypes
+    ops = set(runner.op_names())
+    assert {"CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED"} <= ops
+    assert not ops & {"QUANTIZE", "DEQUANTIZE"}, ops
+    # the float model, for contrast, is float throughout
+    float_runner = runner_for("tflite", quick_export / _entry(quick_export, "tflite")["path"])
+    assert "float32" in set(float_runner.tensor_dtypes().values())
+
+
+def test_onnx_passes_full_check_and_runs_any_batch(quick_export, mnist):
+    import onnx
+
+    for variant in ("onnx", "onnx-int8"):
+        path = quick_export / _entry(quick_export, variant)["path"]
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        runner = runner_for("onnx", path)
+        assert runner.input_spec.name == "image" and runner.output_spec.name == "logits"
+        for batch in (1, 7, 64):
+            assert runner.infer(mnist.test.images[:batch]).shape == (batch, 10)
+
+
+def test_onnx_int8_is_qdq(quick_export):
+    import onnx
+
+    model = onnx.load(quick_export / _entry(quick_export, "onnx-int8")["path"])
+    ops = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_refuses_to_overwrite_without_force(export_copy, capsys):
+    before = snapshot(export_copy)
+    assert main(["export", "--exports", str(export_copy)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert snapshot(export_copy) == before
+
+
+def test_failure_mid_export_leaves_previous_export_identical(export_copy, data_dir, monkeypatch):
+    before = snapshot(export_copy)
+    chosen = exporters.select("all", None)
+
+    def boom(ctx, path):
+        raise RuntimeError("simulated converter crash")
+
+    broken = [chosen[0], exporters.Exporter("onnx", "onnx", "none", ".onnx", boom, True)]
+    with pytest.raises(RuntimeError, match="simulated"):
+        export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False), broken)
+    assert snapshot(export_copy) == before
+    assert not [p for p in export_copy.iterdir() if p.name.startswith(artifacts.STAGING_PREFIX)]
+
+
+def test_force_replaces_and_cleans_old_generation(export_copy, data_dir):
+    old = _manifest(export_copy)["generation"]
+    manifest = export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False,
+                                   calibration_samples=50, calibration_method="entropy"),
+                      exporters.select("onnx", ("int8",)))
+    assert [e["variant"] for e in manifest["artifacts"]] == ["onnx-int8"]
+    assert manifest["artifacts"][0]["calibration"]["method"] == "entropy"
+    dirs = sorted(p.name for p in export_copy.iterdir() if p.is_dir())
+    assert dirs == [f"artifacts-{manifest['generation']}"] and old not in dirs[0]
+
+
+def test_quantized_inputs_round_trip(quick_export, mnist):
+    """The int8 runner quantizes with the tensor's own scale: 0 and 1 map to the int8 ends."""
+    entry = _entry(quick_export, "tflite-int8")
+    runner = runner_for("tflite", quick_export / entry["path"])
+    q = runner.to_input(np.array([[[[0.0]] * 28] * 28, [[[1.0]] * 28] * 28], dtype=np.float32))
+    assert q.dtype == np.int8
+    assert q[0].min() == -128 and q[1].max() == 127

@@ -1,0 +1,161 @@
+"""The parity suite (`-m parity`, part of the default run): gates on a quickly trained model,
+a deliberately broken artifact, and agreement with an independent evaluation."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit import artifacts
+from toolkit.cli import main
+from toolkit.config import ParityConfig
+from toolkit.parity import run_parity
+from toolkit.provenance import sha256_file
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.fixture(scope="module")
+def parity_run(quick_export, data_dir):
+    return run_parity(ParityConfig(exports=quick_export, data_dir=data_dir, verbose=False))
+
+
+def test_every_variant_passes_its_gates(parity_run):
+    assert set(parity_run.variants) == {"tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8",
+                                        "onnx", "onnx-int8"}
+    failures = [(name, str(g)) for name, g in parity_run.failures()]
+    assert not failures
+    assert parity_run  # truthy when all passed
+    for name in ("tflite", "onnx"):
+        assert parity_run.variants[name].metrics["max_abs_logit_diff"] < 1e-3
+
+
+def test_full_test_set_and_statistics(parity_run):
+    ref = parity_run.reference
+    assert ref["images"] == 10_000
+    for v in parity_run.variants.values():
+        m = v.metrics
+        assert m["images"] == 10_000
+        lo, hi = m["accuracy_ci95"]
+        assert lo <= m["accuracy"] <= hi
+        dlo, dhi = m["accuracy_diff_ci95_points"]
+        assert dlo <= m["accuracy_diff_points"] <= dhi
+        assert 0 <= m["mcnemar_p"] <= 1
+        assert m["disagreements"] == round((1 - m["agreement"]) * 10_000)
+        assert len(m["per_class_accuracy_diff_points"]) == 10
+
+
+def _independent_tflite_accuracy(path: Path, images, labels) -> tuple[float, np.ndarray]:
+    """Plain LiteRT, one image at a time, quantizing by hand: no toolkit code involved."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=path.read_bytes())
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    scale, zp = inp["quantization"]
+    preds = []
+    for img in images:
+        x = np.clip(np.round(img[None] / scale) + zp, -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        preds.append(int(it.get_tensor(out["index"])[0].argmax()))
+    preds = np.array(preds)
+    return float((preds == labels).mean()), preds
+
+
+def test_numbers_match_an_independent_evaluation(quick_export, parity_run, mnist):
+    import onnxruntime as ort
+
+    manifest = artifacts.read_manifest(quick_export)
+    paths = {e["variant"]: quick_export / e["path"] for e in manifest["artifacts"]}
+    acc, preds = _independent_tflite_accuracy(paths["tflite-int8"], mnist.test.images, mnist.test.labels)
+    assert acc == parity_run.variants["tflite-int8"].metrics["accuracy"]
+    np.testing.assert_array_equal(preds, parity_run.variants["tflite-int8"].predictions)
+    sess = ort.InferenceSession(str(paths["onnx-int8"]), providers=["CPUExecutionProvider"])
+    logits = sess.run(None, {"image": mnist.test.images})[0]
+    assert float((logits.argmax(1) == mnist.test.labels).mean()) == \
+        parity_run.variants["onnx-int8"].metrics["accuracy"]
+
+
+def test_cli_writes_json_markdown_png(export_copy, data_dir, capsys):
+    assert main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir)]) == 0
+    doc = json.loads((export_copy / "parity.json").read_text())
+    assert doc["passed"] is True and doc["reference"]["accuracy"] > 0.96
+    for name, v in doc["variants"].items():
+        assert {"accuracy", "agreement", "disagreements", "max_abs_logit_diff", "passed"} <= set(v), name
+    out = capsys.readouterr().out
+    # every printed accuracy is the one in parity.json
+    for name, v in doc["variants"].items():
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert f"{v['accuracy']:.2%}" in line
+    md = (export_copy / "parity.md").read_text()
+    assert "| tflite-int8 |" in md and "McNemar" in md
+    png = (export_copy / "parity-disagreements.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _break_input_scale(exports: Path) -> None:
+    """Replace the float ONNX with one that multiplies its input by 255 (a model expecting
+    0..255 pixels: the classic wrong-input-scale bug), and make the manifest agree."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    manifest = artifacts.read_manifest(exports)
+    entry = next(e for e in manifest["artifacts"] if e["variant"] == "onnx")
+    path = exports / entry["path"]
+    model = onnx.load(path)
+    for node in model.graph.node:
+        node.input[:] = ["image_scaled" if i == "image" else i for i in node.input]
+    model.graph.initializer.append(numpy_helper.from_array(np.array(255.0, np.float32), "k255"))
+    model.graph.node.insert(0, helper.make_node("Mul", ["image", "k255"], ["image_scaled"]))
+    onnx.save(model, path)
+    entry["bytes"], entry["sha256"] = path.stat().st_size, sha256_file(path)
+    artifacts.atomic_write_json(exports / "manifest.json", manifest)
+
+
+def test_broken_artifact_fails_gate_exit_4(export_copy, data_dir, capsys):
+    _break_input_scale(export_copy)
+    rc = main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir), "--variants", "onnx"])
+    assert rc == 4
+    err = capsys.readouterr().err
+    assert "gate failed: onnx: agreement_percent" in err and "must be >= 99.95" in err
+    doc = json.loads((export_copy / "parity.json").read_text())
+    assert doc["passed"] is False and doc["variants"]["onnx"]["passed"] is False
+
+
+def test_gate_override_flag(export_copy, data_dir, capsys):
+    rc = main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir),
+               "--variants", "tflite-int8", "--gate", "int8_min_agreement=100.01"])
+    assert rc == 4
+    assert "tflite-int8: agreement_percent" in capsys.readouterr().err
+    assert main(["parity", "--exports", str(export_copy), "--gate", "nonsense=1"]) == 2
+
+
+def test_edited_artifact_and_changed_model_exit_3(export_copy, data_dir, capsys):
+    entry = artifacts.read_manifest(export_copy)["artifacts"][0]
+    path = export_copy / entry["path"]
+    original = path.read_bytes()
+    path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    assert main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir)]) == 3
+    assert "changed after export" in capsys.readouterr().err
+    assert main(["verify", "--exports", str(export_copy)]) == 3
+    path.write_bytes(original)
+    assert main(["verify", "--exports", str(export_copy)]) == 0
+    model = export_copy / "model.keras"
+    model.write_bytes(model.read_bytes() + b"\0")
+    assert main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir)]) == 3
+    assert "changed since the export" in capsys.readouterr().err
+
+
+@pytest.mark.full
+def test_fully_trained_model_passes_every_gate(data_dir):
+    """`pytest -m full`: the same gates against the fully trained export in exports/
+    (or $TOOLKIT_EXPORTS)."""
+    exports = Path(os.environ.get("TOOLKIT_EXPORTS", Path(__file__).resolve().parent.parent / "exports"))
+    if not (exports / "manifest.json").is_file():
+        pytest.fail(f"no export in {exports}: run `toolkit train && toolkit export` first")
+    report = run_parity(ParityConfig(exports=exports, data_dir=data_dir, verbose=False))
+    assert report.reference["accuracy"] >= 0.992
+    assert not [(n, str(g)) for n, g in report.failures()]

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from toolkit.config import TrainConfig
+from toolkit.errors import UsageError
+from toolkit.train import RECORD_FILE, train
+
+
+def test_quick_training_record(quick_model):
+    out, record = quick_model
+    assert (out / "model.keras").is_file()
+    on_disk = json.loads((out / RECORD_FILE).read_text())
+    assert on_disk == json.loads(json.dumps(record))
+    assert record["test_accuracy"] >= 0.96  # issue: --epochs 1 --train-limit 12000 reaches >= 96%
+    assert record["data"]["train_images"] == 12_000
+    assert record["model"]["parameters"] == 3_274_634
+    assert len(record["model"]["weights_sha256"]) == 64
+    assert [e["epoch"] for e in record["epochs"]] == [1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(record["epochs"][0])
+    prov = record["provenance"]
+    assert prov["versions"]["tensorflow"] and prov["machine"]["cpu_count"]
+    assert record["hyperparameters"]["seed"] == 0
+
+
+def test_same_seed_same_weights_different_seed_different(tmp_path, data_dir):
+    def run(seed, name):
+        cfg = TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=1500,
+                          seed=seed, verbose=False)
+        return train(cfg)["model"]["weights_sha256"]
+
+    first = run(7, "a")
+    assert run(7, "b") == first
+    assert run(8, "c") != first
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", 0), ("learning_rate", 0.0),
+                                         ("train_limit", 0), ("dropout", 1.0)])
+def test_invalid_settings(tmp_path, data_dir, field, value):
+    with pytest.raises(UsageError):
+        train(TrainConfig(out=tmp_path, data_dir=data_dir, **{field: value}))

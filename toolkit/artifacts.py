@@ -1,0 +1,174 @@
+"""Artifacts and the manifest that describes them; atomic writes.
+
+Layout of an export directory (default ``exports/``)::
+
+    model.keras              the trained model (``toolkit train``)
+    train.json               its training record
+    manifest.json            the export's table of contents, written last
+    artifacts-<id>/          the files of the export the manifest points to
+        tflite.tflite, tflite-int8.tflite, onnx.onnx, ...
+
+Why a generation directory: an export is committed by one atomic rename of manifest.json.
+Files of a new export are built in ``.staging-<id>/``, validated, renamed to
+``artifacts-<id>/``, and only then is the manifest replaced. Until that moment the previous
+manifest and every file it names are untouched, so an export that fails, is killed or runs
+out of disk leaves the previous export byte-identical. Leftover staging and unreferenced
+generation directories are removed by the next export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from toolkit.errors import DataError, WriteError
+from toolkit.provenance import sha256_file
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+STAGING_PREFIX = ".staging-"
+GENERATION_PREFIX = "artifacts-"
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    reason = {
+        errno.ENOSPC: "no space left on device",
+        errno.EFBIG: "file size limit exceeded",
+        errno.EACCES: "permission denied",
+        errno.EROFS: "read-only file system",
+        errno.EPERM: "operation not permitted",
+    }.get(exc.errno, exc.strerror or str(exc))
+    return WriteError(f"cannot write {path}: {reason}")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside ``path``, fsync, then rename over it."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc})") from None
+
+
+def read_manifest(exports: Path) -> dict:
+    path = Path(exports) / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            f"no export found: {path} does not exist", hint=f"run `toolkit export --exports {exports}` first"
+        )
+    manifest = read_json(path)
+    if not isinstance(manifest.get("artifacts"), list):
+        raise DataError(f"{path} has no 'artifacts' list: not a toolkit manifest")
+    return manifest
+
+
+def artifact_path(exports: Path, entry: dict) -> Path:
+    """Resolve an entry's path, refusing anything that escapes the export directory."""
+    root = Path(exports).resolve()
+    path = (root / entry["path"]).resolve()
+    if root not in path.parents:
+        raise DataError(f"manifest entry {entry.get('variant')!r} points outside {root}: {entry['path']}")
+    return path
+
+
+def verify_entry(exports: Path, entry: dict) -> Path:
+    """Check existence, size and sha256 of one artifact against the manifest."""
+    path = artifact_path(exports, entry)
+    if not path.is_file():
+        raise DataError(f"{entry['variant']}: {path} is missing", hint="re-run `toolkit export --force`")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise DataError(
+            f"{entry['variant']}: {path} is {size} bytes, the manifest says {entry['bytes']}: "
+            "file changed after export", hint="re-run `toolkit export --force`",
+        )
+    digest = sha256_file(path)
+    if digest != entry["sha256"]:
+        raise DataError(
+            f"{entry['variant']}: sha256 of {path} is {digest[:12]}..., the manifest says "
+            f"{entry['sha256'][:12]}...: file changed after export", hint="re-run `toolkit export --force`",
+        )
+    return path
+
+
+def new_staging_dir(exports: Path, gen_id: str) -> Path:
+    staging = Path(exports) / f"{STAGING_PREFIX}{gen_id}"
+    try:
+        staging.mkdir(parents=True)
+    except OSError as exc:
+        raise _write_error(staging, exc) from None
+    return staging
+
+
+def commit_generation(exports: Path, staging: Path, gen_id: str, manifest: dict) -> Path:
+    """Rename staging into place, then atomically replace the manifest (the commit point)."""
+    exports = Path(exports)
+    final = exports / f"{GENERATION_PREFIX}{gen_id}"
+    try:
+        os.rename(staging, final)
+    except OSError as exc:
+        raise _write_error(final, exc) from None
+    try:
+        atomic_write_json(exports / MANIFEST, manifest)
+    except WriteError:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+    return final
+
+
+def remove_stale(exports: Path, keep: set[str]) -> None:
+    """Remove staging dirs and generation dirs that the manifest no longer references."""
+    exports = Path(exports)
+    if not exports.is_dir():
+        return
+    for child in exports.iterdir():
+        if child.name in keep or not child.is_dir():
+            continue
+        if child.name.startswith((STAGING_PREFIX, GENERATION_PREFIX)):
+            shutil.rmtree(child, ignore_errors=True)

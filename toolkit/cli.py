@@ -1,0 +1,159 @@
+"""The `toolkit` command line. argparse root; one (add_args, run) pair per subcommand.
+
+Nothing heavy is imported at module level: `toolkit --help` must not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from toolkit import __version__
+from toolkit.errors import EXIT_CODES, ToolkitError, UsageError
+
+EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items()) + (
+    "\n\ndata: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras cache/download of MNIST."
+)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data-dir", type=Path, default=None, metavar="DIR",
+        help="directory with the four MNIST IDX .gz files (default: $TOOLKIT_DATA_DIR, "
+        "else the Keras cache, downloading if online)",
+    )
+
+
+def _exports_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--exports", type=Path, default=Path("exports"), metavar="DIR",
+        help="export directory holding model.keras and manifest.json (default: %(default)s)",
+    )
+
+
+# ---------------------------------------------------------------------------- train
+def train_args(p: argparse.ArgumentParser) -> None:
+    from toolkit.config import TrainConfig
+
+    d = TrainConfig()
+    _data_dir_arg(p)
+    p.add_argument("--out", type=Path, default=d.out, metavar="DIR",
+                   help="where to write model.keras and train.json (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N",
+                   help="training epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="N",
+                   help="mini-batch size (default: %(default)s)")
+    p.add_argument("--learning-rate", type=_positive_float, default=d.learning_rate, metavar="X",
+                   help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="N",
+                   help="random seed; same seed and settings give bit-identical weights on CPU "
+                   "(default: %(default)s)")
+    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
+                   help="train on the first N of the 55,000 training images only (quick runs)")
+
+
+def train_run(args: argparse.Namespace) -> int:
+    from toolkit.config import TrainConfig
+    from toolkit.train import RECORD_FILE, train
+
+    cfg = TrainConfig(
+        out=args.out, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed, train_limit=args.train_limit,
+    )
+    record = train(cfg)
+    print(
+        f"test accuracy {record['test_accuracy'] * 100:.2f}%  "
+        f"validation accuracy {record['validation_accuracy'] * 100:.2f}%  "
+        f"({record['train_seconds']:.1f} s training)"
+    )
+    print(f"wrote {cfg.out / record['model']['path']} and {cfg.out / RECORD_FILE}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- registry
+COMMANDS = {
+    "train": (
+        train_args, train_run,
+        "train the seed CNN on MNIST (reproducible)",
+        "Train the seed CNN (conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 -> dropout "
+        "-> dense 10) on the 55,000-image training split, report validation and test accuracy, "
+        "and write DIR/model.keras plus DIR/train.json (hyper-parameters, per-epoch metrics, test "
+        "accuracy, wall time, versions, git commit, weights sha256).",
+    ),
+}
+
+
+def _register_later_commands() -> None:
+    """Commands implemented in their own modules (kept out of this file to stay small)."""
+    from toolkit import cli_export, cli_parity
+
+    for module in (cli_export, cli_parity):
+        COMMANDS.update(module.COMMANDS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    _register_later_commands()
+    parser = argparse.ArgumentParser(
+        prog="toolkit",
+        description="Train an MNIST CNN, export it to TFLite and ONNX (float and int8), prove "
+        "accuracy parity on the full test set, and benchmark every format.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (add_args, run, short, long) in COMMANDS.items():
+        p = sub.add_parser(
+            name, help=short, description=long, epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        add_args(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    if not getattr(args, "_run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args._run(args)
+    except ToolkitError as exc:
+        print(f"toolkit {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"toolkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+__all__ = ["main", "UsageError"]

@@ -1,0 +1,101 @@
+"""`toolkit parity` command-line wiring."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from toolkit.cli import _data_dir_arg, _exports_arg, _positive_int
+
+
+def _gate_help() -> str:
+    from toolkit.config import Gates
+
+    return ", ".join(f"{f.name} (default {f.default})" for f in dataclasses.fields(Gates))
+
+
+def parity_args(p: argparse.ArgumentParser) -> None:
+    _exports_arg(p)
+    _data_dir_arg(p)
+    p.add_argument("--variants", nargs="+", metavar="VARIANT", default=(),
+                   help="only these variants (default: every artifact in the manifest)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="where to write the JSON results (default: DIR/parity.json)")
+    p.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a gate bound; repeatable. Gates: " + _gate_help())
+    p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N",
+                   help="images per inference call (default: %(default)s)")
+    p.add_argument("--diagnose", metavar="VARIANT", default=None,
+                   help="for an int8 variant: per-layer quantization error table instead of parity")
+
+
+def parse_gates(items: list[str]):
+    from toolkit.config import Gates
+    from toolkit.errors import UsageError
+
+    names = {f.name for f in dataclasses.fields(Gates)}
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in names:
+            raise UsageError(f"--gate {item!r}: expected NAME=VALUE with NAME one of {', '.join(sorted(names))}")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--gate {item!r}: {value!r} is not a number") from None
+    return Gates(**values)
+
+
+def parity_run(args: argparse.Namespace) -> int:
+    from toolkit.config import ParityConfig
+    from toolkit.errors import GateError
+
+    cfg = ParityConfig(
+        exports=args.exports, data_dir=args.data_dir, variants=tuple(args.variants),
+        json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
+        diagnose=args.diagnose,
+    )
+    if cfg.diagnose:
+        from toolkit.diagnose import diagnose, format_table
+
+        result = diagnose(cfg)
+        print(format_table(result))
+        print(f"wrote {result['json_path']}")
+        return 0
+
+    from toolkit.parity import run_parity, write_outputs
+
+    report = run_parity(cfg)
+    paths = write_outputs(report, cfg)
+    print(f"{'variant':<15} {'accuracy':>9} {'diff pts':>9} {'95% CI (pts)':>17} {'agreement':>10} "
+          f"{'disagree':>8} {'McNemar p':>9}  gates")
+    ref = report.reference
+    print(f"{'keras (ref)':<15} {ref['accuracy']:>9.2%}")
+    for name, v in report.variants.items():
+        m = v.metrics
+        lo, hi = m["accuracy_diff_ci95_points"]
+        print(f"{name:<15} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
+              f"{f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} {m['disagreements']:>8} "
+              f"{m['mcnemar_p']:>9.3g}  {'pass' if v else 'FAIL'}")
+    print(f"wrote {paths['json']}, {paths['markdown']} and {paths['png']}")
+    if not report:
+        for name, gate in report.failures():
+            print(f"toolkit parity: gate failed: {name}: {gate}", file=sys.stderr)
+        raise GateError(f"{len(report.failures())} parity gate(s) failed; see {paths['markdown']}")
+    return 0
+
+
+COMMANDS = {
+    "parity": (
+        parity_args, parity_run,
+        "accuracy parity of every export on the full MNIST test set",
+        "Run the Keras reference and every artifact in DIR/manifest.json on all 10,000 test "
+        "images. Per variant: accuracy with 95% CI, difference from the reference with an exact "
+        "CI, agreement, disagreements, exact McNemar p-value, logit differences, per-class "
+        "differences and the confusion matrix. Writes DIR/parity.json, DIR/parity.md and "
+        "DIR/parity-disagreements.png; exits 4 if a gate fails.",
+    ),
+}

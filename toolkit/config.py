@@ -1,0 +1,57 @@
+"""Frozen settings built once at the CLI edge. Library code takes these, never argparse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: Path = Path("exports")
+    data_dir: Path | None = None
+    epochs: int = 5
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    seed: int = 0
+    train_limit: int | None = None
+    dropout: float = 0.5
+    verbose: bool = True
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    exports: Path = Path("exports")
+    variants: tuple[str, ...] = ()
+    model: Path | None = None
+    data_dir: Path | None = None
+    calibration_samples: int = 500
+    calibration_method: str = "minmax"
+    calibration_seed: int = 0
+    opset: int = 17
+    force: bool = False
+    check_samples: int = 256
+    verbose: bool = True
+
+
+@dataclass(frozen=True)
+class Gates:
+    """Parity bounds. Accuracy losses are in percentage points (reference minus variant)."""
+
+    float_min_agreement: float = 99.95
+    float_max_logit_diff: float = 1e-3
+    reduced_max_accuracy_loss: float = 0.1  # fp16, dynamic-range
+    int8_max_accuracy_loss: float = 0.3
+    int8_min_agreement: float = 99.5
+
+
+@dataclass(frozen=True)
+class ParityConfig:
+    exports: Path = Path("exports")
+    data_dir: Path | None = None
+    variants: tuple[str, ...] = ()
+    json_path: Path | None = None
+    gates: Gates = field(default_factory=Gates)
+    batch_size: int = 500
+    diagnose: str | None = None
+    verbose: bool = True

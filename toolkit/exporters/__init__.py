@@ -1,0 +1,110 @@
+"""Exporters, registered by variant name next to their code (see tflite.py, onnx.py).
+
+An exporter turns the trained Keras model into one artifact file. Order in the registry is
+the order of export and of every table (float before quantized, TFLite before ONNX).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Exporter:
+    variant: str  # e.g. "tflite-int8": the artifact's name everywhere
+    format: str  # "tflite" or "onnx": selects the runner
+    quantization: str  # "none", "fp16", "dynamic" or "int8"
+    suffix: str  # file extension
+    build: Callable  # build(ctx, path) -> dict of extra manifest fields
+    default: bool  # made when --quantize is not given
+
+    @property
+    def calibrated(self) -> bool:
+        return self.quantization == "int8"
+
+
+REGISTRY: dict[str, Exporter] = {}
+_MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx")
+FORMATS = ("tflite", "onnx")
+QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+
+
+def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool):
+    def wrap(fn: Callable) -> Callable:
+        REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default)
+        return fn
+
+    return wrap
+
+
+def _load_all() -> None:
+    for module in _MODULES:
+        importlib.import_module(module)
+
+
+def variant_names() -> list[str]:
+    _load_all()
+    return list(REGISTRY)
+
+
+def get(variant: str) -> Exporter:
+    _load_all()
+    try:
+        return REGISTRY[variant]
+    except KeyError:
+        raise UsageError(f"unknown variant {variant!r} (known: {', '.join(REGISTRY)})") from None
+
+
+def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
+    """Variants for ``--format FMT [--quantize MODE ...]``."""
+    _load_all()
+    formats = FORMATS if fmt == "all" else (fmt,)
+    if fmt not in (*FORMATS, "all"):
+        raise UsageError(f"--format must be one of {', '.join((*FORMATS, 'all'))}, got {fmt!r}")
+    chosen = []
+    for exp in REGISTRY.values():
+        if exp.format not in formats:
+            continue
+        if quantize is None:
+            if exp.default or fmt == "all":
+                chosen.append(exp)
+        elif exp.quantization in quantize:
+            chosen.append(exp)
+    if quantize:
+        for mode in quantize:
+            if mode not in QUANTIZE_MODES:
+                raise UsageError(f"--quantize must be among {', '.join(QUANTIZE_MODES)}, got {mode!r}")
+            if not any(e.quantization == mode for e in chosen):
+                raise UsageError(f"--format {fmt} has no {mode!r} variant "
+                                 f"(available: {', '.join(e.variant for e in REGISTRY.values() if e.format in formats)})")
+    return chosen
+
+
+@dataclass
+class ExportContext:
+    """What exporters share: the model, calibration data and a scratch directory."""
+
+    model: object  # keras.Model
+    model_path: Path
+    workdir: Path
+    calibration_images: object  # float32 (N, 28, 28, 1)
+    calibration_method: str
+    opset: int
+    _saved_model: Path | None = None
+    _float_onnx: Path | None = None
+
+    def saved_model(self) -> Path:
+        """The model as a TF SavedModel (what the TFLite converter reads), made once."""
+        if self._saved_model is None:
+            from toolkit._quiet import quiet_stderr
+
+            path = self.workdir / "saved_model"
+            with quiet_stderr():
+                self.model.export(str(path), format="tf_saved_model", verbose=False)
+            self._saved_model = path
+        return self._saved_model

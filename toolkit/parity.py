@@ -1,0 +1,325 @@
+"""Accuracy parity of every exported artifact against the trained Keras model, on the full
+MNIST test set, with statistics and gates.
+
+A ``ParityReport`` is truthy when every gate passed (like Polygraphy's comparator results).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import artifacts
+from toolkit.config import Gates, ParityConfig
+from toolkit.data import load_test
+from toolkit.errors import DataError, UsageError, WriteError
+from toolkit.provenance import provenance, sha256_file
+from toolkit.runners import runner_for
+from toolkit.runners.keras import KerasRunner
+from toolkit.stats import mcnemar_exact, paired_difference_interval, wilson_interval
+
+PARITY_JSON = "parity.json"
+PARITY_MD = "parity.md"
+PARITY_PNG = "parity-disagreements.png"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    metric: str
+    value: float
+    op: str  # ">=" or "<="
+    bound: float
+
+    @property
+    def passed(self) -> bool:
+        return self.value >= self.bound if self.op == ">=" else self.value <= self.bound
+
+    def __str__(self) -> str:
+        return f"{self.metric} = {self.value:.6g} (must be {self.op} {self.bound:g})"
+
+    def to_json(self) -> dict:
+        return {"metric": self.metric, "value": self.value, "op": self.op, "bound": self.bound,
+                "passed": self.passed}
+
+
+@dataclass
+class VariantParity:
+    variant: str
+    quantization: str
+    metrics: dict
+    gates: list[GateResult]
+    predictions: np.ndarray = field(repr=False)
+
+    def __bool__(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def failures(self) -> list[GateResult]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_json(self) -> dict:
+        return {**self.metrics, "passed": bool(self), "gates": [g.to_json() for g in self.gates]}
+
+
+@dataclass
+class ParityReport:
+    reference: dict
+    variants: dict[str, VariantParity]
+    labels: np.ndarray = field(repr=False)
+    reference_predictions: np.ndarray = field(repr=False)
+    images: np.ndarray = field(repr=False)
+    export_generation: str | None = None
+
+    def __bool__(self) -> bool:
+        return all(bool(v) for v in self.variants.values())
+
+    def failures(self) -> list[tuple[str, GateResult]]:
+        return [(name, g) for name, v in self.variants.items() for g in v.failures()]
+
+
+def accuracy_block(predictions: np.ndarray, labels: np.ndarray) -> dict:
+    n = len(labels)
+    correct = int((predictions == labels).sum())
+    lo, hi = wilson_interval(correct, n)
+    return {"accuracy": correct / n, "correct": correct, "images": n, "accuracy_ci95": [lo, hi]}
+
+
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, classes: int) -> list[float]:
+    return [float((predictions[labels == k] == k).mean()) if (labels == k).any() else float("nan")
+            for k in range(classes)]
+
+
+def compare(ref_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Every parity metric of one variant against the reference on the same images."""
+    classes = ref_logits.shape[1]
+    ref_pred, pred = ref_logits.argmax(1), logits.argmax(1)
+    ref_ok, ok = ref_pred == labels, pred == labels
+    b = int((ref_ok & ~ok).sum())  # reference right, variant wrong
+    c = int((~ref_ok & ok).sum())  # variant right, reference wrong
+    n = len(labels)
+    acc = accuracy_block(pred, labels)
+    diff = np.abs(logits.astype(np.float64) - ref_logits.astype(np.float64))
+    lo, hi = paired_difference_interval(b, c, n)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    ref_class = per_class_accuracy(ref_pred, labels, classes)
+    var_class = per_class_accuracy(pred, labels, classes)
+    return {
+        **acc,
+        "accuracy_diff_points": (acc["accuracy"] - float(ref_ok.mean())) * 100,
+        "accuracy_diff_ci95_points": [lo * 100, hi * 100],
+        "agreement": float((pred == ref_pred).mean()),
+        "disagreements": int((pred != ref_pred).sum()),
+        "discordant_ref_right_variant_wrong": b,
+        "discordant_ref_wrong_variant_right": c,
+        "mcnemar_p": mcnemar_exact(b, c),
+        "max_abs_logit_diff": float(diff.max()),
+        "mean_abs_logit_diff": float(diff.mean()),
+        "per_class_accuracy_diff_points": [(v - r) * 100 for v, r in zip(var_class, ref_class, strict=True)],
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def gates_for(quantization: str, metrics: dict, gates: Gates) -> list[GateResult]:
+    loss = -metrics["accuracy_diff_points"]
+    agreement = metrics["agreement"] * 100
+    if quantization == "none":
+        return [
+            GateResult("agreement_percent", agreement, ">=", gates.float_min_agreement),
+            GateResult("max_abs_logit_diff", metrics["max_abs_logit_diff"], "<=", gates.float_max_logit_diff),
+        ]
+    if quantization in ("fp16", "dynamic"):
+        return [GateResult("accuracy_loss_points", loss, "<=", gates.reduced_max_accuracy_loss)]
+    if quantization == "int8":
+        return [
+            GateResult("accuracy_loss_points", loss, "<=", gates.int8_max_accuracy_loss),
+            GateResult("agreement_percent", agreement, ">=", gates.int8_min_agreement),
+        ]
+    raise ValueError(f"no gates for quantization {quantization!r}")
+
+
+def _log(cfg: ParityConfig, message: str) -> None:
+    if cfg.verbose:
+        print(message, file=sys.stderr, flush=True)
+
+
+def select_entries(manifest: dict, wanted: tuple[str, ...]) -> list[dict]:
+    entries = manifest["artifacts"]
+    if not wanted:
+        return entries
+    known = {e["variant"]: e for e in entries}
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        raise UsageError(f"variant(s) {', '.join(missing)} not in the manifest (exported: {', '.join(known)})")
+    return [known[w] for w in wanted]
+
+
+def reference_model_path(exports: Path, manifest: dict) -> Path:
+    """The Keras model the export came from, checked to be unchanged since."""
+    source = manifest.get("source_model", {})
+    path = Path(exports) / source.get("path", "model.keras")  # an absolute path stays absolute
+    if not path.is_file():
+        raise DataError(f"reference model {path} (named in the manifest) not found")
+    if source.get("sha256") and sha256_file(path) != source["sha256"]:
+        raise DataError(
+            f"{path} changed since the export was made (sha256 differs from the manifest)",
+            hint="re-run `toolkit export --force` so the artifacts come from this model",
+        )
+    return path
+
+
+def run_parity(cfg: ParityConfig) -> ParityReport:
+    exports = Path(cfg.exports)
+    manifest = artifacts.read_manifest(exports)
+    entries = select_entries(manifest, cfg.variants)
+    paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
+    model_path = reference_model_path(exports, manifest)
+    test = load_test(cfg.data_dir)
+    images, labels = test.images, test.labels
+
+    start = time.perf_counter()
+    ref_logits = KerasRunner.load(model_path).infer_batched(images, cfg.batch_size)
+    ref_pred = ref_logits.argmax(1)
+    reference = {
+        "variant": "keras",
+        "path": str(model_path),
+        "sha256": manifest.get("source_model", {}).get("sha256"),
+        **accuracy_block(ref_pred, labels),
+        "per_class_accuracy": per_class_accuracy(ref_pred, labels, ref_logits.shape[1]),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {len(labels):,} test images")
+
+    variants: dict[str, VariantParity] = {}
+    for entry in entries:
+        start = time.perf_counter()
+        runner = runner_for(entry["format"], paths[entry["variant"]])
+        logits = runner.infer_batched(images, cfg.batch_size)
+        metrics = compare(ref_logits, logits, labels)
+        metrics.update({
+            "format": entry["format"],
+            "runtime": runner.name,
+            "bytes": entry["bytes"],
+            "sha256": entry["sha256"],
+            "seconds": round(time.perf_counter() - start, 3),
+        })
+        result = VariantParity(entry["variant"], entry["quantization"], metrics,
+                               gates_for(entry["quantization"], metrics, cfg.gates), logits.argmax(1))
+        variants[entry["variant"]] = result
+        _log(
+            cfg,
+            f"  {entry['variant']:<15} accuracy {metrics['accuracy']:.2%}  "
+            f"diff {metrics['accuracy_diff_points']:+.2f} pts  agreement {metrics['agreement']:.2%}  "
+            f"{'PASS' if result else 'FAIL'}",
+        )
+    return ParityReport(reference, variants, labels, ref_pred, images, manifest.get("generation"))
+
+
+def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
+    return {
+        "reference": report.reference,
+        "variants": {name: v.to_json() for name, v in report.variants.items()},
+        "passed": bool(report),
+        "gates": vars(cfg.gates),
+        "export_generation": report.export_generation,
+        "statistics": {
+            "accuracy_ci95": "Wilson score interval",
+            "accuracy_diff_ci95_points": "exact conditional (Clopper-Pearson on discordant pairs)",
+            "mcnemar_p": "exact two-sided McNemar test on discordant pairs",
+        },
+        "provenance": provenance(),
+    }
+
+
+def markdown(report: ParityReport, gates: Gates) -> str:
+    ref = report.reference
+    lines = [
+        "# Accuracy parity on the MNIST test set",
+        "",
+        f"Reference: Keras model `{ref['path']}`, accuracy **{ref['accuracy']:.2%}** "
+        f"(95% CI {ref['accuracy_ci95'][0]:.2%} to {ref['accuracy_ci95'][1]:.2%}) on {ref['images']:,} images.",
+        "",
+        "| variant | size (bytes) | accuracy | 95% CI | diff (pts) | diff 95% CI (pts) | agreement | "
+        "disagreements | McNemar p | max abs logit diff | mean abs logit diff | gates |",
+        "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, v in report.variants.items():
+        m = v.metrics
+        lo, hi = m["accuracy_ci95"]
+        dlo, dhi = m["accuracy_diff_ci95_points"]
+        verdict = "pass" if v else "**FAIL**: " + "; ".join(str(g) for g in v.failures())
+        lines.append(
+            f"| {name} | {m['bytes']:,} | {m['accuracy']:.2%} | {lo:.2%} to {hi:.2%} | "
+            f"{m['accuracy_diff_points']:+.2f} | {dlo:+.2f} to {dhi:+.2f} | {m['agreement']:.2%} | "
+            f"{m['disagreements']} | {m['mcnemar_p']:.3g} | {m['max_abs_logit_diff']:.3g} | "
+            f"{m['mean_abs_logit_diff']:.3g} | {verdict} |"
+        )
+    lines += [
+        "",
+        "Gates: float variants agree on >= "
+        f"{gates.float_min_agreement}% of images and max abs logit diff <= {gates.float_max_logit_diff:g}; "
+        f"fp16 and dynamic lose at most {gates.reduced_max_accuracy_loss} points; int8 variants lose at most "
+        f"{gates.int8_max_accuracy_loss} points and agree on >= {gates.int8_min_agreement}%.",
+        "",
+        "## Per-class accuracy difference (points, variant minus reference)",
+        "",
+        "| variant | " + " | ".join(str(k) for k in range(len(ref["per_class_accuracy"]))) + " |",
+        "|---|" + "---:|" * len(ref["per_class_accuracy"]),
+    ]
+    for name, v in report.variants.items():
+        lines.append(f"| {name} | " + " | ".join(f"{d:+.2f}" for d in v.metrics["per_class_accuracy_diff_points"]) + " |")
+    lines += ["", "Confusion matrices (rows: true label, columns: predicted) are in parity.json.", ""]
+    return "\n".join(lines)
+
+
+def plot_disagreements(report: ParityReport, images: np.ndarray, path: Path, per_variant: int = 12) -> None:
+    """A grid of the test images on which each variant disagrees with the reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(name, np.flatnonzero(v.predictions != report.reference_predictions)[:per_variant], v)
+            for name, v in report.variants.items()]
+    rows = [r for r in rows if len(r[1])]
+    if not rows:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "No variant disagrees with the reference on any test image.",
+                ha="center", va="center")
+    else:
+        fig, axes = plt.subplots(len(rows), per_variant, figsize=(per_variant * 1.1, len(rows) * 1.5),
+                                 squeeze=False)
+        for r, (name, idx, v) in enumerate(rows):
+            for col in range(per_variant):
+                ax = axes[r][col]
+                ax.axis("off")
+                if col < len(idx):
+                    i = idx[col]
+                    ax.imshow(images[i, ..., 0], cmap="gray_r", vmin=0, vmax=1)
+                    ax.set_title(f"#{i} y={report.labels[i]}\nref={report.reference_predictions[i]} "
+                                 f"var={v.predictions[i]}", fontsize=6)
+            axes[r][0].text(-0.5, 0.5, name, transform=axes[r][0].transAxes, ha="right", va="center",
+                            fontsize=8)
+        fig.suptitle("Test images where a variant disagrees with the Keras reference", fontsize=9)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
+    """parity.json (or --json PATH), parity.md and the disagreement grid PNG."""
+    exports = Path(cfg.exports)
+    doc = report_json(report, cfg)
+    json_path = Path(cfg.json_path) if cfg.json_path else exports / PARITY_JSON
+    artifacts.atomic_write_json(json_path, doc)
+    artifacts.atomic_write_text(exports / PARITY_MD, markdown(report, cfg.gates))
+    try:
+        plot_disagreements(report, report.images, exports / PARITY_PNG)
+    except OSError as exc:
+        raise WriteError(f"cannot write {exports / PARITY_PNG}: {exc.strerror}") from None
+    return {"json": json_path, "markdown": exports / PARITY_MD, "png": exports / PARITY_PNG}

@@ -1,0 +1,84 @@
+"""The shared runner interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import DataError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # None (or -1 in TFLite) for a dynamic dimension
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["shape"] = [None if (s is None or s == -1) else int(s) for s in self.shape]
+        return {k: v for k, v in d.items() if v is not None or k in ("name", "shape", "dtype")}
+
+
+class Runner(ABC):
+    """Subclasses set ``name`` and implement ``load``, ``_infer`` and ``describe``."""
+
+    name = "runner"
+    input_spec: TensorSpec
+    output_spec: TensorSpec
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: Path, **kwargs) -> Runner:
+        """Load and validate the artifact at ``path``; raise DataError if it is unusable."""
+
+    @abstractmethod
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        """Run one already-checked float32 batch; return float32 logits."""
+
+    def describe(self) -> dict:
+        return {
+            "runtime": self.name,
+            "input": self.input_spec.to_json(),
+            "output": self.output_spec.to_json(),
+        }
+
+    def check_input(self, images: np.ndarray) -> None:
+        if not isinstance(images, np.ndarray):
+            raise DataError(f"{self.name}: expected a numpy array, got {type(images).__name__}")
+        expected = tuple(self.input_spec.shape)
+        if images.ndim != len(expected) or any(
+            e not in (None, -1) and e != g for e, g in zip(expected[1:], images.shape[1:], strict=True)
+        ):
+            shown = tuple("N" if e in (None, -1) else e for e in expected)
+            raise DataError(f"{self.name}: input shape {images.shape} does not match the model's {shown}")
+        if images.dtype != np.float32:
+            raise DataError(f"{self.name}: input dtype {images.dtype}, expected float32 images in [0, 1]")
+        if not np.isfinite(images).all():
+            raise DataError(f"{self.name}: input contains NaN or Inf values")
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """float32 images (N, ...) -> float32 logits (N, classes)."""
+        self.check_input(images)
+        return self._infer(images)
+
+    def infer_batched(self, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+        self.check_input(images)
+        return np.concatenate(
+            [self._infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        )
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = np.round(x / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)

@@ -1,0 +1,163 @@
+"""Training the seed CNN: tf.data pipeline, determinism, record, saving."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.artifacts import _write_error, atomic_write_json
+from toolkit.config import TrainConfig
+from toolkit.data import load_mnist
+from toolkit.errors import UsageError
+from toolkit.provenance import provenance, sha256_file
+
+MODEL_FILE = "model.keras"
+RECORD_FILE = "train.json"
+
+
+def weights_sha256(model) -> str:
+    """sha256 over every weight tensor's bytes, in the model's weight order."""
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()
+
+
+def _validate(cfg: TrainConfig) -> None:
+    if cfg.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if not cfg.learning_rate > 0:
+        raise UsageError(f"--learning-rate must be positive, got {cfg.learning_rate}")
+    if cfg.train_limit is not None and cfg.train_limit < 1:
+        raise UsageError(f"--train-limit must be at least 1, got {cfg.train_limit}")
+    if not 0 <= cfg.dropout < 1:
+        raise UsageError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+
+
+def _progress_callback(k, epochs: int):
+    """One line per epoch on stderr (stdout is kept for results)."""
+
+    class EpochLine(k.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            print(
+                f"  epoch {epoch + 1}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  "
+                f"accuracy {logs.get('accuracy', float('nan')):.4f}  "
+                f"val_accuracy {logs.get('val_accuracy', float('nan')):.4f}  "
+                f"({time.perf_counter() - self.start:.1f} s)",
+                file=sys.stderr, flush=True,
+            )
+
+    return EpochLine()
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, evaluate, save ``model.keras`` and ``train.json`` into ``cfg.out``; return the record."""
+    _validate(cfg)
+    data = load_mnist(cfg.data_dir)
+
+    from toolkit._quiet import keras, tf
+    from toolkit.model import build_cnn
+
+    tf, k = tf(), keras()
+    # Same seed + op determinism = bit-identical weights on CPU (checked by the tests).
+    k.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    train_split = data.train.head(cfg.train_limit)
+    n = len(train_split)
+    dataset = (
+        tf.data.Dataset.from_tensor_slices((train_split.images, train_split.labels))
+        .shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
+        .batch(cfg.batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    val = (
+        tf.data.Dataset.from_tensor_slices((data.validation.images, data.validation.labels))
+        .batch(1000)
+    )
+
+    model = build_cnn(dropout=cfg.dropout)
+    model.compile(
+        optimizer=k.optimizers.Adam(cfg.learning_rate),
+        loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    if cfg.verbose:
+        print(
+            f"training seed CNN ({model.count_params():,} parameters) on {n:,} images, "
+            f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g}, seed {cfg.seed}",
+            file=sys.stderr,
+        )
+    start = time.perf_counter()
+    history = model.fit(
+        dataset, validation_data=val, epochs=cfg.epochs, verbose=0, shuffle=False,  # tf.data shuffles
+        callbacks=[_progress_callback(k, cfg.epochs)] if cfg.verbose else [],
+    )
+    train_seconds = time.perf_counter() - start
+
+    test_loss, test_acc = model.evaluate(
+        data.test.images, data.test.labels, batch_size=1000, verbose=0
+    )
+    epochs = [
+        {"epoch": i + 1, **{key: float(values[i]) for key, values in history.history.items()}}
+        for i in range(len(history.history["loss"]))
+    ]
+
+    out = Path(cfg.out)
+    model_path = out / MODEL_FILE
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(out, exc) from None
+    # Keras writes model.keras itself; save beside it and rename so a failure keeps the old one.
+    tmp_path = out / f".{MODEL_FILE}.tmp.keras"
+    try:
+        model.save(tmp_path)
+        tmp_path.replace(model_path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise _write_error(model_path, exc) from None
+
+    record = {
+        "model": {
+            "path": MODEL_FILE,
+            "architecture": "cnn",
+            "parameters": int(model.count_params()),
+            "sha256": sha256_file(model_path),
+            "weights_sha256": weights_sha256(model),
+        },
+        "hyperparameters": {
+            "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size,
+            "learning_rate": cfg.learning_rate,
+            "optimizer": "adam",
+            "dropout": cfg.dropout,
+            "seed": cfg.seed,
+            "train_limit": cfg.train_limit,
+        },
+        "data": {
+            "source": data.source,
+            "sha256": data.sha256,
+            "train_images": n,
+            "validation_images": len(data.validation),
+            "test_images": len(data.test),
+        },
+        "epochs": epochs,
+        "validation_accuracy": epochs[-1]["val_accuracy"],
+        "test_accuracy": float(test_acc),
+        "test_loss": float(test_loss),
+        "train_seconds": round(train_seconds, 3),
+        "provenance": provenance(),
+    }
+    atomic_write_json(out / RECORD_FILE, record)
+    return record
