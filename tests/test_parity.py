@@ -159,3 +159,27 @@ def test_fully_trained_model_passes_every_gate(data_dir):
     report = run_parity(ParityConfig(exports=exports, data_dir=data_dir, verbose=False))
     assert report.reference["accuracy"] >= 0.992
     assert not [(n, str(g)) for n, g in report.failures()]
+
+
+@pytest.mark.parametrize("variant", ["tflite-int8", "onnx-int8"])
+def test_diagnose_names_the_worst_layer(export_copy, data_dir, variant, capsys):
+    assert main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir),
+                 "--diagnose", variant]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads((export_copy / f"diagnose-{variant}.json").read_text())
+    assert doc["worst_layer"] and f"loses most: {doc['worst_layer']}" in out
+    layers = doc["layers"]
+    assert len(layers) >= 5
+    assert any("conv2" in row["layer"] for row in layers)
+    assert all("scale" in row for row in layers)
+    worst = max(layers, key=lambda r: r["local_error"])
+    assert worst["layer"] == doc["worst_layer"]
+    if variant == "tflite-int8":
+        # the table is about the model we shipped: the debugger's rebuild agrees with it
+        assert doc["debug_model_agreement_with_artifact"] >= 0.99
+        assert all(r["local_error"] >= 0 for r in layers)
+
+
+def test_diagnose_refuses_float_variant(export_copy, capsys):
+    assert main(["parity", "--exports", str(export_copy), "--diagnose", "tflite"]) == 2
+    assert "int8 variants" in capsys.readouterr().err
