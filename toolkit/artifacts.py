@@ -172,3 +172,17 @@ def remove_stale(exports: Path, keep: set[str]) -> None:
             continue
         if child.name.startswith((STAGING_PREFIX, GENERATION_PREFIX)):
             shutil.rmtree(child, ignore_errors=True)
+
+
+def reference_model_path(exports: Path, manifest: dict) -> Path:
+    """The Keras model the export came from, checked to be unchanged since."""
+    source = manifest.get("source_model", {})
+    path = Path(exports) / source.get("path", "model.keras")  # an absolute path stays absolute
+    if not path.is_file():
+        raise DataError(f"reference model {path} (named in the manifest) not found")
+    if source.get("sha256") and sha256_file(path) != source["sha256"]:
+        raise DataError(
+            f"{path} changed since the export was made (sha256 differs from the manifest)",
+            hint="re-run `toolkit export --force` so the artifacts come from this model",
+        )
+    return path

@@ -55,3 +55,24 @@ class ParityConfig:
     batch_size: int = 500
     diagnose: str | None = None
     verbose: bool = True
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    exports: Path = Path("exports")
+    data_dir: Path | None = None
+    variants: tuple[str, ...] = ()  # manifest variants plus "keras" (the reference); () = all
+    runtimes: tuple[str, ...] = ()  # () = every runtime that fits a variant
+    device: str = "cpu"
+    batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
+    threads: tuple[int, ...] = (1, 2)
+    warmup_runs: int = 10
+    warmup_seconds: float = 0.5
+    min_runs: int = 50
+    min_seconds: float = 1.0
+    max_runs: int = 100_000
+    seed: int = 0
+    json_path: Path | None = None
+    allow_fallback: bool = False
+    plots: bool = True
+    verbose: bool = True

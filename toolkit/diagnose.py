@@ -48,11 +48,9 @@ def diagnose(cfg: ParityConfig) -> dict:
     data = load_mnist(cfg.data_dir)
     images = data.test.images[:DEBUG_IMAGES]
     if entry["format"] == "tflite":
-        from toolkit.parity import reference_model_path
-
         cal = entry["calibration"]
         idx = calibration_indices(cal["count"], seed=cal["seed"], population=len(data.train))
-        result = _tflite(reference_model_path(exports, manifest), path, data.train.images[idx], images)
+        result = _tflite(artifacts.reference_model_path(exports, manifest), path, data.train.images[idx], images)
     else:
         if "onnx" not in entries:
             raise UsageError("--diagnose onnx-int8 compares with the float ONNX model: export it too "

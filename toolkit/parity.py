@@ -16,8 +16,8 @@ import numpy as np
 from toolkit import artifacts
 from toolkit.config import Gates, ParityConfig
 from toolkit.data import load_test
-from toolkit.errors import DataError, UsageError, WriteError
-from toolkit.provenance import provenance, sha256_file
+from toolkit.errors import UsageError, WriteError
+from toolkit.provenance import provenance
 from toolkit.runners import runner_for
 from toolkit.runners.keras import KerasRunner
 from toolkit.stats import mcnemar_exact, paired_difference_interval, wilson_interval
@@ -157,26 +157,12 @@ def select_entries(manifest: dict, wanted: tuple[str, ...]) -> list[dict]:
     return [known[w] for w in wanted]
 
 
-def reference_model_path(exports: Path, manifest: dict) -> Path:
-    """The Keras model the export came from, checked to be unchanged since."""
-    source = manifest.get("source_model", {})
-    path = Path(exports) / source.get("path", "model.keras")  # an absolute path stays absolute
-    if not path.is_file():
-        raise DataError(f"reference model {path} (named in the manifest) not found")
-    if source.get("sha256") and sha256_file(path) != source["sha256"]:
-        raise DataError(
-            f"{path} changed since the export was made (sha256 differs from the manifest)",
-            hint="re-run `toolkit export --force` so the artifacts come from this model",
-        )
-    return path
-
-
 def run_parity(cfg: ParityConfig) -> ParityReport:
     exports = Path(cfg.exports)
     manifest = artifacts.read_manifest(exports)
     entries = select_entries(manifest, cfg.variants)
     paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
-    model_path = reference_model_path(exports, manifest)
+    model_path = artifacts.reference_model_path(exports, manifest)
     test = load_test(cfg.data_dir)
     images, labels = test.images, test.labels
 

@@ -1,0 +1,104 @@
+"""Time the default pipeline on this machine: `toolkit train`, `toolkit export`, `toolkit parity`.
+
+    python benchmarks/pipeline.py [--exports exports] [--out benchmarks/results]
+
+Runs each command as a user would (a subprocess: wall time includes Python and TensorFlow
+start-up), then reads what the commands themselves recorded (train.json, manifest.json,
+parity.json) and writes benchmarks/results/pipeline.json and PIPELINE.md. Every number in
+the Markdown comes from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
+from toolkit.provenance import provenance  # noqa: E402
+
+
+def timed(argv: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "toolkit", *argv], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", type=Path, default=Path("exports"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    ex = str(args.exports)
+    walls = {
+        "train": timed(["train", "--out", ex]),
+        "export": timed(["export", "--exports", ex, "--force"]),
+        "parity": timed(["parity", "--exports", ex]),
+    }
+    train = json.loads((args.exports / "train.json").read_text())
+    manifest = json.loads((args.exports / "manifest.json").read_text())
+    parity = json.loads((args.exports / "parity.json").read_text())
+    doc = {
+        "wall_seconds": walls,
+        "train": {
+            "epochs": train["hyperparameters"]["epochs"],
+            "train_seconds": train["train_seconds"],
+            "test_accuracy": train["test_accuracy"],
+            "weights_sha256": train["model"]["weights_sha256"],
+            "per_epoch": train["epochs"],
+        },
+        "export": {e["variant"]: {"bytes": e["bytes"], "conversion_seconds": e["conversion_seconds"]}
+                   for e in manifest["artifacts"]},
+        "parity": {
+            "reference_accuracy": parity["reference"]["accuracy"],
+            "passed": parity["passed"],
+            "variants": {k: {m: v[m] for m in ("accuracy", "accuracy_diff_points", "accuracy_diff_ci95_points",
+                                               "agreement", "disagreements", "mcnemar_p", "passed", "seconds")}
+                         for k, v in parity["variants"].items()},
+        },
+        "provenance": provenance(),
+    }
+    atomic_write_json(args.out / "pipeline.json", doc)
+    m = doc["provenance"]["machine"]
+    lines = [
+        "# Default pipeline on this machine",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_count']} cores; {m['platform']}. "
+        f"Commit {doc['provenance']['git_commit']}, {doc['provenance']['created']}. "
+        "Produced by `python benchmarks/pipeline.py`; numbers from `results/pipeline.json`.",
+        "",
+        "| step | wall time (s, incl. start-up) | detail |",
+        "|---|---:|---|",
+        f"| `toolkit train` | {walls['train']:.1f} | {doc['train']['epochs']} epochs, "
+        f"{doc['train']['train_seconds']:.1f} s in `fit`, test accuracy {doc['train']['test_accuracy']:.2%} |",
+        f"| `toolkit export` (all six) | {walls['export']:.1f} | conversion "
+        f"{sum(v['conversion_seconds'] for v in doc['export'].values()):.1f} s in all |",
+        f"| `toolkit parity` (six x 10,000 images) | {walls['parity']:.1f} | all gates "
+        f"{'passed' if doc['parity']['passed'] else 'NOT passed'} |",
+        "",
+        "| epoch | loss | train accuracy | validation accuracy |",
+        "|---:|---:|---:|---:|",
+        *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_accuracy']:.2%} |"
+          for e in doc["train"]["per_epoch"]],
+        "",
+        "| variant | bytes | conversion (s) | accuracy | diff (pts) | 95% CI (pts) | agreement | McNemar p | gates |",
+        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for name, e in doc["export"].items():
+        p = doc["parity"]["variants"][name]
+        lo, hi = p["accuracy_diff_ci95_points"]
+        lines.append(f"| {name} | {e['bytes']:,} | {e['conversion_seconds']:.1f} | {p['accuracy']:.2%} | "
+                     f"{p['accuracy_diff_points']:+.2f} | {lo:+.2f} to {hi:+.2f} | {p['agreement']:.2%} | "
+                     f"{p['mcnemar_p']:.3g} | {'pass' if p['passed'] else 'FAIL'} |")
+    atomic_write_text(args.out.parent / "PIPELINE.md", "\n".join(lines) + "\n")
+    print(f"wrote {args.out / 'pipeline.json'} and {args.out.parent / 'PIPELINE.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
