@@ -6,7 +6,7 @@ import pytest
 
 from toolkit.cli import main
 
-COMMANDS = ["train", "export", "verify", "parity"]
+COMMANDS = ["train", "export", "verify", "parity", "bench"]
 
 
 def test_help_does_not_import_tensorflow():

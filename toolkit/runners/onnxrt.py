@@ -56,7 +56,7 @@ class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(self, path: Path, providers: list[str] | None = None, threads: int | None = None,
-                 allow_fallback: bool = False, optimization: str = "all"):
+                 allow_fallback: bool = False, optimization: str = "all", strict_device: bool = False):
         import onnxruntime as ort
 
         model = check_onnx_file(path)
@@ -68,6 +68,9 @@ class OnnxRuntimeRunner(Runner):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[optimization]
+        if strict_device:
+            # A node without a kernel on the requested EP must fail the session, not move to CPU.
+            opts.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1

@@ -1,0 +1,105 @@
+"""Bench behaviour on the CPU (no assertion on speed: speed is measured, not tested)."""
+
+import csv
+import json
+
+import pytest
+
+from toolkit.bench import run_bench, write_outputs
+from toolkit.cli import main
+from toolkit.config import BenchConfig
+from toolkit.timing import measure, summarize
+
+FAST = dict(batch_sizes=(1, 4), threads=(1,), warmup_runs=1, warmup_seconds=0.0, min_runs=5,
+            min_seconds=0.0, verbose=False)
+REQUIRED = {"variant", "runtime", "device", "providers", "batch_size", "threads", "p50_ms", "p90_ms",
+            "p99_ms", "mean_ms", "std_ms", "throughput", "runs"}
+
+
+def _cuda_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def test_measure_honours_min_runs_and_warmup():
+    calls = []
+    result = measure(lambda: calls.append(1), warmup_runs=3, warmup_seconds=0, min_runs=7, min_seconds=0,
+                     max_runs=100)
+    assert len(result["samples_ns"]) == 7 and result["warmup_runs"] == 3
+    assert len(calls) == 1 + 3 + 7  # first inference, warm-up, timed
+    stats = summarize([1_000_000, 2_000_000, 3_000_000], batch_size=4)
+    assert stats["p50_ms"] == 2.0 and stats["min_ms"] == 1.0 and stats["mean_ms"] == 2.0
+    assert stats["throughput"] == pytest.approx(2000.0)
+
+
+@pytest.fixture(scope="module")
+def bench_doc(quick_export, data_dir):
+    cfg = BenchConfig(exports=quick_export, data_dir=data_dir, variants=("tflite-int8", "onnx", "keras"), **FAST)
+    return run_bench(cfg)
+
+
+def test_rows_cover_variants_runtimes_batches(bench_doc):
+    rows = bench_doc["results"]
+    assert {(r["variant"], r["runtime"]) for r in rows} == {
+        ("tflite-int8", "litert"), ("onnx", "onnxruntime"), ("keras", "tensorflow")}
+    assert len(rows) == 3 * 2  # x batch sizes 1, 4; one thread setting
+    for r in rows:
+        assert set(r) >= REQUIRED
+        assert r["device"] == "cpu" and r["providers"]
+        assert r["runs"] >= 5 and len(r["samples_ms"]) == r["runs"]
+        assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
+        assert r["throughput"] == pytest.approx(r["batch_size"] * 1000 / r["mean_ms"])
+        assert r["load_ms"] > 0 and r["first_inference_ms"] > 0
+    by = {r["runtime"]: r for r in rows}
+    assert by["onnxruntime"]["providers"] == ["CPUExecutionProvider"]
+    assert "CPU" in by["tensorflow"]["providers"][0]
+    assert by["litert"]["sha256"] and by["tensorflow"]["sha256"] and by["tensorflow"]["bytes"]
+
+
+def test_provenance_records_machine(bench_doc):
+    prov = bench_doc["provenance"]
+    assert prov["machine"]["cpu"] and prov["machine"]["cpu_count"]
+    assert isinstance(prov["machine"]["cpu_flags"], list) and "gpus" in prov["machine"]
+    assert prov["versions"]["onnxruntime"] and prov["versions"]["ai-edge-litert"]
+    assert "git_commit" in prov and bench_doc["method"]["timer"].startswith("time.perf_counter_ns")
+
+
+def test_outputs_json_csv_markdown_png(bench_doc, quick_export, tmp_path):
+    cfg = BenchConfig(exports=quick_export, json_path=tmp_path / "b.json")
+    paths = write_outputs(bench_doc, cfg)
+    doc = json.loads(paths["json"].read_text())
+    assert len(doc["results"]) == len(bench_doc["results"])
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert len(rows) == len(doc["results"]) and float(rows[0]["p50_ms"]) == doc["results"][0]["p50_ms"]
+    md = paths["markdown"].read_text()
+    assert "| tflite-int8 | litert | cpu |" in md
+    assert paths["latency_png"].read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(_cuda_available(), reason="a CUDA provider is present")
+def test_device_cuda_without_gpu_exits_6(quick_export, capsys):
+    assert main(["bench", "--exports", str(quick_export), "--device", "cuda"]) == 6
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "--allow-fallback" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(_cuda_available(), reason="a CUDA provider is present")
+def test_allow_fallback_rows_say_cpu(quick_export, data_dir, tmp_path):
+    rc = main(["bench", "--exports", str(quick_export), "--data-dir", str(data_dir), "--device", "cuda",
+               "--allow-fallback", "--variants", "onnx", "tflite", "--batch-sizes", "1", "--threads", "1",
+               "--min-runs", "3", "--min-seconds", "0", "--warmup", "0", "--warmup-seconds", "0",
+               "--json", str(tmp_path / "b.json"), "--no-plots"])
+    assert rc == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert doc["results"]
+    for r in doc["results"]:
+        assert r["device"] == "cpu" and r["requested_device"] == "cuda" and r["fallback_reason"]
+        assert "CUDAExecutionProvider" not in r["providers"]
+    assert "(fallback)" in (tmp_path / "b.md").read_text()
+
+
+def test_unknown_variant_and_bad_list(quick_export, capsys):
+    assert main(["bench", "--exports", str(quick_export), "--variants", "coreml"]) == 2
+    assert "not in the manifest" in capsys.readouterr().err
+    assert main(["bench", "--batch-sizes", "1,x"]) == 2

@@ -1,0 +1,91 @@
+"""`toolkit bench` command-line wiring."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit.cli import _data_dir_arg, _exports_arg
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def bench_args(p: argparse.ArgumentParser) -> None:
+    from toolkit.bench import RUNTIMES
+    from toolkit.config import BenchConfig
+
+    d = BenchConfig()
+    _exports_arg(p)
+    _data_dir_arg(p)
+    p.add_argument("--variants", nargs="+", default=(), metavar="VARIANT",
+                   help="variants to time, 'keras' for the reference model (default: all and keras)")
+    p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME", choices=tuple(RUNTIMES),
+                   help=f"runtimes: {', '.join(RUNTIMES)} (default: every runtime that fits a variant)")
+    p.add_argument("--device", default=d.device, choices=("cpu", "cuda"),
+                   help="cpu, or cuda: exits 6 if no runtime really uses a GPU (default: %(default)s)")
+    p.add_argument("--allow-fallback", action="store_true",
+                   help="with --device cuda: run on the CPU where the GPU is unusable; rows say cpu and why")
+    p.add_argument("--batch-sizes", type=_int_list, default=d.batch_sizes, metavar="N,N,...",
+                   help=f"batch sizes (default: {','.join(map(str, d.batch_sizes))})")
+    p.add_argument("--threads", type=_int_list, default=d.threads, metavar="N,N,...",
+                   help=f"intra-op thread counts (default: {','.join(map(str, d.threads))})")
+    p.add_argument("--warmup", type=int, default=d.warmup_runs, metavar="N",
+                   help="warm-up runs before timing (default: %(default)s)")
+    p.add_argument("--warmup-seconds", type=float, default=d.warmup_seconds, metavar="S",
+                   help="and at least this long (default: %(default)s)")
+    p.add_argument("--min-runs", type=int, default=d.min_runs, metavar="N",
+                   help="timed runs per row, at least (default: %(default)s)")
+    p.add_argument("--min-seconds", type=float, default=d.min_seconds, metavar="S",
+                   help="timed seconds per row, at least (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, metavar="N",
+                   help="seed choosing the test images used as inputs (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help="results JSON; .csv, .md and -latency/-tradeoff .png are written beside it "
+                   "(default: DIR/bench.json)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+
+
+def bench_run(args: argparse.Namespace) -> int:
+    from toolkit.bench import run_bench, write_outputs
+    from toolkit.config import BenchConfig
+
+    cfg = BenchConfig(
+        exports=args.exports, data_dir=args.data_dir, variants=tuple(args.variants),
+        runtimes=tuple(args.runtimes), device=args.device, batch_sizes=args.batch_sizes,
+        threads=args.threads, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
+        min_runs=args.min_runs, min_seconds=args.min_seconds, seed=args.seed, json_path=args.json,
+        allow_fallback=args.allow_fallback, plots=not args.no_plots,
+    )
+    doc = run_bench(cfg)
+    paths = write_outputs(doc, cfg)
+    print(f"{'variant':<15} {'runtime':<16} {'device':<6} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p99 ms':>9} "
+          f"{'img/s':>10}")
+    for r in doc["results"]:
+        print(f"{r['variant']:<15} {r['runtime']:<16} {r['device']:<6} {r['batch_size']:>5} {r['threads']:>3} "
+              f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['throughput']:>10,.0f}")
+    for s in doc["skipped"]:
+        print(f"skipped {s['variant']} on {s['runtime']}: {s['reason']}")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+COMMANDS = {
+    "bench": (
+        bench_args, bench_run,
+        "latency/throughput per format x runtime x batch x threads",
+        "Time every exported variant (and the Keras reference as a tf.function) on its runtimes: "
+        "LiteRT (XNNPACK) for TFLite, onnxruntime for ONNX, TensorFlow for Keras; with --device "
+        "cuda also onnxruntime CUDA/TensorRT and TensorFlow GPU. Load and first inference are "
+        "reported apart; then warm-up, then at least --min-runs and --min-seconds of timed calls. "
+        "Reports min/p50/p90/p99/mean/std and throughput, with the providers actually used and "
+        "the machine. Writes JSON (every sample), CSV, Markdown and PNG plots.",
+    ),
+}
