@@ -1,0 +1,58 @@
+"""Committed CPU results: `toolkit bench` twice back to back on the export in exports/, and the
+run-to-run spread of every row's p50.
+
+    python benchmarks/cpu.py [--exports exports] [--out benchmarks/results]
+
+Writes results/cpu-run1.{json,csv,md,-latency.png,-tradeoff.png}, results/cpu-run2.*, and
+results/cpu-spread.json. `python benchmarks/results_md.py` turns them into RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from toolkit.artifacts import atomic_write_json  # noqa: E402
+from toolkit.provenance import provenance  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", type=Path, default=Path("exports"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("extra", nargs="*", help="extra `toolkit bench` arguments (after --)")
+    args = parser.parse_args()
+    runs = []
+    for i in (1, 2):
+        path = args.out / f"cpu-run{i}.json"
+        subprocess.run([sys.executable, "-m", "toolkit", "bench", "--exports", str(args.exports),
+                        "--json", str(path), *args.extra], check=True)
+        runs.append(json.loads(path.read_text()))
+    key = lambda r: (r["variant"], r["runtime"], r["batch_size"], r["threads"])  # noqa: E731
+    second = {key(r): r for r in runs[1]["results"]}
+    rows = []
+    for r in runs[0]["results"]:
+        other = second[key(r)]
+        a, b = r["p50_ms"], other["p50_ms"]
+        rows.append({"variant": r["variant"], "runtime": r["runtime"], "batch_size": r["batch_size"],
+                     "threads": r["threads"], "p50_ms_run1": a, "p50_ms_run2": b,
+                     "spread_percent": abs(a - b) / min(a, b) * 100})
+    spreads = sorted(row["spread_percent"] for row in rows)
+    atomic_write_json(args.out / "cpu-spread.json", {
+        "rows": rows,
+        "median_spread_percent": spreads[len(spreads) // 2],
+        "max_spread_percent": spreads[-1],
+        "definition": "|p50 run1 - p50 run2| / min(p50 run1, p50 run2), two `toolkit bench` runs back to back",
+        "provenance": provenance(),
+    })
+    print(f"p50 run-to-run spread: median {spreads[len(spreads) // 2]:.1f}%, max {spreads[-1]:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
