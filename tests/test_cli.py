@@ -6,7 +6,7 @@ import pytest
 
 from toolkit.cli import main
 
-COMMANDS = ["train", "export", "verify", "parity", "bench"]
+COMMANDS = ["train", "export", "verify", "parity", "bench", "run"]
 
 
 def test_help_does_not_import_tensorflow():

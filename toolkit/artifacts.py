@@ -35,15 +35,31 @@ STAGING_PREFIX = ".staging-"
 GENERATION_PREFIX = "artifacts-"
 
 
-def _write_error(path: Path, exc: OSError) -> WriteError:
-    reason = {
-        errno.ENOSPC: "no space left on device",
-        errno.EFBIG: "file size limit exceeded",
-        errno.EACCES: "permission denied",
-        errno.EROFS: "read-only file system",
-        errno.EPERM: "operation not permitted",
-    }.get(exc.errno, exc.strerror or str(exc))
+_WRITE_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EFBIG: "file size limit exceeded",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EROFS: "read-only file system",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def write_error(path: Path, exc: OSError) -> WriteError:
+    reason = _WRITE_ERRNOS.get(exc.errno, exc.strerror or str(exc))
     return WriteError(f"cannot write {path}: {reason}")
+
+
+def as_write_error(path: Path, exc: BaseException) -> WriteError | None:
+    """A WriteError if ``exc`` is a failed write, also when a library wrapped the OS error in
+    its own type (TensorFlow reports a full disk as ``OutOfRangeError: ... File too large``)."""
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+        return write_error(path, exc)
+    text = str(exc)
+    for code, reason in _WRITE_ERRNOS.items():
+        if os.strerror(code) in text:
+            return WriteError(f"cannot write {path}: {reason}")
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -60,7 +76,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
-        raise _write_error(path, exc) from None
+        raise write_error(path, exc) from None
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -142,7 +158,7 @@ def new_staging_dir(exports: Path, gen_id: str) -> Path:
     try:
         staging.mkdir(parents=True)
     except OSError as exc:
-        raise _write_error(staging, exc) from None
+        raise write_error(staging, exc) from None
     return staging
 
 
@@ -153,7 +169,7 @@ def commit_generation(exports: Path, staging: Path, gen_id: str, manifest: dict)
     try:
         os.rename(staging, final)
     except OSError as exc:
-        raise _write_error(final, exc) from None
+        raise write_error(final, exc) from None
     try:
         atomic_write_json(exports / MANIFEST, manifest)
     except WriteError:

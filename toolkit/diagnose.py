@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,9 @@ def _tflite(model_path: Path, artifact: Path, calibration: np.ndarray, images: n
 
     tf = tf()
     model = load_keras_model(model_path)
-    with tempfile.TemporaryDirectory() as tmp, quiet_stderr():
+    # The debugger uses the deprecated tf.lite.Interpreter inside: its warning is not ours to show.
+    with tempfile.TemporaryDirectory() as tmp, quiet_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         model.export(f"{tmp}/sm", format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(f"{tmp}/sm")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -73,6 +73,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
     data = load_mnist(cfg.data_dir)
     idx = calibration_indices(cfg.calibration_samples, seed=cfg.calibration_seed, population=len(data.train))
     calibration = data.train.images[idx]
+    if not np.isfinite(calibration).all():
+        raise DataError("calibration images contain NaN or Inf values", hint=f"check the MNIST files in {data.source}")
     check_images = data.test.images[: cfg.check_samples]
     reference = KerasRunner(model).infer(check_images)
 
@@ -92,7 +94,13 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             filename = f"{exporter.variant}{exporter.suffix}"
             path = staging / filename
             start = time.perf_counter()
-            extra = exporter.build(ctx, path)
+            try:
+                extra = exporter.build(ctx, path)
+            except Exception as exc:
+                failed_write = artifacts.as_write_error(path, exc)
+                if failed_write:
+                    raise failed_write from None
+                raise
             seconds = time.perf_counter() - start
             runner, check = _check_against_reference(exporter, path, check_images, reference)
             entry = {

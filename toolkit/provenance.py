@@ -43,8 +43,10 @@ def git_commit() -> str | None:
             ["git", "-C", str(root), "rev-parse", "HEAD"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
+        # Changes to committed benchmark outputs are results, not code: they do not make it dirty.
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":(exclude)benchmarks/results", ":(exclude)benchmarks/*.md", ":(exclude)exports"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.artifacts import _write_error, atomic_write_json
+from toolkit.artifacts import atomic_write_json, write_error
 from toolkit.config import TrainConfig
 from toolkit.data import load_mnist
 from toolkit.errors import UsageError
@@ -118,7 +118,7 @@ def train(cfg: TrainConfig) -> dict:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _write_error(out, exc) from None
+        raise write_error(out, exc) from None
     # Keras writes model.keras itself; save beside it and rename so a failure keeps the old one.
     tmp_path = out / f".{MODEL_FILE}.tmp.keras"
     try:
@@ -126,7 +126,7 @@ def train(cfg: TrainConfig) -> dict:
         tmp_path.replace(model_path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise _write_error(model_path, exc) from None
+        raise write_error(model_path, exc) from None
 
     record = {
         "model": {

@@ -1,0 +1,63 @@
+"""End to end: `toolkit run --quick`, and the report's numbers against the files it wrote."""
+
+import json
+import re
+
+import pytest
+
+from toolkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, data_dir):
+    exports = tmp_path_factory.mktemp("run")
+    rc = main(["run", "--quick", "--exports", str(exports), "--data-dir", str(data_dir)])
+    return rc, exports
+
+
+def test_quick_run_succeeds_and_writes_everything(quick_run):
+    rc, exports = quick_run
+    assert rc == 0
+    for name in ("model.keras", "train.json", "manifest.json", "parity.json", "parity.md",
+                 "parity-disagreements.png", "bench.json", "bench.csv", "bench.md", "bench-latency.png",
+                 "bench-tradeoff.png", "report.md"):
+        assert (exports / name).is_file(), name
+    train = json.loads((exports / "train.json").read_text())
+    assert train["hyperparameters"]["epochs"] == 1 and train["data"]["train_images"] == 12_000
+
+
+def test_report_numbers_match_parity_and_bench(quick_run):
+    _, exports = quick_run
+    report = (exports / "report.md").read_text()
+    parity = json.loads((exports / "parity.json").read_text())
+    bench = json.loads((exports / "bench.json").read_text())
+    train = json.loads((exports / "train.json").read_text())
+    assert f"**test accuracy {train['test_accuracy']:.2%}**" in report
+    assert f"**{parity['reference']['accuracy']:.2%}**" in report
+    threads = max(r["threads"] for r in bench["results"])
+    for name, v in parity["variants"].items():
+        row = next(line for line in report.splitlines() if line.startswith(f"| {name} |"))
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == f"{v['accuracy']:.2%}"
+        assert cells[3] == f"{v['accuracy_diff_points']:+.2f}"
+        assert cells[5] == f"{v['agreement']:.2%}"
+        assert cells[6] == ("pass" if v["passed"] else "**FAIL**")
+        b1 = next(r for r in bench["results"] if r["variant"] == name and r["batch_size"] == 1
+                  and r["threads"] == threads)
+        assert f"{b1['p50_ms']:.3f}" in cells
+    assert "## Which variant to ship" in report
+    assert re.search(r"\*\*Lowest latency \(batch 1\)\*\*: `[a-z0-9-]+`", report)
+    assert "![Latency vs batch size](bench-latency.png)" in report
+
+
+def test_skip_train_reuses_model(quick_run, data_dir):
+    _, exports = quick_run
+    before = (exports / "model.keras").read_bytes()
+    assert main(["run", "--quick", "--skip-train", "--skip-bench", "--exports", str(exports),
+                 "--data-dir", str(data_dir)]) == 0
+    assert (exports / "model.keras").read_bytes() == before
+
+
+def test_skip_train_without_model_is_usage_error(tmp_path, capsys):
+    assert main(["run", "--skip-train", "--exports", str(tmp_path)]) == 2
+    assert "--skip-train needs" in capsys.readouterr().err

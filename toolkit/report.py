@@ -1,0 +1,143 @@
+"""One Markdown report from the files the pipeline wrote: train.json, manifest.json,
+parity.json and bench.json. Every number in it is read from those files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit import artifacts
+from toolkit.provenance import provenance
+
+REPORT = "report.md"
+
+
+def _latency(bench: dict, variant: str, batch: int, threads: int) -> list[dict]:
+    return [r for r in bench.get("results", []) if r["variant"] == variant and r["batch_size"] == batch
+            and r["threads"] == threads]
+
+
+def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
+    """Which variant to ship for which need, derived from the measurements."""
+    passed = {name for name, v in parity["variants"].items() if v["passed"]}
+    rows = [r for r in bench.get("results", []) if r["variant"] in passed]
+    if not rows:
+        return ["No variant passed its parity gates: ship nothing until `toolkit parity` passes."]
+    threads = max(r["threads"] for r in rows)
+    big = max(r["batch_size"] for r in rows)
+    b1 = sorted((r for r in rows if r["batch_size"] == 1 and r["threads"] == threads), key=lambda r: r["p50_ms"])
+    bb = sorted((r for r in rows if r["batch_size"] == big and r["threads"] == threads),
+                key=lambda r: -r["throughput"])
+    sizes = {e["variant"]: e["bytes"] for e in manifest["artifacts"] if e["variant"] in passed}
+    smallest = min(sizes, key=sizes.get)
+    out = []
+    if b1:
+        r = b1[0]
+        out.append(f"**Lowest latency (batch 1)**: `{r['variant']}` on {r['runtime']}, {r['p50_ms']:.3f} ms p50 "
+                   f"with {threads} thread(s).")
+    if bb:
+        r = bb[0]
+        out.append(f"**Highest throughput (batch {big})**: `{r['variant']}` on {r['runtime']}, "
+                   f"{r['throughput']:,.0f} images/s.")
+    out.append(f"**Smallest file**: `{smallest}`, {sizes[smallest]:,} bytes.")
+    if "tflite-int8" in passed:
+        v = parity["variants"]["tflite-int8"]
+        lo, hi = v["accuracy_diff_ci95_points"]
+        out.append("**Integer-only hardware (microcontrollers, NPUs, Edge TPU)**: `tflite-int8`, int8 in and out; "
+                   f"accuracy {v['accuracy']:.2%} ({v['accuracy_diff_points']:+.2f} points, 95% CI {lo:+.2f} to "
+                   f"{hi:+.2f}).")
+    floats = [n for n in ("tflite", "onnx") if n in passed]
+    if floats:
+        worst = max(parity["variants"][n]["max_abs_logit_diff"] for n in floats)
+        out.append(f"**Closest to the trained model**: {', '.join(f'`{n}`' for n in floats)} (max abs logit "
+                   f"difference {worst:.2g}).")
+    failed = sorted(set(parity["variants"]) - passed)
+    if failed:
+        out.append(f"**Do not ship**: {', '.join(f'`{n}`' for n in failed)} (failed parity gates).")
+    return out
+
+
+def build_report(exports: Path, bench_json: Path | None = None) -> str:
+    exports = Path(exports)
+    manifest = artifacts.read_manifest(exports)
+    parity = artifacts.read_json(exports / "parity.json")
+    bench_path = bench_json or exports / "bench.json"
+    bench = artifacts.read_json(bench_path) if Path(bench_path).is_file() else {"results": []}
+    train_path = exports / "train.json"
+    train = artifacts.read_json(train_path) if train_path.is_file() else None
+
+    rows = bench.get("results", [])
+    threads = max((r["threads"] for r in rows), default=1)
+    batches = sorted({r["batch_size"] for r in rows})
+    big = batches[-1] if batches else None
+    runtimes = sorted({r["runtime"] for r in rows})
+    lines = ["# toolkit report", ""]
+    prov = provenance()
+    lines += [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
+              f"`{prov['git_commit']}`) on {prov['machine']['cpu']} ({prov['machine']['cpu_count']} cores). "
+              "Every number below is read from `train.json`, `manifest.json`, `parity.json` and "
+              f"`{Path(bench_path).name}` in this directory.", ""]
+    if train:
+        h = train["hyperparameters"]
+        lines += [
+            "## Training", "",
+            f"Seed CNN, {train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
+            f"images for {h['epochs']} epoch(s) (batch {h['batch_size']}, Adam lr {h['learning_rate']:g}, "
+            f"seed {h['seed']}) in {train['train_seconds']:.1f} s. Validation accuracy "
+            f"{train['validation_accuracy']:.2%}, **test accuracy {train['test_accuracy']:.2%}**. "
+            f"Weights sha256 `{train['model']['weights_sha256'][:16]}...`.", "",
+            "| epoch | loss | accuracy | val_loss | val_accuracy |", "|---:|---:|---:|---:|---:|",
+            *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_loss']:.4f} | "
+              f"{e['val_accuracy']:.2%} |" for e in train["epochs"]],
+            "",
+        ]
+    ref = parity["reference"]
+    lines += ["## Variants", "",
+              f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
+    head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates"]
+    for b in (1, big) if big and big != 1 else (1,):
+        head += [f"p50 ms b{b} {rt}" for rt in runtimes]
+    if big:
+        head.append(f"img/s b{big}")
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    entries = [{"variant": "keras", "bytes": None}, *manifest["artifacts"]]
+    for e in entries:
+        name = e["variant"]
+        if name == "keras":
+            cells = ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
+        elif name in parity["variants"]:
+            v = parity["variants"][name]
+            lo, hi = v["accuracy_diff_ci95_points"]
+            cells = [name, f"{e['bytes']:,}", f"{v['accuracy']:.2%}", f"{v['accuracy_diff_points']:+.2f}",
+                     f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}", "pass" if v["passed"] else "**FAIL**"]
+        else:
+            continue
+        for b in (1, big) if big and big != 1 else (1,):
+            for rt in runtimes:
+                match = [r for r in _latency(bench, name, b, threads) if r["runtime"] == rt]
+                cells.append(f"{match[0]['p50_ms']:.3f}" if match else "-")
+        if big:
+            match = _latency(bench, name, big, threads)
+            cells.append(f"{match[0]['throughput']:,.0f}" if match else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Latencies: {threads} thread(s), device {', '.join(sorted({r['device'] for r in rows})) or '-'}; "
+              "full table in the bench Markdown beside this report.", ""]
+    failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
+    if failed:
+        lines += ["### Failed gates", ""]
+        lines += [f"- `{n}`: {g['metric']} = {g['value']:.6g}, must be {g['op']} {g['bound']:g}" for n, g in failed]
+        lines.append("")
+    lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
+    plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
+             ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
+             ("Where variants disagree with the reference", "parity-disagreements.png")]
+    lines += ["## Plots", ""]
+    for title, name in plots:
+        if (Path(bench_path).parent / name).is_file() or (exports / name).is_file():
+            lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return "\n".join(lines)
+
+
+def write_report(exports: Path, bench_json: Path | None = None) -> Path:
+    path = Path(exports) / REPORT
+    artifacts.atomic_write_text(path, build_report(exports, bench_json))
+    return path

@@ -1,0 +1,85 @@
+"""`toolkit run`: train, export, parity, bench and the report, in one command."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from toolkit import exporters
+from toolkit.config import BenchConfig, ExportConfig, ParityConfig, TrainConfig
+from toolkit.errors import UsageError
+from toolkit.train import MODEL_FILE
+
+QUICK_TRAIN_LIMIT = 12_000
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    train: TrainConfig
+    export: ExportConfig
+    parity: ParityConfig
+    bench: BenchConfig
+    skip_train: bool = False
+    skip_bench: bool = False
+
+
+def quick(cfg: RunConfig) -> RunConfig:
+    """The smoke run: a training subset, one epoch, a short benchmark."""
+    return replace(
+        cfg,
+        train=replace(cfg.train, epochs=1, train_limit=cfg.train.train_limit or QUICK_TRAIN_LIMIT),
+        export=replace(cfg.export, calibration_samples=min(cfg.export.calibration_samples, 200)),
+        bench=replace(cfg.bench, batch_sizes=(1, 32), threads=(1,), warmup_runs=5, warmup_seconds=0.05,
+                      min_runs=20, min_seconds=0.2),
+    )
+
+
+def _stage(n: int, total: int, title: str) -> float:
+    print(f"\n[{n}/{total}] {title}", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def run(cfg: RunConfig) -> dict:
+    """Run every stage; return the paths and the parity report (gates decide the exit code)."""
+    from toolkit.bench import run_bench
+    from toolkit.bench import write_outputs as write_bench
+    from toolkit.export import export
+    from toolkit.parity import run_parity
+    from toolkit.parity import write_outputs as write_parity
+    from toolkit.report import write_report
+    from toolkit.train import train
+
+    exports = Path(cfg.export.exports)
+    total = 5 - cfg.skip_bench
+    stage = 0
+    seconds = {}
+    stage += 1
+    if cfg.skip_train:
+        if not (exports / MODEL_FILE).is_file():
+            raise UsageError(f"--skip-train needs {exports / MODEL_FILE}", hint="run without --skip-train first")
+        print(f"\n[{stage}/{total}] train: skipped, reusing {exports / MODEL_FILE}", file=sys.stderr)
+    else:
+        t = _stage(stage, total, "train")
+        train(cfg.train)
+        seconds["train"] = time.perf_counter() - t
+    stage += 1
+    t = _stage(stage, total, "export (all six variants)")
+    export(replace(cfg.export, force=True), exporters.select("all", None))
+    seconds["export"] = time.perf_counter() - t
+    stage += 1
+    t = _stage(stage, total, "parity on the full test set")
+    report = run_parity(cfg.parity)
+    paths = write_parity(report, cfg.parity)
+    seconds["parity"] = time.perf_counter() - t
+    if not cfg.skip_bench:
+        stage += 1
+        t = _stage(stage, total, "benchmark")
+        doc = run_bench(cfg.bench)
+        paths.update({f"bench_{k}": v for k, v in write_bench(doc, cfg.bench).items()})
+        seconds["bench"] = time.perf_counter() - t
+    stage += 1
+    _stage(stage, total, "report")
+    paths["report"] = write_report(exports, paths.get("bench_json"))
+    return {"paths": paths, "parity": report, "seconds": seconds}
