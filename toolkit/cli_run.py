@@ -7,24 +7,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from toolkit.cli import _data_dir_arg, _exports_arg, _positive_int
+from toolkit.cli import _data_dir_arg, _exports_arg, arch_args, train_config
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
-    from toolkit.config import TrainConfig
-
-    d = TrainConfig()
     _data_dir_arg(p)
     _exports_arg(p)
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 12,000 training images, one epoch, a short benchmark (about a minute here)")
     p.add_argument("--skip-train", action="store_true", help="reuse DIR/model.keras instead of training")
     p.add_argument("--skip-bench", action="store_true", help="no benchmark (report without latencies)")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N",
-                   help="training epochs (default: %(default)s; 1 with --quick)")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="N", help="training seed (default: %(default)s)")
-    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
-                   help="train on the first N training images (default: all; 12,000 with --quick)")
+    arch_args(p)  # --arch, --epochs (1 with --quick), --batch-size, --learning-rate, --seed, --train-limit
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                    help="benchmark device (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",
@@ -32,14 +25,13 @@ def run_args(p: argparse.ArgumentParser) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from toolkit.config import BenchConfig, ExportConfig, ParityConfig, TrainConfig
+    from toolkit.config import BenchConfig, ExportConfig, ParityConfig
     from toolkit.errors import GateError
     from toolkit.run import RunConfig, quick, run
 
     exports: Path = args.exports
     cfg = RunConfig(
-        train=TrainConfig(out=exports, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
-                          train_limit=args.train_limit),
+        train=train_config(args, exports),
         export=ExportConfig(exports=exports, data_dir=args.data_dir),
         parity=ParityConfig(exports=exports, data_dir=args.data_dir),
         bench=BenchConfig(exports=exports, data_dir=args.data_dir, batch_sizes=(1, 32), device=args.device,
@@ -48,7 +40,8 @@ def run_run(args: argparse.Namespace) -> int:
     )
     if args.quick:
         cfg = quick(cfg)
-        cfg = replace(cfg, train=replace(cfg.train, train_limit=args.train_limit or cfg.train.train_limit))
+        if args.epochs:  # an explicit --epochs wins over --quick's one epoch
+            cfg = replace(cfg, train=replace(cfg.train, epochs=args.epochs))
     result = run(cfg)
     report = result["parity"]
     print()
@@ -71,7 +64,7 @@ COMMANDS = {
     "run": (
         run_args, run_run,
         "the whole pipeline: train, export, parity, bench, report",
-        "Train the seed CNN (or reuse it with --skip-train), export all six variants into DIR "
+        "Train the seed CNN or --arch ARCH (or reuse DIR/model.keras with --skip-train), export all six variants into DIR "
         "(replacing an earlier export there), check parity on the full test set, benchmark "
         "batch 1 and 32 with 1 and 2 threads, and write DIR/report.md. Exits 4 if a parity gate "
         "failed. --quick is a smoke run for trying the tool and for CI.",

@@ -10,13 +10,28 @@ from pathlib import Path
 class TrainConfig:
     out: Path = Path("exports")
     data_dir: Path | None = None
+    arch: str = "cnn"
     epochs: int = 5
     batch_size: int = 100
     learning_rate: float = 1e-3
     seed: int = 0
     train_limit: int | None = None
-    dropout: float = 0.5
+    dropout: float | None = 0.5  # None: the architecture has no dropout layer
     verbose: bool = True
+
+    @classmethod
+    def for_arch(cls, arch: str = "cnn", **overrides) -> TrainConfig:
+        """The architecture's default settings, with ``overrides`` (None values ignored)."""
+        from toolkit.errors import UsageError
+        from toolkit.model import ARCHITECTURES
+
+        if arch not in ARCHITECTURES:
+            raise UsageError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+        a = ARCHITECTURES[arch]
+        settings = {"arch": arch, "epochs": a.epochs, "batch_size": a.batch_size,
+                    "learning_rate": a.learning_rate, "dropout": a.dropout}
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**settings)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,13 @@
-"""The seed CNN, nothing else."""
+"""The architectures from the MNIST tutorials the project grew from, and nothing else.
+
+Every model takes float32 images (N, 28, 28, 1) in [0, 1] named ``image`` and returns logits
+(N, 10) named ``logits``; nothing downstream (export, parity, bench) assumes more.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from toolkit._quiet import keras
 
@@ -8,20 +15,82 @@ INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 
 
-def build_cnn(dropout: float = 0.5):
-    """conv 5x5x32 -> maxpool -> conv 5x5x64 -> maxpool -> dense 1024 -> dropout -> dense 10.
+@dataclass(frozen=True)
+class Architecture:
+    name: str
+    build: Callable  # build(dropout: float | None) -> keras.Model
+    description: str
+    parameters: int  # checked by the tests
+    epochs: int  # default training settings, recorded in the training record
+    learning_rate: float
+    batch_size: int
+    dropout: float | None  # None: the architecture has no dropout
+    tutorial_accuracy: float  # what the tutorials report; ours must reach it
 
-    Outputs logits (no softmax), 3,274,634 parameters.
-    """
-    k = keras()
-    layers = k.layers
-    inputs = k.Input(shape=(28, 28, 1), name=INPUT_NAME)
+
+def _inputs():
+    return keras().Input(shape=(28, 28, 1), name=INPUT_NAME)
+
+
+def build_cnn(dropout: float | None = 0.5):
+    """conv 5x5x32 -> maxpool -> conv 5x5x64 -> maxpool -> dense 1024 -> dropout -> dense 10."""
+    layers = keras().layers
+    inputs = _inputs()
     x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(1024, activation="relu", name="fc1")(x)
-    x = layers.Dropout(dropout, name="dropout")(x)
+    x = layers.Dropout(0.5 if dropout is None else dropout, name="dropout")(x)
     outputs = layers.Dense(10, name=OUTPUT_NAME)(x)
-    return k.Model(inputs, outputs, name="seed_cnn")
+    return keras().Model(inputs, outputs, name="seed_cnn")
+
+
+def build_mlp(dropout: float | None = 0.2):
+    """flatten -> dense 128 relu -> dropout -> dense 10 (TensorFlow's beginner quickstart)."""
+    layers = keras().layers
+    inputs = _inputs()
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(128, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.2 if dropout is None else dropout, name="dropout")(x)
+    outputs = layers.Dense(10, name=OUTPUT_NAME)(x)
+    return keras().Model(inputs, outputs, name="mlp")
+
+
+def build_mlp_deep(dropout: float | None = None):
+    """flatten -> dense 65 relu -> dense 65 relu -> dense 10."""
+    layers = keras().layers
+    inputs = _inputs()
+    x = layers.Flatten(name="flatten")(inputs)
+    x = layers.Dense(65, activation="relu", name="fc1")(x)
+    x = layers.Dense(65, activation="relu", name="fc2")(x)
+    outputs = layers.Dense(10, name=OUTPUT_NAME)(x)
+    return keras().Model(inputs, outputs, name="mlp_deep")
+
+
+def build_softmax(dropout: float | None = None):
+    """Softmax regression: flatten -> dense 10 (the logits; softmax is in the loss)."""
+    layers = keras().layers
+    inputs = _inputs()
+    outputs = layers.Dense(10, name=OUTPUT_NAME)(layers.Flatten(name="flatten")(inputs))
+    return keras().Model(inputs, outputs, name="softmax")
+
+
+ARCHITECTURES = {
+    a.name: a
+    for a in (
+        Architecture("cnn", build_cnn, "the seed CNN (conv 5x5x32, conv 5x5x64, dense 1024)", 3_274_634,
+                     epochs=5, learning_rate=1e-3, batch_size=100, dropout=0.5, tutorial_accuracy=0.992),
+        Architecture("mlp", build_mlp, "dense 128 relu, dropout 0.2", 101_770,
+                     epochs=20, learning_rate=1e-3, batch_size=100, dropout=0.2, tutorial_accuracy=0.979),
+        Architecture("mlp-deep", build_mlp_deep, "dense 65 relu, dense 65 relu", 55_975,
+                     epochs=15, learning_rate=1e-3, batch_size=100, dropout=None, tutorial_accuracy=0.97),
+        Architecture("softmax", build_softmax, "softmax regression", 7_850,
+                     epochs=10, learning_rate=1e-3, batch_size=100, dropout=None, tutorial_accuracy=0.92),
+    )
+}
+
+
+def build(arch: str, dropout: float | None = None):
+    return ARCHITECTURES[arch].build(dropout)

@@ -36,8 +36,12 @@ def _validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--learning-rate must be positive, got {cfg.learning_rate}")
     if cfg.train_limit is not None and cfg.train_limit < 1:
         raise UsageError(f"--train-limit must be at least 1, got {cfg.train_limit}")
-    if not 0 <= cfg.dropout < 1:
+    if cfg.dropout is not None and not 0 <= cfg.dropout < 1:
         raise UsageError(f"--dropout must be in [0, 1), got {cfg.dropout}")
+    from toolkit.model import ARCHITECTURES
+
+    if cfg.arch not in ARCHITECTURES:
+        raise UsageError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {cfg.arch!r}")
 
 
 def _progress_callback(k, epochs: int):
@@ -66,7 +70,7 @@ def train(cfg: TrainConfig) -> dict:
     data = load_mnist(cfg.data_dir)
 
     from toolkit._quiet import keras, tf
-    from toolkit.model import build_cnn
+    from toolkit.model import ARCHITECTURES, build
 
     tf, k = tf(), keras()
     # Same seed + op determinism = bit-identical weights on CPU (checked by the tests).
@@ -86,7 +90,7 @@ def train(cfg: TrainConfig) -> dict:
         .batch(1000)
     )
 
-    model = build_cnn(dropout=cfg.dropout)
+    model = build(cfg.arch, cfg.dropout)
     model.compile(
         optimizer=k.optimizers.Adam(cfg.learning_rate),
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -94,7 +98,7 @@ def train(cfg: TrainConfig) -> dict:
     )
     if cfg.verbose:
         print(
-            f"training seed CNN ({model.count_params():,} parameters) on {n:,} images, "
+            f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} images, "
             f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g}, seed {cfg.seed}",
             file=sys.stderr,
         )
@@ -131,7 +135,8 @@ def train(cfg: TrainConfig) -> dict:
     record = {
         "model": {
             "path": MODEL_FILE,
-            "architecture": "cnn",
+            "architecture": cfg.arch,
+            "description": ARCHITECTURES[cfg.arch].description,
             "parameters": int(model.count_params()),
             "sha256": sha256_file(model_path),
             "weights_sha256": weights_sha256(model),
