@@ -43,7 +43,8 @@ def quick_model(tmp_path_factory, data_dir) -> tuple[Path, dict]:
 
 @pytest.fixture(scope="session")
 def quick_export(quick_model, data_dir) -> Path:
-    """All six variants of the quick model. Read-only for tests: copy it to change it."""
+    """Every variant of the quick model (the six, plus tflite-micro: tflite-micro is a dev
+    dependency). Read-only for tests: copy it to change it."""
     from toolkit import exporters
     from toolkit.config import ExportConfig
     from toolkit.export import export

@@ -37,7 +37,10 @@ def test_defaults_per_architecture_and_overrides():
 def small_export(request, tmp_path_factory, data_dir):
     arch = request.param
     out = tmp_path_factory.mktemp(arch)
-    record = train(TrainConfig.for_arch(arch, out=out, data_dir=data_dir, epochs=1, train_limit=12_000,
+    # Five quick epochs: small models after one epoch on 12,000 images are so underfit that many
+    # test images sit on a decision boundary, and int8 rounding flips them (measured: mlp at 90%
+    # accuracy agreed with its int8 export on exactly 99.50%, the gate's bound).
+    record = train(TrainConfig.for_arch(arch, out=out, data_dir=data_dir, epochs=5, train_limit=12_000,
                                         verbose=False))
     export(ExportConfig(exports=out, data_dir=data_dir, calibration_samples=200, verbose=False),
            exporters.select("all", None))
@@ -49,12 +52,14 @@ def test_small_architectures_export_and_pass_parity(small_export, data_dir):
     assert record["model"]["architecture"] == arch
     assert record["model"]["parameters"] == ARCHITECTURES[arch].parameters
     manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["artifacts"]) == 6
+    assert len(manifest["artifacts"]) == 7  # the six and tflite-micro
     assert manifest["source_model"]["parameters"] == ARCHITECTURES[arch].parameters
     report = run_parity(ParityConfig(exports=out, data_dir=data_dir, verbose=False))
     assert not [(n, str(g)) for n, g in report.failures()], arch
     int8 = next(e for e in manifest["artifacts"] if e["variant"] == "tflite-int8")
     assert int8["inputs"][0]["dtype"] == "int8" and "CONV_2D" not in int8["ops"]
+    micro = next(e for e in manifest["artifacts"] if e["variant"] == "tflite-micro")
+    assert micro["model_bytes"] == int8["bytes"] and micro["arena"]["arena_bytes"] > 0
 
 
 def test_cli_train_arch(tmp_path, data_dir, capsys):

@@ -13,6 +13,7 @@ from toolkit.provenance import sha256_file
 from toolkit.runners import runner_for
 
 SIX = ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8"]
+ALL = [*SIX, "tflite-micro"]  # tflite-micro joins `all` when its dependency is installed (dev has it)
 
 
 def _manifest(exports):
@@ -27,22 +28,24 @@ def test_selection_rules():
     names = lambda fmt, q=None: [e.variant for e in exporters.select(fmt, q)]  # noqa: E731
     assert names("tflite") == ["tflite", "tflite-int8"]
     assert names("onnx") == ["onnx", "onnx-int8"]
-    assert names("all") == SIX
+    assert names("all") == ALL
     assert names("tflite", ("fp16", "dynamic")) == ["tflite-fp16", "tflite-dynamic"]
-    assert names("all", ("int8",)) == ["tflite-int8", "onnx-int8"]
+    assert names("all", ("int8",)) == ["tflite-int8", "onnx-int8", "tflite-micro"]
+    assert names("tflite-micro") == ["tflite-micro"]
     with pytest.raises(UsageError):
         exporters.select("onnx", ("dynamic",))
 
 
 def test_manifest_matches_files(quick_export):
     manifest = _manifest(quick_export)
-    assert [e["variant"] for e in manifest["artifacts"]] == SIX
+    assert [e["variant"] for e in manifest["artifacts"]] == ALL
     for e in manifest["artifacts"]:
         path = quick_export / e["path"]
         assert path.stat().st_size == e["bytes"]
         assert sha256_file(path) == e["sha256"]
-        assert e["inputs"][0]["shape"] == [None, 28, 28, 1]
-        assert e["outputs"][0]["shape"] == [None, 10]
+        # TFLM models have a fixed batch of one; everything else a dynamic batch
+        assert e["inputs"][0]["shape"] == ([1, 28, 28, 1] if e["format"] == "tflite-micro" else [None, 28, 28, 1])
+        assert e["outputs"][0]["shape"] == ([1, 10] if e["format"] == "tflite-micro" else [None, 10])
         assert e["conversion_seconds"] > 0
         assert e["check"]["agreement"] >= 0.95
     assert manifest["source_model"]["sha256"] == sha256_file(quick_export / "model.keras")
@@ -53,7 +56,7 @@ def test_manifest_matches_files(quick_export):
 
 
 def test_calibration_recorded(quick_export):
-    for variant in ("tflite-int8", "onnx-int8"):
+    for variant in ("tflite-int8", "onnx-int8", "tflite-micro"):
         cal = _entry(quick_export, variant)["calibration"]
         assert cal["count"] == 200 and cal["seed"] == 0 and len(cal["indices_sha256"]) == 64
     assert _entry(quick_export, "onnx-int8")["calibration"]["method"] == "minmax"

@@ -38,6 +38,23 @@ def quiet_stderr():
             os.close(saved)
 
 
+@contextlib.contextmanager
+def captured_stderr():
+    """Capture what C/C++ code writes to fd 2; the text is in ``result["text"]`` afterwards."""
+    result = {"text": ""}
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield result
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            result["text"] = tmp.read().decode(errors="replace")
+
+
 def quiet_import(name: str) -> ModuleType:
     if name in sys.modules:
         return sys.modules[name]

@@ -134,7 +134,14 @@ def artifact_path(exports: Path, entry: dict) -> Path:
 
 
 def verify_entry(exports: Path, entry: dict) -> Path:
-    """Check existence, size and sha256 of one artifact against the manifest."""
+    """Check existence, size and sha256 of one artifact (and its companion files, such as
+    the header of a C source) against the manifest; return the artifact's path."""
+    for companion in entry.get("companions", []):
+        _verify_file(exports, {**companion, "variant": entry["variant"]})
+    return _verify_file(exports, entry)
+
+
+def _verify_file(exports: Path, entry: dict) -> Path:
     path = artifact_path(exports, entry)
     if not path.is_file():
         raise DataError(f"{entry['variant']}: {path} is missing", hint="re-run `toolkit export --force`")

@@ -40,10 +40,13 @@ RUNTIMES = {
     "onnxruntime": (("onnx",), ("cpu", "cuda")),
     "onnxruntime-trt": (("onnx",), ("cuda",)),
     "tensorflow": (("keras",), ("cpu", "cuda")),
+    "tflm": (("tflite-micro",), ("cpu",)),
 }
+TFLM_NOTE = "TFLM host build, reference kernels, batch 1, one thread: not a device timing"
 WHY_NOT_CUDA = {
     "litert": "LiteRT runs on the CPU here: the ai-edge-litert wheel ships no GPU delegate for Linux",
     "onnxruntime-trt": "TensorRT runs only with --device cuda",
+    "tflm": "TFLM is a microcontroller runtime; its host build runs on the CPU only",
 }
 
 
@@ -243,6 +246,19 @@ def _run_onnxruntime(group, path, images, cfg, progress) -> list[dict]:
     return rows
 
 
+def _run_tflm(group, path, images, cfg, progress) -> list[dict]:
+    from toolkit.runners.tflm import TFLMRunner
+
+    start = time.perf_counter_ns()
+    runner = TFLMRunner.load(path)
+    load_ms = (time.perf_counter_ns() - start) / 1e6
+    x = runner.to_input(images[:1])
+    row = _row(group, 1, 1, load_ms, measure(lambda: runner.run_raw(x), **_timing_kwargs(cfg)),
+               ["TFLM reference kernels"], {"note": TFLM_NOTE})
+    progress(row)
+    return [row]
+
+
 def _tf_worker(model_path: str, device: str, threads: int, batches: list[int], images: np.ndarray,
                timing_kwargs: dict) -> dict:
     """In a fresh process: TensorFlow's thread pools can be sized only before first use."""
@@ -309,7 +325,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
                                                               for s in skipped))
     images = _inputs(cfg)
-    total = len(groups) * len(cfg.batch_sizes) * len(cfg.threads)
+    total = sum(1 if g["runtime"] == "tflm" else len(cfg.batch_sizes) * len(cfg.threads) for g in groups)
     done = []
 
     def progress(row: dict) -> None:
@@ -330,7 +346,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             results += _run_tensorflow(group, path, images, cfg, progress)
             continue
         path = artifacts.verify_entry(exports, target)
-        runner = _run_litert if group["runtime"] == "litert" else _run_onnxruntime
+        runner = {"litert": _run_litert, "tflm": _run_tflm}.get(group["runtime"], _run_onnxruntime)
         results += runner(group, path, images, cfg, progress)
     prov = provenance()
     prov["machine"]["cpu_flags"] = cpu_flags()
@@ -399,6 +415,9 @@ def to_markdown(doc: dict) -> str:
     if doc["skipped"]:
         lines += ["", "Skipped:", ""]
         lines += [f"- {s['variant']} on {s['runtime']} ({s['device']}): {s['reason']}" for s in doc["skipped"]]
+    notes = {r["note"] for r in doc["results"] if r.get("note")}
+    if notes:
+        lines += ["", *[f"Note: {n}." for n in sorted(notes)]]
     fallbacks = {r["fallback_reason"] for r in doc["results"] if r.get("fallback_reason")}
     if fallbacks:
         lines += ["", "Rows marked (fallback) ran on the CPU although CUDA was asked for:", ""]

@@ -124,9 +124,9 @@ COMMANDS = {
 
 def _register_later_commands() -> None:
     """Commands implemented in their own modules (kept out of this file to stay small)."""
-    from toolkit import cli_bench, cli_export, cli_parity, cli_run
+    from toolkit import cli_bench, cli_export, cli_micro, cli_parity, cli_run
 
-    for module in (cli_export, cli_parity, cli_bench, cli_run):
+    for module in (cli_export, cli_parity, cli_bench, cli_micro, cli_run):
         COMMANDS.update(module.COMMANDS)
 
 

@@ -12,9 +12,10 @@ def export_args(p: argparse.ArgumentParser) -> None:
     from toolkit.config import ExportConfig
 
     d = ExportConfig()
-    p.add_argument("--format", default="all", choices=("tflite", "onnx", "all"),
+    p.add_argument("--format", default="all", choices=("tflite", "onnx", "tflite-micro", "all"),
                    help="what to export (default: %(default)s). Without --quantize: tflite -> tflite, "
-                   "tflite-int8; onnx -> onnx, onnx-int8; all -> all six variants")
+                   "tflite-int8; onnx -> onnx, onnx-int8; tflite-micro -> the int8 model as C source and "
+                   "header for TFLM (needs [micro]); all -> all six, plus tflite-micro when installed")
     p.add_argument("--quantize", nargs="+", metavar="MODE", choices=("none", "fp16", "dynamic", "int8"),
                    help="only these quantizations: none (float32), fp16, dynamic (dynamic-range int8 "
                    "weights; TFLite), int8 (full-integer, calibrated)")

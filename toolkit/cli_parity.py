@@ -27,8 +27,17 @@ def parity_args(p: argparse.ArgumentParser) -> None:
                    help="override a gate bound; repeatable. Gates: " + _gate_help())
     p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N",
                    help="images per inference call (default: %(default)s)")
+    p.add_argument("--micro-images", type=_count_or_all, default=1000, metavar="N|all",
+                   help="test images run under TFLM for tflite-micro (reference kernels, one image at a "
+                   "time): a fixed-seed sample of N, or all (default: %(default)s)")
     p.add_argument("--diagnose", metavar="VARIANT", default=None,
                    help="for an int8 variant: per-layer quantization error table instead of parity")
+
+
+def _count_or_all(text: str) -> int | None:
+    if text == "all":
+        return None
+    return _positive_int(text)
 
 
 def parse_gates(items: list[str]):
@@ -56,7 +65,7 @@ def parity_run(args: argparse.Namespace) -> int:
     cfg = ParityConfig(
         exports=args.exports, data_dir=args.data_dir, variants=tuple(args.variants),
         json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
-        diagnose=args.diagnose,
+        diagnose=args.diagnose, micro_images=args.micro_images,
     )
     if cfg.diagnose:
         from toolkit.diagnose import diagnose, format_table
@@ -79,7 +88,8 @@ def parity_run(args: argparse.Namespace) -> int:
         lo, hi = m["accuracy_diff_ci95_points"]
         print(f"{name:<15} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} {m['disagreements']:>8} "
-              f"{m['mcnemar_p']:>9.3g}  {'pass' if v else 'FAIL'}")
+              f"{m['mcnemar_p']:>9.3g}  {'pass' if v else 'FAIL'}"
+              + (f"  (TFLM, {m['images']} images)" if m.get("images") != len(report.labels) else ""))
     print(f"wrote {paths['json']}, {paths['markdown']} and {paths['png']}")
     if not report:
         for name, gate in report.failures():

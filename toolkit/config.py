@@ -58,6 +58,7 @@ class Gates:
     reduced_max_accuracy_loss: float = 0.1  # fp16, dynamic-range
     int8_max_accuracy_loss: float = 0.3
     int8_min_agreement: float = 99.5
+    micro_min_agreement_with_litert: float = 99.9  # TFLM vs the LiteRT interpreter, same model
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class ParityConfig:
     gates: Gates = field(default_factory=Gates)
     batch_size: int = 500
     diagnose: str | None = None
+    micro_images: int | None = 1000  # tflite-micro: test images in parity; None = all 10,000
+    seed: int = 0  # chooses the tflite-micro sample
     verbose: bool = True
 
 

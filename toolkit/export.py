@@ -124,8 +124,10 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     "indices_sha256": sha256_bytes(idx.astype(np.int64).tobytes()),
                     **extra.get("calibration", {}),
                 }
-            if exporter.format == "tflite":
+            if exporter.format in ("tflite", "tflite-micro"):
                 entry["ops"] = sorted(set(runner.op_names()))
+            for companion in entry.get("companions", []):  # files that belong to the artifact
+                companion["path"] = f"{artifacts.GENERATION_PREFIX}{gen_id}/{companion['path']}"
             entries.append(entry)
             _log(
                 cfg,

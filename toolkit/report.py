@@ -127,6 +127,15 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         lines += [f"- `{n}`: {g['metric']} = {g['value']:.6g}, must be {g['op']} {g['bound']:g}" for n, g in failed]
         lines.append("")
     lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
+    footprint_path = exports / "footprint.json"
+    if footprint_path.is_file():
+        from toolkit.footprint import markdown as footprint_markdown
+
+        fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
+        lines += ["## Microcontroller footprint", "", *fp[2:]]
+    micro_rows = [r for r in rows if r["runtime"] == "tflm"]
+    if micro_rows:
+        lines += [f"TFLM on this host: {micro_rows[0]['p50_ms']:.3f} ms p50 per image ({micro_rows[0]['note']}).", ""]
     plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
              ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
              ("Where variants disagree with the reference", "parity-disagreements.png")]

@@ -43,6 +43,7 @@ def _stage(n: int, total: int, title: str) -> float:
 
 def run(cfg: RunConfig) -> dict:
     """Run every stage; return the paths and the parity report (gates decide the exit code)."""
+    from toolkit import micro
     from toolkit.bench import run_bench
     from toolkit.bench import write_outputs as write_bench
     from toolkit.export import export
@@ -52,7 +53,8 @@ def run(cfg: RunConfig) -> dict:
     from toolkit.train import train
 
     exports = Path(cfg.export.exports)
-    total = 5 - cfg.skip_bench
+    with_micro = micro.available()
+    total = 5 - cfg.skip_bench + with_micro
     stage = 0
     seconds = {}
     stage += 1
@@ -79,6 +81,13 @@ def run(cfg: RunConfig) -> dict:
         doc = run_bench(cfg.bench)
         paths.update({f"bench_{k}": v for k, v in write_bench(doc, cfg.bench).items()})
         seconds["bench"] = time.perf_counter() - t
+    if with_micro:
+        from toolkit.footprint import footprint
+        from toolkit.footprint import write_outputs as write_footprint
+
+        stage += 1
+        _stage(stage, total, "microcontroller footprint")
+        paths.update({f"footprint_{k}": v for k, v in write_footprint(footprint(exports), exports).items()})
     stage += 1
     _stage(stage, total, "report")
     paths["report"] = write_report(exports, paths.get("bench_json"))

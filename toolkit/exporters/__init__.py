@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UsageError
@@ -22,6 +22,8 @@ class Exporter:
     suffix: str  # file extension
     build: Callable  # build(ctx, path) -> dict of extra manifest fields
     default: bool  # made when --quantize is not given
+    available: Callable[[], bool] = lambda: True  # optional dependency installed?
+    in_all: bool = True  # part of --format all (when available)
 
     @property
     def calibrated(self) -> bool:
@@ -29,14 +31,15 @@ class Exporter:
 
 
 REGISTRY: dict[str, Exporter] = {}
-_MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx")
-FORMATS = ("tflite", "onnx")
+_MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx", "toolkit.exporters.micro")
+FORMATS = ("tflite", "onnx", "tflite-micro")
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 
 
-def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool):
+def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool,
+             available: Callable[[], bool] = lambda: True):
     def wrap(fn: Callable) -> Callable:
-        REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default)
+        REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default, available)
         return fn
 
     return wrap
@@ -70,11 +73,19 @@ def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
     for exp in REGISTRY.values():
         if exp.format not in formats:
             continue
+        if fmt == "all" and not exp.available():
+            continue  # optional formats join `all` only when their dependency is installed
         if quantize is None:
             if exp.default or fmt == "all":
                 chosen.append(exp)
         elif exp.quantization in quantize:
             chosen.append(exp)
+    for exp in chosen:
+        if not exp.available():
+            from toolkit.errors import DeviceUnavailableError
+
+            raise DeviceUnavailableError(f"--format {exp.format}: its runtime is not installed",
+                                         hint="install it with `pip install -e '.[micro]'`")
     if quantize:
         for mode in quantize:
             if mode not in QUANTIZE_MODES:
@@ -97,6 +108,7 @@ class ExportContext:
     opset: int
     _saved_model: Path | None = None
     _float_onnx: Path | None = None
+    tflite_bytes: dict = field(default_factory=dict)  # quantization mode -> converted model
 
     def saved_model(self) -> Path:
         """The model as a TF SavedModel (what the TFLite converter reads), made once."""

@@ -15,7 +15,10 @@ from toolkit.artifacts import atomic_write_bytes
 from toolkit.exporters import ExportContext, register
 
 
-def _convert(ctx: ExportContext, path: Path, mode: str) -> dict:
+def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
+    """The TFLite model for a quantization mode, converted once per export."""
+    if mode in ctx.tflite_bytes:
+        return ctx.tflite_bytes[mode]
     from toolkit._quiet import quiet_stderr, tf
 
     tf = tf()
@@ -40,6 +43,12 @@ def _convert(ctx: ExportContext, path: Path, mode: str) -> dict:
         extra["calibration"] = {"method": "minmax (TFLite converter)"}
     with quiet_stderr():
         content = converter.convert()
+    ctx.tflite_bytes[mode] = (content, extra)
+    return content, extra
+
+
+def _convert(ctx: ExportContext, path: Path, mode: str) -> dict:
+    content, extra = convert(ctx, mode)
     atomic_write_bytes(path, content)
     return extra
 

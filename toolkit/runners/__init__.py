@@ -17,6 +17,7 @@ _RUNNERS = {
     "tflite": ("toolkit.runners.litert", "LiteRTRunner"),
     "onnx": ("toolkit.runners.onnxrt", "OnnxRuntimeRunner"),
     "keras": ("toolkit.runners.keras", "KerasRunner"),
+    "tflite-micro": ("toolkit.runners.tflm", "TFLMRunner"),
 }
 
 

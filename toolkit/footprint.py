@@ -1,0 +1,74 @@
+"""`toolkit footprint`: will an int8 model fit a microcontroller? Flash = the model's bytes,
+RAM = the tensor arena TFLM's RecordingMicroAllocator measured. The interpreter's own code,
+stack and the application are not counted: leave room for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit import artifacts, micro
+from toolkit.provenance import provenance
+
+FOOTPRINT_JSON = "footprint.json"
+
+
+def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES) -> dict:
+    exports = Path(exports)
+    manifest = artifacts.read_manifest(exports)
+    rows = []
+    for entry in manifest["artifacts"]:
+        if entry.get("quantization") != "int8":
+            continue
+        path = artifacts.verify_entry(exports, entry)
+        row = {"variant": entry["variant"], "format": entry["format"]}
+        if entry["format"] == "tflite":
+            micro.require()
+            model = path.read_bytes()
+            row.update(model_bytes=len(model), ops=entry.get("ops", []), **micro.measure_arena(model))
+        elif entry["format"] == "tflite-micro":
+            row.update(model_bytes=entry["model_bytes"], ops=entry.get("ops", []), **entry["arena"])
+        else:
+            row.update(model_bytes=entry["bytes"], arena_bytes=None,
+                       note="TFLM runs TFLite models only; no arena measured for ONNX")
+            rows.append(row)
+            continue
+        row["devices"] = [micro.fits(row["model_bytes"], row["arena_bytes"], d) for d in devices]
+        rows.append(row)
+    return {"variants": rows, "devices": [vars(d) for d in devices],
+            "counted": "flash = model bytes; RAM = TFLM tensor arena. Not counted: interpreter code, "
+                       "stack, application",
+            "provenance": provenance()}
+
+
+def markdown(doc: dict) -> str:
+    lines = ["# Microcontroller footprint (int8 variants)", "", doc["counted"] + ".", ""]
+    devices = doc["devices"]
+    head = ["variant", "model bytes (flash)", "arena bytes (RAM)", "operators",
+            *[f"{d['name']} ({d['flash'] // 1024} KB / {d['ram'] // 1024} KB)" for d in devices]]
+    lines += ["| " + " | ".join(head) + " |", "|---|---:|---:|---|" + "---|" * len(devices)]
+    notes = []
+    for r in doc["variants"]:
+        if r.get("arena_bytes") is None:
+            lines.append(f"| {r['variant']} | {r['model_bytes']:,} | - | - | " + " | ".join("-" for _ in devices)
+                         + " |")
+            notes.append(f"{r['variant']}: {r['note']}.")
+            continue
+        cells = []
+        for f in r["devices"]:
+            if f["fits"]:
+                cells.append("fits")
+            else:
+                why = [w for w, ok in (("flash", f["fits_flash"]), ("RAM", f["fits_ram"])) if not ok]
+                cells.append("no: " + " and ".join(why))
+        lines.append(f"| {r['variant']} | {r['model_bytes']:,} | {r['arena_bytes']:,} | "
+                     f"{', '.join(sorted(set(r['ops'])))} | " + " | ".join(cells) + " |")
+    lines += ["", *notes, "", "Device classes: " + "; ".join(f"{d['name']}: {d['example']}" for d in devices) + ".", ""]
+    return "\n".join(lines)
+
+
+def write_outputs(doc: dict, exports: Path, json_path: Path | None = None) -> dict[str, Path]:
+    json_path = Path(json_path) if json_path else Path(exports) / FOOTPRINT_JSON
+    md = json_path.with_suffix(".md")
+    artifacts.atomic_write_json(json_path, doc)
+    artifacts.atomic_write_text(md, markdown(doc))
+    return {"json": json_path, "markdown": md}

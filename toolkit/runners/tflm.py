@@ -1,0 +1,85 @@
+"""The full-integer model under TensorFlow Lite for Microcontrollers (host build).
+
+Loaded from the generated C source: the runner parses the array back, so parity checks the
+bytes a device would be flashed with. TFLM's host build runs reference kernels one image at
+a time; its latency is no estimate of a device's.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from toolkit import micro
+from toolkit.errors import DataError
+from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
+
+
+def _spec(detail: dict, name: str) -> TensorSpec:
+    q = detail.get("quantization_parameters", {})
+    scales, zps = q.get("scales", []), q.get("zero_points", [])
+    return TensorSpec(
+        name=name,
+        shape=tuple(int(s) for s in detail["shape"]),
+        dtype=np.dtype(detail["dtype"]).name,
+        scale=float(scales[0]) if len(scales) else None,
+        zero_point=int(zps[0]) if len(zps) else None,
+    )
+
+
+class TFLMRunner(Runner):
+    name = "tflm"
+
+    def __init__(self, content: bytes, path: Path | None = None):
+        self.content = content
+        self.path = path
+        self.interpreter = micro.interpreter(content)
+        self._in = self.interpreter.get_input_details(0)
+        self._out = self.interpreter.get_output_details(0)
+        self.input_spec = _spec(self._in, "input")
+        self.output_spec = _spec(self._out, "output")
+        if self.input_spec.scale is None or self.output_spec.scale is None:
+            raise DataError(f"{path}: TFLM runner expects a full-integer model with quantized input and output")
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Path, **kwargs) -> TFLMRunner:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"cannot read {path} as C source: {exc}") from None
+        return cls(micro.parse_c_array(text), path=path)
+
+    def to_input(self, images: np.ndarray) -> np.ndarray:
+        s = self.input_spec
+        return quantize(images, s.scale, s.zero_point, np.dtype(s.dtype))
+
+    def run_raw(self, x: np.ndarray) -> np.ndarray:
+        """One image (batch of 1) already in the model's dtype."""
+        self.interpreter.set_input(x, 0)
+        self.interpreter.invoke()
+        return self.interpreter.get_output(0)
+
+    def check_input(self, images: np.ndarray) -> None:
+        # TFLM models have a fixed batch of 1; _infer feeds images one by one.
+        saved = self.input_spec
+        self.input_spec = TensorSpec(saved.name, (None, *saved.shape[1:]), saved.dtype)
+        try:
+            super().check_input(images)
+        finally:
+            self.input_spec = saved
+
+    def _infer(self, images: np.ndarray) -> np.ndarray:
+        q = self.to_input(images)
+        with self._lock:
+            raw = np.concatenate([self.run_raw(q[i : i + 1]) for i in range(len(q))])
+        s = self.output_spec
+        return dequantize(raw, s.scale, s.zero_point)
+
+    def op_names(self) -> list[str]:
+        from toolkit.runners.litert import LiteRTRunner
+
+        return LiteRTRunner(self.content).op_names()
