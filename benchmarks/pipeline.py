@@ -39,10 +39,12 @@ def main() -> int:
         "train": timed(["train", "--out", ex]),
         "export": timed(["export", "--exports", ex, "--force"]),
         "parity": timed(["parity", "--exports", ex]),
+        "footprint": timed(["footprint", "--exports", ex]),
     }
     train = json.loads((args.exports / "train.json").read_text())
     manifest = json.loads((args.exports / "manifest.json").read_text())
     parity = json.loads((args.exports / "parity.json").read_text())
+    footprint = json.loads((args.exports / "footprint.json").read_text())
     doc = {
         "wall_seconds": walls,
         "train": {
@@ -58,9 +60,11 @@ def main() -> int:
             "reference_accuracy": parity["reference"]["accuracy"],
             "passed": parity["passed"],
             "variants": {k: {m: v[m] for m in ("accuracy", "accuracy_diff_points", "accuracy_diff_ci95_points",
-                                               "agreement", "disagreements", "mcnemar_p", "passed", "seconds")}
+                                               "agreement", "disagreements", "mcnemar_p", "passed", "seconds",
+                                               "images")}
                          for k, v in parity["variants"].items()},
         },
+        "footprint": footprint["variants"],
         "provenance": provenance(),
     }
     atomic_write_json(args.out / "pipeline.json", doc)
@@ -78,21 +82,22 @@ def main() -> int:
         f"{doc['train']['train_seconds']:.1f} s in `fit`, test accuracy {doc['train']['test_accuracy']:.2%} |",
         f"| `toolkit export` (all six) | {walls['export']:.1f} | conversion "
         f"{sum(v['conversion_seconds'] for v in doc['export'].values()):.1f} s in all |",
-        f"| `toolkit parity` (six x 10,000 images) | {walls['parity']:.1f} | all gates "
-        f"{'passed' if doc['parity']['passed'] else 'NOT passed'} |",
+        f"| `toolkit parity` (every variant, 10,000 images; TFLM a 1,000-image sample) | {walls['parity']:.1f} | "
+        f"all gates {'passed' if doc['parity']['passed'] else 'NOT passed'} |",
+        f"| `toolkit footprint` | {walls['footprint']:.1f} | TFLM arena measured per int8 TFLite variant |",
         "",
         "| epoch | loss | train accuracy | validation accuracy |",
         "|---:|---:|---:|---:|",
         *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_accuracy']:.2%} |"
           for e in doc["train"]["per_epoch"]],
         "",
-        "| variant | bytes | conversion (s) | accuracy | diff (pts) | 95% CI (pts) | agreement | McNemar p | gates |",
-        "|---|---:|---:|---:|---:|---|---:|---:|---|",
+        "| variant | bytes | conversion (s) | images | accuracy | diff (pts) | 95% CI (pts) | agreement | McNemar p | gates |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for name, e in doc["export"].items():
         p = doc["parity"]["variants"][name]
         lo, hi = p["accuracy_diff_ci95_points"]
-        lines.append(f"| {name} | {e['bytes']:,} | {e['conversion_seconds']:.1f} | {p['accuracy']:.2%} | "
+        lines.append(f"| {name} | {e['bytes']:,} | {e['conversion_seconds']:.1f} | {p['images']:,} | {p['accuracy']:.2%} | "
                      f"{p['accuracy_diff_points']:+.2f} | {lo:+.2f} to {hi:+.2f} | {p['agreement']:.2%} | "
                      f"{p['mcnemar_p']:.3g} | {'pass' if p['passed'] else 'FAIL'} |")
     atomic_write_text(args.out.parent / "PIPELINE.md", "\n".join(lines) + "\n")

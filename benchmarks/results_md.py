@@ -17,6 +17,18 @@ def load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
 
+def micro_lines(rows: list[dict], pipeline: dict) -> list[str]:
+    tflm = [r for r in rows if r["runtime"] == "tflm"]
+    fp = next((r for r in pipeline.get("footprint", []) if r["variant"] == "tflite-int8"), None)
+    if not tflm or not fp:
+        return []
+    fits = [d["device"] for d in fp["devices"] if d["fits"]]
+    return [f"- **Microcontrollers**: the seed CNN's int8 model needs {fp['model_bytes']:,} bytes of flash and a "
+            f"{fp['arena_bytes']:,}-byte TFLM arena; it fits: {', '.join(fits) or 'none of the device classes'}. "
+            "For small parts choose a smaller architecture ([ARCHITECTURES.md](ARCHITECTURES.md)). TFLM on this "
+            f"host: {tflm[0]['p50_ms']:.3f} ms per image ({tflm[0]['note']}).", ""]
+
+
 def main() -> int:
     bench = load("cpu-run1.json")
     spread = load("cpu-spread.json")
@@ -82,8 +94,8 @@ def main() -> int:
         f"- **Highest throughput**: `{fastest_big['variant']}` on {fastest_big['runtime']} "
         f"({fastest_big['throughput']:,.0f} images/s at batch {big}).",
         f"- **Full-integer int8 (`tflite-int8`)** is what integer-only accelerators and microcontrollers run; here "
-        f"it takes {int8['tflite-int8']['p50_ms']:.3f} ms at batch 1 and loses "
-        f"{-parity['variants']['tflite-int8']['accuracy_diff_points']:.2f} accuracy points "
+        f"it takes {int8['tflite-int8']['p50_ms']:.3f} ms at batch 1 and changes accuracy by "
+        f"{parity['variants']['tflite-int8']['accuracy_diff_points']:+.2f} points "
         f"(95% CI {parity['variants']['tflite-int8']['accuracy_diff_ci95_points'][0]:+.2f} to "
         f"{parity['variants']['tflite-int8']['accuracy_diff_ci95_points'][1]:+.2f}).",
         f"- **Float (`{floats[0]['variant']}`)** when bit-for-bit closeness to the trained model matters more "
@@ -91,6 +103,7 @@ def main() -> int:
         f"- **ONNX int8 (`onnx-int8`)**: {int8['onnx-int8']['p50_ms']:.3f} ms at batch 1 on onnxruntime's CPU "
         "provider; choose it where the deployment stack is onnxruntime.",
         "",
+        *micro_lines(rows, pipeline),
         "Accuracy figures are from `toolkit parity` on all 10,000 test images (see [PIPELINE.md](PIPELINE.md)).",
         "",
         "## Run-to-run spread",
