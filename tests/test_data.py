@@ -102,3 +102,17 @@ def test_calibration_indices_fixed_and_distinct():
     np.testing.assert_array_equal(a, data.calibration_indices(300, seed=0))
     assert len(set(a.tolist())) == 300 and a.max() < 55_000
     assert not np.array_equal(a, data.calibration_indices(300, seed=1))
+
+
+def test_no_data_and_no_network_says_how_to_provide_it(monkeypatch):
+    """Without --data-dir or TOOLKIT_DATA_DIR the Keras download is tried; offline it fails
+    with one line naming both ways to provide the files."""
+    from toolkit._quiet import keras
+
+    def offline():
+        raise OSError("URL fetch failure: network unreachable")
+
+    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.setattr(keras().datasets.mnist, "load_data", offline)
+    with pytest.raises(DataError, match="Keras download failed.*network unreachable.*--data-dir.*TOOLKIT_DATA_DIR"):
+        data.load_mnist(None)

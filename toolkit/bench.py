@@ -363,7 +363,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "call": "LiteRT: set_tensor+invoke+get_tensor; onnxruntime: session.run; "
                     "TensorFlow: tf.function(...).numpy()",
             "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",
-            "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s",
+            "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s (at most {cfg.max_runs:,} runs)",
             "throughput": "batch_size / mean latency",
         },
         "export_generation": manifest.get("generation"),

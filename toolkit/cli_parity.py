@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from pathlib import Path
 
 from toolkit.cli import _data_dir_arg, _exports_arg, _positive_int
@@ -60,7 +59,6 @@ def parse_gates(items: list[str]):
 
 def parity_run(args: argparse.Namespace) -> int:
     from toolkit.config import ParityConfig
-    from toolkit.errors import GateError
 
     cfg = ParityConfig(
         exports=args.exports, data_dir=args.data_dir, variants=tuple(args.variants),
@@ -91,10 +89,7 @@ def parity_run(args: argparse.Namespace) -> int:
               f"{m['mcnemar_p']:>9.3g}  {'pass' if v else 'FAIL'}"
               + (f"  (TFLM, {m['images']} images)" if m.get("images") != len(report.labels) else ""))
     print(f"wrote {paths['json']}, {paths['markdown']} and {paths['png']}")
-    if not report:
-        for name, gate in report.failures():
-            print(f"toolkit parity: gate failed: {name}: {gate}", file=sys.stderr)
-        raise GateError(f"{len(report.failures())} parity gate(s) failed; see {paths['markdown']}")
+    report.raise_if_failed("parity", paths['markdown'])
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,7 +25,6 @@ def run_args(p: argparse.ArgumentParser) -> None:
 
 def run_run(args: argparse.Namespace) -> int:
     from toolkit.config import BenchConfig, ExportConfig, ParityConfig
-    from toolkit.errors import GateError
     from toolkit.run import RunConfig, quick, run
 
     exports: Path = args.exports
@@ -53,10 +51,7 @@ def run_run(args: argparse.Namespace) -> int:
         print(f"{name:<15} {m['bytes']:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{m['agreement']:>10.2%}  {'pass' if v else 'FAIL'}")
     print(f"\nreport: {result['paths']['report']}")
-    if not report:
-        for name, gate in report.failures():
-            print(f"toolkit run: gate failed: {name}: {gate}", file=sys.stderr)
-        raise GateError(f"{len(report.failures())} parity gate(s) failed; see {result['paths']['report']}")
+    report.raise_if_failed("run", result['paths']['report'])
     return 0
 
 
@@ -64,7 +59,7 @@ COMMANDS = {
     "run": (
         run_args, run_run,
         "the whole pipeline: train, export, parity, bench, report",
-        "Train the seed CNN or --arch ARCH (or reuse DIR/model.keras with --skip-train), export all six variants into DIR "
+        "Train the seed CNN or --arch ARCH (or reuse DIR/model.keras with --skip-train), export every variant into DIR "
         "(replacing an earlier export there), check parity on the full test set, benchmark "
         "batch 1 and 32 with 1 and 2 threads, and write DIR/report.md. Exits 4 if a parity gate "
         "failed. --quick is a smoke run for trying the tool and for CI.",

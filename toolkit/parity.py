@@ -80,6 +80,16 @@ class ParityReport:
     def failures(self) -> list[tuple[str, GateResult]]:
         return [(name, g) for name, v in self.variants.items() for g in v.failures()]
 
+    def raise_if_failed(self, command: str, details: Path) -> None:
+        """One stderr line per failed gate, then GateError (exit 4)."""
+        if self:
+            return
+        from toolkit.errors import GateError
+
+        for name, gate in self.failures():
+            print(f"toolkit {command}: gate failed: {name}: {gate}", file=sys.stderr)
+        raise GateError(f"{len(self.failures())} parity gate(s) failed; see {details}")
+
 
 def accuracy_block(predictions: np.ndarray, labels: np.ndarray) -> dict:
     n = len(labels)

@@ -69,7 +69,6 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
     threads = max((r["threads"] for r in rows), default=1)
     batches = sorted({r["batch_size"] for r in rows})
     big = batches[-1] if batches else None
-    runtimes = sorted({r["runtime"] for r in rows})
     lines = ["# toolkit report", ""]
     prov = provenance()
     lines += [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
@@ -80,7 +79,8 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         h = train["hyperparameters"]
         lines += [
             "## Training", "",
-            f"Seed CNN, {train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
+            f"`{train['model'].get('architecture', 'cnn')}`: {train['model'].get('description', 'the seed CNN')}; "
+            f"{train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
             f"images for {h['epochs']} epoch(s) (batch {h['batch_size']}, Adam lr {h['learning_rate']:g}, "
             f"seed {h['seed']}) in {train['train_seconds']:.1f} s. Validation accuracy "
             f"{train['validation_accuracy']:.2%}, **test accuracy {train['test_accuracy']:.2%}**. "
@@ -93,34 +93,37 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
     ref = parity["reference"]
     lines += ["## Variants", "",
               f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
-    head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates"]
-    for b in (1, big) if big and big != 1 else (1,):
-        head += [f"p50 ms b{b} {rt}" for rt in runtimes]
-    if big:
-        head.append(f"img/s b{big}")
-    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    entries = [{"variant": "keras", "bytes": None}, *manifest["artifacts"]]
-    for e in entries:
+    head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates", "runtime",
+            "p50 ms batch 1"]
+    if big and big != 1:
+        head += [f"p50 ms batch {big}", f"img/s batch {big}"]
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|" + "---:|" * (len(head) - 8)]
+    for e in [{"variant": "keras"}, *manifest["artifacts"]]:
         name = e["variant"]
         if name == "keras":
             cells = ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
         elif name in parity["variants"]:
             v = parity["variants"][name]
             lo, hi = v["accuracy_diff_ci95_points"]
-            cells = [name, f"{e['bytes']:,}", f"{v['accuracy']:.2%}", f"{v['accuracy_diff_points']:+.2f}",
-                     f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}", "pass" if v["passed"] else "**FAIL**"]
+            sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
+            cells = [name, f"{e.get('model_bytes', e['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
+                     f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
+                     "pass" if v["passed"] else "**FAIL**"]
         else:
             continue
-        for b in (1, big) if big and big != 1 else (1,):
-            for rt in runtimes:
-                match = [r for r in _latency(bench, name, b, threads) if r["runtime"] == rt]
-                cells.append(f"{match[0]['p50_ms']:.3f}" if match else "-")
-        if big:
-            match = _latency(bench, name, big, threads)
-            cells.append(f"{match[0]['throughput']:,.0f}" if match else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Latencies: {threads} thread(s), device {', '.join(sorted({r['device'] for r in rows})) or '-'}; "
-              "full table in the bench Markdown beside this report.", ""]
+        # one line per runtime the variant was timed on (TFLM rows are batch 1, one thread)
+        timed = sorted({r["runtime"] for r in rows if r["variant"] == name}) or ["-"]
+        for rt in timed:
+            t = 1 if rt == "tflm" else threads
+            b1 = [r for r in _latency(bench, name, 1, t) if r["runtime"] == rt]
+            line = [*cells, rt, f"{b1[0]['p50_ms']:.3f}" if b1 else "-"]
+            if big and big != 1:
+                bb = [r for r in _latency(bench, name, big, t) if r["runtime"] == rt]
+                line += [f"{bb[0]['p50_ms']:.3f}", f"{bb[0]['throughput']:,.0f}"] if bb else ["-", "-"]
+            lines.append("| " + " | ".join(line) + " |")
+    lines += ["", f"Latencies: {threads} thread(s) (TFLM: one), device "
+              f"{', '.join(sorted({r['device'] for r in rows})) or '-'}; sizes are model bytes (for tflite-micro "
+              "the embedded array, not the C source); full table in the bench Markdown beside this report.", ""]
     failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
     if failed:
         lines += ["### Failed gates", ""]
