@@ -138,7 +138,7 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         lines += ["## Microcontroller footprint", "", *fp[2:]]
     micro_rows = [r for r in rows if r["runtime"] == "tflm"]
     if micro_rows:
-        lines += [f"TFLM on this host: {micro_rows[0]['p50_ms']:.3f} ms p50 per image ({micro_rows[0]['note']}).", ""]
+        lines += ["", f"TFLM on this host: {micro_rows[0]['p50_ms']:.3f} ms p50 per image ({micro_rows[0]['note']}).", ""]
     plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
              ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
              ("Where variants disagree with the reference", "parity-disagreements.png")]
