@@ -159,6 +159,14 @@ def test_fully_trained_model_passes_every_gate(data_dir):
     report = run_parity(ParityConfig(exports=exports, data_dir=data_dir, verbose=False))
     assert report.reference["accuracy"] >= 0.992
     assert not [(n, str(g)) for n, g in report.failures()]
+    # and the int8 numbers agree exactly with an evaluation that uses no toolkit code
+    from toolkit.data import load_test
+
+    test = load_test(data_dir)
+    entry = next(e for e in artifacts.read_manifest(exports)["artifacts"] if e["variant"] == "tflite-int8")
+    acc, preds = _independent_tflite_accuracy(exports / entry["path"], test.images, test.labels)
+    assert acc == report.variants["tflite-int8"].metrics["accuracy"]
+    np.testing.assert_array_equal(preds, report.variants["tflite-int8"].predictions)
 
 
 @pytest.mark.parametrize("variant", ["tflite-int8", "onnx-int8"])

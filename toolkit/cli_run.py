@@ -48,8 +48,10 @@ def run_run(args: argparse.Namespace) -> int:
     print(f"{'keras (ref)':<15} {'':>10} {ref['accuracy']:>9.2%}")
     for name, v in report.variants.items():
         m = v.metrics
-        print(f"{name:<15} {m['bytes']:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
-              f"{m['agreement']:>10.2%}  {'pass' if v else 'FAIL'}")
+        size = m.get("model_bytes", m["bytes"])
+        sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
+        print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
+              f"{m['agreement']:>10.2%}  {'pass' if v else 'FAIL'}{sample}")
     print(f"\nreport: {result['paths']['report']}")
     report.raise_if_failed("run", result['paths']['report'])
     return 0

@@ -233,6 +233,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             "format": entry["format"],
             "runtime": runner.name,
             "bytes": entry["bytes"],
+            **({"model_bytes": entry["model_bytes"]} if "model_bytes" in entry else {}),
             "sha256": entry["sha256"],
             "seconds": round(time.perf_counter() - start, 3),
         })
