@@ -50,19 +50,6 @@ def _load_all() -> None:
         importlib.import_module(module)
 
 
-def variant_names() -> list[str]:
-    _load_all()
-    return list(REGISTRY)
-
-
-def get(variant: str) -> Exporter:
-    _load_all()
-    try:
-        return REGISTRY[variant]
-    except KeyError:
-        raise UsageError(f"unknown variant {variant!r} (known: {', '.join(REGISTRY)})") from None
-
-
 def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
     """Variants for ``--format FMT [--quantize MODE ...]``."""
     _load_all()

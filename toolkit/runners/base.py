@@ -26,7 +26,7 @@ class TensorSpec:
 
 
 class Runner(ABC):
-    """Subclasses set ``name`` and implement ``load``, ``_infer`` and ``describe``."""
+    """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load`` and ``_infer``."""
 
     name = "runner"
     input_spec: TensorSpec
@@ -40,13 +40,6 @@ class Runner(ABC):
     @abstractmethod
     def _infer(self, images: np.ndarray) -> np.ndarray:
         """Run one already-checked float32 batch; return float32 logits."""
-
-    def describe(self) -> dict:
-        return {
-            "runtime": self.name,
-            "input": self.input_spec.to_json(),
-            "output": self.output_spec.to_json(),
-        }
 
     def check_input(self, images: np.ndarray) -> None:
         if not isinstance(images, np.ndarray):

@@ -117,9 +117,6 @@ class OnnxRuntimeRunner(Runner):
     def _infer(self, images: np.ndarray) -> np.ndarray:
         return self.run_raw(images).astype(np.float32, copy=False)
 
-    def describe(self) -> dict:
-        return {**super().describe(), "providers": self.providers}
-
 
 def _dim(d):
     return d if isinstance(d, int) else None
