@@ -133,7 +133,7 @@ def test_wrong_extension_for_the_stage(export_copy, capsys):
     assert "not a .keras file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("variant", ["tflite-int8", "onnx"])
+@pytest.mark.parametrize("variant", ["tflite-int8", "onnx", "tflite-micro"])
 @pytest.mark.parametrize("bad,message", [
     (np.zeros((2, 28, 28), np.float32), "input shape"),
     (np.zeros((2, 32, 32, 1), np.float32), "input shape"),

@@ -63,16 +63,9 @@ class TFLMRunner(Runner):
         self.interpreter.invoke()
         return self.interpreter.get_output(0)
 
-    def check_input(self, images: np.ndarray) -> None:
-        # TFLM models have a fixed batch of 1; _infer feeds images one by one.
-        saved = self.input_spec
-        self.input_spec = TensorSpec(saved.name, (None, *saved.shape[1:]), saved.dtype)
-        try:
-            super().check_input(images)
-        finally:
-            self.input_spec = saved
-
     def _infer(self, images: np.ndarray) -> np.ndarray:
+        # TFLM models have a fixed batch of one (the shared input check ignores the batch
+        # dimension): feed the images one by one.
         q = self.to_input(images)
         with self._lock:
             raw = np.concatenate([self.run_raw(q[i : i + 1]) for i in range(len(q))])
