@@ -148,16 +148,16 @@ def test_runner_input_checks(quick_export, variant, bad, message):
 
 
 def test_nan_in_evaluation_data_exit_3(export_copy, monkeypatch, capsys):
-    from toolkit import data as data_module
+    from toolkit import parity as parity_module
 
-    real = data_module.load_mnist
+    real = parity_module.load_test
 
     def poisoned(data_dir=None):
-        mnist = real(data_dir)
-        mnist.test.images[3, 5, 5, 0] = np.nan
-        return mnist
+        test = real(data_dir)
+        test.images[3, 5, 5, 0] = np.nan
+        return test
 
-    monkeypatch.setattr(data_module, "load_mnist", poisoned)
+    monkeypatch.setattr(parity_module, "load_test", poisoned)
     assert main(["parity", "--exports", str(export_copy), "--variants", "tflite"]) == 3
     assert "NaN" in capsys.readouterr().err
 

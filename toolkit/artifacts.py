@@ -91,6 +91,23 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def atomic_savefig(fig, path: Path) -> None:
+    """Save a matplotlib figure beside ``path`` and rename it into place; close the figure."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise write_error(path, exc) from None
+    finally:
+        plt.close(fig)
+
+
 def _json_default(obj):
     import numpy as np
 

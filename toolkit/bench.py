@@ -450,7 +450,7 @@ def plot_latency(doc: dict, path: Path) -> None:
     axes[0][0].set_ylabel("p50 latency per call (ms)")
     axes[0][-1].legend(fontsize=7, loc="upper left")
     fig.suptitle("Latency vs batch size", fontsize=10)
-    _save(fig, path)
+    artifacts.atomic_savefig(fig, path)
 
 
 def plot_tradeoff(doc: dict, parity: dict, path: Path) -> None:
@@ -477,16 +477,7 @@ def plot_tradeoff(doc: dict, parity: dict, path: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Accuracy vs latency (marker area ~ file size)", fontsize=10)
     ax.grid(True, alpha=0.3)
-    _save(fig, path)
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    artifacts.atomic_savefig(fig, path)
 
 
 def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:

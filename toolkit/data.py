@@ -64,11 +64,16 @@ class Mnist:
 
 def read_idx(path: Path, expected_magic: int, expected_count: int) -> np.ndarray:
     """Read one gzipped IDX file, checking magic number, count, dims and length."""
+    return _read_idx(path, expected_magic, expected_count)[0]
+
+
+def _read_idx(path: Path, expected_magic: int, expected_count: int) -> tuple[np.ndarray, str]:
+    """The checked array and the sha256 of the compressed file, reading the file once."""
     if not path.is_file():
         raise DataError(f"MNIST file {path} not found", hint=HOW_TO_PROVIDE)
     try:
-        with gzip.open(path, "rb") as f:
-            raw = f.read()
+        compressed = path.read_bytes()
+        raw = gzip.decompress(compressed)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is not a readable gzip file ({exc})", hint="re-download it") from None
     if len(raw) < 8:
@@ -92,7 +97,7 @@ def read_idx(path: Path, expected_magic: int, expected_count: int) -> np.ndarray
             f"{path} is {len(raw)} bytes uncompressed, expected {expected_len}: truncated or corrupt",
             hint="re-download it",
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims), hashlib.sha256(compressed).hexdigest()
 
 
 def normalize(images_u8: np.ndarray) -> np.ndarray:
@@ -137,16 +142,12 @@ def load_mnist(data_dir: str | os.PathLike | None = None) -> Mnist:
     if path is None:
         xtr, ytr, xte, yte, source, digest = _from_keras()
     else:
-        arrays = {key: read_idx(path / name, magic, count) for key, (name, magic, count) in FILES.items()}
+        arrays, digest = _read_files(path, tuple(FILES))
         xtr, ytr = arrays["train_images"], arrays["train_labels"]
         xte, yte = arrays["test_images"], arrays["test_labels"]
         source = str(path.resolve())
-        digest = {
-            name: hashlib.sha256((path / name).read_bytes()).hexdigest() for name, _, _ in FILES.values()
-        }
-    for labels, what in ((ytr, "training"), (yte, "test")):
-        if labels.min() < 0 or labels.max() > 9:
-            raise DataError(f"MNIST {what} labels outside 0..9 in {source}")
+    _check_labels(ytr, "training", source)
+    _check_labels(yte, "test", source)
     images = normalize(xtr)
     labels = ytr.astype(np.int64)
     return Mnist(
@@ -158,8 +159,27 @@ def load_mnist(data_dir: str | os.PathLike | None = None) -> Mnist:
     )
 
 
+def _read_files(path: Path, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    arrays, digest = {}, {}
+    for key in keys:
+        name, magic, count = FILES[key]
+        arrays[key], digest[name] = _read_idx(path / name, magic, count)
+    return arrays, digest
+
+
+def _check_labels(labels: np.ndarray, what: str, source: str) -> None:
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"MNIST {what} labels outside 0..9 in {source}")
+
+
 def load_test(data_dir: str | os.PathLike | None = None) -> Split:
-    return load_mnist(data_dir).test
+    """The 10,000 test images only (parity and bench need nothing else)."""
+    path = resolve_data_dir(data_dir)
+    if path is None:
+        return load_mnist(None).test
+    arrays, _ = _read_files(path, ("test_images", "test_labels"))
+    _check_labels(arrays["test_labels"], "test", str(path.resolve()))
+    return Split(normalize(arrays["test_images"]), arrays["test_labels"].astype(np.int64))
 
 
 def calibration_indices(count: int, seed: int = 0, population: int = 55_000) -> np.ndarray:

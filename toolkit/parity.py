@@ -16,7 +16,7 @@ import numpy as np
 from toolkit import artifacts
 from toolkit.config import Gates, ParityConfig
 from toolkit.data import load_test
-from toolkit.errors import UsageError, WriteError
+from toolkit.errors import UsageError
 from toolkit.provenance import provenance
 from toolkit.runners import runner_for
 from toolkit.runners.keras import KerasRunner
@@ -347,10 +347,7 @@ def plot_disagreements(report: ParityReport, images: np.ndarray, path: Path, per
             axes[r][0].text(-0.5, 0.5, name, transform=axes[r][0].transAxes, ha="right", va="center",
                             fontsize=8)
         fig.suptitle("Test images where a variant disagrees with the Keras reference", fontsize=9)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    artifacts.atomic_savefig(fig, path)
 
 
 def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
@@ -360,8 +357,5 @@ def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
     json_path = Path(cfg.json_path) if cfg.json_path else exports / PARITY_JSON
     artifacts.atomic_write_json(json_path, doc)
     artifacts.atomic_write_text(exports / PARITY_MD, markdown(report, cfg.gates))
-    try:
-        plot_disagreements(report, report.images, exports / PARITY_PNG)
-    except OSError as exc:
-        raise WriteError(f"cannot write {exports / PARITY_PNG}: {exc.strerror}") from None
+    plot_disagreements(report, report.images, exports / PARITY_PNG)
     return {"json": json_path, "markdown": exports / PARITY_MD, "png": exports / PARITY_PNG}
