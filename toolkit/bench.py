@@ -113,7 +113,9 @@ def _targets(cfg: BenchConfig, manifest: dict) -> list[dict]:
     targets = []
     for n in names:
         if n == REFERENCE:
-            path = artifacts.reference_model_path(cfg.exports, manifest)
+            from toolkit.inputs import reference_model
+
+            path = reference_model(cfg, manifest)
             targets.append({"variant": REFERENCE, "format": "keras", "bytes": path.stat().st_size,
                             "sha256": manifest.get("source_model", {}).get("sha256")})
         else:
@@ -165,12 +167,17 @@ def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
 
 
 # ----------------------------------------------------------------------------- running
-def _inputs(cfg: BenchConfig) -> np.ndarray:
-    from toolkit.data import load_test
+def _inputs(cfg: BenchConfig, manifest: dict) -> np.ndarray:
+    """Fixed-seed test images, preprocessed as the manifest says (drawn with replacement only when
+    the test split is smaller than the largest batch)."""
+    from toolkit.inputs import data_for, reference_model
+    from toolkit.modelinfo import for_export
 
-    test = load_test(cfg.data_dir)
-    idx = np.random.default_rng(cfg.seed).choice(len(test), size=max(cfg.batch_sizes), replace=False)
-    return test.images[idx]
+    model_path = reference_model(cfg, manifest)
+    dataset, prep, _ = data_for(cfg, manifest, for_export(manifest, model_path))
+    n, size = len(dataset.test), max(cfg.batch_sizes)
+    idx = np.random.default_rng(cfg.seed).choice(n, size=size, replace=size > n)
+    return prep.load(dataset.test, idx)
 
 
 def _timing_kwargs(cfg: BenchConfig) -> dict:
@@ -324,7 +331,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     if not groups:
         raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
                                                               for s in skipped))
-    images = _inputs(cfg)
+    images = _inputs(cfg, manifest)
     total = sum(1 if g["runtime"] == "tflm" else len(cfg.batch_sizes) * len(cfg.threads) for g in groups)
     done = []
 
@@ -342,7 +349,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     for group in groups:
         target = group["target"]
         if target["variant"] == REFERENCE:
-            path = artifacts.reference_model_path(exports, manifest)
+            from toolkit.inputs import reference_model
+
+            path = reference_model(cfg, manifest)
             results += _run_tensorflow(group, path, images, cfg, progress)
             continue
         path = artifacts.verify_entry(exports, target)
@@ -358,8 +367,8 @@ def run_bench(cfg: BenchConfig) -> dict:
                    if k not in ("verbose", "plots")},
         "method": {
             "timer": "time.perf_counter_ns around the inference call only",
-            "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) MNIST test images, "
-                      "prepared in the model's input dtype before timing",
+            "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
+                      "manifest says and prepared in the model's input dtype before timing",
             "call": "LiteRT: set_tensor+invoke+get_tensor; onnxruntime: session.run; "
                     "TensorFlow: tf.function(...).numpy()",
             "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",

@@ -14,7 +14,8 @@ from toolkit import __version__
 from toolkit.errors import EXIT_CODES, ToolkitError, UsageError
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items()) + (
-    "\n\ndata: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras cache/download of MNIST."
+    "\n\ndata: --dataset mnist (the default: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras "
+    "cache/download), --dataset DIR (images in class subfolders) or --dataset FILE.npz."
 )
 
 
@@ -43,6 +44,57 @@ def _data_dir_arg(p: argparse.ArgumentParser) -> None:
         "--data-dir", type=Path, default=None, metavar="DIR",
         help="directory with the four MNIST IDX .gz files (default: $TOOLKIT_DATA_DIR, "
         "else the Keras cache, downloading if online)",
+    )
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _dataset_args(p: argparse.ArgumentParser, default: str) -> None:
+    """--dataset and --test-fraction (and --data-dir for MNIST)."""
+    _data_dir_arg(p)
+    p.add_argument("--dataset", default=None, metavar="mnist|DIR|FILE.npz",
+                   help="the labelled images: mnist; a directory of class subfolders (DIR/train/<class>/*.png and "
+                   "DIR/test/<class>/..., or DIR/<class>/... split by --test-fraction); or an .npz with x_train, "
+                   f"y_train, x_test, y_test (default: {default})")
+    p.add_argument("--test-fraction", type=_fraction, default=None, metavar="F",
+                   help="for a folder without train/ and test/: the fixed-seed share of images held out for "
+                   "testing (default: 0.2)")
+
+
+def _preprocess_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
+    g = p.add_argument_group("preprocessing", "how images become model inputs; stated once, recorded in the "
+                             "manifest, and used by every runner in parity and bench")
+    g.add_argument("--scale", default="auto", choices=("auto", "unit", "symmetric", "raw", "standard"),
+                   help="pixel scaling: unit x/255 in [0,1]; symmetric x/127.5-1 in [-1,1]; raw 0..255 (for models "
+                   "with their own Rescaling layer); standard (x/255-mean)/std. auto: raw when the model starts "
+                   "with a Rescaling or Normalization layer, else unit (default: %(default)s)")
+    g.add_argument("--mean", type=float, nargs="+", default=None, metavar="X",
+                   help="--scale standard: mean per channel (one value or one per channel), on the [0,1] scale")
+    g.add_argument("--std", type=float, nargs="+", default=None, metavar="X",
+                   help="--scale standard: standard deviation per channel")
+    g.add_argument("--color-mode", default="auto", choices=("auto", "grayscale", "rgb"),
+                   help="convert images to grayscale or RGB; auto keeps the data's mode and fails if the model "
+                   "takes the other (default: %(default)s)")
+    if resize:
+        g.add_argument("--resize", action="store_true",
+                       help="resize images (bilinear) to the model's input size; without it a size mismatch is an "
+                       "error")
+
+
+def preprocess_options(args: argparse.Namespace):
+    from toolkit.config import PreprocessOptions
+
+    return PreprocessOptions(
+        scale=args.scale, color_mode=args.color_mode, resize=getattr(args, "resize", False),
+        mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
     )
 
 
@@ -75,7 +127,7 @@ def arch_args(p: argparse.ArgumentParser) -> None:
                    help="random seed; same seed and settings give bit-identical weights on CPU "
                    "(default: %(default)s)")
     p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
-                   help="train on the first N of the 55,000 training images only (quick runs)")
+                   help="train on the first N training images only (quick runs)")
 
 
 def train_config(args: argparse.Namespace, out: Path):
@@ -84,14 +136,16 @@ def train_config(args: argparse.Namespace, out: Path):
     return TrainConfig.for_arch(
         args.arch, out=out, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed, train_limit=args.train_limit,
+        dataset=args.dataset, test_fraction=args.test_fraction, preprocess=preprocess_options(args),
     )
 
 
 def train_args(p: argparse.ArgumentParser) -> None:
-    _data_dir_arg(p)
+    _dataset_args(p, "mnist")
     p.add_argument("--out", type=Path, default=Path("exports"), metavar="DIR",
                    help="where to write model.keras and train.json (default: %(default)s)")
     arch_args(p)
+    _preprocess_args(p, resize=False)
 
 
 def train_run(args: argparse.Namespace) -> int:
@@ -112,10 +166,11 @@ def train_run(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": (
         train_args, train_run,
-        "train the seed CNN (or --arch mlp|mlp-deep|softmax) on MNIST, reproducibly",
+        "train the seed CNN (or --arch mlp|mlp-deep|softmax) on MNIST or --dataset, reproducibly",
         "Train the seed CNN (conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 -> dropout "
-        "-> dense 10), or one of the tutorials' smaller models with --arch, on the 55,000-image "
-        "training split, report validation and test accuracy, "
+        "-> dense K), or one of the tutorials' smaller models with --arch, on the training split "
+        "(MNIST's 55,000 images, or --dataset DIR|FILE.npz: the model takes the images' own size "
+        "and the dataset's classes), report validation and test accuracy, "
         "and write DIR/model.keras plus DIR/train.json (hyper-parameters, per-epoch metrics, test "
         "accuracy, wall time, versions, git commit, weights sha256).",
     ),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli import _data_dir_arg, _exports_arg
+from toolkit.cli import _dataset_args, _exports_arg
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -24,7 +24,9 @@ def bench_args(p: argparse.ArgumentParser) -> None:
 
     d = BenchConfig()
     _exports_arg(p)
-    _data_dir_arg(p)
+    _dataset_args(p, "the dataset recorded in the manifest; its test images are the inputs")
+    p.add_argument("--model", type=Path, default=None, metavar="PATH",
+                   help="the reference Keras model, if it moved (must be the model the export came from)")
     p.add_argument("--variants", nargs="+", default=(), metavar="VARIANT",
                    help="variants to time, 'keras' for the reference model (default: all and keras)")
     p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME", choices=tuple(RUNTIMES),
@@ -58,7 +60,8 @@ def bench_run(args: argparse.Namespace) -> int:
     from toolkit.config import BenchConfig
 
     cfg = BenchConfig(
-        exports=args.exports, data_dir=args.data_dir, variants=tuple(args.variants),
+        exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
+        model=args.model, variants=tuple(args.variants),
         runtimes=tuple(args.runtimes), device=args.device, batch_sizes=args.batch_sizes,
         threads=args.threads, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
         min_runs=args.min_runs, min_seconds=args.min_seconds, seed=args.seed, json_path=args.json,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli import _data_dir_arg, _exports_arg, _positive_int
+from toolkit.cli import _dataset_args, _exports_arg, _positive_int, _preprocess_args, preprocess_options
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
@@ -21,34 +21,46 @@ def export_args(p: argparse.ArgumentParser) -> None:
                    "weights; TFLite), int8 (full-integer, calibrated)")
     _exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
-                   help="Keras model to export (default: DIR/model.keras)")
-    _data_dir_arg(p)
+                   help="Keras image classifier (.keras) to export: any single-input model taking (H, W, C), "
+                   "(H, W) or flat images and giving K class scores, logits or probabilities "
+                   "(default: DIR/model.keras)")
+    _dataset_args(p, "the dataset the model was trained on by `toolkit train`, else mnist")
     p.add_argument("--calibration-samples", type=_positive_int, default=d.calibration_samples, metavar="N",
-                   help="training images used to calibrate int8 variants (default: %(default)s)")
+                   help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
+                   "when the training split is smaller (default: %(default)s)")
     p.add_argument("--calibration-method", default=d.calibration_method,
                    choices=("minmax", "entropy", "percentile"),
                    help="onnx-int8 calibration method (default: %(default)s); TFLite uses min/max")
     p.add_argument("--opset", type=int, default=d.opset, metavar="N",
                    help="ONNX opset, 17 or newer (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing export in DIR")
+    _preprocess_args(p)
 
 
 def export_run(args: argparse.Namespace) -> int:
     from toolkit import exporters
     from toolkit.config import ExportConfig
-    from toolkit.export import export
+    from toolkit.errors import PartialExportError
+    from toolkit.export import export, failure_lines
 
     chosen = exporters.select(args.format, tuple(args.quantize) if args.quantize else None)
     cfg = ExportConfig(
         exports=args.exports, variants=tuple(e.variant for e in chosen), model=args.model,
-        data_dir=args.data_dir, calibration_samples=args.calibration_samples,
+        data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
+        preprocess=preprocess_options(args), calibration_samples=args.calibration_samples,
         calibration_method=args.calibration_method, opset=args.opset, force=args.force,
     )
     manifest = export(cfg, chosen)
     print(f"{'variant':<15} {'bytes':>10}  {'seconds':>7}  path")
     for e in manifest["artifacts"]:
         print(f"{e['variant']:<15} {e['bytes']:>10}  {e['conversion_seconds']:>7.1f}  {args.exports / e['path']}")
+    for line in failure_lines(manifest):
+        print(line)
     print(f"wrote {args.exports / 'manifest.json'}")
+    if manifest["failed"]:
+        raise PartialExportError(f"{len(manifest['failed'])} of {len(chosen)} variant(s) could not be exported "
+                                 f"({', '.join(f['variant'] for f in manifest['failed'])}); the others were "
+                                 f"committed", hint=f"reasons in {args.exports / 'manifest.json'} under 'failed'")
     return 0
 
 
@@ -67,11 +79,13 @@ def verify_run(args: argparse.Namespace) -> int:
 COMMANDS = {
     "export": (
         export_args, export_run,
-        "convert the trained model to TFLite and ONNX (float and int8)",
-        "Convert DIR/model.keras into deployable artifacts, check each one loads in its own "
-        "runtime and agrees with Keras on a fixed batch of test images, and write "
-        "DIR/manifest.json (sizes, sha256, tensor specs, quantization, calibration, versions). "
-        "Atomic: a failed export leaves the previous one untouched.",
+        "convert the trained model (or any Keras classifier) to TFLite and ONNX (float and int8)",
+        "Convert DIR/model.keras (or --model PATH, any Keras image classifier) into deployable "
+        "artifacts, check each one loads in its own runtime and agrees with Keras on a fixed batch "
+        "of test images, and write DIR/manifest.json (sizes, sha256, tensor specs, quantization, "
+        "calibration, dataset, preprocessing, versions). Each format's op support is checked first; "
+        "a variant that cannot be made is listed in the manifest with the reason while the others "
+        "are committed (exit 3). Atomic: a failed export leaves the previous one untouched.",
     ),
     "verify": (
         verify_args, verify_run,

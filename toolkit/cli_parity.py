@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from toolkit.cli import _data_dir_arg, _exports_arg, _positive_int
+from toolkit.cli import _dataset_args, _exports_arg, _positive_int
 
 
 def _gate_help() -> str:
@@ -17,7 +17,10 @@ def _gate_help() -> str:
 
 def parity_args(p: argparse.ArgumentParser) -> None:
     _exports_arg(p)
-    _data_dir_arg(p)
+    _dataset_args(p, "the dataset recorded in the manifest, with its preprocessing")
+    p.add_argument("--model", type=Path, default=None, metavar="PATH",
+                   help="the reference Keras model, if it moved (must be the model the export came from; "
+                   "default: the manifest's source_model)")
     p.add_argument("--variants", nargs="+", metavar="VARIANT", default=(),
                    help="only these variants (default: every artifact in the manifest)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
@@ -61,7 +64,8 @@ def parity_run(args: argparse.Namespace) -> int:
     from toolkit.config import ParityConfig
 
     cfg = ParityConfig(
-        exports=args.exports, data_dir=args.data_dir, variants=tuple(args.variants),
+        exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
+        model=args.model, variants=tuple(args.variants),
         json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
         diagnose=args.diagnose, micro_images=args.micro_images,
     )
@@ -96,9 +100,10 @@ def parity_run(args: argparse.Namespace) -> int:
 COMMANDS = {
     "parity": (
         parity_args, parity_run,
-        "accuracy parity of every export on the full MNIST test set",
-        "Run the Keras reference and every artifact in DIR/manifest.json on all 10,000 test "
-        "images. Per variant: accuracy with 95% CI, difference from the reference with an exact "
+        "accuracy parity of every export on the full test split",
+        "Run the Keras reference and every artifact in DIR/manifest.json on every image of the "
+        "test split (MNIST's 10,000, or the export's own dataset), streamed in batches, with the "
+        "preprocessing recorded in the manifest. Per variant: accuracy with 95% CI, difference from the reference with an exact "
         "CI, agreement, disagreements, exact McNemar p-value, logit differences, per-class "
         "differences and the confusion matrix. Writes DIR/parity.json, DIR/parity.md and "
         "DIR/parity-disagreements.png; exits 4 if a gate fails.",

@@ -6,12 +6,22 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from toolkit.cli import _data_dir_arg, _exports_arg, arch_args, train_config
+from toolkit.cli import (
+    _dataset_args,
+    _exports_arg,
+    _preprocess_args,
+    arch_args,
+    preprocess_options,
+    train_config,
+)
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
-    _data_dir_arg(p)
+    _dataset_args(p, "mnist; with --skip-train or --model, the dataset the model was trained on, else mnist")
     _exports_arg(p)
+    p.add_argument("--model", type=Path, default=None, metavar="PATH",
+                   help="your own Keras image classifier (.keras): skip training and take it through export, "
+                   "parity, bench and the report")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 12,000 training images, one epoch, a short benchmark (about a minute here)")
     p.add_argument("--skip-train", action="store_true", help="reuse DIR/model.keras instead of training")
@@ -21,20 +31,29 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="benchmark device (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="with --device cuda: benchmark on the CPU where the GPU is unusable")
+    _preprocess_args(p)
 
 
 def run_run(args: argparse.Namespace) -> int:
     from toolkit.config import BenchConfig, ExportConfig, ParityConfig
+    from toolkit.errors import UsageError
     from toolkit.run import RunConfig, quick, run
 
     exports: Path = args.exports
+    if args.resize and not (args.model or args.skip_train):
+        raise UsageError("--resize needs a model to take the size from: give --model (or --skip-train); "
+                         "training builds the model for the images' own size")
+    options = preprocess_options(args)
+    train_options = replace(options, resize=False)
+    train_cfg = replace(train_config(args, exports), preprocess=train_options)
     cfg = RunConfig(
-        train=train_config(args, exports),
-        export=ExportConfig(exports=exports, data_dir=args.data_dir),
+        train=train_cfg,
+        export=ExportConfig(exports=exports, data_dir=args.data_dir, dataset=args.dataset,
+                            test_fraction=args.test_fraction, preprocess=options, model=args.model),
         parity=ParityConfig(exports=exports, data_dir=args.data_dir),
         bench=BenchConfig(exports=exports, data_dir=args.data_dir, batch_sizes=(1, 32), device=args.device,
                           allow_fallback=args.allow_fallback),
-        skip_train=args.skip_train, skip_bench=args.skip_bench,
+        skip_train=args.skip_train or args.model is not None, skip_bench=args.skip_bench,
     )
     if args.quick:
         cfg = quick(cfg)
@@ -52,8 +71,17 @@ def run_run(args: argparse.Namespace) -> int:
         sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
         print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{m['agreement']:>10.2%}  {'pass' if v else 'FAIL'}{sample}")
+    from toolkit.export import failure_lines
+
+    for line in failure_lines(result["manifest"]):
+        print(line)
     print(f"\nreport: {result['paths']['report']}")
     report.raise_if_failed("run", result['paths']['report'])
+    if result["manifest"]["failed"]:
+        from toolkit.errors import PartialExportError
+
+        raise PartialExportError(f"{len(result['manifest']['failed'])} variant(s) could not be exported; the others "
+                                 "were checked and benchmarked", hint=f"see {result['paths']['report']}")
     return 0
 
 
@@ -61,9 +89,10 @@ COMMANDS = {
     "run": (
         run_args, run_run,
         "the whole pipeline: train, export, parity, bench, report",
-        "Train the seed CNN or --arch ARCH (or reuse DIR/model.keras with --skip-train), export every variant into DIR "
+        "Train the seed CNN or --arch ARCH on MNIST or --dataset (or take your own model with --model PATH, or reuse "
+        "DIR/model.keras with --skip-train), export every variant into DIR "
         "(replacing an earlier export there), check parity on the full test set, benchmark "
         "batch 1 and 32 with 1 and 2 threads, and write DIR/report.md. Exits 4 if a parity gate "
-        "failed. --quick is a smoke run for trying the tool and for CI.",
+        "failed, 3 if a variant could not be exported. --quick is a smoke run for trying the tool and for CI.",
     ),
 }

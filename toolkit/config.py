@@ -7,6 +7,22 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class PreprocessOptions:
+    """The preprocessing flags as given; ``auto``/None are decided from the model and the data
+    (toolkit/preprocess.py)."""
+
+    scale: str = "auto"  # auto, unit, symmetric, raw, standard
+    color_mode: str = "auto"  # auto, grayscale, rgb
+    resize: bool = False
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def given(self) -> bool:
+        return self != PreprocessOptions()
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     out: Path = Path("exports")
     data_dir: Path | None = None
@@ -17,6 +33,9 @@ class TrainConfig:
     seed: int = 0
     train_limit: int | None = None
     dropout: float | None = 0.5  # None: the architecture has no dropout layer
+    dataset: str | None = None  # None: mnist
+    test_fraction: float | None = None  # image folders without train/ and test/
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     verbose: bool = True
 
     @classmethod
@@ -40,6 +59,9 @@ class ExportConfig:
     variants: tuple[str, ...] = ()
     model: Path | None = None
     data_dir: Path | None = None
+    dataset: str | None = None  # None: the model's training dataset (train.json beside it), else mnist
+    test_fraction: float | None = None
+    preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     calibration_samples: int = 500
     calibration_method: str = "minmax"
     calibration_seed: int = 0
@@ -65,6 +87,9 @@ class Gates:
 class ParityConfig:
     exports: Path = Path("exports")
     data_dir: Path | None = None
+    dataset: str | None = None  # None: the dataset recorded in the manifest
+    test_fraction: float | None = None
+    model: Path | None = None  # the reference model; None: the one the manifest names
     variants: tuple[str, ...] = ()
     json_path: Path | None = None
     gates: Gates = field(default_factory=Gates)
@@ -79,6 +104,9 @@ class ParityConfig:
 class BenchConfig:
     exports: Path = Path("exports")
     data_dir: Path | None = None
+    dataset: str | None = None  # None: the dataset recorded in the manifest
+    test_fraction: float | None = None
+    model: Path | None = None  # the reference model; None: the one the manifest names
     variants: tuple[str, ...] = ()  # manifest variants plus "keras" (the reference); () = all
     runtimes: tuple[str, ...] = ()  # () = every runtime that fits a variant
     device: str = "cpu"

@@ -24,7 +24,7 @@ import numpy as np
 
 from toolkit import artifacts
 from toolkit.config import ParityConfig
-from toolkit.data import calibration_indices, load_mnist
+from toolkit.datasets import sample_indices
 from toolkit.errors import DataError, UsageError
 from toolkit.provenance import provenance
 
@@ -45,13 +45,21 @@ def diagnose(cfg: ParityConfig) -> dict:
     entry = entries[variant]
     if entry.get("quantization") != "int8":
         raise UsageError(f"--diagnose works on int8 variants; {variant} is {entry.get('quantization')}")
+    if entry["format"] not in ("tflite", "onnx"):
+        raise UsageError(f"--diagnose works on tflite-int8 and onnx-int8; {variant} is format {entry['format']}"
+                         + (" (diagnose tflite-int8: the same model bytes)" if entry["format"] == "tflite-micro" else ""))
     path = artifacts.verify_entry(exports, entry)
-    data = load_mnist(cfg.data_dir)
-    images = data.test.images[:DEBUG_IMAGES]
+    from toolkit.inputs import data_for, reference_model
+    from toolkit.modelinfo import inspect_model
+    from toolkit.runners.keras import load_keras_model
+
+    model_path = reference_model(cfg, manifest)
+    dataset, prep, _ = data_for(cfg, manifest, inspect_model(load_keras_model(model_path), model_path))
+    images = prep.load(dataset.test, np.arange(min(DEBUG_IMAGES, len(dataset.test))))
     if entry["format"] == "tflite":
         cal = entry["calibration"]
-        idx = calibration_indices(cal["count"], seed=cal["seed"], population=len(data.train))
-        result = _tflite(artifacts.reference_model_path(exports, manifest), path, data.train.images[idx], images)
+        idx = sample_indices(cal["count"], len(dataset.train), seed=cal["seed"])
+        result = _tflite(model_path, path, prep.load(dataset.train, idx), images)
     else:
         if "onnx" not in entries:
             raise UsageError("--diagnose onnx-int8 compares with the float ONNX model: export it too "

@@ -38,6 +38,21 @@ class DataError(ToolkitError):
     exit_code = 3
 
 
+class ConversionError(DataError):
+    """A format cannot take the model: an op it has no kernel or mapping for, a converter failure.
+    ``ops`` names the unsupported operators when the converter said which."""
+
+    def __init__(self, message: str, *, ops: list[str] | None = None, detail: str | None = None,
+                 hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.ops = ops or []
+        self.detail = detail
+
+
+class PartialExportError(DataError):
+    """Some variants were exported and committed, others could not be made (listed in the manifest)."""
+
+
 class GateError(ToolkitError):
     exit_code = 4
 

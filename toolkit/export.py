@@ -1,4 +1,14 @@
-"""`toolkit export`: every requested variant, validated, committed atomically with a manifest."""
+"""`toolkit export`: every requested variant, validated, committed atomically with a manifest.
+
+Any Keras image classifier: the model's input shape, class count and output kind are read from
+the model (toolkit/modelinfo.py); the dataset (``--dataset``) gives the calibration and check
+images, through the one preprocessing recorded in the manifest (toolkit/preprocess.py).
+
+Partial success: before any variant is built, each format's op-support check runs (the
+converters are the authority on what their formats take). A variant that cannot be made (an op
+with no int8 kernel, an op TFLM lacks, a tf2onnx failure) is listed in the manifest's ``failed``
+with its stage and reason; the others are still committed, and the command exits 3.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import artifacts
-from toolkit.config import ExportConfig
-from toolkit.data import calibration_indices, load_mnist
-from toolkit.errors import DataError, UsageError, WriteError
-from toolkit.exporters import ExportContext, Exporter
+from toolkit.config import ExportConfig, PreprocessOptions
+from toolkit.datasets import open_dataset, reopen, sample_indices
+from toolkit.errors import ConversionError, DataError, UsageError, WriteError
+from toolkit.exporters import OP_CHECKS, ExportContext, Exporter
+from toolkit.modelinfo import confirm_output, inspect_model
+from toolkit.preprocess import resolve
 from toolkit.provenance import provenance, sha256_bytes, sha256_file
 from toolkit.runners import runner_for
 from toolkit.runners.keras import KerasRunner, load_keras_model
@@ -40,7 +52,7 @@ def _check_against_reference(exporter: Exporter, path: Path, images: np.ndarray,
     runner = runner_for(exporter.format, path)
     logits = runner.infer(images)
     if logits.shape != ref.shape or not np.isfinite(logits).all():
-        raise DataError(f"{exporter.variant}: output {logits.shape} is not finite logits of shape {ref.shape}")
+        raise DataError(f"{exporter.variant}: output {logits.shape} is not finite scores of shape {ref.shape}")
     agreement = float((logits.argmax(1) == ref.argmax(1)).mean())
     check = {
         "images": int(len(images)),
@@ -55,8 +67,72 @@ def _check_against_reference(exporter: Exporter, path: Path, images: np.ndarray,
     return runner, check
 
 
+def _train_record(model_path: Path) -> dict | None:
+    path = Path(model_path).parent / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = artifacts.read_json(path)
+    except DataError:
+        return None
+    # only a record of this very model speaks for it
+    return record if record.get("model", {}).get("sha256") == sha256_file(model_path) else None
+
+
+def _dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
+    """The dataset and preprocessing for this model: as given, else as it was trained with."""
+    record = _train_record(model_path)
+    if cfg.dataset is not None:
+        dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    elif record and record.get("dataset"):
+        dataset = reopen(record["dataset"], data_dir=cfg.data_dir)
+    else:
+        dataset = open_dataset(None, data_dir=cfg.data_dir)
+    options = cfg.preprocess
+    if not options.given and record and record.get("preprocessing"):
+        trained = record["preprocessing"]  # what the model was trained on, unless flags say otherwise
+        options = PreprocessOptions(scale=trained["scale"], color_mode=trained["color_mode"],
+                                    mean=tuple(trained["mean"]) if trained.get("mean") else None,
+                                    std=tuple(trained["std"]) if trained.get("std") else None)
+    info = inspect_model(model, model_path)
+    return dataset, resolve(dataset, info, options), info
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _failure(exporter: Exporter, stage: str, exc: BaseException) -> dict:
+    failure = {"variant": exporter.variant, "format": exporter.format, "stage": stage, "reason": _one_line(exc)}
+    if isinstance(exc, ConversionError):
+        failure["unsupported_ops"] = exc.ops
+        if exc.detail:
+            failure["detail"] = exc.detail
+    return failure
+
+
+def _op_support(ctx: ExportContext, exporters: list[Exporter], cfg: ExportConfig) -> dict:
+    """Each format's op check, before any variant is built: {format: result}."""
+    results = {}
+    for fmt in dict.fromkeys(e.format for e in exporters):
+        check = OP_CHECKS.get(fmt)
+        if check is None:
+            raise UsageError(f"format {fmt!r} has no op-support check registered")
+        try:
+            check.run(ctx)
+            results[fmt] = {"supported": True, "checked_by": check.what, "unsupported_ops": []}
+        except DataError as exc:  # ConversionError names the ops; a DataError says why otherwise
+            results[fmt] = {"supported": False, "checked_by": check.what,
+                            "unsupported_ops": getattr(exc, "ops", []), "reason": _one_line(exc), "error": exc}
+        verdict = "all ops supported" if results[fmt]["supported"] else results[fmt]["reason"]
+        _log(cfg, f"  ops  {fmt:<13} {verdict}")
+    return results
+
+
 def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
-    """Build, validate and commit the artifacts; return the manifest."""
+    """Build, validate and commit the artifacts; return the manifest (``failed`` lists the
+    variants that could not be made; the caller decides the exit code)."""
     exports = Path(cfg.exports)
     manifest_path = exports / artifacts.MANIFEST
     if manifest_path.exists() and not cfg.force:
@@ -64,19 +140,22 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             f"{manifest_path} already exists; refusing to overwrite it",
             hint="pass --force to replace the export, or --exports DIR for a new one",
         )
-    if cfg.calibration_samples < 1 or cfg.calibration_samples > 55_000:
-        raise UsageError(f"--calibration-samples must be in 1..55000, got {cfg.calibration_samples}")
+    if cfg.calibration_samples < 1:
+        raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
     if cfg.opset < 17:
         raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
     model_path = Path(cfg.model) if cfg.model else exports / MODEL_FILE
     model = load_keras_model(model_path)
-    data = load_mnist(cfg.data_dir)
-    idx = calibration_indices(cfg.calibration_samples, seed=cfg.calibration_seed, population=len(data.train))
-    calibration = data.train.images[idx]
+    data, prep, info = _dataset_and_preprocessing(cfg, model, model_path)
+    population = len(data.train)
+    count = min(cfg.calibration_samples, population)
+    idx = sample_indices(count, population, seed=cfg.calibration_seed)
+    calibration = prep.load(data.train, idx)
     if not np.isfinite(calibration).all():
-        raise DataError("calibration images contain NaN or Inf values", hint=f"check the MNIST files in {data.source}")
-    check_images = data.test.images[: cfg.check_samples]
+        raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
+    check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
     reference = KerasRunner(model).infer(check_images)
+    info = confirm_output(info, reference)
 
     gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
     staging = artifacts.new_staging_dir(exports, gen_id)
@@ -86,11 +165,21 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         model=model, model_path=model_path, workdir=workdir, calibration_images=calibration,
         calibration_method=cfg.calibration_method, opset=cfg.opset,
     )
-    entries = []
+    entries, failed = [], []
     committed = False
     try:
-        _log(cfg, f"exporting {len(exporters)} variant(s) of {model_path} into {exports}/")
+        _log(cfg, f"exporting {len(exporters)} variant(s) of {model_path} ({info.layout} {info.input_shape}, "
+                  f"{info.classes} classes, {info.output}) into {exports}/")
+        _log(cfg, f"  data {data.kind} {data.source}; preprocessing: {prep.describe()}")
+        try:
+            op_support = _op_support(ctx, exporters, cfg)
+        except OSError as exc:
+            raise WriteError(f"export into {exports} failed: {exc}") from None
         for exporter in exporters:
+            support = op_support[exporter.format]
+            if not support["supported"]:
+                failed.append(_failure(exporter, "op-check", support["error"]))
+                continue
             filename = f"{exporter.variant}{exporter.suffix}"
             path = staging / filename
             start = time.perf_counter()
@@ -100,9 +189,20 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 failed_write = artifacts.as_write_error(path, exc)
                 if failed_write:
                     raise failed_write from None
-                raise
-            seconds = time.perf_counter() - start
-            runner, check = _check_against_reference(exporter, path, check_images, reference)
+                if isinstance(exc, WriteError):
+                    raise
+                failed.append(_failure(exporter, "convert", exc))
+                _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {_one_line(exc)}")
+                continue
+            # the conversions the op checks already ran count for the first variant that uses them
+            seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
+            try:
+                runner, check = _check_against_reference(exporter, path, check_images, reference)
+            except DataError as exc:
+                failed.append(_failure(exporter, "check", exc))
+                _log(cfg, f"  {exporter.variant:<15} FAILED its check: {_one_line(exc)}")
+                path.unlink(missing_ok=True)
+                continue
             entry = {
                 "variant": exporter.variant,
                 "format": exporter.format,
@@ -119,7 +219,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             if exporter.calibrated:
                 entry["calibration"] = {
                     "count": len(idx),
-                    "source": "training split (55,000 images), fixed-seed sample",
+                    "requested": cfg.calibration_samples,
+                    "source": f"{data.kind} training split ({population:,} images), fixed-seed sample",
                     "seed": cfg.calibration_seed,
                     "indices_sha256": sha256_bytes(idx.astype(np.int64).tobytes()),
                     **extra.get("calibration", {}),
@@ -134,6 +235,10 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 f"  {exporter.variant:<15} {entry['bytes'] / 1e6:7.2f} MB  {seconds:6.1f} s  "
                 f"check: {check['agreement']:.1%} agreement on {check['images']} test images",
             )
+        if not entries:
+            raise ConversionError(
+                "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
+                hint="the previous export, if any, is unchanged")
         shutil.rmtree(workdir)
         train_record = model_path.parent / RECORD_FILE
         manifest = {
@@ -146,8 +251,13 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 "parameters": int(model.count_params()),
                 "train_record_sha256": sha256_file(train_record) if train_record.is_file() else None,
             },
+            "model": info.to_json(),
             "data": {"source": data.source},
+            "dataset": data.describe(),
+            "preprocessing": prep.to_json(),
+            "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
             "artifacts": entries,
+            "failed": failed,
             "provenance": provenance(),
         }
         artifacts.commit_generation(exports, staging, gen_id, manifest)
@@ -159,3 +269,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             shutil.rmtree(staging, ignore_errors=True)
     artifacts.remove_stale(exports, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
     return manifest
+
+
+def failure_lines(manifest: dict) -> list[str]:
+    """One line per variant that could not be exported (for summaries)."""
+    return [f"{f['variant']}: not exported ({f['stage']}): {f['reason']}" for f in manifest.get("failed", [])]

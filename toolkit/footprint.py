@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit import artifacts, micro
+from toolkit.errors import DataError
 from toolkit.provenance import provenance
 
 FOOTPRINT_JSON = "footprint.json"
@@ -24,7 +25,13 @@ def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVI
         if entry["format"] == "tflite":
             micro.require()
             model = path.read_bytes()
-            row.update(model_bytes=len(model), ops=entry.get("ops", []), **micro.measure_arena(model))
+            row.update(model_bytes=len(model), ops=entry.get("ops", []))
+            try:
+                row.update(micro.measure_arena(model))
+            except DataError as exc:  # an op TFLM has no kernel for: the model does not run on a microcontroller
+                row.update(arena_bytes=None, note=f"TFLM cannot run it: {exc}")
+                rows.append(row)
+                continue
         elif entry["format"] == "tflite-micro":
             row.update(model_bytes=entry["model_bytes"], ops=entry.get("ops", []), **entry["arena"])
         else:

@@ -82,18 +82,42 @@ def parse_c_array(source: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------- TFLM
+_MISSING_OP = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+_FAILED_PREPARE = re.compile(r"Node (\w+) \(number \d+\) failed to prepare")
+
+
+def unsupported_ops(log: str) -> tuple[list[str], str | None]:
+    """(ops, reason) from what TFLM printed while refusing a model: ops it has no kernel for,
+    or whose kernel refuses the tensor types (TFLM's EXP, for one, takes float only)."""
+    missing = list(dict.fromkeys(_MISSING_OP.findall(log)))
+    if missing:
+        return missing, f"TFLM has no kernel for op(s) {', '.join(missing)}"
+    lines = log.splitlines()
+    for i, line in enumerate(lines):
+        match = _FAILED_PREPARE.search(line)
+        if match:
+            why = lines[i - 1].split(" ", 1)[-1].strip() if i else ""
+            return [match.group(1)], f"TFLM's {match.group(1)} kernel refuses this model ({why or 'prepare failed'})"
+    return [], None
+
+
 def interpreter(model: bytes):
     """A TFLM interpreter with the recording allocator (so the arena can be measured)."""
     require()
     from tflite_micro import runtime
 
-    from toolkit._quiet import quiet_stderr
+    from toolkit._quiet import captured_stderr
+    from toolkit.errors import ConversionError
 
     try:
-        with quiet_stderr():
+        with captured_stderr() as log:
             return runtime.Interpreter.from_bytes(model)
     except Exception as exc:  # TFLM raises RuntimeError/ValueError with its own text
-        raise DataError(f"TFLM cannot load the model: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        ops, reason = unsupported_ops(log["text"])
+        if ops:
+            raise ConversionError(f"TFLM cannot run the model: {reason}", ops=ops, detail=log["text"][-4000:]) from None
+        raise DataError(f"TFLM cannot load the model: {first}") from None
 
 
 def measure_arena(model: bytes) -> dict:

@@ -1,7 +1,8 @@
 """The architectures from the MNIST tutorials the project grew from, and nothing else.
 
-Every model takes float32 images (N, 28, 28, 1) in [0, 1] named ``image`` and returns logits
-(N, 10) named ``logits``; nothing downstream (export, parity, bench) assumes more.
+Every model takes float32 images (N, H, W, C) named ``image`` and returns logits (N, K) named
+``logits``: (28, 28, 1) and 10 for MNIST, the dataset's own image shape and class count for a
+user's data (``toolkit train --dataset``). Nothing downstream (export, parity, bench) assumes more.
 """
 
 from __future__ import annotations
@@ -28,14 +29,18 @@ class Architecture:
     tutorial_accuracy: float  # what the tutorials report; ours must reach it
 
 
-def _inputs():
-    return keras().Input(shape=(28, 28, 1), name=INPUT_NAME)
+MNIST_SHAPE = (28, 28, 1)
+MNIST_CLASSES = 10
 
 
-def build_cnn(dropout: float | None = 0.5):
-    """conv 5x5x32 -> maxpool -> conv 5x5x64 -> maxpool -> dense 1024 -> dropout -> dense 10."""
+def _inputs(shape):
+    return keras().Input(shape=tuple(shape), name=INPUT_NAME)
+
+
+def build_cnn(dropout: float | None = 0.5, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES):
+    """conv 5x5x32 -> maxpool -> conv 5x5x64 -> maxpool -> dense 1024 -> dropout -> dense K."""
     layers = keras().layers
-    inputs = _inputs()
+    inputs = _inputs(shape)
     x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
     x = layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
@@ -43,37 +48,37 @@ def build_cnn(dropout: float | None = 0.5):
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(1024, activation="relu", name="fc1")(x)
     x = layers.Dropout(0.5 if dropout is None else dropout, name="dropout")(x)
-    outputs = layers.Dense(10, name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(classes, name=OUTPUT_NAME)(x)
     return keras().Model(inputs, outputs, name="seed_cnn")
 
 
-def build_mlp(dropout: float | None = 0.2):
-    """flatten -> dense 128 relu -> dropout -> dense 10 (TensorFlow's beginner quickstart)."""
+def build_mlp(dropout: float | None = 0.2, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES):
+    """flatten -> dense 128 relu -> dropout -> dense K (TensorFlow's beginner quickstart)."""
     layers = keras().layers
-    inputs = _inputs()
+    inputs = _inputs(shape)
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(128, activation="relu", name="fc1")(x)
     x = layers.Dropout(0.2 if dropout is None else dropout, name="dropout")(x)
-    outputs = layers.Dense(10, name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(classes, name=OUTPUT_NAME)(x)
     return keras().Model(inputs, outputs, name="mlp")
 
 
-def build_mlp_deep(dropout: float | None = None):
-    """flatten -> dense 65 relu -> dense 65 relu -> dense 10."""
+def build_mlp_deep(dropout: float | None = None, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES):
+    """flatten -> dense 65 relu -> dense 65 relu -> dense K."""
     layers = keras().layers
-    inputs = _inputs()
+    inputs = _inputs(shape)
     x = layers.Flatten(name="flatten")(inputs)
     x = layers.Dense(65, activation="relu", name="fc1")(x)
     x = layers.Dense(65, activation="relu", name="fc2")(x)
-    outputs = layers.Dense(10, name=OUTPUT_NAME)(x)
+    outputs = layers.Dense(classes, name=OUTPUT_NAME)(x)
     return keras().Model(inputs, outputs, name="mlp_deep")
 
 
-def build_softmax(dropout: float | None = None):
-    """Softmax regression: flatten -> dense 10 (the logits; softmax is in the loss)."""
+def build_softmax(dropout: float | None = None, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES):
+    """Softmax regression: flatten -> dense K (the logits; softmax is in the loss)."""
     layers = keras().layers
-    inputs = _inputs()
-    outputs = layers.Dense(10, name=OUTPUT_NAME)(layers.Flatten(name="flatten")(inputs))
+    inputs = _inputs(shape)
+    outputs = layers.Dense(classes, name=OUTPUT_NAME)(layers.Flatten(name="flatten")(inputs))
     return keras().Model(inputs, outputs, name="softmax")
 
 
@@ -92,5 +97,5 @@ ARCHITECTURES = {
 }
 
 
-def build(arch: str, dropout: float | None = None):
-    return ARCHITECTURES[arch].build(dropout)
+def build(arch: str, dropout: float | None = None, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES):
+    return ARCHITECTURES[arch].build(dropout, shape, classes)

@@ -1,5 +1,5 @@
-"""Accuracy parity of every exported artifact against the trained Keras model, on the full
-MNIST test set, with statistics and gates.
+"""Accuracy parity of every exported artifact against the Keras model it came from, on the
+whole test split of the dataset (MNIST's 10,000 images by default), with statistics and gates.
 
 A ``ParityReport`` is truthy when every gate passed (like Polygraphy's comparator results).
 """
@@ -15,8 +15,11 @@ import numpy as np
 
 from toolkit import artifacts
 from toolkit.config import Gates, ParityConfig
-from toolkit.data import load_test
+from toolkit.datasets import Split
 from toolkit.errors import UsageError
+from toolkit.inputs import data_for, reference_model
+from toolkit.modelinfo import confirm_output, inspect_model
+from toolkit.preprocess import Preprocessing
 from toolkit.provenance import provenance
 from toolkit.runners import runner_for
 from toolkit.runners.keras import KerasRunner
@@ -71,7 +74,10 @@ class ParityReport:
     variants: dict[str, VariantParity]
     labels: np.ndarray = field(repr=False)
     reference_predictions: np.ndarray = field(repr=False)
-    images: np.ndarray = field(repr=False)
+    test: Split = field(repr=False)  # the test split, to read the images shown in the plot
+    preprocessing: Preprocessing = field(repr=False)
+    class_names: list[str] = field(default_factory=list)
+    context: dict = field(default_factory=dict)  # dataset, preprocessing, model: for the JSON
     export_generation: str | None = None
 
     def __bool__(self) -> bool:
@@ -98,8 +104,9 @@ def accuracy_block(predictions: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": correct / n, "correct": correct, "images": n, "accuracy_ci95": [lo, hi]}
 
 
-def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, classes: int) -> list[float]:
-    return [float((predictions[labels == k] == k).mean()) if (labels == k).any() else float("nan")
+def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, classes: int) -> list[float | None]:
+    """Accuracy on each class's images; None for a class with no image in the split."""
+    return [float((predictions[labels == k] == k).mean()) if (labels == k).any() else None
             for k in range(classes)]
 
 
@@ -129,7 +136,8 @@ def compare(ref_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> d
         "mcnemar_p": mcnemar_exact(b, c),
         "max_abs_logit_diff": float(diff.max()),
         "mean_abs_logit_diff": float(diff.mean()),
-        "per_class_accuracy_diff_points": [(v - r) * 100 for v, r in zip(var_class, ref_class, strict=True)],
+        "per_class_accuracy_diff_points": [None if v is None else (v - r) * 100
+                                           for v, r in zip(var_class, ref_class, strict=True)],
         "confusion_matrix": confusion.tolist(),
     }
 
@@ -176,76 +184,115 @@ def micro_subset(cfg: ParityConfig, n: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(cfg.seed).choice(n, size=cfg.micro_images, replace=False))
 
 
-def _micro_vs_litert(runner, images, logits, idx, n, cfg) -> dict:
-    """The same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?"""
-    from toolkit.runners.litert import LiteRTRunner
-
-    litert = LiteRTRunner(runner.content).infer_batched(images, cfg.batch_size)
-    return {
-        "images_used": "all" if idx is None else f"fixed-seed sample of {len(idx)} of {n} (seed {cfg.seed})",
-        "agreement_with_litert": float((litert.argmax(1) == logits.argmax(1)).mean()),
-        "disagreements_with_litert": int((litert.argmax(1) != logits.argmax(1)).sum()),
-        "max_abs_logit_diff_vs_litert": float(np.abs(litert - logits).max()),
-    }
+def _timed(runner, x: np.ndarray, seconds: dict, key: str) -> np.ndarray:
+    start = time.perf_counter()
+    out = runner.infer(x)
+    seconds[key] = seconds.get(key, 0.0) + time.perf_counter() - start
+    return out
 
 
 def run_parity(cfg: ParityConfig) -> ParityReport:
+    """Every variant and the reference on the whole test split, streamed batch by batch: memory
+    holds one batch of images and the scores (N x K), whatever the size of the dataset."""
     exports = Path(cfg.exports)
     manifest = artifacts.read_manifest(exports)
     entries = select_entries(manifest, cfg.variants)
     paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
-    model_path = artifacts.reference_model_path(exports, manifest)
-    test = load_test(cfg.data_dir)
-    images, labels = test.images, test.labels
+    model_path = reference_model(cfg, manifest)
+    reference_runner = KerasRunner.load(model_path)
+    info = inspect_model(reference_runner.model, model_path)
+    dataset, prep, matches = data_for(cfg, manifest, info)
+    if manifest.get("dataset") and not matches:
+        _log(cfg, f"note: dataset {dataset.source} is not the one the export was calibrated and checked on "
+                  f"({manifest['dataset'].get('source')})")
+    test = dataset.test
+    labels = test.labels
+    n = len(labels)
 
-    start = time.perf_counter()
-    ref_logits = KerasRunner.load(model_path).infer_batched(images, cfg.batch_size)
+    runners, samples, twins = {}, {}, {}
+    for entry in entries:
+        variant = entry["variant"]
+        runners[variant] = runner_for(entry["format"], paths[variant])
+        if entry["format"] == "tflite-micro":
+            samples[variant] = micro_subset(cfg, n)
+            # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
+            from toolkit.runners.litert import LiteRTRunner
+
+            twins[variant] = LiteRTRunner(runners[variant].content)
+    _log(cfg, f"parity of {len(entries)} variant(s) on {n:,} {dataset.kind} test images ({prep.describe()})")
+    ref_chunks: list[np.ndarray] = []
+    chunks: dict[str, list[np.ndarray]] = {v: [] for v in runners}
+    twin_chunks: dict[str, list[np.ndarray]] = {v: [] for v in twins}
+    seconds: dict[str, float] = {}
+    for idx, x in prep.batches(test, cfg.batch_size):
+        ref_chunks.append(_timed(reference_runner, x, seconds, "keras"))
+        for variant, runner in runners.items():
+            sample = samples.get(variant)
+            xs = x if sample is None else x[np.isin(idx, sample)]
+            if not len(xs):
+                continue
+            chunks[variant].append(_timed(runner, xs, seconds, variant))
+            if variant in twins:
+                twin_chunks[variant].append(twins[variant].infer(xs))
+    ref_logits = np.concatenate(ref_chunks)
+    info = confirm_output(info, ref_logits[:256])
     ref_pred = ref_logits.argmax(1)
+    class_names = list(dataset.class_names) + [str(k) for k in range(dataset.num_classes, info.classes)]
     reference = {
         "variant": "keras",
         "path": str(model_path),
         "sha256": manifest.get("source_model", {}).get("sha256"),
+        "output": info.output,
+        "output_evidence": info.output_evidence,
+        "classes": info.classes,
         **accuracy_block(ref_pred, labels),
         "per_class_accuracy": per_class_accuracy(ref_pred, labels, ref_logits.shape[1]),
-        "seconds": round(time.perf_counter() - start, 3),
+        "seconds": round(seconds.get("keras", 0.0), 3),
     }
-    _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {len(labels):,} test images")
+    _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {n:,} test images")
 
     variants: dict[str, VariantParity] = {}
     for entry in entries:
-        start = time.perf_counter()
-        runner = runner_for(entry["format"], paths[entry["variant"]])
-        idx = micro_subset(cfg, len(labels)) if entry["format"] == "tflite-micro" else None
+        variant = entry["variant"]
+        idx = samples.get(variant)
         sel = slice(None) if idx is None else idx
-        logits = runner.infer_batched(images[sel], cfg.batch_size)
+        logits = np.concatenate(chunks[variant])
         metrics = compare(ref_logits[sel], logits, labels[sel])
         gates = gates_for(entry["quantization"], metrics, cfg.gates)
         if entry["format"] == "tflite-micro" and idx is not None:
-            # On a sample, accuracy-loss and agreement bounds meant for 10,000 images are noise
+            # On a sample, accuracy-loss and agreement bounds meant for the full test set are noise
             # (one image in 300 is 0.33 points). The sound check is that TFLM computes what the
             # LiteRT interpreter computes on the same bytes; tflite-int8 carries the full-set gates.
             gates = []
-        if entry["format"] == "tflite-micro":
-            metrics.update(_micro_vs_litert(runner, images[sel], logits, idx, len(labels), cfg))
+        if variant in twins:
+            litert = np.concatenate(twin_chunks[variant])
+            metrics.update({
+                "images_used": "all" if idx is None else f"fixed-seed sample of {len(idx)} of {n} (seed {cfg.seed})",
+                "agreement_with_litert": float((litert.argmax(1) == logits.argmax(1)).mean()),
+                "disagreements_with_litert": int((litert.argmax(1) != logits.argmax(1)).sum()),
+                "max_abs_logit_diff_vs_litert": float(np.abs(litert - logits).max()),
+            })
             gates.append(GateResult("agreement_with_litert_percent", metrics["agreement_with_litert"] * 100,
                                     ">=", cfg.gates.micro_min_agreement_with_litert))
         metrics.update({
             "format": entry["format"],
-            "runtime": runner.name,
+            "runtime": runners[variant].name,
             "bytes": entry["bytes"],
             **({"model_bytes": entry["model_bytes"]} if "model_bytes" in entry else {}),
             "sha256": entry["sha256"],
-            "seconds": round(time.perf_counter() - start, 3),
+            "seconds": round(seconds.get(variant, 0.0), 3),
         })
-        result = VariantParity(entry["variant"], entry["quantization"], metrics, gates, logits.argmax(1), idx)
-        variants[entry["variant"]] = result
+        result = VariantParity(variant, entry["quantization"], metrics, gates, logits.argmax(1), idx)
+        variants[variant] = result
         _log(
             cfg,
-            f"  {entry['variant']:<15} accuracy {metrics['accuracy']:.2%}  "
+            f"  {variant:<15} accuracy {metrics['accuracy']:.2%}  "
             f"diff {metrics['accuracy_diff_points']:+.2f} pts  agreement {metrics['agreement']:.2%}  "
             f"{'PASS' if result else 'FAIL'}",
         )
-    return ParityReport(reference, variants, labels, ref_pred, images, manifest.get("generation"))
+    return ParityReport(reference, variants, labels, ref_pred, test, prep, class_names,
+                        {"dataset": dataset.describe(), "preprocessing": prep.to_json(), "model": info.to_json(),
+                         "dataset_matches_export": matches}, manifest.get("generation"))
 
 
 def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
@@ -253,6 +300,8 @@ def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
         "reference": report.reference,
         "variants": {name: v.to_json() for name, v in report.variants.items()},
         "passed": bool(report),
+        "class_names": report.class_names,
+        **report.context,
         "gates": vars(cfg.gates),
         "export_generation": report.export_generation,
         "statistics": {
@@ -266,14 +315,25 @@ def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
 
 def markdown(report: ParityReport, gates: Gates) -> str:
     ref = report.reference
+    dataset = report.context.get("dataset", {})
+    kind = {"mnist": "the MNIST", "folder": "an image folder's", "npz": "an .npz dataset's"}.get(dataset.get("kind"),
+                                                                                                "the")
+    scores = "probability" if ref.get("output") == "probabilities" else "logit"
     lines = [
-        "# Accuracy parity on the MNIST test set",
+        f"# Accuracy parity on {kind} test split",
         "",
         f"Reference: Keras model `{ref['path']}`, accuracy **{ref['accuracy']:.2%}** "
         f"(95% CI {ref['accuracy_ci95'][0]:.2%} to {ref['accuracy_ci95'][1]:.2%}) on {ref['images']:,} images.",
+    ]
+    if dataset:
+        lines += ["", f"Data: `{dataset['source']}` ({dataset['kind']}, {len(report.class_names)} classes, "
+                  f"fingerprint `{dataset['fingerprint']['sha256'][:16]}...`). Preprocessing: "
+                  f"{report.preprocessing.describe()}. The model outputs **{ref.get('output', 'logits')}** "
+                  f"({ref.get('output_evidence', '')}); score differences below are in that space."]
+    lines += [
         "",
         "| variant | size (bytes) | accuracy | 95% CI | diff (pts) | diff 95% CI (pts) | agreement | "
-        "disagreements | McNemar p | max abs logit diff | mean abs logit diff | gates |",
+        f"disagreements | McNemar p | max abs {scores} diff | mean abs {scores} diff | gates |",
         "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, v in report.variants.items():
@@ -293,28 +353,36 @@ def markdown(report: ParityReport, gates: Gates) -> str:
             lines += ["", f"`{name}` ran under TFLM on {m['images_used']} test images (`--micro-images`); "
                       f"its predictions agree with the LiteRT interpreter's on the same model bytes for "
                       f"{m['agreement_with_litert']:.2%} of them ({m['disagreements_with_litert']} disagreements, "
-                      f"max abs logit difference {m['max_abs_logit_diff_vs_litert']:.3g})."]
+                      f"max abs {scores} difference {m['max_abs_logit_diff_vs_litert']:.3g})."]
+    names = report.class_names or [str(k) for k in range(len(ref["per_class_accuracy"]))]
     lines += [
         "",
         "Gates: float variants agree on >= "
-        f"{gates.float_min_agreement}% of images and max abs logit diff <= {gates.float_max_logit_diff:g}; "
+        f"{gates.float_min_agreement}% of images and max abs {scores} diff <= {gates.float_max_logit_diff:g}; "
         f"fp16 and dynamic lose at most {gates.reduced_max_accuracy_loss} points; int8 variants lose at most "
         f"{gates.int8_max_accuracy_loss} points and agree on >= {gates.int8_min_agreement}%; TFLM agrees with "
         f"LiteRT on >= {gates.micro_min_agreement_with_litert}%.",
         "",
-        "## Per-class accuracy difference (points, variant minus reference)",
+        "## Per-class accuracy",
         "",
-        "| variant | " + " | ".join(str(k) for k in range(len(ref["per_class_accuracy"]))) + " |",
-        "|---|" + "---:|" * len(ref["per_class_accuracy"]),
+        "Reference accuracy per class, and each variant's difference from it (points, variant minus reference).",
+        "",
+        "| class | reference | " + " | ".join(report.variants) + " |",
+        "|---|---:|" + "---:|" * len(report.variants),
     ]
-    for name, v in report.variants.items():
-        lines.append(f"| {name} | " + " | ".join(f"{d:+.2f}" for d in v.metrics["per_class_accuracy_diff_points"]) + " |")
-    lines += ["", "Confusion matrices (rows: true label, columns: predicted) are in parity.json.", ""]
+    for k, name in enumerate(names):
+        acc = ref["per_class_accuracy"][k]
+        diffs = [v.metrics["per_class_accuracy_diff_points"][k] for v in report.variants.values()]
+        cells = ["-" if d is None else f"{d:+.2f}" for d in diffs]
+        lines.append(f"| {name} | {'-' if acc is None else f'{acc:.2%}'} | " + " | ".join(cells) + " |")
+    lines += ["", "Confusion matrices (rows: true class, columns: predicted; classes in the order above) are in "
+              "parity.json.", ""]
     return "\n".join(lines)
 
 
-def plot_disagreements(report: ParityReport, images: np.ndarray, path: Path, per_variant: int = 12) -> None:
-    """A grid of the test images on which each variant disagrees with the reference."""
+def plot_disagreements(report: ParityReport, path: Path, per_variant: int = 12) -> None:
+    """A grid of the test images on which each variant disagrees with the reference (read from the
+    dataset again: only these images, never the whole test split)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -327,12 +395,20 @@ def plot_disagreements(report: ParityReport, images: np.ndarray, path: Path, per
         by_image = dict(zip(idx.tolist(), v.predictions.tolist(), strict=True))
         rows.append((name, wrong, by_image))
     rows = [r for r in rows if len(r[1])]
+    names = report.class_names or [str(k) for k in range(int(report.labels.max()) + 1)]
+
+    def label(k) -> str:
+        text = names[k] if k < len(names) else str(k)
+        return text if len(text) <= 10 else text[:9] + "…"
+
     if not rows:
         fig, ax = plt.subplots(figsize=(6, 1.5))
         ax.axis("off")
         ax.text(0.5, 0.5, "No variant disagrees with the reference on any test image.",
                 ha="center", va="center")
     else:
+        shown = np.unique(np.concatenate([r[1] for r in rows]))
+        pictures = dict(zip(shown.tolist(), report.preprocessing.read_raw(report.test, shown), strict=True))
         fig, axes = plt.subplots(len(rows), per_variant, figsize=(per_variant * 1.1, len(rows) * 1.5),
                                  squeeze=False)
         for r, (name, idx, by_image) in enumerate(rows):
@@ -340,10 +416,14 @@ def plot_disagreements(report: ParityReport, images: np.ndarray, path: Path, per
                 ax = axes[r][col]
                 ax.axis("off")
                 if col < len(idx):
-                    i = idx[col]
-                    ax.imshow(images[i, ..., 0], cmap="gray_r", vmin=0, vmax=1)
-                    ax.set_title(f"#{i} y={report.labels[i]}\nref={report.reference_predictions[i]} "
-                                 f"var={by_image[i]}", fontsize=6)
+                    i = int(idx[col])
+                    img = pictures[i]
+                    if img.shape[-1] == 1:
+                        ax.imshow(img[..., 0], cmap="gray_r", vmin=0, vmax=255)
+                    else:
+                        ax.imshow(img)
+                    ax.set_title(f"#{i} y={label(report.labels[i])}\nref={label(report.reference_predictions[i])} "
+                                 f"var={label(by_image[i])}", fontsize=6)
             axes[r][0].text(-0.5, 0.5, name, transform=axes[r][0].transAxes, ha="right", va="center",
                             fontsize=8)
         fig.suptitle("Test images where a variant disagrees with the Keras reference", fontsize=9)
@@ -357,5 +437,5 @@ def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
     json_path = Path(cfg.json_path) if cfg.json_path else exports / PARITY_JSON
     artifacts.atomic_write_json(json_path, doc)
     artifacts.atomic_write_text(exports / PARITY_MD, markdown(report, cfg.gates))
-    plot_disagreements(report, report.images, exports / PARITY_PNG)
+    plot_disagreements(report, exports / PARITY_PNG)
     return {"json": json_path, "markdown": exports / PARITY_MD, "png": exports / PARITY_PNG}

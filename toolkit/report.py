@@ -90,6 +90,22 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
               f"{e['val_accuracy']:.2%} |" for e in train["epochs"]],
             "",
         ]
+    model, dataset, prep = manifest.get("model"), manifest.get("dataset"), manifest.get("preprocessing")
+    if model and dataset and prep:
+        lines += [
+            "## Model and data", "",
+            f"- Model: `{manifest['source_model']['path']}` ({model['parameters']:,} parameters), input "
+            f"{tuple(model['input_shape'])} ({model['layout']}), {model['classes']} classes; it outputs "
+            f"**{model['output']}** ({model['output_evidence']})"
+            + (f"; it rescales raw pixels itself ({model['rescaling']})" if model.get("rescaling") else "") + ".",
+            f"- Data: {dataset['kind']} `{dataset['source']}`: {dataset['splits']['train']:,} training, "
+            f"{dataset['splits']['validation']:,} validation and {dataset['splits']['test']:,} test images, "
+            f"{len(dataset['class_names'])} classes ({', '.join(dataset['class_names'][:12])}"
+            f"{', ...' if len(dataset['class_names']) > 12 else ''}); {dataset['splits']['rule']}. Fingerprint: "
+            f"{dataset['fingerprint']['method']}, `{dataset['fingerprint']['sha256'][:16]}...`.",
+            f"- Preprocessing, the same for every runtime: {prep['description']}.",
+            "",
+        ]
     ref = parity["reference"]
     lines += ["## Variants", "",
               f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
@@ -124,6 +140,13 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
     lines += ["", f"Latencies: {threads} thread(s) (TFLM: one), device "
               f"{', '.join(sorted({r['device'] for r in rows})) or '-'}; sizes are model bytes (for tflite-micro "
               "the embedded array, not the C source); full table in the bench Markdown beside this report.", ""]
+    if manifest.get("failed"):
+        lines += ["### Not exported", "", "These variants could not be made for this model; the others were committed "
+                  "and checked:", ""]
+        for f in manifest["failed"]:
+            ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
+            lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
+        lines.append("")
     failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
     if failed:
         lines += ["### Failed gates", ""]

@@ -59,16 +59,20 @@ def run(cfg: RunConfig) -> dict:
     seconds = {}
     stage += 1
     if cfg.skip_train:
-        if not (exports / MODEL_FILE).is_file():
-            raise UsageError(f"--skip-train needs {exports / MODEL_FILE}", hint="run without --skip-train first")
-        print(f"\n[{stage}/{total}] train: skipped, reusing {exports / MODEL_FILE}", file=sys.stderr)
+        model = Path(cfg.export.model) if cfg.export.model else exports / MODEL_FILE
+        if not model.is_file():
+            raise UsageError(f"--skip-train needs {model}", hint="run without --skip-train first, or give --model")
+        print(f"\n[{stage}/{total}] train: skipped, using {model}", file=sys.stderr)
     else:
         t = _stage(stage, total, "train")
         train(cfg.train)
         seconds["train"] = time.perf_counter() - t
     stage += 1
-    t = _stage(stage, total, "export (all six variants)")
-    export(replace(cfg.export, force=True), exporters.select("all", None))
+    t = _stage(stage, total, "export (every variant)")
+    export_cfg = cfg.export
+    if not cfg.skip_train and export_cfg.dataset is None:
+        export_cfg = replace(export_cfg, dataset=cfg.train.dataset, test_fraction=cfg.train.test_fraction)
+    manifest = export(replace(export_cfg, force=True), exporters.select("all", None))
     seconds["export"] = time.perf_counter() - t
     stage += 1
     t = _stage(stage, total, "parity on the full test set")
@@ -87,8 +91,9 @@ def run(cfg: RunConfig) -> dict:
 
         stage += 1
         _stage(stage, total, "microcontroller footprint")
-        paths.update({f"footprint_{k}": v for k, v in write_footprint(footprint(exports), exports).items()})
+        if any(e["quantization"] == "int8" for e in manifest["artifacts"]):
+            paths.update({f"footprint_{k}": v for k, v in write_footprint(footprint(exports), exports).items()})
     stage += 1
     _stage(stage, total, "report")
     paths["report"] = write_report(exports, paths.get("bench_json"))
-    return {"paths": paths, "parity": report, "seconds": seconds}
+    return {"paths": paths, "parity": report, "seconds": seconds, "manifest": manifest}

@@ -1,4 +1,9 @@
-"""Training the seed CNN: tf.data pipeline, determinism, record, saving."""
+"""Training the seed CNN (or a tutorial architecture) on MNIST or a user's dataset: tf.data
+pipeline, determinism, record, saving.
+
+Datasets held in memory (MNIST, .npz) are fed with ``from_tensor_slices``; an image folder is
+streamed batch by batch from a generator whose shuffle order is fixed by the seed and the epoch.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import numpy as np
 
 from toolkit.artifacts import atomic_write_json, write_error
 from toolkit.config import TrainConfig
-from toolkit.data import load_mnist
 from toolkit.errors import UsageError
 from toolkit.provenance import provenance, sha256_file
 
@@ -64,10 +68,32 @@ def _progress_callback(k, epochs: int):
     return EpochLine()
 
 
+def _streamed(tf, split, prep, batch_size: int, seed: int | None):
+    """A tf.data pipeline decoding ``split`` one batch at a time (for image folders); shuffled in a
+    seed-and-epoch-determined order when ``seed`` is given."""
+    n = len(split)
+    epoch = [0]
+
+    def batches():
+        order = np.arange(n)
+        if seed is not None:
+            order = np.random.default_rng([seed, epoch[0]]).permutation(n)
+            epoch[0] += 1
+        for idx, x in prep.batches(split, batch_size, order):
+            yield x, split.labels[idx]
+
+    signature = (tf.TensorSpec((None, *prep.input_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train, evaluate, save ``model.keras`` and ``train.json`` into ``cfg.out``; return the record."""
     _validate(cfg)
-    data = load_mnist(cfg.data_dir)
+    from toolkit.datasets import open_dataset
+    from toolkit.preprocess import for_training
+
+    data = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    prep = for_training(data, cfg.preprocess)
 
     from toolkit._quiet import keras, tf
     from toolkit.model import ARCHITECTURES, build
@@ -79,18 +105,21 @@ def train(cfg: TrainConfig) -> dict:
 
     train_split = data.train.head(cfg.train_limit)
     n = len(train_split)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((train_split.images, train_split.labels))
-        .shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
-        .batch(cfg.batch_size)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-    val = (
-        tf.data.Dataset.from_tensor_slices((data.validation.images, data.validation.labels))
-        .batch(1000)
-    )
+    if not len(data.validation):
+        raise UsageError(f"{data.source}: too few training images to hold out a validation split")
+    if train_split.in_memory:
+        dataset = (
+            tf.data.Dataset.from_tensor_slices((prep.load(train_split), train_split.labels))
+            .shuffle(n, seed=cfg.seed, reshuffle_each_iteration=True)
+            .batch(cfg.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+        val = tf.data.Dataset.from_tensor_slices((prep.load(data.validation), data.validation.labels)).batch(1000)
+    else:
+        dataset = _streamed(tf, train_split, prep, cfg.batch_size, cfg.seed)
+        val = _streamed(tf, data.validation, prep, 1000, None)
 
-    model = build(cfg.arch, cfg.dropout)
+    model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
     model.compile(
         optimizer=k.optimizers.Adam(cfg.learning_rate),
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -98,7 +127,8 @@ def train(cfg: TrainConfig) -> dict:
     )
     if cfg.verbose:
         print(
-            f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} images, "
+            f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} {data.kind} images "
+            f"({prep.describe()}), "
             f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g}, seed {cfg.seed}",
             file=sys.stderr,
         )
@@ -109,9 +139,10 @@ def train(cfg: TrainConfig) -> dict:
     )
     train_seconds = time.perf_counter() - start
 
-    test_loss, test_acc = model.evaluate(
-        data.test.images, data.test.labels, batch_size=1000, verbose=0
-    )
+    if data.test.in_memory:
+        test_loss, test_acc = model.evaluate(prep.load(data.test), data.test.labels, batch_size=1000, verbose=0)
+    else:
+        test_loss, test_acc = model.evaluate(_streamed(tf, data.test, prep, 1000, None), verbose=0)
     epochs = [
         {"epoch": i + 1, **{key: float(values[i]) for key, values in history.history.items()}}
         for i in range(len(history.history["loss"]))
@@ -152,11 +183,13 @@ def train(cfg: TrainConfig) -> dict:
         },
         "data": {
             "source": data.source,
-            "sha256": data.sha256,
+            "sha256": data.fingerprint.get("files") if data.kind == "mnist" else data.fingerprint["sha256"],
             "train_images": n,
             "validation_images": len(data.validation),
             "test_images": len(data.test),
         },
+        "dataset": data.describe(),
+        "preprocessing": prep.to_json(),
         "epochs": epochs,
         "validation_accuracy": epochs[-1]["val_accuracy"],
         "test_accuracy": float(test_acc),

@@ -30,7 +30,15 @@ class Exporter:
         return self.quantization == "int8"
 
 
+@dataclass(frozen=True)
+class OpCheck:
+    format: str
+    what: str  # what is checked, for the table
+    run: Callable  # run(ctx) -> None; raises ConversionError naming the unsupported ops
+
+
 REGISTRY: dict[str, Exporter] = {}
+OP_CHECKS: dict[str, OpCheck] = {}  # format -> its op-support check, run before any variant is built
 _MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx", "toolkit.exporters.micro")
 FORMATS = ("tflite", "onnx", "tflite-micro")
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
@@ -40,6 +48,16 @@ def register(variant: str, *, format: str, quantization: str, suffix: str, defau
              available: Callable[[], bool] = lambda: True):
     def wrap(fn: Callable) -> Callable:
         REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default, available)
+        return fn
+
+    return wrap
+
+
+def op_check(fmt: str, what: str):
+    """Register a format's op-support check (next to the format's exporter)."""
+
+    def wrap(fn: Callable) -> Callable:
+        OP_CHECKS[fmt] = OpCheck(fmt, what, fn)
         return fn
 
     return wrap
@@ -85,17 +103,29 @@ def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
 
 @dataclass
 class ExportContext:
-    """What exporters share: the model, calibration data and a scratch directory."""
+    """What exporters share: the model, calibration data and a scratch directory. Conversions
+    are made once and shared by the variants that need them (failures too: ``failures``)."""
 
     model: object  # keras.Model
     model_path: Path
     workdir: Path
-    calibration_images: object  # float32 (N, 28, 28, 1)
+    calibration_images: object  # float32 (N, *model input shape), preprocessed as the manifest says
     calibration_method: str
     opset: int
     _saved_model: Path | None = None
     _float_onnx: Path | None = None
     tflite_bytes: dict = field(default_factory=dict)  # quantization mode -> converted model
+    failures: dict = field(default_factory=dict)  # conversion key -> ConversionError
+    timings: dict = field(default_factory=dict)  # conversion key -> seconds it took
+    _charged: set = field(default_factory=set)
+
+    def charge(self, key: str) -> float:
+        """The seconds of a shared conversion, counted once: for the first variant that uses it
+        (the op checks run conversions before any variant is built)."""
+        if key in self._charged or key not in self.timings:
+            return 0.0
+        self._charged.add(key)
+        return self.timings[key]
 
     def saved_model(self) -> Path:
         """The model as a TF SavedModel (what the TFLite converter reads), made once."""

@@ -11,9 +11,17 @@ from pathlib import Path
 from toolkit import micro
 from toolkit.artifacts import atomic_write_text
 from toolkit.errors import DataError
-from toolkit.exporters import ExportContext, register
+from toolkit.exporters import ExportContext, op_check, register
 from toolkit.exporters.tflite import convert
 from toolkit.provenance import sha256_bytes, sha256_file
+
+
+@op_check("tflite-micro", "TFLM's op resolver and kernels (the int8 model loaded in TFLM)")
+def check_micro_ops(ctx: ExportContext) -> None:
+    if not micro.available():
+        return
+    model, _ = convert(ctx, "int8")
+    micro.interpreter(model)
 
 
 @register("tflite-micro", format="tflite-micro", quantization="int8", suffix=".cc", default=True,
@@ -37,5 +45,6 @@ def tflite_micro(ctx: ExportContext, path: Path) -> dict:
         "alignment": micro.ALIGNMENT,
         "arena": arena,
         "companions": [{"path": header.name, "bytes": header.stat().st_size, "sha256": sha256_file(header)}],
+        "shared_seconds": ctx.charge("tflite-int8"),
         **({"calibration": extra["calibration"]} if "calibration" in extra else {}),
     }

@@ -7,25 +7,28 @@ Where the data comes from, in order:
 
 Splits follow the seed tutorials (TensorFlow's old ``input_data.read_data_sets``): the first
 5,000 training images are the validation set, the other 55,000 the training set, and the
-10,000 t10k images the test set. Pixels are float32 in [0, 1], NHWC (N, 28, 28, 1).
+10,000 t10k images the test set. Images are uint8 (N, 28, 28, 1); the training files are
+decompressed only when a command asks for the training or validation split.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from toolkit.datasets.base import Dataset, Split, array_reader, check_labels
 from toolkit.errors import DataError
 
 ENV_VAR = "TOOLKIT_DATA_DIR"
 VALIDATION_SIZE = 5_000
 IMAGE_SHAPE = (28, 28, 1)
+CLASS_NAMES = tuple(str(k) for k in range(10))
 
 FILES = {
     "train_images": ("train-images-idx3-ubyte.gz", 2051, 60_000),
@@ -41,39 +44,12 @@ HOW_TO_PROVIDE = (
 )
 
 
-@dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # float32 (N, 28, 28, 1) in [0, 1]
-    labels: np.ndarray  # int64 (N,)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def head(self, n: int | None) -> Split:
-        return self if n is None else Split(self.images[:n], self.labels[:n])
-
-
-@dataclass(frozen=True)
-class Mnist:
-    train: Split
-    validation: Split
-    test: Split
-    source: str  # where it was read from, for the records
-    sha256: dict  # file name -> sha256 of the compressed file as read
-
-
 def read_idx(path: Path, expected_magic: int, expected_count: int) -> np.ndarray:
     """Read one gzipped IDX file, checking magic number, count, dims and length."""
-    return _read_idx(path, expected_magic, expected_count)[0]
-
-
-def _read_idx(path: Path, expected_magic: int, expected_count: int) -> tuple[np.ndarray, str]:
-    """The checked array and the sha256 of the compressed file, reading the file once."""
     if not path.is_file():
         raise DataError(f"MNIST file {path} not found", hint=HOW_TO_PROVIDE)
     try:
-        compressed = path.read_bytes()
-        raw = gzip.decompress(compressed)
+        raw = gzip.decompress(path.read_bytes())
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path} is not a readable gzip file ({exc})", hint="re-download it") from None
     if len(raw) < 8:
@@ -97,12 +73,7 @@ def _read_idx(path: Path, expected_magic: int, expected_count: int) -> tuple[np.
             f"{path} is {len(raw)} bytes uncompressed, expected {expected_len}: truncated or corrupt",
             hint="re-download it",
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims), hashlib.sha256(compressed).hexdigest()
-
-
-def normalize(images_u8: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 1]."""
-    return (images_u8.astype(np.float32) / 255.0)[..., None]
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
@@ -120,7 +91,7 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return path
 
 
-def _from_keras() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, dict]:
+def _from_keras() -> tuple[dict[str, np.ndarray], str, dict]:
     from toolkit._quiet import keras
 
     try:
@@ -134,56 +105,59 @@ def _from_keras() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, 
     digest = {}
     if cache.is_file():
         digest["mnist.npz"] = hashlib.sha256(cache.read_bytes()).hexdigest()
-    return xtr, ytr, xte, yte, f"keras cache {cache}", digest
+    arrays = {"train_images": xtr, "train_labels": ytr, "test_images": xte, "test_labels": yte}
+    return arrays, f"keras cache {cache}", digest
 
 
-def load_mnist(data_dir: str | os.PathLike | None = None) -> Mnist:
-    path = resolve_data_dir(data_dir)
-    if path is None:
-        xtr, ytr, xte, yte, source, digest = _from_keras()
-    else:
-        arrays, digest = _read_files(path, tuple(FILES))
-        xtr, ytr = arrays["train_images"], arrays["train_labels"]
-        xte, yte = arrays["test_images"], arrays["test_labels"]
-        source = str(path.resolve())
-    _check_labels(ytr, "training", source)
-    _check_labels(yte, "test", source)
-    images = normalize(xtr)
-    labels = ytr.astype(np.int64)
-    return Mnist(
-        train=Split(images[VALIDATION_SIZE:], labels[VALIDATION_SIZE:]),
-        validation=Split(images[:VALIDATION_SIZE], labels[:VALIDATION_SIZE]),
-        test=Split(normalize(xte), yte.astype(np.int64)),
-        source=source,
-        sha256=digest,
+class _Files:
+    """The IDX files of one directory (or the Keras cache), each decompressed on first use."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._keras: dict | None = None
+        if path is None:
+            self._keras, self.source, self.sha256 = _from_keras()
+        else:
+            self.source = str(path.resolve())
+            # hashing the compressed files is cheap; decompressing the training set is not
+            self.sha256 = {}
+            for name, _, _ in FILES.values():
+                f = path / name
+                if not f.is_file():
+                    raise DataError(f"MNIST file {f} not found", hint=HOW_TO_PROVIDE)
+                self.sha256[name] = hashlib.sha256(f.read_bytes()).hexdigest()
+
+    @functools.cache  # noqa: B019 - one instance per dataset, kept as long as the dataset
+    def array(self, key: str) -> np.ndarray:
+        if self._keras is not None:
+            arr = self._keras[key]
+        else:
+            name, magic, count = FILES[key]
+            arr = read_idx(self.path / name, magic, count)
+        if key.endswith("labels"):
+            return check_labels(arr, key.split("_")[0].replace("train", "training"), self.source, classes=10)
+        return arr[..., None]  # (N, 28, 28) -> (N, 28, 28, 1)
+
+
+def _lazy_split(files: _Files, name: str, prefix: str, sl: slice) -> Split:
+    """A split whose labels and images are decompressed on first access."""
+    labels = files.array(f"{prefix}_labels")[sl]
+    return Split(name, labels, lambda idx, c, s: array_reader(files.array(f"{prefix}_images")[sl])(idx, c, s),
+                 in_memory=True)
+
+
+def open_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
+    files = _Files(resolve_data_dir(data_dir))
+    combined = hashlib.sha256("".join(f"{k}={v}\n" for k, v in sorted(files.sha256.items())).encode()).hexdigest()
+    return Dataset(
+        kind="mnist",
+        source=files.source,
+        class_names=CLASS_NAMES,
+        image_shape=IMAGE_SHAPE,
+        train=_lazy_split(files, "train", "train", slice(VALIDATION_SIZE, None)),
+        validation=_lazy_split(files, "validation", "train", slice(0, VALIDATION_SIZE)),
+        test=_lazy_split(files, "test", "test", slice(None)),
+        fingerprint={"method": "sha256 of each compressed IDX file", "sha256": combined, "files": files.sha256},
+        split_rule="MNIST: the first 5,000 of the 60,000 training images are the validation split, the other "
+                   "55,000 the training split; the 10,000 t10k images the test split",
     )
-
-
-def _read_files(path: Path, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    arrays, digest = {}, {}
-    for key in keys:
-        name, magic, count = FILES[key]
-        arrays[key], digest[name] = _read_idx(path / name, magic, count)
-    return arrays, digest
-
-
-def _check_labels(labels: np.ndarray, what: str, source: str) -> None:
-    if labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"MNIST {what} labels outside 0..9 in {source}")
-
-
-def load_test(data_dir: str | os.PathLike | None = None) -> Split:
-    """The 10,000 test images only (parity and bench need nothing else)."""
-    path = resolve_data_dir(data_dir)
-    if path is None:
-        return load_mnist(None).test
-    arrays, _ = _read_files(path, ("test_images", "test_labels"))
-    _check_labels(arrays["test_labels"], "test", str(path.resolve()))
-    return Split(normalize(arrays["test_images"]), arrays["test_labels"].astype(np.int64))
-
-
-def calibration_indices(count: int, seed: int = 0, population: int = 55_000) -> np.ndarray:
-    """Fixed, seed-determined training-set indices for quantization calibration."""
-    if count < 1 or count > population:
-        raise ValueError(f"calibration count must be in 1..{population}, got {count}")
-    return np.sort(np.random.default_rng(seed).choice(population, size=count, replace=False))
