@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from toolkit.artifacts import atomic_write_json, read_manifest  # noqa: E402
 from toolkit.bench import run_bench  # noqa: E402
 from toolkit.config import BenchConfig  # noqa: E402
-from toolkit.data import load_test  # noqa: E402
+from toolkit.datasets import open_dataset  # noqa: E402
 from toolkit.provenance import provenance  # noqa: E402
 
 RUNS, WARMUP = 2000, 200
@@ -76,9 +76,9 @@ def main() -> int:
     manifest = read_manifest(args.exports)
     paths = {e["variant"]: args.exports / e["path"] for e in manifest["artifacts"]}
     # the toolkit's inputs: the first of its fixed-seed images
-    test = load_test(None)
+    test = open_dataset("mnist").test
     idx = np.random.default_rng(0).choice(len(test), size=1, replace=False)
-    image = test.images[idx]
+    image = test.read(idx).astype(np.float32) / 255.0
     cases = [("tflite", "litert", minimal_litert), ("tflite-int8", "litert", minimal_litert),
              ("onnx", "onnxruntime", minimal_onnxruntime), ("onnx-int8", "onnxruntime", minimal_onnxruntime)]
     rows = []

@@ -3,10 +3,13 @@ and one export per test session."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,9 +27,20 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def mnist(data_dir):
-    from toolkit.data import load_mnist
+    """MNIST read with plain gzip and numpy, no toolkit code (so checks against it are independent):
+    float32 images in [0, 1], (N, 28, 28, 1); the first 5,000 training images are the validation split."""
 
-    return load_mnist(data_dir)
+    def idx(name: str, header: int) -> np.ndarray:
+        return np.frombuffer(gzip.decompress((data_dir / name).read_bytes()), np.uint8, offset=header)
+
+    x = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype(np.float32) / 255.0
+    y = idx("train-labels-idx1-ubyte.gz", 8).astype(np.int64)
+    split = lambda images, labels: SimpleNamespace(images=images, labels=labels)  # noqa: E731
+    return SimpleNamespace(
+        train=split(x[5000:], y[5000:]), validation=split(x[:5000], y[:5000]),
+        test=split(idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype(np.float32) / 255.0,
+                   idx("t10k-labels-idx1-ubyte.gz", 8).astype(np.int64)),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -3,54 +3,89 @@ import gzip
 import numpy as np
 import pytest
 
-from toolkit import data
+from toolkit.datasets import mnist as mnist_source
+from toolkit.datasets import open_dataset, sample_indices
 from toolkit.errors import DataError
 
 
-def test_splits_shapes_and_ranges(mnist):
-    assert mnist.train.images.shape == (55_000, 28, 28, 1)
-    assert mnist.validation.images.shape == (5_000, 28, 28, 1)
-    assert mnist.test.images.shape == (10_000, 28, 28, 1)
-    for split in (mnist.train, mnist.validation, mnist.test):
-        assert split.images.dtype == np.float32
-        assert split.images.min() == 0.0 and split.images.max() == 1.0
+@pytest.fixture(scope="module")
+def ds(data_dir):
+    return open_dataset("mnist", data_dir=data_dir)
+
+
+def test_splits_shapes_and_ranges(ds):
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (55_000, 5_000, 10_000)
+    assert ds.image_shape == (28, 28, 1) and ds.class_names == tuple("0123456789")
+    for split in (ds.train, ds.validation, ds.test):
+        images = split.read(np.arange(0, len(split), 97))
+        assert images.dtype == np.uint8 and images.shape[1:] == (28, 28, 1)
+        assert images.min() == 0 and images.max() == 255
         assert set(np.unique(split.labels)) == set(range(10))
-    assert len(mnist.sha256) == 4
+    assert len(ds.fingerprint["files"]) == 4 and len(ds.fingerprint["sha256"]) == 64
 
 
-def test_validation_is_the_first_5000_training_images(data_dir, mnist):
-    raw = data.read_idx(data_dir / "train-labels-idx1-ubyte.gz", 2049, 60_000)
-    np.testing.assert_array_equal(mnist.validation.labels, raw[:5000])
-    np.testing.assert_array_equal(mnist.train.labels, raw[5000:])
+def test_same_pixels_as_a_plain_reading(ds, mnist):
+    """Read through the dataset interface and scaled to [0, 1], the images are the seed
+    tutorials' float images bit for bit (the seed CNN's path is unchanged)."""
+    from toolkit.config import PreprocessOptions
+    from toolkit.preprocess import for_training
+
+    prep = for_training(ds, PreprocessOptions())
+    idx = np.arange(0, 10_000, 7)
+    np.testing.assert_array_equal(prep.load(ds.test, idx), mnist.test.images[idx])
+    np.testing.assert_array_equal(prep.load(ds.train, idx), mnist.train.images[idx])
+    np.testing.assert_array_equal(ds.validation.labels, mnist.validation.labels)
+
+
+def test_validation_is_the_first_5000_training_images(data_dir, ds):
+    raw = mnist_source.read_idx(data_dir / "train-labels-idx1-ubyte.gz", 2049, 60_000)
+    np.testing.assert_array_equal(ds.validation.labels, raw[:5000])
+    np.testing.assert_array_equal(ds.train.labels, raw[5000:])
+
+
+def test_batches_stream_in_order(ds):
+    seen = []
+    for idx, images in ds.test.batches(3000):
+        assert images.shape == (len(idx), 28, 28, 1)
+        seen.append(idx)
+    assert [len(i) for i in seen] == [3000, 3000, 3000, 1000]
+    np.testing.assert_array_equal(np.concatenate(seen), np.arange(10_000))
 
 
 def test_env_var_is_used(monkeypatch, data_dir):
-    monkeypatch.setenv(data.ENV_VAR, str(data_dir))
-    assert data.resolve_data_dir(None) == data_dir
+    monkeypatch.setenv(mnist_source.ENV_VAR, str(data_dir))
+    assert mnist_source.resolve_data_dir(None) == data_dir
 
 
 def test_flag_wins_over_env_var(monkeypatch, data_dir, tmp_path):
-    monkeypatch.setenv(data.ENV_VAR, str(tmp_path / "nowhere"))
-    assert data.resolve_data_dir(data_dir) == data_dir
+    monkeypatch.setenv(mnist_source.ENV_VAR, str(tmp_path / "nowhere"))
+    assert mnist_source.resolve_data_dir(data_dir) == data_dir
 
 
 def test_missing_dir(tmp_path):
     with pytest.raises(DataError, match="does not exist.*--data-dir"):
-        data.load_mnist(tmp_path / "nope")
+        open_dataset("mnist", data_dir=tmp_path / "nope")
 
 
 def _copy_dataset(data_dir, dest):
     dest.mkdir()
-    for name, _, _ in data.FILES.values():
+    for name, _, _ in mnist_source.FILES.values():
         (dest / name).write_bytes((data_dir / name).read_bytes())
     return dest
+
+
+def _read_all(d):
+    ds = open_dataset("mnist", data_dir=d)
+    ds.train.read([0])
+    ds.test.read([0])
+    return ds
 
 
 def test_missing_file(data_dir, tmp_path):
     d = _copy_dataset(data_dir, tmp_path / "m")
     (d / "t10k-labels-idx1-ubyte.gz").unlink()
     with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz.*not found"):
-        data.load_mnist(d)
+        _read_all(d)
 
 
 def test_truncated_gzip(data_dir, tmp_path):
@@ -58,7 +93,7 @@ def test_truncated_gzip(data_dir, tmp_path):
     f = d / "t10k-images-idx3-ubyte.gz"
     f.write_bytes(f.read_bytes()[:5000])
     with pytest.raises(DataError, match="t10k-images.*(gzip|truncated)"):
-        data.load_mnist(d)
+        _read_all(d)
 
 
 def test_truncated_payload(data_dir, tmp_path):
@@ -67,7 +102,7 @@ def test_truncated_payload(data_dir, tmp_path):
     raw = gzip.decompress(f.read_bytes())
     f.write_bytes(gzip.compress(raw[:-10]))
     with pytest.raises(DataError, match="truncated or corrupt"):
-        data.load_mnist(d)
+        _read_all(d)
 
 
 def test_wrong_magic(data_dir, tmp_path):
@@ -77,7 +112,7 @@ def test_wrong_magic(data_dir, tmp_path):
     raw[0:4] = (2051).to_bytes(4, "big")  # an images magic in a labels file
     f.write_bytes(gzip.compress(bytes(raw)))
     with pytest.raises(DataError, match="magic number 2051, expected 2049"):
-        data.load_mnist(d)
+        _read_all(d)
 
 
 def test_wrong_count(data_dir, tmp_path):
@@ -87,21 +122,21 @@ def test_wrong_count(data_dir, tmp_path):
     raw[4:8] = (9_999).to_bytes(4, "big")
     f.write_bytes(gzip.compress(bytes(raw[:-1])))
     with pytest.raises(DataError, match="9999 items, expected 10000"):
-        data.load_mnist(d)
+        _read_all(d)
 
 
 def test_not_gzip(data_dir, tmp_path):
     d = _copy_dataset(data_dir, tmp_path / "m")
     (d / "train-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file at all")
     with pytest.raises(DataError, match="not a readable gzip"):
-        data.load_mnist(d)
+        _read_all(d)
 
 
-def test_calibration_indices_fixed_and_distinct():
-    a = data.calibration_indices(300, seed=0)
-    np.testing.assert_array_equal(a, data.calibration_indices(300, seed=0))
+def test_sample_indices_fixed_and_distinct():
+    a = sample_indices(300, 55_000, seed=0)
+    np.testing.assert_array_equal(a, sample_indices(300, 55_000, seed=0))
     assert len(set(a.tolist())) == 300 and a.max() < 55_000
-    assert not np.array_equal(a, data.calibration_indices(300, seed=1))
+    assert not np.array_equal(a, sample_indices(300, 55_000, seed=1))
 
 
 def test_no_data_and_no_network_says_how_to_provide_it(monkeypatch):
@@ -112,7 +147,7 @@ def test_no_data_and_no_network_says_how_to_provide_it(monkeypatch):
     def offline():
         raise OSError("URL fetch failure: network unreachable")
 
-    monkeypatch.delenv(data.ENV_VAR, raising=False)
+    monkeypatch.delenv(mnist_source.ENV_VAR, raising=False)
     monkeypatch.setattr(keras().datasets.mnist, "load_data", offline)
     with pytest.raises(DataError, match="Keras download failed.*network unreachable.*--data-dir.*TOOLKIT_DATA_DIR"):
-        data.load_mnist(None)
+        open_dataset("mnist")

@@ -7,7 +7,7 @@ from conftest import snapshot
 from toolkit import artifacts, exporters
 from toolkit.cli import main
 from toolkit.config import ExportConfig
-from toolkit.errors import UsageError
+from toolkit.errors import ConversionError, UsageError
 from toolkit.export import export
 from toolkit.provenance import sha256_file
 from toolkit.runners import runner_for
@@ -117,16 +117,31 @@ def test_refuses_to_overwrite_without_force(export_copy, capsys):
 
 def test_failure_mid_export_leaves_previous_export_identical(export_copy, data_dir, monkeypatch):
     before = snapshot(export_copy)
+
+    def boom(ctx, path):
+        raise RuntimeError("simulated converter crash")
+
+    broken = [exporters.Exporter(v, f, q, ".bin", boom, True) for v, f, q in
+              (("tflite", "tflite", "none"), ("onnx", "onnx", "none"))]
+    with pytest.raises(ConversionError, match="no variant could be exported: tflite: simulated converter crash"):
+        export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False), broken)
+    assert snapshot(export_copy) == before
+    assert not [p for p in export_copy.iterdir() if p.name.startswith(artifacts.STAGING_PREFIX)]
+
+
+def test_one_variant_failing_commits_the_others(export_copy, data_dir, capsys):
+    """Partial success: the variant that cannot be made is listed with its stage and reason."""
     chosen = exporters.select("all", None)
 
     def boom(ctx, path):
         raise RuntimeError("simulated converter crash")
 
     broken = [chosen[0], exporters.Exporter("onnx", "onnx", "none", ".onnx", boom, True)]
-    with pytest.raises(RuntimeError, match="simulated"):
-        export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False), broken)
-    assert snapshot(export_copy) == before
-    assert not [p for p in export_copy.iterdir() if p.name.startswith(artifacts.STAGING_PREFIX)]
+    manifest = export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False), broken)
+    assert [e["variant"] for e in manifest["artifacts"]] == ["tflite"]
+    assert manifest["failed"] == [{"variant": "onnx", "format": "onnx", "stage": "convert",
+                                   "reason": "simulated converter crash"}]
+    assert main(["verify", "--exports", str(export_copy)]) == 0
 
 
 def test_force_replaces_and_cleans_old_generation(export_copy, data_dir):

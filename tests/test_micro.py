@@ -59,9 +59,11 @@ def test_tflm_parity_agrees_with_litert(quick_export, data_dir):
 
 
 def test_tflm_on_all_images_gets_the_int8_gates_too(quick_export, data_dir, monkeypatch):
-    from toolkit import parity
 
-    monkeypatch.setattr(parity, "load_test", lambda d: _head(parity, d, 400))
+    from toolkit import inputs
+
+    real = inputs.reopen
+    monkeypatch.setattr(inputs, "reopen", lambda record, data_dir=None: _head(real(record, data_dir), 400))
     report = run_parity(ParityConfig(exports=quick_export, data_dir=data_dir, variants=("tflite-micro",),
                                      micro_images=None, verbose=False))
     metrics = [g.metric for g in report.variants["tflite-micro"].gates]
@@ -69,10 +71,10 @@ def test_tflm_on_all_images_gets_the_int8_gates_too(quick_export, data_dir, monk
     assert report.variants["tflite-micro"].metrics["images_used"] == "all"
 
 
-def _head(parity, data_dir, n):
-    from toolkit.data import load_mnist
+def _head(dataset, n):
+    import dataclasses
 
-    return load_mnist(data_dir).test.head(n)
+    return dataclasses.replace(dataset, test=dataset.test.head(n))
 
 
 def test_tflm_runner_matches_litert_logits(quick_export, mnist):

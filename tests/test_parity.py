@@ -150,7 +150,7 @@ def test_edited_artifact_and_changed_model_exit_3(export_copy, data_dir, capsys)
 
 
 @pytest.mark.full
-def test_fully_trained_model_passes_every_gate(data_dir):
+def test_fully_trained_model_passes_every_gate(data_dir, mnist):
     """`pytest -m full`: the same gates against the fully trained export in exports/
     (or $TOOLKIT_EXPORTS)."""
     exports = Path(os.environ.get("TOOLKIT_EXPORTS", Path(__file__).resolve().parent.parent / "exports"))
@@ -160,9 +160,7 @@ def test_fully_trained_model_passes_every_gate(data_dir):
     assert report.reference["accuracy"] >= 0.992
     assert not [(n, str(g)) for n, g in report.failures()]
     # and the int8 numbers agree exactly with an evaluation that uses no toolkit code
-    from toolkit.data import load_test
-
-    test = load_test(data_dir)
+    test = mnist.test
     entry = next(e for e in artifacts.read_manifest(exports)["artifacts"] if e["variant"] == "tflite-int8")
     acc, preds = _independent_tflite_accuracy(exports / entry["path"], test.images, test.labels)
     assert acc == report.variants["tflite-int8"].metrics["accuracy"]

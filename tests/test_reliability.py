@@ -147,32 +147,28 @@ def test_runner_input_checks(quick_export, variant, bad, message):
         runner.infer(bad)
 
 
+def _poison_preprocessing(monkeypatch, where):
+    """NaN cannot come out of uint8 pixels; poison the preprocessed batch as a broken transform would."""
+    from toolkit.preprocess import Preprocessing
+
+    real = Preprocessing.finish
+
+    def poisoned(self, raw):
+        x = real(self, raw)
+        x[where] = np.nan
+        return x
+
+    monkeypatch.setattr(Preprocessing, "finish", poisoned)
+
+
 def test_nan_in_evaluation_data_exit_3(export_copy, monkeypatch, capsys):
-    from toolkit import parity as parity_module
-
-    real = parity_module.load_test
-
-    def poisoned(data_dir=None):
-        test = real(data_dir)
-        test.images[3, 5, 5, 0] = np.nan
-        return test
-
-    monkeypatch.setattr(parity_module, "load_test", poisoned)
+    _poison_preprocessing(monkeypatch, (3, 5, 5, 0))
     assert main(["parity", "--exports", str(export_copy), "--variants", "tflite"]) == 3
     assert "NaN" in capsys.readouterr().err
 
 
 def test_nan_in_calibration_data_exit_3(export_copy, monkeypatch, capsys):
-    from toolkit import export as export_module
-
-    real = export_module.load_mnist
-
-    def poisoned(data_dir=None):
-        mnist = real(data_dir)
-        mnist.train.images[:] = np.nan
-        return mnist
-
-    monkeypatch.setattr(export_module, "load_mnist", poisoned)
+    _poison_preprocessing(monkeypatch, slice(None))
     before = snapshot(export_copy)
     assert main(["export", "--exports", str(export_copy), "--force", "--format", "tflite"]) == 3
     assert "calibration" in capsys.readouterr().err

@@ -173,8 +173,11 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         _log(cfg, f"  data {data.kind} {data.source}; preprocessing: {prep.describe()}")
         try:
             op_support = _op_support(ctx, exporters, cfg)
-        except OSError as exc:
-            raise WriteError(f"export into {exports} failed: {exc}") from None
+        except Exception as exc:
+            failed_write = artifacts.as_write_error(workdir, exc)
+            if failed_write:
+                raise failed_write from None
+            raise
         for exporter in exporters:
             support = op_support[exporter.format]
             if not support["supported"]:

@@ -179,7 +179,8 @@ def _per_channel(values, channels: int, flag: str) -> tuple[float, ...]:
     if len(values) == 1:
         return values * channels
     if len(values) != channels:
-        raise UsageError(f"{flag} takes 1 or {channels} values for {CHANNEL_NAMES[channels]} images, got {len(values)}")
+        allowed = "1 value" if channels == 1 else f"1 or {channels} values"
+        raise UsageError(f"{flag} takes {allowed} for {CHANNEL_NAMES[channels]} images, got {len(values)}")
     return values
 
 

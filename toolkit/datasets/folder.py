@@ -34,16 +34,18 @@ def _class_dirs(root: Path) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
 
 
-def _images_in(directory: Path) -> list[Path]:
+def _images_in(directory: Path) -> list[str]:
+    """Image files under ``directory`` in a fixed order, as strings (a Path costs several times the
+    memory, and an index of 100,000 files is kept for the life of the dataset)."""
     files = []
     for dirpath, dirnames, filenames in os.walk(directory):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        files += [Path(dirpath) / f for f in sorted(filenames)
+        files += [os.path.join(dirpath, f) for f in sorted(filenames)
                   if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
     return files
 
 
-def _index(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[Path], np.ndarray]:
+def _index(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
     """(class names, files, labels) of ``root/<class>/...``."""
     dirs = _class_dirs(root)
     names = [d.name for d in dirs]
@@ -69,7 +71,7 @@ def _index(root: Path, class_names: list[str] | None = None) -> tuple[list[str],
     return class_names, files, np.asarray(labels, dtype=np.int64)
 
 
-def _decode(path: Path, channels: int, size: tuple[int, int] | None, expected: tuple[int, int]) -> np.ndarray:
+def _decode(path: str, channels: int, size: tuple[int, int] | None, expected: tuple[int, int]) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -88,7 +90,7 @@ def _decode(path: Path, channels: int, size: tuple[int, int] | None, expected: t
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _file_reader(files: list[Path], native_channels: int, native_size: tuple[int, int]):
+def _file_reader(files: list[str], native_channels: int, native_size: tuple[int, int]):
     def read(idx: np.ndarray, channels: int | None, size: tuple[int, int] | None) -> np.ndarray:
         c = channels or native_channels
         h, w = size if size is not None else native_size
@@ -100,7 +102,7 @@ def _file_reader(files: list[Path], native_channels: int, native_size: tuple[int
     return read
 
 
-def _native_mode(files: list[Path]) -> tuple[int, tuple[int, int]]:
+def _native_mode(files: list[str]) -> tuple[int, tuple[int, int]]:
     """(channels, (H, W)) from the first file and a fixed-seed sample of the others."""
     from PIL import Image, UnidentifiedImageError
 
@@ -119,10 +121,10 @@ def _native_mode(files: list[Path]) -> tuple[int, tuple[int, int]]:
     return channels, size
 
 
-def _fingerprint(root: Path, files: list[Path]) -> dict:
+def _fingerprint(root: Path, files: list[str]) -> dict:
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f"{f.relative_to(root).as_posix()}\t{f.stat().st_size}\n".encode())
+        h.update(f"{Path(os.path.relpath(f, root)).as_posix()}\t{os.stat(f).st_size}\n".encode())
     return {"method": "sha256 of the sorted list of relative file paths and sizes", "sha256": h.hexdigest(),
             "files": len(files)}
 

@@ -61,7 +61,18 @@ def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     from toolkit._quiet import quiet_stderr, tf
 
     tf = tf()
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    try:
+        saved_model = ctx.saved_model()
+    except Exception as exc:  # Keras/TensorFlow raise many types; a full disk is re-raised as such
+        from toolkit.artifacts import as_write_error
+
+        if as_write_error(ctx.workdir, exc):
+            raise
+        ctx.failures[key] = ConversionError(f"cannot write the model as a SavedModel for the TFLite converter: "
+                                            f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+                                            detail=str(exc)[-4000:])
+        raise ctx.failures[key] from None
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     extra: dict = {}
     if mode != "none":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -1,0 +1,202 @@
+"""Your own model and your own data: Keras classifiers that toolkit/model.py does not define,
+on an image folder and an .npz made here, through export, parity, bench, verify and run.
+
+The four models cover what users bring: Sequential and functional; inputs (H, W) without a
+channel axis (the TensorFlow quickstart), (H, W, 1), (H, W, 3) and flat; softmax and logits
+outputs; 3, 4, 5 and 12 classes; one with its own Rescaling layer (it takes raw 0..255 pixels).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from userdata import fit, make_images, write_folder, write_npz
+
+from toolkit.cli import main
+
+SIZE = 16
+GRAY_CLASSES = ["cat", "dog", "fox"]
+RGB_CLASSES = ["apple", "banana", "cherry", "date", "elderberry"]
+NPZ12_CLASSES = [f"glyph-{chr(ord('a') + k)}" for k in range(12)]
+ALL = ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8", "tflite-micro"]
+
+
+@dataclass
+class Case:
+    name: str
+    model: Path
+    dataset: Path
+    kind: str
+    classes: list[str]
+    output: str
+    input_shape: list
+    scale: str
+    test_x: np.ndarray  # the test images as the user's own pipeline feeds the model
+    test_y: np.ndarray
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("userdata")
+    return {
+        "gray": write_folder(root / "gray", GRAY_CLASSES, 60, 20, SIZE, 1, seed=0),
+        "rgb": write_folder(root / "rgb", RGB_CLASSES, 40, 12, SIZE, 3, seed=10),
+        "npz4": write_npz(root / "four.npz", 4, 240, 80, SIZE, channels=None, seed=20),
+        "npz12": write_npz(root / "twelve.npz", 12, 480, 120, SIZE, channels=1, class_names=NPZ12_CLASSES, seed=30),
+        "root": root,
+    }
+
+
+def _quickstart(k):
+    """Sequential, (H, W) input, softmax output: the TensorFlow beginner quickstart's shape."""
+    L = k.layers
+    return k.Sequential([k.Input((SIZE, SIZE)), L.Flatten(), L.Dense(32, activation="relu"),
+                         L.Dense(len(GRAY_CLASSES), activation="softmax")], name="quickstart")
+
+
+def _rgb_rescaling(k):
+    """Functional, (H, W, 3) input with its own Rescaling layer, logits out."""
+    L = k.layers
+    x = inp = k.Input((SIZE, SIZE, 3), name="pixels")
+    x = L.Rescaling(1 / 255.0)(x)
+    x = L.Conv2D(8, 3, activation="relu")(x)
+    x = L.MaxPooling2D()(x)
+    out = L.Dense(len(RGB_CLASSES))(L.Flatten()(x))
+    return k.Model(inp, out, name="rgb_rescaling")
+
+
+def _flat(k):
+    """Functional, flat (H*W) input, logits out."""
+    L = k.layers
+    inp = k.Input((SIZE * SIZE,), name="vector")
+    return k.Model(inp, L.Dense(4)(L.Dense(32, activation="relu")(inp)), name="flat_mlp")
+
+
+def _conv_softmax(k):
+    """Sequential, (H, W, 1) input, 12 classes, softmax."""
+    L = k.layers
+    return k.Sequential([k.Input((SIZE, SIZE, 1)), L.Conv2D(8, 3, activation="relu"), L.MaxPooling2D(),
+                         L.Flatten(), L.Dense(12, activation="softmax")], name="conv_softmax")
+
+
+@pytest.fixture(scope="module")
+def cases(data, tmp_path_factory) -> dict[str, Case]:
+    from toolkit._quiet import keras
+
+    k = keras()
+    root = tmp_path_factory.mktemp("usermodels")
+    out = {}
+
+    def save(model, name):
+        path = root / f"{name}.keras"
+        model.save(path)
+        return path
+
+    # the images each folder/npz was written from, regenerated as a user's pipeline would hold them
+    x, y = make_images(60 * 3, 3, SIZE, 1, seed=0)
+    tx, ty = make_images(20 * 3, 3, SIZE, 1, seed=1)
+    m = fit(_quickstart(k), x[..., 0] / 255.0, y, from_logits=False)
+    out["quickstart"] = Case("quickstart", save(m, "quickstart"), data["gray"], "folder", GRAY_CLASSES,
+                             "probabilities", [SIZE, SIZE], "unit", tx[..., 0] / 255.0, ty)
+    x, y = make_images(40 * 5, 5, SIZE, 3, seed=10)
+    tx, ty = make_images(12 * 5, 5, SIZE, 3, seed=11)
+    m = fit(_rgb_rescaling(k), x.astype(np.float32), y)
+    out["rgb_rescaling"] = Case("rgb_rescaling", save(m, "rgb_rescaling"), data["rgb"], "folder", RGB_CLASSES,
+                                "logits", [SIZE, SIZE, 3], "raw", tx.astype(np.float32), ty)
+    x, y = make_images(240, 4, SIZE, 1, seed=20)
+    tx, ty = make_images(80, 4, SIZE, 1, seed=21)
+    m = fit(_flat(k), x.reshape(len(x), -1) / 255.0, y)
+    out["flat_mlp"] = Case("flat_mlp", save(m, "flat_mlp"), data["npz4"], "npz", ["0", "1", "2", "3"], "logits",
+                           [SIZE * SIZE], "unit", tx.reshape(len(tx), -1) / 255.0, ty)
+    x, y = make_images(480, 12, SIZE, 1, seed=30)
+    tx, ty = make_images(120, 12, SIZE, 1, seed=31)
+    m = fit(_conv_softmax(k), x / 255.0, y, from_logits=False, epochs=25)
+    out["conv_softmax"] = Case("conv_softmax", save(m, "conv_softmax"), data["npz12"], "npz", NPZ12_CLASSES,
+                               "probabilities", [SIZE, SIZE, 1], "unit", tx / 255.0, ty)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(cases, tmp_path_factory):
+    """`toolkit run --model M --dataset D --quick` for every case: export, parity, bench, report."""
+    results = {}
+    for name, case in cases.items():
+        exports = tmp_path_factory.mktemp(f"run-{name}")
+        rc = main(["run", "--model", str(case.model), "--dataset", str(case.dataset), "--exports", str(exports),
+                   "--quick"])
+        results[name] = (rc, exports)
+    return results
+
+
+NAMES = ["quickstart", "rgb_rescaling", "flat_mlp", "conv_softmax"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_takes_the_model_through_everything(name, cases, runs):
+    case = cases[name]
+    rc, exports = runs[name]
+    assert rc == 0
+    manifest = json.loads((exports / "manifest.json").read_text())
+    assert [e["variant"] for e in manifest["artifacts"]] == ALL and manifest["failed"] == []
+    assert manifest["model"]["input_shape"] == case.input_shape
+    assert manifest["model"]["classes"] == len(case.classes) and manifest["model"]["output"] == case.output
+    assert manifest["dataset"]["kind"] == case.kind and manifest["dataset"]["class_names"] == case.classes
+    assert len(manifest["dataset"]["fingerprint"]["sha256"]) == 64
+    assert manifest["preprocessing"]["scale"] == case.scale
+    for e in manifest["artifacts"]:
+        batch = 1 if e["format"] == "tflite-micro" else None
+        assert e["inputs"][0]["shape"] == [batch, *case.input_shape]
+        assert e["outputs"][0]["shape"] == [batch, len(case.classes)]
+    parity = json.loads((exports / "parity.json").read_text())
+    assert parity["passed"], {n: [g for g in v["gates"] if not g["passed"]] for n, v in parity["variants"].items()}
+    assert parity["class_names"] == case.classes and parity["reference"]["output"] == case.output
+    assert parity["dataset"]["fingerprint"] == manifest["dataset"]["fingerprint"] and parity["dataset_matches_export"]
+    assert set(parity["variants"]) == set(ALL)
+    md = (exports / "parity.md").read_text()
+    assert all(f"| {c} |" in md for c in case.classes)  # the per-class table names the classes
+    bench = json.loads((exports / "bench.json").read_text())
+    assert {r["variant"] for r in bench["results"]} == {*ALL, "keras"}
+    report = (exports / "report.md").read_text()
+    assert f"it outputs **{case.output}**" in report and manifest["preprocessing"]["description"] in report
+    assert main(["verify", "--exports", str(exports)]) == 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reference_accuracy_matches_the_users_own_evaluation(name, cases, runs):
+    """The toolkit's preprocessing feeds the model what the user's own pipeline feeds it: the
+    reference accuracy equals plain Keras on the same test images, prepared without toolkit code."""
+    from toolkit._quiet import keras
+
+    case = cases[name]
+    model = keras().saving.load_model(case.model)
+    accuracy = float((np.asarray(model(case.test_x.astype(np.float32))).argmax(1) == case.test_y).mean())
+    parity = json.loads((runs[name][1] / "parity.json").read_text())
+    assert parity["reference"]["images"] == len(case.test_y)
+    assert parity["reference"]["accuracy"] == pytest.approx(accuracy, abs=1e-12)
+    assert accuracy >= 0.9  # the model learned the task: the checks above are about a working model
+
+
+def test_bench_and_parity_commands_on_a_user_export(cases, runs):
+    rc, exports = runs["rgb_rescaling"]
+    assert main(["parity", "--exports", str(exports), "--variants", "tflite-int8", "onnx-int8",
+                 "--json", str(exports / "int8.json")]) == 0
+    doc = json.loads((exports / "int8.json").read_text())
+    assert doc["preprocessing"]["scale"] == "raw" and doc["dataset"]["kind"] == "folder"
+    assert main(["bench", "--exports", str(exports), "--variants", "tflite-int8", "--batch-sizes", "1,4",
+                 "--threads", "1", "--min-runs", "5", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
+                 "--no-plots", "--json", str(exports / "b.json")]) == 0
+    rows = json.loads((exports / "b.json").read_text())["results"]
+    assert [(r["batch_size"], r["runtime"]) for r in rows] == [(1, "litert"), (4, "litert")]
+
+
+def test_a_moved_reference_model_is_found_with_model(cases, runs, tmp_path):
+    rc, exports = runs["flat_mlp"]
+    moved = tmp_path / "moved.keras"
+    moved.write_bytes(cases["flat_mlp"].model.read_bytes())
+    assert main(["parity", "--exports", str(exports), "--model", str(moved), "--variants", "onnx",
+                 "--json", str(tmp_path / "p.json")]) == 0
+    assert main(["parity", "--exports", str(exports), "--model", str(cases["quickstart"].model)]) == 3

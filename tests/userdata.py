@@ -1,0 +1,75 @@
+"""Datasets and models a user brings, made the way a user makes them: images written with
+Pillow into class folders or arrays saved with ``np.savez``, Keras models built and trained
+with plain Keras. Small and fixed-seed, so tests stay fast and repeatable.
+
+The images: class k has a bright blob in grid cell k (a few pixels of jitter, random
+brightness) on a noisy background, so a small model learns them in a few epochs with wide
+margins (int8 rounding then does not move a prediction).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def make_images(n: int, classes: int, size: int = 16, channels: int = 1, seed: int = 0):
+    """uint8 images (n, size, size, channels) and int64 labels."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    rng.shuffle(labels)
+    grid = math.ceil(math.sqrt(classes))
+    cell = size // grid
+    images = rng.integers(0, 50, size=(n, size, size, channels)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), grid)
+        y = r * cell + int(rng.integers(0, max(1, cell - 3)))
+        x = c * cell + int(rng.integers(0, max(1, cell - 3)))
+        colour = rng.integers(170, 256, size=channels) if channels == 3 else [int(rng.integers(170, 256))]
+        images[i, y : y + 3, x : x + 3, :] = colour
+    return images, labels.astype(np.int64)
+
+
+def write_folder(root: Path, class_names: list[str], per_class_train: int, per_class_test: int,
+                 size: int = 16, channels: int = 1, seed: int = 0, split: bool = True, ext: str = ".png") -> Path:
+    """DIR/train/<class>/*.png and DIR/test/<class>/*.png (or DIR/<class>/... when not ``split``)."""
+    from PIL import Image
+
+    k = len(class_names)
+    parts = {"train": per_class_train, "test": per_class_test} if split else {"": per_class_train + per_class_test}
+    for s, (part, per_class) in enumerate(parts.items()):
+        images, labels = make_images(per_class * k, k, size, channels, seed=seed + s)
+        for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+            d = root / part / class_names[label] if part else root / class_names[label]
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img[..., 0] if channels == 1 else img, "L" if channels == 1 else "RGB").save(
+                d / f"{i:05d}{ext}")
+    return root
+
+
+def write_npz(path: Path, classes: int, n_train: int, n_test: int, size: int = 16, channels: int | None = None,
+              class_names: list[str] | None = None, seed: int = 0) -> Path:
+    """x_train, y_train, x_test, y_test (+ class_names); ``channels=None`` stores (N, H, W) like mnist.npz."""
+    xtr, ytr = make_images(n_train, classes, size, channels or 1, seed)
+    xte, yte = make_images(n_test, classes, size, channels or 1, seed + 1)
+    if channels is None:
+        xtr, xte = xtr[..., 0], xte[..., 0]
+    arrays = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
+    if class_names:
+        arrays["class_names"] = np.array(class_names)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0, from_logits: bool = True):
+    """Plain Keras training, as a user would do it."""
+    from toolkit._quiet import keras
+
+    k = keras()
+    k.utils.set_random_seed(seed)
+    model.compile(optimizer=k.optimizers.Adam(3e-3),
+                  loss=k.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
+    return model
