@@ -200,3 +200,31 @@ def test_a_moved_reference_model_is_found_with_model(cases, runs, tmp_path):
     assert main(["parity", "--exports", str(exports), "--model", str(moved), "--variants", "onnx",
                  "--json", str(tmp_path / "p.json")]) == 0
     assert main(["parity", "--exports", str(exports), "--model", str(cases["quickstart"].model)]) == 3
+
+
+def test_parity_decodes_each_test_image_once_a_batch_at_a_time(cases, runs, monkeypatch, tmp_path):
+    """Memory bounded by the batch: every runner sees each batch while it is decoded; no image is
+    decoded twice (except the few shown in the disagreement plot) and no batch exceeds --batch-size."""
+    from toolkit.datasets import folder
+
+    decoded, batches = [], []
+    real_decode, real_reader = folder._decode, folder._file_reader
+
+    def counting_reader(files, channels, size):
+        read = real_reader(files, channels, size)
+
+        def wrapped(idx, c, s):
+            batches.append(len(idx))
+            return read(idx, c, s)
+
+        return wrapped
+
+    monkeypatch.setattr(folder, "_decode", lambda path, *a: decoded.append(path) or real_decode(path, *a))
+    monkeypatch.setattr(folder, "_file_reader", counting_reader)
+    _, exports = runs["quickstart"]
+    assert main(["parity", "--exports", str(exports), "--batch-size", "7", "--json", str(tmp_path / "p.json")]) == 0
+    parity = json.loads((tmp_path / "p.json").read_text())
+    n = parity["reference"]["images"]
+    shown = sum(v["disagreements"] for v in parity["variants"].values())
+    assert len(decoded) - len(set(decoded)) <= shown
+    assert len(set(decoded)) == n and max(batches) <= max(7, shown)  # the plot reads its few images at once

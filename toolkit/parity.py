@@ -110,16 +110,48 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, classes: int
             for k in range(classes)]
 
 
+class Scores:
+    """What parity keeps of a variant's scores while the test split streams past: its predictions
+    and the running max and sum of |scores - reference scores|. Memory per image: one integer."""
+
+    def __init__(self):
+        self._preds: list[np.ndarray] = []
+        self.max_abs_diff = 0.0
+        self._sum = 0.0
+        self._count = 0
+
+    def add(self, scores: np.ndarray, reference: np.ndarray) -> None:
+        diff = np.abs(scores.astype(np.float64) - reference.astype(np.float64))
+        if diff.size:
+            self.max_abs_diff = max(self.max_abs_diff, float(diff.max()))
+        self._sum += float(diff.sum())
+        self._count += diff.size
+        self._preds.append(scores.argmax(1).astype(np.int32))
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return np.concatenate(self._preds) if self._preds else np.zeros(0, np.int32)
+
+    @property
+    def mean_abs_diff(self) -> float:
+        return self._sum / self._count if self._count else 0.0
+
+
 def compare(ref_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> dict:
+    """Every parity metric of one variant against the reference, from whole score arrays."""
+    scores = Scores()
+    scores.add(logits, ref_logits)
+    return compare_predictions(ref_logits.argmax(1), scores, labels, ref_logits.shape[1])
+
+
+def compare_predictions(ref_pred: np.ndarray, scores: Scores, labels: np.ndarray, classes: int) -> dict:
     """Every parity metric of one variant against the reference on the same images."""
-    classes = ref_logits.shape[1]
-    ref_pred, pred = ref_logits.argmax(1), logits.argmax(1)
+    pred = scores.predictions
     ref_ok, ok = ref_pred == labels, pred == labels
     b = int((ref_ok & ~ok).sum())  # reference right, variant wrong
     c = int((~ref_ok & ok).sum())  # variant right, reference wrong
     n = len(labels)
     acc = accuracy_block(pred, labels)
-    diff = np.abs(logits.astype(np.float64) - ref_logits.astype(np.float64))
     lo, hi = paired_difference_interval(b, c, n)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
@@ -134,8 +166,8 @@ def compare(ref_logits: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> d
         "discordant_ref_right_variant_wrong": b,
         "discordant_ref_wrong_variant_right": c,
         "mcnemar_p": mcnemar_exact(b, c),
-        "max_abs_logit_diff": float(diff.max()),
-        "mean_abs_logit_diff": float(diff.mean()),
+        "max_abs_logit_diff": scores.max_abs_diff,
+        "mean_abs_logit_diff": scores.mean_abs_diff,
         "per_class_accuracy_diff_points": [None if v is None else (v - r) * 100
                                            for v, r in zip(var_class, ref_class, strict=True)],
         "confusion_matrix": confusion.tolist(),
@@ -220,23 +252,29 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
 
             twins[variant] = LiteRTRunner(runners[variant].content)
     _log(cfg, f"parity of {len(entries)} variant(s) on {n:,} {dataset.kind} test images ({prep.describe()})")
-    ref_chunks: list[np.ndarray] = []
-    chunks: dict[str, list[np.ndarray]] = {v: [] for v in runners}
-    twin_chunks: dict[str, list[np.ndarray]] = {v: [] for v in twins}
+    ref_preds: list[np.ndarray] = []
+    scores = {v: Scores() for v in runners}
+    twin_scores = {v: Scores() for v in twins}  # LiteRT's scores on TFLM's bytes, against TFLM's
     seconds: dict[str, float] = {}
+    first = None
     for idx, x in prep.batches(test, cfg.batch_size):
-        ref_chunks.append(_timed(reference_runner, x, seconds, "keras"))
+        ref = _timed(reference_runner, x, seconds, "keras")
+        first = ref if first is None else first
+        ref_preds.append(ref.argmax(1))
         for variant, runner in runners.items():
             sample = samples.get(variant)
-            xs = x if sample is None else x[np.isin(idx, sample)]
+            mask = slice(None) if sample is None else np.isin(idx, sample)
+            xs = x[mask]
             if not len(xs):
                 continue
-            chunks[variant].append(_timed(runner, xs, seconds, variant))
+            out = _timed(runner, xs, seconds, variant)
+            scores[variant].add(out, ref[mask])
             if variant in twins:
-                twin_chunks[variant].append(twins[variant].infer(xs))
-    ref_logits = np.concatenate(ref_chunks)
-    info = confirm_output(info, ref_logits[:256])
-    ref_pred = ref_logits.argmax(1)
+                twin_scores[variant].add(twins[variant].infer(xs), out)
+    if first is None:
+        raise UsageError(f"the test split of {dataset.source} holds no images")
+    info = confirm_output(info, first)
+    ref_pred = np.concatenate(ref_preds)
     class_names = list(dataset.class_names) + [str(k) for k in range(dataset.num_classes, info.classes)]
     reference = {
         "variant": "keras",
@@ -246,7 +284,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         "output_evidence": info.output_evidence,
         "classes": info.classes,
         **accuracy_block(ref_pred, labels),
-        "per_class_accuracy": per_class_accuracy(ref_pred, labels, ref_logits.shape[1]),
+        "per_class_accuracy": per_class_accuracy(ref_pred, labels, info.classes),
         "seconds": round(seconds.get("keras", 0.0), 3),
     }
     _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {n:,} test images")
@@ -256,8 +294,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         variant = entry["variant"]
         idx = samples.get(variant)
         sel = slice(None) if idx is None else idx
-        logits = np.concatenate(chunks[variant])
-        metrics = compare(ref_logits[sel], logits, labels[sel])
+        metrics = compare_predictions(ref_pred[sel], scores[variant], labels[sel], info.classes)
         gates = gates_for(entry["quantization"], metrics, cfg.gates)
         if entry["format"] == "tflite-micro" and idx is not None:
             # On a sample, accuracy-loss and agreement bounds meant for the full test set are noise
@@ -265,12 +302,13 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             # LiteRT interpreter computes on the same bytes; tflite-int8 carries the full-set gates.
             gates = []
         if variant in twins:
-            litert = np.concatenate(twin_chunks[variant])
+            twin = twin_scores[variant]
+            same = twin.predictions == scores[variant].predictions
             metrics.update({
                 "images_used": "all" if idx is None else f"fixed-seed sample of {len(idx)} of {n} (seed {cfg.seed})",
-                "agreement_with_litert": float((litert.argmax(1) == logits.argmax(1)).mean()),
-                "disagreements_with_litert": int((litert.argmax(1) != logits.argmax(1)).sum()),
-                "max_abs_logit_diff_vs_litert": float(np.abs(litert - logits).max()),
+                "agreement_with_litert": float(same.mean()),
+                "disagreements_with_litert": int((~same).sum()),
+                "max_abs_logit_diff_vs_litert": twin.max_abs_diff,
             })
             gates.append(GateResult("agreement_with_litert_percent", metrics["agreement_with_litert"] * 100,
                                     ">=", cfg.gates.micro_min_agreement_with_litert))
@@ -282,7 +320,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             "sha256": entry["sha256"],
             "seconds": round(seconds.get(variant, 0.0), 3),
         })
-        result = VariantParity(variant, entry["quantization"], metrics, gates, logits.argmax(1), idx)
+        result = VariantParity(variant, entry["quantization"], metrics, gates, scores[variant].predictions, idx)
         variants[variant] = result
         _log(
             cfg,

@@ -83,7 +83,9 @@ def _streamed(tf, split, prep, batch_size: int, seed: int | None):
             yield x, split.labels[idx]
 
     signature = (tf.TensorSpec((None, *prep.input_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+    steps = -(-n // batch_size)  # Keras needs the length to know an epoch ended where it should
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 
 def train(cfg: TrainConfig) -> dict:
