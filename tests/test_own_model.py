@@ -228,3 +228,29 @@ def test_parity_decodes_each_test_image_once_a_batch_at_a_time(cases, runs, monk
     shown = sum(v["disagreements"] for v in parity["variants"].values())
     assert len(decoded) - len(set(decoded)) <= shown
     assert len(set(decoded)) == n and max(batches) <= max(7, shown)  # the plot reads its few images at once
+
+
+def test_train_on_a_folder_then_export_without_naming_it_again(data, tmp_path):
+    """`toolkit train --dataset DIR` builds the architecture for the images' size and the folder's
+    classes, streams the folder, is reproducible, and export reads the dataset from train.json."""
+    out_a, out_b = tmp_path / "a", tmp_path / "b"
+    for out in (out_a, out_b):
+        assert main(["train", "--arch", "mlp", "--dataset", str(data["gray"]), "--epochs", "1", "--out", str(out)]) == 0
+    a = json.loads((out_a / "train.json").read_text())
+    assert a["model"]["weights_sha256"] == json.loads((out_b / "train.json").read_text())["model"]["weights_sha256"]
+    assert a["dataset"]["kind"] == "folder" and a["dataset"]["class_names"] == GRAY_CLASSES
+    assert a["data"]["train_images"] == 162 and a["dataset"]["splits"]["validation"] == 18  # 10% held out
+    assert main(["export", "--exports", str(out_a), "--format", "tflite", "--quantize", "none"]) == 0
+    manifest = json.loads((out_a / "manifest.json").read_text())
+    assert manifest["dataset"]["fingerprint"] == a["dataset"]["fingerprint"]
+    assert manifest["model"]["input_shape"] == [SIZE, SIZE, 1] and manifest["model"]["classes"] == 3
+
+
+def test_training_preprocessing_carries_over_to_export(data, tmp_path):
+    out = tmp_path / "m"
+    assert main(["train", "--arch", "softmax", "--dataset", str(data["npz4"]), "--epochs", "1", "--scale",
+                 "symmetric", "--out", str(out)]) == 0
+    assert json.loads((out / "train.json").read_text())["preprocessing"]["scale"] == "symmetric"
+    assert main(["export", "--exports", str(out), "--format", "onnx", "--quantize", "none"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["preprocessing"]["scale"] == "symmetric"
+    assert main(["parity", "--exports", str(out)]) == 0

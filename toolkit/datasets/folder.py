@@ -124,7 +124,8 @@ def _native_mode(files: list[str]) -> tuple[int, tuple[int, int]]:
 def _fingerprint(root: Path, files: list[str]) -> dict:
     h = hashlib.sha256()
     for f in sorted(files):
-        h.update(f"{Path(os.path.relpath(f, root)).as_posix()}\t{os.stat(f).st_size}\n".encode())
+        # plain strings: Path() would intern every file name for the life of the process
+        h.update(f"{os.path.relpath(f, root).replace(os.sep, '/')}\t{os.stat(f).st_size}\n".encode())
     return {"method": "sha256 of the sorted list of relative file paths and sizes", "sha256": h.hexdigest(),
             "files": len(files)}
 
