@@ -148,8 +148,9 @@ def render(doc: dict, out: Path) -> None:
           f"{r['exit_code']} |" for r in doc["runs"]],
         "",
         f"Growth ({doc['growth_rule']}): **{doc['growth_mb']:.1f} MiB** (limit {doc['limit_mb']:.0f} MiB): "
-        f"{'within the limit' if doc['passed'] else 'OVER THE LIMIT'}. Ten times the images cost what their labels "
-        "and scores cost (N x classes floats per variant), not their pixels: images are decoded one batch at a time.",
+        f"{'within the limit' if doc['passed'] else 'OVER THE LIMIT'}. Pixels are decoded one batch at a time; what "
+        "grows with the image count is per-image bookkeeping (the folder's file list, the labels, each variant's "
+        "predictions), not the images.",
         "",
     ]
     atomic_write_text(out.parent / "MEMORY.md" if out.name == "results" else out / "MEMORY.md", "\n".join(lines))
