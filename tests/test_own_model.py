@@ -254,3 +254,13 @@ def test_training_preprocessing_carries_over_to_export(data, tmp_path):
     assert main(["export", "--exports", str(out), "--format", "onnx", "--quantize", "none"]) == 0
     assert json.loads((out / "manifest.json").read_text())["preprocessing"]["scale"] == "symmetric"
     assert main(["parity", "--exports", str(out)]) == 0
+
+
+@pytest.mark.parametrize("variant", ["tflite-int8", "onnx-int8"])
+def test_diagnose_on_a_user_model_with_a_scalar_weight(variant, runs, capsys):
+    """The Rescaling layer's scale is a 0-d weight, which onnxruntime's compute_weight_error fails on."""
+    _, exports = runs["rgb_rescaling"]
+    assert main(["parity", "--exports", str(exports), "--diagnose", variant]) == 0
+    doc = json.loads((exports / f"diagnose-{variant}.json").read_text())
+    assert doc["worst_layer"] and doc["debug_images"] == 60
+    assert any("conv2d" in row["layer"] for row in doc["layers"])

@@ -192,7 +192,11 @@ def _onnx(float_path: Path, qdq_path: Path, images: np.ndarray) -> dict:
             "sqnr_qdq_local_db": float(errors[tensor].get("qdq_err", float("nan"))),
             "scale": scales.get(tensor),
         })
-    weights = qdq.compute_weight_error(qdq.create_weight_matching(str(float_path), str(qdq_path)))
+    # per weight SQNR; scalar weights (a Rescaling layer's scale, say) as 1-element arrays, which
+    # qdq.compute_weight_error fails on (it takes a 0-d array for a list)
+    weights = {name: qdq.compute_signal_to_quantization_noice_ratio(
+                   np.atleast_1d(np.asarray(m["float"], np.float32)), np.atleast_1d(np.asarray(m["dequantized"])))
+               for name, m in qdq.create_weight_matching(str(float_path), str(qdq_path)).items()}
     return {
         "method": "onnxruntime qdq_loss_debug (activation SQNR, per tensor)",
         "metric": "SQNR of each activation against the float model's, in dB (higher is better); "
