@@ -52,7 +52,7 @@ def test_small_architectures_export_and_pass_parity(small_export, data_dir):
     assert record["model"]["architecture"] == arch
     assert record["model"]["parameters"] == ARCHITECTURES[arch].parameters
     manifest = json.loads((out / "manifest.json").read_text())
-    assert len(manifest["artifacts"]) == 7  # the six and tflite-micro
+    assert len(manifest["artifacts"]) == 9  # the six, tflite-micro and the two OpenVINO IRs
     assert manifest["source_model"]["parameters"] == ARCHITECTURES[arch].parameters
     report = run_parity(ParityConfig(exports=out, data_dir=data_dir, verbose=False))
     assert not [(n, str(g)) for n, g in report.failures()], arch

@@ -42,8 +42,9 @@ def bench_doc(quick_export, data_dir):
 def test_rows_cover_variants_runtimes_batches(bench_doc):
     rows = bench_doc["results"]
     assert {(r["variant"], r["runtime"]) for r in rows} == {
-        ("tflite-int8", "litert"), ("onnx", "onnxruntime"), ("keras", "tensorflow")}
-    assert len(rows) == 3 * 2  # x batch sizes 1, 4; one thread setting
+        ("tflite-int8", "litert"), ("onnx", "onnxruntime"), ("keras", "tensorflow"),
+        ("tflite-int8", "openvino"), ("onnx", "openvino")}  # OpenVINO reads TFLite and ONNX (dev installs it)
+    assert len(rows) == 5 * 2  # x batch sizes 1, 4; one thread setting
     for r in rows:
         assert set(r) >= REQUIRED
         assert r["device"] == "cpu" and r["providers"]

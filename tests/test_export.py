@@ -13,7 +13,8 @@ from toolkit.provenance import sha256_file
 from toolkit.runners import runner_for
 
 SIX = ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8"]
-ALL = [*SIX, "tflite-micro"]  # tflite-micro joins `all` when its dependency is installed (dev has it)
+# tflite-micro and the OpenVINO IRs join `all` when their dependencies are installed (dev has them)
+ALL = [*SIX, "tflite-micro", "openvino", "openvino-fp16"]
 
 
 def _manifest(exports):
@@ -32,6 +33,7 @@ def test_selection_rules():
     assert names("tflite", ("fp16", "dynamic")) == ["tflite-fp16", "tflite-dynamic"]
     assert names("all", ("int8",)) == ["tflite-int8", "onnx-int8", "tflite-micro"]
     assert names("tflite-micro") == ["tflite-micro"]
+    assert names("openvino") == ["openvino"] and names("openvino", ("fp16",)) == ["openvino-fp16"]
     with pytest.raises(UsageError):
         exporters.select("onnx", ("dynamic",))
 
@@ -159,6 +161,6 @@ def test_quantized_inputs_round_trip(quick_export, mnist):
     """The int8 runner quantizes with the tensor's own scale: 0 and 1 map to the int8 ends."""
     entry = _entry(quick_export, "tflite-int8")
     runner = runner_for("tflite", quick_export / entry["path"])
-    q = runner.to_input(np.array([[[[0.0]] * 28] * 28, [[[1.0]] * 28] * 28], dtype=np.float32))
+    q = runner.prepare(np.array([[[[0.0]] * 28] * 28, [[[1.0]] * 28] * 28], dtype=np.float32))
     assert q.dtype == np.int8
     assert q[0].min() == -128 and q[1].max() == 127

@@ -178,7 +178,8 @@ def test_train_and_test_folders_must_come_together(models, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- partial success
 def _gelu_model(k, x, y):
-    """GELU, the activation of ViTs and ConvNeXt. LiteRT has a GELU builtin with int8 kernels; TFLM's
+    """GELU, the activation of ViTs and ConvNeXt. LiteRT has a GELU builtin with int8 kernels, OpenVINO a
+    Gelu op; TFLM's
     op resolver has no GELU kernel; and Keras 3 computes the exact GELU with Erfc, which tf2onnx has
     no ONNX mapping for (it only logs that and writes a graph onnxruntime cannot load)."""
     L = k.layers
@@ -204,13 +205,14 @@ def test_gelu_model_lands_in_litert_but_not_tflm_or_onnx_exit_3(k, tmp_path, cap
     captured = capsys.readouterr()
     assert rc == 3
     err = captured.err.strip().splitlines()[-1]
-    assert err.startswith("toolkit export: error: 3 of 7 variant(s) could not be exported "
+    assert err.startswith("toolkit export: error: 3 of 9 variant(s) could not be exported "
                           "(onnx, onnx-int8, tflite-micro); the others were committed")
     assert "tflite-micro: not exported (op-check): TFLM cannot run the model: TFLM has no kernel for op(s) GELU" \
         in captured.out
     assert "onnx: not exported (op-check): ONNX opset 17 has no tf2onnx conversion for op(s) Erfc" in captured.out
     manifest = json.loads((exports / "manifest.json").read_text())
-    assert [e["variant"] for e in manifest["artifacts"]] == ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8"]
+    assert [e["variant"] for e in manifest["artifacts"]] == ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8",
+                                                             "openvino", "openvino-fp16"]
     failed = {f["variant"]: f for f in manifest["failed"]}
     assert set(failed) == {"onnx", "onnx-int8", "tflite-micro"}
     assert all(f["stage"] == "op-check" for f in failed.values())

@@ -22,7 +22,8 @@ SIZE = 16
 GRAY_CLASSES = ["cat", "dog", "fox"]
 RGB_CLASSES = ["apple", "banana", "cherry", "date", "elderberry"]
 NPZ12_CLASSES = [f"glyph-{chr(ord('a') + k)}" for k in range(12)]
-ALL = ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8", "tflite-micro"]
+ALL = ["tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8", "onnx", "onnx-int8", "tflite-micro", "openvino",
+       "openvino-fp16"]
 
 
 @dataclass
@@ -190,7 +191,8 @@ def test_bench_and_parity_commands_on_a_user_export(cases, runs):
                  "--threads", "1", "--min-runs", "5", "--min-seconds", "0", "--warmup", "1", "--warmup-seconds", "0",
                  "--no-plots", "--json", str(exports / "b.json")]) == 0
     rows = json.loads((exports / "b.json").read_text())["results"]
-    assert [(r["batch_size"], r["runtime"]) for r in rows] == [(1, "litert"), (4, "litert")]
+    assert [(r["batch_size"], r["runtime"]) for r in rows] == [(1, "litert"), (4, "litert"), (1, "openvino"),
+                                                                (4, "openvino")]
 
 
 def test_a_moved_reference_model_is_found_with_model(cases, runs, tmp_path):

@@ -24,7 +24,7 @@ def parity_run(quick_export, data_dir):
 
 def test_every_variant_passes_its_gates(parity_run):
     assert set(parity_run.variants) == {"tflite", "tflite-fp16", "tflite-dynamic", "tflite-int8",
-                                        "onnx", "onnx-int8", "tflite-micro"}
+                                        "onnx", "onnx-int8", "tflite-micro", "openvino", "openvino-fp16"}
     failures = [(name, str(g)) for name, g in parity_run.failures()]
     assert not failures
     assert parity_run  # truthy when all passed

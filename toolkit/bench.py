@@ -13,7 +13,6 @@ Honest by construction:
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import multiprocessing
 import shutil
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts
+from toolkit import artifacts, runners
 from toolkit.config import BenchConfig
 from toolkit.errors import DeviceUnavailableError, UsageError
 from toolkit.provenance import provenance
@@ -33,21 +32,6 @@ from toolkit.timing import measure, summarize
 
 BENCH_JSON = "bench.json"
 REFERENCE = "keras"
-
-# runtime -> (artifact formats it runs, devices it can use)
-RUNTIMES = {
-    "litert": (("tflite",), ("cpu",)),
-    "onnxruntime": (("onnx",), ("cpu", "cuda")),
-    "onnxruntime-trt": (("onnx",), ("cuda",)),
-    "tensorflow": (("keras",), ("cpu", "cuda")),
-    "tflm": (("tflite-micro",), ("cpu",)),
-}
-TFLM_NOTE = "TFLM host build, reference kernels, batch 1, one thread: not a device timing"
-WHY_NOT_CUDA = {
-    "litert": "LiteRT runs on the CPU here: the ai-edge-litert wheel ships no GPU delegate for Linux",
-    "onnxruntime-trt": "TensorRT runs only with --device cuda",
-    "tflm": "TFLM is a microcontroller runtime; its host build runs on the CPU only",
-}
 
 
 # ----------------------------------------------------------------------------- environment
@@ -79,29 +63,6 @@ def gpu_info() -> list[dict]:
     return gpus
 
 
-@functools.cache
-def ort_cuda_reason(runtime: str) -> str | None:
-    """None when onnxruntime can offer the EP the runtime needs, else why not."""
-    import onnxruntime as ort
-
-    wanted = "TensorrtExecutionProvider" if runtime == "onnxruntime-trt" else "CUDAExecutionProvider"
-    available = ort.get_available_providers()
-    if wanted not in available:
-        return f"onnxruntime offers no {wanted} (available: {', '.join(available)}; install onnxruntime-gpu)"
-    return None
-
-
-@functools.cache
-def tf_cuda_reason() -> str | None:
-    """None when TensorFlow sees a GPU, else why not (imports TensorFlow in this process)."""
-    from toolkit._quiet import tf
-
-    if not tf().config.list_physical_devices("GPU"):
-        return ("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty; "
-                "install tensorflow[and-cuda] on a CUDA machine)")
-    return None
-
-
 # ----------------------------------------------------------------------------- plan
 def _targets(cfg: BenchConfig, manifest: dict) -> list[dict]:
     entries = {e["variant"]: e for e in manifest["artifacts"]}
@@ -126,40 +87,42 @@ def _targets(cfg: BenchConfig, manifest: dict) -> list[dict]:
 def _check(cfg: BenchConfig) -> None:
     if cfg.device not in ("cpu", "cuda"):
         raise UsageError(f"--device must be cpu or cuda, got {cfg.device!r}")
-    bad = [r for r in cfg.runtimes if r not in RUNTIMES]
+    known = runners.names()
+    bad = [r for r in cfg.runtimes if r not in known]
     if bad:
-        raise UsageError(f"unknown runtime(s) {', '.join(bad)} (known: {', '.join(RUNTIMES)})")
+        raise UsageError(f"unknown runtime(s) {', '.join(bad)} (known: {', '.join(known)})")
     if not cfg.batch_sizes or min(cfg.batch_sizes) < 1 or not cfg.threads or min(cfg.threads) < 1:
         raise UsageError("--batch-sizes and --threads take positive integers")
     if cfg.min_runs < 1 or cfg.min_seconds < 0 or cfg.warmup_runs < 0 or cfg.warmup_seconds < 0:
         raise UsageError("--min-runs must be >= 1; --min-seconds, --warmup and --warmup-seconds >= 0")
 
 
+def _settings(runtime, values: tuple[int, ...], fixed: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The batch sizes or thread counts a runtime runs: the asked ones, or its only ones (TFLM: 1)."""
+    return tuple(fixed) if fixed is not None else tuple(values)
+
+
 def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
     """(groups to run, skipped) where a group is one target on one runtime and device."""
     groups, skipped = [], []
-    wanted = cfg.runtimes or tuple(RUNTIMES)
+    every = runners.load_all()
+    if cfg.runtimes:
+        wanted = [every[r] for r in cfg.runtimes]
+    else:  # the default set; on the CPU without the runtimes that exist only for a GPU
+        wanted = [r for r in every.values() if r.in_default_set and (cfg.device != "cpu" or "cpu" in r.devices)]
     for target in _targets(cfg, manifest):
         for runtime in wanted:
-            formats, devices = RUNTIMES[runtime]
-            if target["format"] not in formats:
+            if target["format"] not in runtime.formats:
                 continue
-            group = {"target": target, "runtime": runtime, "device": cfg.device, "fallback_reason": None}
-            reason = None
-            if cfg.device == "cuda":
-                if "cuda" not in devices:
-                    reason = WHY_NOT_CUDA[runtime]
-                elif runtime.startswith("onnxruntime"):
-                    reason = ort_cuda_reason(runtime)
-                elif runtime == "tensorflow":
-                    reason = tf_cuda_reason()
-            elif "cpu" not in devices:
-                reason = WHY_NOT_CUDA[runtime]
-            if reason and cfg.device == "cuda" and cfg.allow_fallback and "cpu" in devices:
+            group = {"target": target, "runtime": runtime.name, "device": cfg.device, "fallback_reason": None,
+                     "batch_sizes": _settings(runtime, cfg.batch_sizes, runtime.batch_sizes),
+                     "threads": _settings(runtime, cfg.threads, runtime.threads), "note": runtime.note}
+            reason = runtime.why_not(cfg.device)
+            if reason and cfg.device == "cuda" and cfg.allow_fallback and runtime.why_not("cpu") is None:
                 group.update(device="cpu", fallback_reason=reason)
                 reason = None
             if reason:
-                skipped.append({"variant": target["variant"], "runtime": runtime, "device": cfg.device,
+                skipped.append({"variant": target["variant"], "runtime": runtime.name, "device": cfg.device,
                                 "reason": reason})
             else:
                 groups.append(group)
@@ -185,25 +148,81 @@ def _timing_kwargs(cfg: BenchConfig) -> dict:
             "min_runs": cfg.min_runs, "min_seconds": cfg.min_seconds, "max_runs": cfg.max_runs}
 
 
-def _row(group: dict, batch: int, threads: int, load_ms: float, timing: dict, providers: list[str],
-         extra: dict | None = None) -> dict:
+def _mib(n_bytes: float) -> float:
+    return round(n_bytes / 2**20, 1)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set since it started: VmHWM on Linux. (Not ru_maxrss: Linux keeps
+    it across fork and exec, so a worker would report its parent's size when that was larger.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys as _sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if _sys.platform == "darwin" else peak * 1024
+
+
+def measure_group(runtime_name: str, path: str, device: str, threads: int, batches: list[int], images: np.ndarray,
+                  timing_kwargs: dict) -> dict:
+    """In a fresh process: load the model in the runtime, then time every batch size. The one
+    generic loop: ``prepare`` outside the timer, ``run_raw`` inside it. Memory: the process's
+    resident set before loading and its peak after each row."""
+    import psutil
+
+    from toolkit import runners
+
+    runtime = runners.get(runtime_name)
+    rss_before = psutil.Process().memory_info().rss
+    start = time.perf_counter_ns()
+    runner = runtime.open(Path(path), device=device, threads=threads)
+    load_ms = (time.perf_counter_ns() - start) / 1e6
+    rss_loaded = psutil.Process().memory_info().rss
+    rows = []
+    for batch in batches:
+        x = runner.prepare(images[:batch])
+        timing = measure(lambda x=x: runner.run_raw(x), **timing_kwargs)  # noqa: B023 - called at once
+        if device == "cuda" and runner.used_device() != "cuda":
+            raise DeviceUnavailableError(f"{runtime_name} ran on {', '.join(runner.providers)}, not the GPU",
+                                         hint="or pass --allow-fallback")
+        rows.append({"batch": batch, "timing": timing, "providers": runner.providers, **runner.bench_fields(),
+                     "peak_rss_mb": _mib(peak_rss_bytes())})
+    return {"load_ms": load_ms, "rss_before_load_mb": _mib(rss_before), "rss_after_load_mb": _mib(rss_loaded),
+            "rows": rows}
+
+
+def _row(group: dict, batch: int, threads: int, result: dict, measured: dict) -> dict:
     target = group["target"]
+    timing = measured["timing"]
+    extra = {k: v for k, v in measured.items() if k not in ("batch", "timing", "providers", "peak_rss_mb")}
     row = {
         "variant": target["variant"],
         "format": target["format"],
         "runtime": group["runtime"],
         "device": group["device"],
-        "providers": providers,
+        "providers": measured["providers"],
         "batch_size": batch,
         "threads": threads,
         **summarize(timing["samples_ns"], batch),
-        "load_ms": load_ms,
+        "load_ms": result["load_ms"],
         "first_inference_ms": timing["first_ns"] / 1e6,
         "warmup_runs": timing["warmup_runs"],
+        "peak_rss_mb": measured["peak_rss_mb"],
+        "rss_before_load_mb": result["rss_before_load_mb"],
+        "rss_after_load_mb": result["rss_after_load_mb"],
         "sha256": target.get("sha256"),
-        "bytes": target.get("bytes"),
-        **(extra or {}),
+        "bytes": target.get("model_bytes", target.get("bytes")),
+        **extra,
     }
+    if target.get("arena"):
+        row["arena_bytes"] = target["arena"]["arena_bytes"]
+    if group["note"]:
+        row["note"] = group["note"]
     if group["fallback_reason"]:
         row["requested_device"] = "cuda"
         row["fallback_reason"] = group["fallback_reason"]
@@ -211,105 +230,18 @@ def _row(group: dict, batch: int, threads: int, load_ms: float, timing: dict, pr
     return row
 
 
-def _run_litert(group, path, images, cfg, progress) -> list[dict]:
-    from toolkit.runners.litert import LiteRTRunner
-
-    rows = []
-    for threads in cfg.threads:
-        start = time.perf_counter_ns()
-        runner = LiteRTRunner.load(path, threads=threads)
-        load_ms = (time.perf_counter_ns() - start) / 1e6
-        delegated = "DELEGATE" in {op["op_name"] for op in runner.interpreter._get_ops_details()}
-        providers = ["XNNPACK"] if delegated else ["builtin kernels"]
-        for batch in cfg.batch_sizes:
-            x = runner.to_input(images[:batch])
-            runner.run_raw(x)  # resize + allocate outside the timed region
-            rows.append(_row(group, batch, threads, load_ms,
-                             measure(lambda x=x, r=runner: r.run_raw(x), **_timing_kwargs(cfg)), providers))
-            progress(rows[-1])
-    return rows
-
-
-def _run_onnxruntime(group, path, images, cfg, progress) -> list[dict]:
-    from toolkit.runners.onnxrt import OnnxRuntimeRunner
-
-    if group["device"] == "cuda":
-        providers = (["TensorrtExecutionProvider", "CUDAExecutionProvider"]
-                     if group["runtime"] == "onnxruntime-trt" else ["CUDAExecutionProvider"])
-    else:
-        providers = ["CPUExecutionProvider"]
-    rows = []
-    for threads in cfg.threads:
-        start = time.perf_counter_ns()
-        runner = OnnxRuntimeRunner.load(path, providers=providers, threads=threads,
-                                        strict_device=group["device"] == "cuda")
-        load_ms = (time.perf_counter_ns() - start) / 1e6
-        for batch in cfg.batch_sizes:
-            x = np.ascontiguousarray(images[:batch])
-            rows.append(_row(group, batch, threads, load_ms,
-                             measure(lambda x=x, r=runner: r.run_raw(x), **_timing_kwargs(cfg)), runner.providers,
-                             {"graph_optimization": runner.optimization}))
-            progress(rows[-1])
-    return rows
-
-
-def _run_tflm(group, path, images, cfg, progress) -> list[dict]:
-    from toolkit.runners.tflm import TFLMRunner
-
-    start = time.perf_counter_ns()
-    runner = TFLMRunner.load(path)
-    load_ms = (time.perf_counter_ns() - start) / 1e6
-    x = runner.to_input(images[:1])
-    row = _row(group, 1, 1, load_ms, measure(lambda: runner.run_raw(x), **_timing_kwargs(cfg)),
-               ["TFLM reference kernels"], {"note": TFLM_NOTE})
-    progress(row)
-    return [row]
-
-
-def _tf_worker(model_path: str, device: str, threads: int, batches: list[int], images: np.ndarray,
-               timing_kwargs: dict) -> dict:
-    """In a fresh process: TensorFlow's thread pools can be sized only before first use."""
-    from toolkit._quiet import tf
-
-    tf = tf()
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    gpus = tf.config.list_physical_devices("GPU")
-    if device == "cuda" and not gpus:
-        return {"error": "TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)"}
-    from toolkit.runners.keras import KerasRunner
-
-    dev = "/GPU:0" if device == "cuda" else "/CPU:0"
-    out = []
-    with tf.device(dev):
-        start = time.perf_counter_ns()
-        runner = KerasRunner.load(Path(model_path))
-        load_ms = (time.perf_counter_ns() - start) / 1e6
-        for batch in batches:
-            x = tf.constant(images[:batch])
-            y = runner._fn(x)
-            placed = y.device
-            out.append({"batch": batch, "load_ms": load_ms, "device_name": placed,
-                        "timing": measure(lambda x=x: runner._fn(x).numpy(), **timing_kwargs)})
-    if device == "cuda" and any("GPU" not in r["device_name"] for r in out):
-        return {"error": f"TensorFlow placed the model on {out[0]['device_name']}, not the GPU"}
-    return {"rows": out}
-
-
-def _run_tensorflow(group, model_path, images, cfg, progress) -> list[dict]:
+def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, progress) -> list[dict]:
+    """Each thread setting in a fresh worker process: rows do not inherit another model's memory
+    peak, and runtimes that size their thread pools once per process (TensorFlow) get the count."""
     ctx = multiprocessing.get_context("spawn")
     rows = []
-    # a fresh process per thread count: TensorFlow sizes its pools once per process
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
-        for threads in cfg.threads:
-            result = pool.apply(_tf_worker, (str(model_path), group["device"], threads,
-                                             list(cfg.batch_sizes), images, _timing_kwargs(cfg)))
-            if "error" in result:
-                raise DeviceUnavailableError(result["error"], hint="or pass --allow-fallback")
-            for r in result["rows"]:
-                rows.append(_row(group, r["batch"], threads, r["load_ms"], r["timing"],
-                                 [r["device_name"]], {"graph": "tf.function (not model.predict)"}))
-                progress(rows[-1])
+    for threads in group["threads"]:
+        with ctx.Pool(1, maxtasksperchild=1) as pool:
+            result = pool.apply(measure_group, (group["runtime"], str(path), group["device"], threads,
+                                                list(group["batch_sizes"]), images, _timing_kwargs(cfg)))
+        for measured in result["rows"]:
+            rows.append(_row(group, measured["batch"], threads, result, measured))
+            progress(rows[-1])
     return rows
 
 
@@ -332,7 +264,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
                                                               for s in skipped))
     images = _inputs(cfg, manifest)
-    total = sum(1 if g["runtime"] == "tflm" else len(cfg.batch_sizes) * len(cfg.threads) for g in groups)
+    total = sum(len(g["batch_sizes"]) * len(g["threads"]) for g in groups)
     done = []
 
     def progress(row: dict) -> None:
@@ -340,11 +272,13 @@ def run_bench(cfg: BenchConfig) -> dict:
         if cfg.verbose:
             print(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
                   f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
-                  f"{row['throughput']:,.0f} img/s  ({row['runs']} runs)", file=sys.stderr, flush=True)
+                  f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
+                  file=sys.stderr, flush=True)
 
     if cfg.verbose:
         print(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
-              f"{len(cfg.threads)} thread setting(s) on {cfg.device}", file=sys.stderr, flush=True)
+              f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process",
+              file=sys.stderr, flush=True)
     results = []
     for group in groups:
         target = group["target"]
@@ -352,11 +286,9 @@ def run_bench(cfg: BenchConfig) -> dict:
             from toolkit.inputs import reference_model
 
             path = reference_model(cfg, manifest)
-            results += _run_tensorflow(group, path, images, cfg, progress)
-            continue
-        path = artifacts.verify_entry(exports, target)
-        runner = {"litert": _run_litert, "tflm": _run_tflm}.get(group["runtime"], _run_onnxruntime)
-        results += runner(group, path, images, cfg, progress)
+        else:
+            path = artifacts.verify_entry(exports, target)
+        results += _run_group(group, path, images, cfg, progress)
     prov = provenance()
     prov["machine"]["cpu_flags"] = cpu_flags()
     prov["machine"]["gpus"] = gpus
@@ -369,12 +301,19 @@ def run_bench(cfg: BenchConfig) -> dict:
             "timer": "time.perf_counter_ns around the inference call only",
             "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
                       "manifest says and prepared in the model's input dtype before timing",
-            "call": "LiteRT: set_tensor+invoke+get_tensor; onnxruntime: session.run; "
-                    "TensorFlow: tf.function(...).numpy()",
+            "call": "the runtime's raw call: LiteRT set_tensor+invoke+get_tensor; onnxruntime session.run; "
+                    "TensorFlow tf.function(...).numpy(); OpenVINO infer_request.infer; TFLM set_input+invoke+"
+                    "get_output",
+            "process": "each variant x runtime x thread count in a fresh worker process (spawn)",
+            "memory": "peak_rss_mb: the worker's peak resident set (VmHWM) after the row, so it includes "
+                      "Python and the runtime's libraries (rss_before_load_mb) and grows with batch size",
             "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",
             "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s (at most {cfg.max_runs:,} runs)",
+            "first_inference": "the first call at each batch size; at the first batch size of a process, the "
+                               "first inference after load",
             "throughput": "batch_size / mean latency",
         },
+        "runtimes": {g["runtime"]: runners.get(g["runtime"]).summary for g in groups},
         "export_generation": manifest.get("generation"),
         "provenance": prov,
     }
@@ -383,7 +322,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 # ----------------------------------------------------------------------------- outputs
 CSV_FIELDS = ["variant", "runtime", "device", "providers", "batch_size", "threads", "runs", "min_ms", "p50_ms",
               "p90_ms", "p99_ms", "mean_ms", "std_ms", "max_ms", "throughput", "load_ms",
-              "first_inference_ms", "bytes", "sha256"]
+              "first_inference_ms", "peak_rss_mb", "rss_before_load_mb", "bytes", "sha256"]
 
 
 def to_csv(doc: dict) -> str:
@@ -409,9 +348,11 @@ def to_markdown(doc: dict) -> str:
         f"Method: {doc['method']['measure']} after warm-up ({doc['method']['warmup']}); "
         f"{doc['method']['timer']}; throughput = {doc['method']['throughput']}.",
         "",
+        f"Memory: {doc['method'].get('memory', 'not measured')}.",
+        "",
         "| variant | runtime | device | providers | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | "
-        "std ms | img/s | runs | load ms | first ms |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "std ms | img/s | runs | load ms | first ms | peak RSS MiB |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["results"]:
         device = r["device"] + (" (fallback)" if r.get("fallback_reason") else "")
@@ -419,7 +360,7 @@ def to_markdown(doc: dict) -> str:
             f"| {r['variant']} | {r['runtime']} | {device} | {'+'.join(r['providers'])} | {r['batch_size']} | "
             f"{r['threads']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | "
             f"{r['std_ms']:.3f} | {r['throughput']:,.0f} | {r['runs']} | {r['load_ms']:.1f} | "
-            f"{r['first_inference_ms']:.2f} |"
+            f"{r['first_inference_ms']:.2f} | {r.get('peak_rss_mb', float('nan')):.1f} |"
         )
     if doc["skipped"]:
         lines += ["", "Skipped:", ""]
@@ -462,6 +403,34 @@ def plot_latency(doc: dict, path: Path) -> None:
     artifacts.atomic_savefig(fig, path)
 
 
+def plot_memory(doc: dict, path: Path) -> None:
+    """Peak resident memory of each variant x runtime (its largest batch, most threads), with the
+    process's resident memory before the model was loaded marked, beside its batch-1 p50."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best: dict[tuple, dict] = {}
+    for r in doc["results"]:
+        if "peak_rss_mb" not in r:
+            continue
+        key = (r["variant"], r["runtime"])
+        if key not in best or (r["threads"], r["batch_size"]) > (best[key]["threads"], best[key]["batch_size"]):
+            best[key] = r
+    rows = sorted(best.values(), key=lambda r: r["peak_rss_mb"])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    labels = [f"{r['variant']} / {r['runtime']} (batch {r['batch_size']}, {r['threads']} thr)" for r in rows]
+    ax.barh(labels, [r["peak_rss_mb"] for r in rows], color="tab:blue", alpha=0.7, label="peak RSS")
+    ax.scatter([r["rss_before_load_mb"] for r in rows], labels, color="black", marker="|", s=200, zorder=3,
+               label="RSS before the model was loaded")
+    ax.set_xlabel("MiB (the benchmark process: Python and the runtime's libraries included)")
+    ax.set_title("Peak resident memory per variant and runtime", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    artifacts.atomic_savefig(fig, path)
+
+
 def plot_tradeoff(doc: dict, parity: dict, path: Path) -> None:
     """Accuracy vs batch-1 latency, marker area by file size (one point per variant/runtime)."""
     import matplotlib
@@ -498,6 +467,9 @@ def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:
     if cfg.plots:
         paths["latency_png"] = json_path.with_name(json_path.stem + "-latency.png")
         plot_latency(doc, paths["latency_png"])
+        if any("peak_rss_mb" in r for r in doc["results"]):
+            paths["memory_png"] = json_path.with_name(json_path.stem + "-memory.png")
+            plot_memory(doc, paths["memory_png"])
         parity_path = Path(cfg.exports) / "parity.json"
         if parity_path.is_file():
             paths["tradeoff_png"] = json_path.with_name(json_path.stem + "-tradeoff.png")

@@ -96,6 +96,7 @@ class ParityConfig:
     batch_size: int = 500
     diagnose: str | None = None
     micro_images: int | None = 1000  # tflite-micro: test images in parity; None = all 10,000
+    runtimes: tuple[str, ...] = ()  # () = each variant on its format's reference runtime
     seed: int = 0  # chooses the tflite-micro sample
     verbose: bool = True
 

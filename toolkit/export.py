@@ -235,7 +235,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             entries.append(entry)
             _log(
                 cfg,
-                f"  {exporter.variant:<15} {entry['bytes'] / 1e6:7.2f} MB  {seconds:6.1f} s  "
+                f"  {exporter.variant:<15} {entry.get('model_bytes', entry['bytes']) / 1e6:7.2f} MB  {seconds:6.1f} s  "
                 f"check: {check['agreement']:.1%} agreement on {check['images']} test images",
             )
         if not entries:

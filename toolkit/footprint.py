@@ -34,11 +34,14 @@ def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVI
                 continue
         elif entry["format"] == "tflite-micro":
             row.update(model_bytes=entry["model_bytes"], ops=entry.get("ops", []), **entry["arena"])
-        else:
-            row.update(model_bytes=entry["bytes"], arena_bytes=None,
-                       note="TFLM runs TFLite models only; no arena measured for ONNX")
+        elif entry["format"] in ("onnx", "openvino"):
+            row.update(model_bytes=entry.get("model_bytes", entry["bytes"]), arena_bytes=None,
+                       note=f"TFLM runs TFLite models only; no arena measured for {entry['format']}")
             rows.append(row)
             continue
+        else:
+            raise DataError(f"{entry['variant']}: no microcontroller footprint is known for format "
+                            f"{entry['format']!r} (known: tflite, tflite-micro, onnx, openvino)")
         row["devices"] = [micro.fits(row["model_bytes"], row["arena_bytes"], d) for d in devices]
         rows.append(row)
     return {"variants": rows, "devices": [vars(d) for d in devices],

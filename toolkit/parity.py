@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts
+from toolkit import artifacts, runners
 from toolkit.config import Gates, ParityConfig
 from toolkit.datasets import Split
 from toolkit.errors import UsageError
@@ -21,7 +21,6 @@ from toolkit.inputs import data_for, reference_model
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import Preprocessing
 from toolkit.provenance import provenance
-from toolkit.runners import runner_for
 from toolkit.runners.keras import KerasRunner
 from toolkit.stats import mcnemar_exact, paired_difference_interval, wilson_interval
 
@@ -174,9 +173,13 @@ def compare_predictions(ref_pred: np.ndarray, scores: Scores, labels: np.ndarray
     }
 
 
-def gates_for(quantization: str, metrics: dict, gates: Gates) -> list[GateResult]:
+def gates_for(quantization: str, metrics: dict, gates: Gates, reduced_precision: str | None = None) -> list[GateResult]:
+    """The gates of a variant's quantization; a float variant run by a runtime that computes in
+    reduced precision (OpenVINO's bf16) is judged like the reduced-precision variants."""
     loss = -metrics["accuracy_diff_points"]
     agreement = metrics["agreement"] * 100
+    if quantization == "none" and reduced_precision:
+        quantization = "fp16"
     if quantization == "none":
         return [
             GateResult("agreement_percent", agreement, ">=", gates.float_min_agreement),
@@ -216,6 +219,39 @@ def micro_subset(cfg: ParityConfig, n: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(cfg.seed).choice(n, size=cfg.micro_images, replace=False))
 
 
+def plan_checks(entries: list[dict], wanted: tuple[str, ...]) -> tuple[dict, list[dict]]:
+    """{key: (entry, runtime)} to check, and what was skipped with why. Without ``--runtimes`` each
+    variant runs on its format's reference runtime (key: the variant); with it, on every listed
+    runtime that runs its format (key: the variant, or VARIANT@RUNTIME for a non-reference runtime)."""
+    checks, skipped = {}, []
+    if not wanted:
+        for entry in entries:
+            checks[entry["variant"]] = (entry, runners.default_for(entry["format"]))
+        return checks, skipped
+    chosen = [runners.get(name) for name in wanted]
+    for entry in entries:
+        reference = runners.default_for(entry["format"])
+        for runtime in chosen:
+            if entry["format"] not in runtime.formats:
+                continue
+            reason = runtime.why_not("cpu")
+            if reason:
+                skipped.append({"variant": entry["variant"], "runtime": runtime.name, "reason": reason})
+                continue
+            key = entry["variant"] if runtime is reference else f"{entry['variant']}@{runtime.name}"
+            checks[key] = (entry, runtime)
+        if not any(e is entry for e, _ in checks.values()) and not any(s["variant"] == entry["variant"]
+                                                                      for s in skipped):
+            skipped.append({"variant": entry["variant"], "runtime": ", ".join(wanted),
+                            "reason": f"none of these runtimes runs format {entry['format']}"})
+    if not checks:
+        raise UsageError(f"--runtimes {' '.join(wanted)}: none of them runs the selected variants here ("
+                         + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped)
+                         + ")" if skipped else f"--runtimes {' '.join(wanted)} runs none of the selected variants' "
+                         f"formats ({', '.join(sorted({e['format'] for e in entries}))})")
+    return checks, skipped
+
+
 def _timed(runner, x: np.ndarray, seconds: dict, key: str) -> np.ndarray:
     start = time.perf_counter()
     out = runner.infer(x)
@@ -241,19 +277,19 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
     labels = test.labels
     n = len(labels)
 
-    runners, samples, twins = {}, {}, {}
-    for entry in entries:
-        variant = entry["variant"]
-        runners[variant] = runner_for(entry["format"], paths[variant])
+    checks, skipped = plan_checks(entries, cfg.runtimes)
+    opened, samples, twins = {}, {}, {}
+    for variant, (entry, runtime) in checks.items():
+        opened[variant] = runtime.open(paths[entry["variant"]])
         if entry["format"] == "tflite-micro":
             samples[variant] = micro_subset(cfg, n)
             # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
             from toolkit.runners.litert import LiteRTRunner
 
-            twins[variant] = LiteRTRunner(runners[variant].content)
+            twins[variant] = LiteRTRunner(opened[variant].content)
     _log(cfg, f"parity of {len(entries)} variant(s) on {n:,} {dataset.kind} test images ({prep.describe()})")
     ref_preds: list[np.ndarray] = []
-    scores = {v: Scores() for v in runners}
+    scores = {v: Scores() for v in opened}
     twin_scores = {v: Scores() for v in twins}  # LiteRT's scores on TFLM's bytes, against TFLM's
     seconds: dict[str, float] = {}
     first = None
@@ -261,7 +297,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         ref = _timed(reference_runner, x, seconds, "keras")
         first = ref if first is None else first
         ref_preds.append(ref.argmax(1))
-        for variant, runner in runners.items():
+        for variant, runner in opened.items():
             sample = samples.get(variant)
             mask = slice(None) if sample is None else np.isin(idx, sample)
             xs = x[mask]
@@ -290,12 +326,11 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
     _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {n:,} test images")
 
     variants: dict[str, VariantParity] = {}
-    for entry in entries:
-        variant = entry["variant"]
+    for variant, (entry, runtime) in checks.items():
         idx = samples.get(variant)
         sel = slice(None) if idx is None else idx
         metrics = compare_predictions(ref_pred[sel], scores[variant], labels[sel], info.classes)
-        gates = gates_for(entry["quantization"], metrics, cfg.gates)
+        gates = gates_for(entry["quantization"], metrics, cfg.gates, runtime.reduced_precision)
         if entry["format"] == "tflite-micro" and idx is not None:
             # On a sample, accuracy-loss and agreement bounds meant for the full test set are noise
             # (one image in 300 is 0.33 points). The sound check is that TFLM computes what the
@@ -313,8 +348,11 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             gates.append(GateResult("agreement_with_litert_percent", metrics["agreement_with_litert"] * 100,
                                     ">=", cfg.gates.micro_min_agreement_with_litert))
         metrics.update({
+            "variant": entry["variant"],
             "format": entry["format"],
-            "runtime": runners[variant].name,
+            "runtime": opened[variant].name,
+            "providers": opened[variant].providers,
+            **({"runtime_settings": opened[variant].bench_fields()} if opened[variant].bench_fields() else {}),
             "bytes": entry["bytes"],
             **({"model_bytes": entry["model_bytes"]} if "model_bytes" in entry else {}),
             "sha256": entry["sha256"],
@@ -328,9 +366,11 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             f"diff {metrics['accuracy_diff_points']:+.2f} pts  agreement {metrics['agreement']:.2%}  "
             f"{'PASS' if result else 'FAIL'}",
         )
+    for s in skipped:
+        _log(cfg, f"  skipped {s['variant']} on {s['runtime']}: {s['reason']}")
     return ParityReport(reference, variants, labels, ref_pred, test, prep, class_names,
                         {"dataset": dataset.describe(), "preprocessing": prep.to_json(), "model": info.to_json(),
-                         "dataset_matches_export": matches}, manifest.get("generation"))
+                         "dataset_matches_export": matches, "skipped": skipped}, manifest.get("generation"))
 
 
 def report_json(report: ParityReport, cfg: ParityConfig) -> dict:

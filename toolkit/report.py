@@ -11,11 +11,6 @@ from toolkit.provenance import provenance
 REPORT = "report.md"
 
 
-def _latency(bench: dict, variant: str, batch: int, threads: int) -> list[dict]:
-    return [r for r in bench.get("results", []) if r["variant"] == variant and r["batch_size"] == batch
-            and r["threads"] == threads]
-
-
 def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
     """Which variant to ship for which need, derived from the measurements."""
     passed = {name for name, v in parity["variants"].items() if v["passed"]}
@@ -113,6 +108,7 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
             "p50 ms batch 1"]
     if big and big != 1:
         head += [f"p50 ms batch {big}", f"img/s batch {big}"]
+    head.append("peak RSS MiB")
     lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|" + "---:|" * (len(head) - 8)]
     for e in [{"variant": "keras"}, *manifest["artifacts"]]:
         name = e["variant"]
@@ -127,19 +123,26 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
                      "pass" if v["passed"] else "**FAIL**"]
         else:
             continue
-        # one line per runtime the variant was timed on (TFLM rows are batch 1, one thread)
+        # one line per runtime the variant was timed on, at the most threads that runtime ran with
+        # (a runtime with fixed settings, like TFLM's batch 1 and one thread, shows what it has)
         timed = sorted({r["runtime"] for r in rows if r["variant"] == name}) or ["-"]
         for rt in timed:
-            t = 1 if rt == "tflm" else threads
-            b1 = [r for r in _latency(bench, name, 1, t) if r["runtime"] == rt]
+            mine = [r for r in rows if r["variant"] == name and r["runtime"] == rt]
+            t = max((r["threads"] for r in mine), default=threads)
+            b1 = [r for r in mine if r["batch_size"] == 1 and r["threads"] == t]
             line = [*cells, rt, f"{b1[0]['p50_ms']:.3f}" if b1 else "-"]
+            bb = [r for r in mine if r["batch_size"] == big and r["threads"] == t]
             if big and big != 1:
-                bb = [r for r in _latency(bench, name, big, t) if r["runtime"] == rt]
                 line += [f"{bb[0]['p50_ms']:.3f}", f"{bb[0]['throughput']:,.0f}"] if bb else ["-", "-"]
+            peak = max((r["peak_rss_mb"] for r in mine if r["threads"] == t and "peak_rss_mb" in r), default=None)
+            line.append(f"{peak:.0f}" if peak is not None else "-")
             lines.append("| " + " | ".join(line) + " |")
-    lines += ["", f"Latencies: {threads} thread(s) (TFLM: one), device "
-              f"{', '.join(sorted({r['device'] for r in rows})) or '-'}; sizes are model bytes (for tflite-micro "
-              "the embedded array, not the C source); full table in the bench Markdown beside this report.", ""]
+    fixed = sorted({r["runtime"] for r in rows if r["threads"] != threads})
+    lines += ["", f"Latencies: {threads} thread(s)" + (f" ({', '.join(fixed)}: its fixed setting)" if fixed else "")
+              + f", device {', '.join(sorted({r['device'] for r in rows})) or '-'}; peak RSS: the benchmark "
+              "process's peak resident memory (Python and the runtime included) at the largest batch; sizes are "
+              "model bytes (for tflite-micro the embedded array, not the C source; for OpenVINO .xml + .bin); full "
+              "table in the bench Markdown beside this report.", ""]
     if manifest.get("failed"):
         lines += ["### Not exported", "", "These variants could not be made for this model; the others were committed "
                   "and checked:", ""]
@@ -159,11 +162,12 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
 
         fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
         lines += ["## Microcontroller footprint", "", *fp[2:]]
-    micro_rows = [r for r in rows if r["runtime"] == "tflm"]
-    if micro_rows:
-        lines += ["", f"TFLM on this host: {micro_rows[0]['p50_ms']:.3f} ms p50 per image ({micro_rows[0]['note']}).", ""]
+    for runtime in sorted({r["runtime"] for r in rows if r.get("note")}):
+        first = next(r for r in rows if r["runtime"] == runtime)
+        lines += ["", f"{runtime} on this host: {first['p50_ms']:.3f} ms p50 per call ({first['note']}).", ""]
     plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
              ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
+             ("Peak memory", Path(bench_path).stem + "-memory.png"),
              ("Where variants disagree with the reference", "parity-disagreements.png")]
     lines += ["## Plots", ""]
     for title, name in plots:

@@ -39,8 +39,9 @@ class OpCheck:
 
 REGISTRY: dict[str, Exporter] = {}
 OP_CHECKS: dict[str, OpCheck] = {}  # format -> its op-support check, run before any variant is built
-_MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx", "toolkit.exporters.micro")
-FORMATS = ("tflite", "onnx", "tflite-micro")
+_MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx", "toolkit.exporters.micro",
+            "toolkit.exporters.openvino")
+FORMATS = ("tflite", "onnx", "tflite-micro", "openvino")
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 
 
@@ -89,8 +90,9 @@ def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
         if not exp.available():
             from toolkit.errors import DeviceUnavailableError
 
+            extra = {"tflite-micro": "micro"}.get(exp.format, exp.format)
             raise DeviceUnavailableError(f"--format {exp.format}: its runtime is not installed",
-                                         hint="install it with `pip install -e '.[micro]'`")
+                                         hint=f"install it with `pip install -e '.[{extra}]'`")
     if quantize:
         for mode in quantize:
             if mode not in QUANTIZE_MODES:
@@ -115,6 +117,7 @@ class ExportContext:
     _saved_model: Path | None = None
     _float_onnx: Path | None = None
     tflite_bytes: dict = field(default_factory=dict)  # quantization mode -> converted model
+    openvino_model: object = None  # ov.Model, converted once
     failures: dict = field(default_factory=dict)  # conversion key -> ConversionError
     timings: dict = field(default_factory=dict)  # conversion key -> seconds it took
     _charged: set = field(default_factory=set)

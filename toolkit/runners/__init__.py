@@ -1,34 +1,113 @@
-"""Runtimes behind one interface: load an artifact, ``infer(images) -> float32 logits``.
+"""Runtimes as plugins: one module per runtime in this package, each registering a ``Runtime``
+next to its code (``register(Runtime(...))``), found by scanning the package, plus third-party
+modules named by the ``toolkit.runtimes`` entry-point group. Adding a runtime is adding a module.
+
+A runtime declares its name, the artifact formats it runs, the devices it can use and why not
+(``unavailable(device)``), and ``open(path, device=, threads=)`` returning a ``Runner``: the
+public ``infer`` checks inputs and returns float32 scores; ``prepare`` puts images in the model's
+dtype; ``run_raw`` is the call the bench timer wraps; ``providers`` says what really ran.
 
 Like Polygraphy's runners: the public ``infer`` checks the input (shape, dtype, NaN/Inf) and
-subclasses only write ``_infer``. Quantized models take float images and return float
-logits: the runner quantizes inputs and dequantizes outputs with the tensors' own scale and
-zero point, so parity compares like with like.
+subclasses only write ``_infer``. Quantized models take float images and return float scores:
+the runner quantizes inputs and dequantizes outputs with the tensors' own scale and zero point,
+so parity compares like with like. An unknown runtime or format is an error naming the known
+ones, never a fall-through to a default.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit.errors import UsageError
 from toolkit.runners.base import Runner, TensorSpec
 
-# format name (as in the manifest) -> (module, class)
-_RUNNERS = {
-    "tflite": ("toolkit.runners.litert", "LiteRTRunner"),
-    "onnx": ("toolkit.runners.onnxrt", "OnnxRuntimeRunner"),
-    "keras": ("toolkit.runners.keras", "KerasRunner"),
-    "tflite-micro": ("toolkit.runners.tflm", "TFLMRunner"),
-}
+ENTRY_POINT_GROUP = "toolkit.runtimes"
+_NOT_RUNTIMES = {"base"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    formats: tuple[str, ...]  # artifact formats it runs ("tflite", "onnx", "keras", "tflite-micro", ...)
+    devices: tuple[str, ...]  # "cpu", "cuda"
+    summary: str  # one line for --help and the docs
+    open: Callable[..., Runner]  # open(path, *, device="cpu", threads=None) -> Runner
+    unavailable: Callable[[str], str | None] = lambda device: None  # why it cannot run on device here
+    default_for: tuple[str, ...] = ()  # formats it is the reference runtime of (parity, export checks)
+    in_default_set: bool = True  # bench/parity use it when --runtimes is not given
+    batch_sizes: tuple[int, ...] | None = None  # the only batch sizes it runs (TFLM: 1), else any
+    threads: tuple[int, ...] | None = None  # the only thread counts it runs (TFLM: 1), else any
+    reduced_precision: str | None = None  # computes float models in lower precision (e.g. "bf16")
+    note: str | None = None  # said beside every bench row (e.g. "host reference kernels")
+    other_devices: str | None = None  # why it does not run on the devices it lacks
+    order: int = 100  # position in tables
+
+    def why_not(self, device: str) -> str | None:
+        """None if it can run on ``device`` here, else the reason."""
+        if device not in self.devices:
+            return (f"{self.name} runs on {' and '.join(self.devices)} only"
+                    + (f": {self.other_devices}" if self.other_devices else ""))
+        return self.unavailable(device)
+
+
+REGISTRY: dict[str, Runtime] = {}
+_loaded = False
+
+
+def register(runtime: Runtime) -> Runtime:
+    if runtime.name in REGISTRY and REGISTRY[runtime.name] != runtime:
+        raise ValueError(f"two runtimes named {runtime.name!r}")
+    REGISTRY[runtime.name] = runtime
+    return runtime
+
+
+def load_all() -> dict[str, Runtime]:
+    """Import every runtime module of this package and of the entry-point group (once)."""
+    global _loaded
+    if not _loaded:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_") and info.name not in _NOT_RUNTIMES:
+                importlib.import_module(f"{__name__}.{info.name}")
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            ep.load()
+        _loaded = True
+    return dict(sorted(REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+def names() -> list[str]:
+    return list(load_all())
+
+
+def get(name: str) -> Runtime:
+    runtimes = load_all()
+    if name not in runtimes:
+        raise UsageError(f"unknown runtime {name!r} (known: {', '.join(runtimes)})")
+    return runtimes[name]
+
+
+def for_format(fmt: str) -> list[Runtime]:
+    return [r for r in load_all().values() if fmt in r.formats]
+
+
+def default_for(fmt: str) -> Runtime:
+    """The reference runtime of an artifact format (parity's default, export's check)."""
+    found = [r for r in load_all().values() if fmt in r.default_for]
+    if not found:
+        raise UsageError(f"no runtime runs format {fmt!r} (runtimes: "
+                         + "; ".join(f"{r.name}: {', '.join(r.formats)}" for r in load_all().values()) + ")")
+    return found[0]
 
 
 def runner_for(fmt: str, path: Path, **kwargs) -> Runner:
-    import importlib
-
-    try:
-        module, cls = _RUNNERS[fmt]
-    except KeyError:
-        raise ValueError(f"no runner for format {fmt!r}") from None
-    return getattr(importlib.import_module(module), cls).load(Path(path), **kwargs)
+    """The artifact at ``path`` loaded in its format's reference runtime."""
+    return default_for(fmt).open(Path(path), **kwargs)
 
 
-__all__ = ["Runner", "TensorSpec", "runner_for"]
+__all__ = ["Runner", "Runtime", "TensorSpec", "default_for", "for_format", "get", "load_all", "names",
+           "register", "runner_for"]

@@ -26,11 +26,33 @@ class TensorSpec:
 
 
 class Runner(ABC):
-    """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load`` and ``_infer``."""
+    """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load``, ``_infer``
+    and ``run_raw``; ``prepare``, ``providers`` and ``bench_fields`` have defaults."""
 
     name = "runner"
     input_spec: TensorSpec
     output_spec: TensorSpec
+
+    def prepare(self, images: np.ndarray):
+        """Float images -> the input ``run_raw`` takes (the model's dtype), outside the timer."""
+        return np.ascontiguousarray(images, dtype=np.float32)
+
+    @abstractmethod
+    def run_raw(self, x):
+        """One inference on a prepared input; returns the raw output. The bench timer wraps this call."""
+
+    @property
+    def providers(self) -> list[str]:
+        """What really ran the model (execution providers, delegates, devices)."""
+        return [self.name]
+
+    def bench_fields(self) -> dict:
+        """Extra fields for each bench row (settings that change what was timed)."""
+        return {}
+
+    def used_device(self) -> str:
+        """"cpu" or "cuda": where the model really ran (checked against --device)."""
+        return "cpu"
 
     @classmethod
     @abstractmethod

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DataError
+from toolkit.errors import DataError, UsageError
+from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec
 
 
@@ -40,12 +41,15 @@ def load_keras_model(path: Path):
 class KerasRunner(Runner):
     name = "tensorflow"
 
-    def __init__(self, model, path: Path | None = None):
+    def __init__(self, model, path: Path | None = None, device: str = "cpu"):
         from toolkit._quiet import tf
 
         tf = tf()
         self.model = model
         self.path = path
+        self.device = device
+        self._tf_device = tf.device("/GPU:0" if device == "cuda" else "/CPU:0")
+        self._placed: str | None = None  # the device of the first output: what really ran
         shape = tuple(model.inputs[0].shape)
         self._fn = tf.function(
             lambda x: model(x, training=False),
@@ -57,10 +61,67 @@ class KerasRunner(Runner):
 
     @classmethod
     def load(cls, path: Path, **kwargs) -> KerasRunner:
-        return cls(load_keras_model(path), path=Path(path))
+        return cls(load_keras_model(path), path=Path(path), **kwargs)
 
-    def run_raw(self, x: np.ndarray) -> np.ndarray:
-        return self._fn(x).numpy()
+    def prepare(self, images: np.ndarray):
+        """A tf.constant on the runner's device, so the timed call copies nothing in."""
+        from toolkit._quiet import tf
+
+        with self._tf_device:
+            return tf().constant(np.ascontiguousarray(images, dtype=np.float32))
+
+    def run_raw(self, x) -> np.ndarray:
+        with self._tf_device:
+            y = self._fn(x)
+        if self._placed is None:
+            self._placed = y.device
+        return y.numpy()
+
+    @property
+    def providers(self) -> list[str]:
+        return [self._placed or ("/GPU:0" if self.device == "cuda" else "/CPU:0") + " (not run yet)"]
+
+    def used_device(self) -> str:
+        return "cuda" if self._placed and "GPU" in self._placed else "cpu"
+
+    def bench_fields(self) -> dict:
+        return {"graph": "tf.function (not model.predict)"}
 
     def _infer(self, images: np.ndarray) -> np.ndarray:
         return self.run_raw(images).astype(np.float32, copy=False)
+
+
+def _tf_cuda_reason(device: str) -> str | None:
+    if device != "cuda":
+        return None
+    from toolkit._quiet import tf
+
+    if not tf().config.list_physical_devices("GPU"):
+        return ("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty; "
+                "install tensorflow[and-cuda] on a CUDA machine)")
+    return None
+
+
+def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> KerasRunner:
+    if threads:
+        from toolkit._quiet import tf
+
+        try:  # TensorFlow sizes its thread pools once per process, before its first op
+            tf().config.threading.set_intra_op_parallelism_threads(threads)
+            tf().config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            if tf().config.threading.get_intra_op_parallelism_threads() != threads:
+                raise UsageError("TensorFlow's thread count can be set only once per process") from None
+    return KerasRunner.load(path, device=device)
+
+
+register(Runtime(
+    name="tensorflow",
+    formats=("keras",),
+    devices=("cpu", "cuda"),
+    summary="the Keras reference model as a compiled tf.function (never model.predict)",
+    open=_open,
+    unavailable=_tf_cuda_reason,
+    default_for=("keras",),
+    order=40,
+))

@@ -17,6 +17,7 @@ import numpy as np
 
 from toolkit._quiet import quiet_stderr
 from toolkit.errors import DataError
+from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
 
 TFLITE_IDENTIFIER = b"TFL3"
@@ -38,12 +39,15 @@ class LiteRTRunner(Runner):
     name = "litert"
 
     def __init__(self, content: bytes, path: Path | None = None, threads: int | None = None,
-                 use_xnnpack: bool = True):
+                 use_xnnpack: bool = True, resolver: str | None = None):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         if len(content) < 8 or content[4:8] != TFLITE_IDENTIFIER:
             raise DataError(f"{path or 'model'} is not a TFLite FlatBuffer (no 'TFL3' identifier)")
-        resolver = OpResolverType.AUTO if use_xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        # AUTO: builtin kernels with the XNNPACK delegate; the others for runtimes that compare against it
+        resolver = resolver or ("AUTO" if use_xnnpack else "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
+        self.resolver = resolver
+        resolver = OpResolverType[resolver]
         try:
             with quiet_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate" is noise
                 self.interpreter = Interpreter(
@@ -78,7 +82,7 @@ class LiteRTRunner(Runner):
             self.interpreter.allocate_tensors()
             self._batch = batch
 
-    def to_input(self, images: np.ndarray) -> np.ndarray:
+    def prepare(self, images: np.ndarray) -> np.ndarray:
         """Float images -> the model's input dtype (quantized with the tensor's own params)."""
         spec = self.input_spec
         if spec.scale is not None:
@@ -94,11 +98,19 @@ class LiteRTRunner(Runner):
 
     def _infer(self, images: np.ndarray) -> np.ndarray:
         with self._lock:
-            raw = self.run_raw(self.to_input(images))
+            raw = self.run_raw(self.prepare(images))
         spec = self.output_spec
         if spec.scale is not None:
             return dequantize(raw, spec.scale, spec.zero_point)
         return raw.astype(np.float32, copy=False)
+
+    @property
+    def providers(self) -> list[str]:
+        """["XNNPACK"] when the delegate took the graph (a DELEGATE node), else the kernels that ran."""
+        if self.resolver == "AUTO":
+            delegated = "DELEGATE" in {op["op_name"] for op in self.interpreter._get_ops_details()}
+            return ["XNNPACK"] if delegated else ["builtin kernels"]
+        return {"BUILTIN_REF": ["reference kernels"]}.get(self.resolver, ["builtin kernels"])
 
     def op_names(self) -> list[str]:
         """Operator names as written in the model (without the XNNPACK delegate's rewrite)."""
@@ -112,3 +124,19 @@ class LiteRTRunner(Runner):
 
     def tensor_dtypes(self) -> dict[str, str]:
         return {t["name"]: np.dtype(t["dtype"]).name for t in self.interpreter.get_tensor_details()}
+
+
+def _open(path: Path, *, device: str = "cpu", threads: int | None = None, **kwargs) -> LiteRTRunner:
+    return LiteRTRunner.load(path, threads=threads, **kwargs)
+
+
+register(Runtime(
+    name="litert",
+    formats=("tflite",),
+    devices=("cpu",),
+    summary="the LiteRT interpreter (ai-edge-litert) with the XNNPACK delegate",
+    open=_open,
+    default_for=("tflite",),
+    other_devices="the ai-edge-litert wheel ships no GPU delegate for Linux",
+    order=10,
+))

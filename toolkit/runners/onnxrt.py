@@ -8,11 +8,13 @@ for the providers explicitly and report the ones the session actually uses.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 from toolkit.errors import DataError, DeviceUnavailableError
+from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec
 
 _DTYPES = {
@@ -91,10 +93,10 @@ class OnnxRuntimeRunner(Runner):
         except Exception as exc:  # onnxruntime raises its own exception types
             raise DataError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
         self.requested_providers = requested
-        self.providers = self.session.get_providers()
-        if not allow_fallback and requested[0] not in self.providers:
+        self._providers = self.session.get_providers()
+        if not allow_fallback and requested[0] not in self._providers:
             raise DeviceUnavailableError(
-                f"onnxruntime did not use {requested[0]} (session providers: {self.providers})"
+                f"onnxruntime did not use {requested[0]} (session providers: {self._providers})"
             )
         self.threads = threads
         self.optimization = optimization
@@ -114,9 +116,68 @@ class OnnxRuntimeRunner(Runner):
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         return self.session.run([self._out_name], {self._in_name: x})[0]
 
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really has (onnxruntime may drop a requested one)."""
+        return list(self._providers)
+
+    def bench_fields(self) -> dict:
+        return {"graph_optimization": self.optimization}
+
+    def used_device(self) -> str:
+        gpu = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+        return "cuda" if self._providers and self._providers[0] in gpu else "cpu"
+
     def _infer(self, images: np.ndarray) -> np.ndarray:
         return self.run_raw(images).astype(np.float32, copy=False)
 
 
 def _dim(d):
     return d if isinstance(d, int) else None
+
+
+@functools.cache
+def _missing_provider(wanted: str) -> str | None:
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if wanted not in available:
+        return f"onnxruntime offers no {wanted} (available: {', '.join(available)}; install onnxruntime-gpu)"
+    return None
+
+
+def _open(path: Path, *, device: str = "cpu", threads: int | None = None, **kwargs) -> OnnxRuntimeRunner:
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    # on the GPU a node without a CUDA kernel must fail the session, not run on the CPU unseen
+    return OnnxRuntimeRunner(Path(path), providers=providers, threads=threads, strict_device=device == "cuda",
+                             **kwargs)
+
+
+def _open_trt(path: Path, *, device: str = "cuda", threads: int | None = None) -> OnnxRuntimeRunner:
+    runner = OnnxRuntimeRunner(Path(path), providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                               threads=threads, strict_device=True)
+    runner.name = "onnxruntime-trt"
+    return runner
+
+
+register(Runtime(
+    name="onnxruntime",
+    formats=("onnx",),
+    devices=("cpu", "cuda"),
+    summary="onnxruntime: the CPU execution provider, or CUDA with --device cuda",
+    open=_open,
+    unavailable=lambda device: _missing_provider("CUDAExecutionProvider") if device == "cuda" else None,
+    default_for=("onnx",),
+    order=20,
+))
+
+register(Runtime(
+    name="onnxruntime-trt",
+    formats=("onnx",),
+    devices=("cuda",),
+    summary="onnxruntime with the TensorRT execution provider (CUDA only)",
+    open=_open_trt,
+    unavailable=lambda device: _missing_provider("TensorrtExecutionProvider"),
+    other_devices="TensorRT runs only with --device cuda",
+    order=21,
+))

@@ -14,6 +14,7 @@ import numpy as np
 
 from toolkit import micro
 from toolkit.errors import DataError
+from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
 
 
@@ -53,7 +54,7 @@ class TFLMRunner(Runner):
             raise DataError(f"cannot read {path} as C source: {exc}") from None
         return cls(micro.parse_c_array(text), path=path)
 
-    def to_input(self, images: np.ndarray) -> np.ndarray:
+    def prepare(self, images: np.ndarray) -> np.ndarray:
         s = self.input_spec
         return quantize(images, s.scale, s.zero_point, np.dtype(s.dtype))
 
@@ -66,13 +67,37 @@ class TFLMRunner(Runner):
     def _infer(self, images: np.ndarray) -> np.ndarray:
         # TFLM models have a fixed batch of one (the shared input check ignores the batch
         # dimension): feed the images one by one.
-        q = self.to_input(images)
+        q = self.prepare(images)
         with self._lock:
             raw = np.concatenate([self.run_raw(q[i : i + 1]) for i in range(len(q))])
         s = self.output_spec
         return dequantize(raw, s.scale, s.zero_point)
 
+    @property
+    def providers(self) -> list[str]:
+        return ["TFLM reference kernels"]
+
     def op_names(self) -> list[str]:
         from toolkit.runners.litert import LiteRTRunner
 
         return LiteRTRunner(self.content).op_names()
+
+
+def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> TFLMRunner:
+    return TFLMRunner.load(path)
+
+
+register(Runtime(
+    name="tflm",
+    formats=("tflite-micro",),
+    devices=("cpu",),
+    summary="TensorFlow Lite for Microcontrollers, host build (the [micro] extra)",
+    open=_open,
+    unavailable=lambda device: None if micro.available() else f"TFLM is not installed ({micro.INSTALL_HINT})",
+    default_for=("tflite-micro",),
+    batch_sizes=(1,),
+    threads=(1,),
+    note="TFLM host build, reference kernels, batch 1, one thread: not a device timing",
+    other_devices="TFLM is a microcontroller runtime; its host build runs on the CPU only",
+    order=30,
+))

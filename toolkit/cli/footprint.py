@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli import _exports_arg
+from toolkit.cli.common import exports_arg
 
 
 def _size(text: str) -> int:
@@ -18,7 +18,7 @@ def _size(text: str) -> int:
 
 
 def footprint_args(p: argparse.ArgumentParser) -> None:
-    _exports_arg(p)
+    exports_arg(p)
     p.add_argument("--target-flash", type=_size, default=None, metavar="SIZE",
                    help="add your own device: flash for the model, e.g. 512K or 2M (K = 1024)")
     p.add_argument("--target-ram", type=_size, default=None, metavar="SIZE",

@@ -6,19 +6,19 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from toolkit.cli import (
-    _dataset_args,
-    _exports_arg,
-    _preprocess_args,
+from toolkit.cli.common import (
     arch_args,
+    dataset_args,
+    exports_arg,
+    preprocess_args,
     preprocess_options,
     train_config,
 )
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
-    _dataset_args(p, "mnist; with --skip-train or --model, the dataset the model was trained on, else mnist")
-    _exports_arg(p)
+    dataset_args(p, "mnist; with --skip-train or --model, the dataset the model was trained on, else mnist")
+    exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
                    help="your own Keras image classifier (.keras): skip training and take it through export, "
                    "parity, bench and the report")
@@ -31,7 +31,7 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="benchmark device (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="with --device cuda: benchmark on the CPU where the GPU is unusable")
-    _preprocess_args(p)
+    preprocess_args(p)
 
 
 def run_run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from toolkit.cli import _dataset_args, _exports_arg, _positive_int
+from toolkit.cli.common import dataset_args, exports_arg, positive_int
 
 
 def _gate_help() -> str:
@@ -16,18 +16,22 @@ def _gate_help() -> str:
 
 
 def parity_args(p: argparse.ArgumentParser) -> None:
-    _exports_arg(p)
-    _dataset_args(p, "the dataset recorded in the manifest, with its preprocessing")
+    exports_arg(p)
+    dataset_args(p, "the dataset recorded in the manifest, with its preprocessing")
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
                    help="the reference Keras model, if it moved (must be the model the export came from; "
                    "default: the manifest's source_model)")
     p.add_argument("--variants", nargs="+", metavar="VARIANT", default=(),
                    help="only these variants (default: every artifact in the manifest)")
+    p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME",
+                   help="check each variant on every one of these runtimes that runs its format (results for a "
+                   "runtime other than the format's reference one are named VARIANT@RUNTIME), e.g. --runtimes "
+                   "litert onnxruntime openvino openvino-bf16 (default: each variant on its reference runtime)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON results (default: DIR/parity.json)")
     p.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                    help="override a gate bound; repeatable. Gates: " + _gate_help())
-    p.add_argument("--batch-size", type=_positive_int, default=500, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=500, metavar="N",
                    help="images per inference call (default: %(default)s)")
     p.add_argument("--micro-images", type=_count_or_all, default=1000, metavar="N|all",
                    help="test images run under TFLM for tflite-micro (reference kernels, one image at a "
@@ -39,7 +43,7 @@ def parity_args(p: argparse.ArgumentParser) -> None:
 def _count_or_all(text: str) -> int | None:
     if text == "all":
         return None
-    return _positive_int(text)
+    return positive_int(text)
 
 
 def parse_gates(items: list[str]):
@@ -65,7 +69,7 @@ def parity_run(args: argparse.Namespace) -> int:
 
     cfg = ParityConfig(
         exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
-        model=args.model, variants=tuple(args.variants),
+        model=args.model, variants=tuple(args.variants), runtimes=tuple(args.runtimes),
         json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
         diagnose=args.diagnose, micro_images=args.micro_images,
     )
@@ -81,14 +85,15 @@ def parity_run(args: argparse.Namespace) -> int:
 
     report = run_parity(cfg)
     paths = write_outputs(report, cfg)
-    print(f"{'variant':<15} {'accuracy':>9} {'diff pts':>9} {'95% CI (pts)':>17} {'agreement':>10} "
+    w = max(15, *(len(name) for name in report.variants))
+    print(f"{'variant':<{w}} {'accuracy':>9} {'diff pts':>9} {'95% CI (pts)':>17} {'agreement':>10} "
           f"{'disagree':>8} {'McNemar p':>9}  gates")
     ref = report.reference
-    print(f"{'keras (ref)':<15} {ref['accuracy']:>9.2%}")
+    print(f"{'keras (ref)':<{w}} {ref['accuracy']:>9.2%}")
     for name, v in report.variants.items():
         m = v.metrics
         lo, hi = m["accuracy_diff_ci95_points"]
-        print(f"{name:<15} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
+        print(f"{name:<{w}} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} {m['disagreements']:>8} "
               f"{m['mcnemar_p']:>9.3g}  {'pass' if v else 'FAIL'}"
               + (f"  (TFLM, {m['images']} images)" if m.get("images") != len(report.labels) else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli import _dataset_args, _exports_arg
+from toolkit.cli.common import dataset_args, exports_arg
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -19,18 +19,22 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def bench_args(p: argparse.ArgumentParser) -> None:
-    from toolkit.bench import RUNTIMES
+    from toolkit import runners
     from toolkit.config import BenchConfig
 
     d = BenchConfig()
-    _exports_arg(p)
-    _dataset_args(p, "the dataset recorded in the manifest; its test images are the inputs")
+    exports_arg(p)
+    dataset_args(p, "the dataset recorded in the manifest; its test images are the inputs")
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
                    help="the reference Keras model, if it moved (must be the model the export came from)")
     p.add_argument("--variants", nargs="+", default=(), metavar="VARIANT",
                    help="variants to time, 'keras' for the reference model (default: all and keras)")
-    p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME", choices=tuple(RUNTIMES),
-                   help=f"runtimes: {', '.join(RUNTIMES)} (default: every runtime that fits a variant)")
+    every = runners.load_all()
+    p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME",
+                   help="runtimes: " + "; ".join(f"{r.name} ({', '.join(r.formats)}): {r.summary}"
+                                                for r in every.values())
+                   + ". Default: " + ", ".join(r.name for r in every.values() if r.in_default_set)
+                   + ", each where it fits a variant's format")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda"),
                    help="cpu, or cuda: exits 6 if no runtime really uses a GPU (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",
@@ -70,10 +74,10 @@ def bench_run(args: argparse.Namespace) -> int:
     doc = run_bench(cfg)
     paths = write_outputs(doc, cfg)
     print(f"{'variant':<15} {'runtime':<16} {'device':<6} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p99 ms':>9} "
-          f"{'img/s':>10}")
+          f"{'img/s':>10} {'peak MiB':>9}")
     for r in doc["results"]:
         print(f"{r['variant']:<15} {r['runtime']:<16} {r['device']:<6} {r['batch_size']:>5} {r['threads']:>3} "
-              f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['throughput']:>10,.0f}")
+              f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['throughput']:>10,.0f} {r['peak_rss_mb']:>9.1f}")
     for s in doc["skipped"]:
         print(f"skipped {s['variant']} on {s['runtime']}: {s['reason']}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
@@ -84,11 +88,12 @@ COMMANDS = {
     "bench": (
         bench_args, bench_run,
         "latency/throughput per format x runtime x batch x threads",
-        "Time every exported variant (and the Keras reference as a tf.function) on its runtimes: "
-        "LiteRT (XNNPACK) for TFLite, onnxruntime for ONNX, TensorFlow for Keras; with --device "
-        "cuda also onnxruntime CUDA/TensorRT and TensorFlow GPU. Load and first inference are "
-        "reported apart; then warm-up, then at least --min-runs and --min-seconds of timed calls. "
-        "Reports min/p50/p90/p99/mean/std and throughput, with the providers actually used and "
-        "the machine. Writes JSON (every sample), CSV, Markdown and PNG plots.",
+        "Time every exported variant (and the Keras reference as a tf.function) on every runtime that "
+        "runs its format (--runtimes lists them: LiteRT, onnxruntime, OpenVINO, TensorFlow, TFLM, ...); "
+        "with --device cuda the runtimes that can use the GPU. Each variant x runtime x thread count "
+        "runs in a fresh process whose peak resident memory is recorded per row. Load and first "
+        "inference are reported apart; then warm-up, then at least --min-runs and --min-seconds of "
+        "timed calls. Reports min/p50/p90/p99/mean/std, throughput and peak RSS, with the providers "
+        "actually used and the machine. Writes JSON (every sample), CSV, Markdown and PNG plots.",
     ),
 }

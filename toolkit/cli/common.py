@@ -1,17 +1,11 @@
-"""The `toolkit` command line. argparse root; one (add_args, run) pair per subcommand.
-
-Nothing heavy is imported at module level: `toolkit --help` must not import TensorFlow.
-"""
+"""Argument helpers shared by the commands (no command imports another, nor the root parser)."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-from toolkit import __version__
-from toolkit.errors import EXIT_CODES, ToolkitError, UsageError
+from toolkit.errors import EXIT_CODES
 
 EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items()) + (
     "\n\ndata: --dataset mnist (the default: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras "
@@ -19,7 +13,7 @@ EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_
 )
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -29,7 +23,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -39,7 +33,7 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+def data_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-dir", type=Path, default=None, metavar="DIR",
         help="directory with the four MNIST IDX .gz files (default: $TOOLKIT_DATA_DIR, "
@@ -47,7 +41,7 @@ def _data_dir_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -57,19 +51,19 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _dataset_args(p: argparse.ArgumentParser, default: str) -> None:
+def dataset_args(p: argparse.ArgumentParser, default: str) -> None:
     """--dataset and --test-fraction (and --data-dir for MNIST)."""
-    _data_dir_arg(p)
+    data_dir_arg(p)
     p.add_argument("--dataset", default=None, metavar="mnist|DIR|FILE.npz",
                    help="the labelled images: mnist; a directory of class subfolders (DIR/train/<class>/*.png and "
                    "DIR/test/<class>/..., or DIR/<class>/... split by --test-fraction); or an .npz with x_train, "
                    f"y_train, x_test, y_test (default: {default})")
-    p.add_argument("--test-fraction", type=_fraction, default=None, metavar="F",
+    p.add_argument("--test-fraction", type=fraction, default=None, metavar="F",
                    help="for a folder without train/ and test/: the fixed-seed share of images held out for "
                    "testing (default: 0.2)")
 
 
-def _preprocess_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
+def preprocess_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
     g = p.add_argument_group("preprocessing", "how images become model inputs; stated once, recorded in the "
                              "manifest, and used by every runner in parity and bench")
     g.add_argument("--scale", default="auto", choices=("auto", "unit", "symmetric", "raw", "standard"),
@@ -98,14 +92,13 @@ def preprocess_options(args: argparse.Namespace):
     )
 
 
-def _exports_arg(p: argparse.ArgumentParser) -> None:
+def exports_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exports", type=Path, default=Path("exports"), metavar="DIR",
         help="export directory holding model.keras and manifest.json (default: %(default)s)",
     )
 
 
-# ---------------------------------------------------------------------------- train
 def arch_args(p: argparse.ArgumentParser) -> None:
     """--arch and the training settings whose defaults depend on it (shared with `run`)."""
     from toolkit.model import ARCHITECTURES
@@ -117,16 +110,16 @@ def arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default="cnn", choices=tuple(ARCHITECTURES),
                    help="architecture: " + "; ".join(f"{a.name}: {a.description}" for a in ARCHITECTURES.values())
                    + " (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--epochs", type=positive_int, default=None, metavar="N",
                    help=f"training epochs ({per_arch('epochs')})")
-    p.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help=f"mini-batch size ({per_arch('batch_size')})")
-    p.add_argument("--learning-rate", type=_positive_float, default=None, metavar="X",
+    p.add_argument("--learning-rate", type=positive_float, default=None, metavar="X",
                    help=f"Adam learning rate ({per_arch('learning_rate')})")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="random seed; same seed and settings give bit-identical weights on CPU "
                    "(default: %(default)s)")
-    p.add_argument("--train-limit", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
                    help="train on the first N training images only (quick runs)")
 
 
@@ -138,94 +131,3 @@ def train_config(args: argparse.Namespace, out: Path):
         learning_rate=args.learning_rate, seed=args.seed, train_limit=args.train_limit,
         dataset=args.dataset, test_fraction=args.test_fraction, preprocess=preprocess_options(args),
     )
-
-
-def train_args(p: argparse.ArgumentParser) -> None:
-    _dataset_args(p, "mnist")
-    p.add_argument("--out", type=Path, default=Path("exports"), metavar="DIR",
-                   help="where to write model.keras and train.json (default: %(default)s)")
-    arch_args(p)
-    _preprocess_args(p, resize=False)
-
-
-def train_run(args: argparse.Namespace) -> int:
-    from toolkit.train import RECORD_FILE, train
-
-    cfg = train_config(args, args.out)
-    record = train(cfg)
-    print(
-        f"test accuracy {record['test_accuracy'] * 100:.2f}%  "
-        f"validation accuracy {record['validation_accuracy'] * 100:.2f}%  "
-        f"({record['train_seconds']:.1f} s training)"
-    )
-    print(f"wrote {cfg.out / record['model']['path']} and {cfg.out / RECORD_FILE}")
-    return 0
-
-
-# ---------------------------------------------------------------------------- registry
-COMMANDS = {
-    "train": (
-        train_args, train_run,
-        "train the seed CNN (or --arch mlp|mlp-deep|softmax) on MNIST or --dataset, reproducibly",
-        "Train the seed CNN (conv 5x5x32 -> pool -> conv 5x5x64 -> pool -> dense 1024 -> dropout "
-        "-> dense K), or one of the tutorials' smaller models with --arch, on the training split "
-        "(MNIST's 55,000 images, or --dataset DIR|FILE.npz: the model takes the images' own size "
-        "and the dataset's classes), report validation and test accuracy, "
-        "and write DIR/model.keras plus DIR/train.json (hyper-parameters, per-epoch metrics, test "
-        "accuracy, wall time, versions, git commit, weights sha256).",
-    ),
-}
-
-
-def _register_later_commands() -> None:
-    """Commands implemented in their own modules (kept out of this file to stay small)."""
-    from toolkit import cli_bench, cli_export, cli_micro, cli_parity, cli_run
-
-    for module in (cli_export, cli_parity, cli_bench, cli_micro, cli_run):
-        COMMANDS.update(module.COMMANDS)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    _register_later_commands()
-    parser = argparse.ArgumentParser(
-        prog="toolkit",
-        description="Train an MNIST CNN, export it to TFLite and ONNX (float and int8), prove "
-        "accuracy parity on the full test set, and benchmark every format.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (add_args, run, short, long) in COMMANDS.items():
-        p = sub.add_parser(
-            name, help=short, description=long, epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        add_args(p)
-        p.set_defaults(_run=run)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
-        return int(exc.code or 0)
-    if not getattr(args, "_run", None):
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return args._run(args)
-    except ToolkitError as exc:
-        print(f"toolkit {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"toolkit {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-__all__ = ["main", "UsageError"]

@@ -5,27 +5,34 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli import _dataset_args, _exports_arg, _positive_int, _preprocess_args, preprocess_options
+from toolkit.cli.common import (
+    dataset_args,
+    exports_arg,
+    positive_int,
+    preprocess_args,
+    preprocess_options,
+)
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
     from toolkit.config import ExportConfig
 
     d = ExportConfig()
-    p.add_argument("--format", default="all", choices=("tflite", "onnx", "tflite-micro", "all"),
+    p.add_argument("--format", default="all", choices=("tflite", "onnx", "tflite-micro", "openvino", "all"),
                    help="what to export (default: %(default)s). Without --quantize: tflite -> tflite, "
                    "tflite-int8; onnx -> onnx, onnx-int8; tflite-micro -> the int8 model as C source and "
-                   "header for TFLM (needs [micro]); all -> all six, plus tflite-micro when installed")
+                   "header for TFLM (needs [micro]); openvino -> OpenVINO IR .xml + .bin (needs [openvino]); "
+                   "all -> every variant of every format whose dependency is installed")
     p.add_argument("--quantize", nargs="+", metavar="MODE", choices=("none", "fp16", "dynamic", "int8"),
-                   help="only these quantizations: none (float32), fp16, dynamic (dynamic-range int8 "
-                   "weights; TFLite), int8 (full-integer, calibrated)")
-    _exports_arg(p)
+                   help="only these quantizations: none (float32), fp16 (TFLite, OpenVINO), dynamic "
+                   "(dynamic-range int8 weights; TFLite), int8 (full-integer, calibrated)")
+    exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
                    help="Keras image classifier (.keras) to export: any single-input model taking (H, W, C), "
                    "(H, W) or flat images and giving K class scores, logits or probabilities "
                    "(default: DIR/model.keras)")
-    _dataset_args(p, "the dataset the model was trained on by `toolkit train`, else mnist")
-    p.add_argument("--calibration-samples", type=_positive_int, default=d.calibration_samples, metavar="N",
+    dataset_args(p, "the dataset the model was trained on by `toolkit train`, else mnist")
+    p.add_argument("--calibration-samples", type=positive_int, default=d.calibration_samples, metavar="N",
                    help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
                    "when the training split is smaller (default: %(default)s)")
     p.add_argument("--calibration-method", default=d.calibration_method,
@@ -34,7 +41,7 @@ def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=d.opset, metavar="N",
                    help="ONNX opset, 17 or newer (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing export in DIR")
-    _preprocess_args(p)
+    preprocess_args(p)
 
 
 def export_run(args: argparse.Namespace) -> int:
@@ -51,9 +58,10 @@ def export_run(args: argparse.Namespace) -> int:
         calibration_method=args.calibration_method, opset=args.opset, force=args.force,
     )
     manifest = export(cfg, chosen)
-    print(f"{'variant':<15} {'bytes':>10}  {'seconds':>7}  path")
+    print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")
     for e in manifest["artifacts"]:
-        print(f"{e['variant']:<15} {e['bytes']:>10}  {e['conversion_seconds']:>7.1f}  {args.exports / e['path']}")
+        print(f"{e['variant']:<15} {e.get('model_bytes', e['bytes']):>11}  {e['conversion_seconds']:>7.1f}  "
+              f"{args.exports / e['path']}")
     for line in failure_lines(manifest):
         print(line)
     print(f"wrote {args.exports / 'manifest.json'}")
@@ -65,7 +73,7 @@ def export_run(args: argparse.Namespace) -> int:
 
 
 def verify_args(p: argparse.ArgumentParser) -> None:
-    _exports_arg(p)
+    exports_arg(p)
 
 
 def verify_run(args: argparse.Namespace) -> int:

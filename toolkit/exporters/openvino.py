@@ -1,0 +1,73 @@
+"""OpenVINO IR variants (the ``[openvino]`` extra): ``openvino`` (float32 weights) and
+``openvino-fp16`` (weights compressed to float16, decompressed by the CPU plugin), converted with
+``openvino.convert_model`` from the SavedModel the TFLite converter also reads. An IR is two
+files: the ``.xml`` graph is the artifact, its ``.bin`` weights a companion in the manifest,
+verified like the artifact.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from toolkit.errors import ConversionError
+from toolkit.exporters import ExportContext, op_check, register
+from toolkit.provenance import sha256_file
+from toolkit.runners.openvino import available
+
+
+def convert(ctx: ExportContext):
+    """The ov.Model, converted once per export (failures too)."""
+    if "openvino" in ctx.failures:
+        raise ctx.failures["openvino"]
+    if ctx.openvino_model is None:
+        import openvino as ov
+
+        from toolkit.artifacts import as_write_error
+
+        start = time.perf_counter()
+        try:
+            saved_model = ctx.saved_model()
+            model = ov.convert_model(str(saved_model))
+        except Exception as exc:  # OpenVINO's frontends raise their own types
+            if as_write_error(ctx.workdir, exc):
+                raise
+            ctx.failures["openvino"] = ConversionError(
+                f"OpenVINO conversion (convert_model from the SavedModel) failed: "
+                f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}", detail=str(exc)[-4000:])
+            raise ctx.failures["openvino"] from None
+        ctx.timings["openvino"] = time.perf_counter() - start
+        ctx.openvino_model = model
+    return ctx.openvino_model
+
+
+@op_check("openvino", "OpenVINO's TensorFlow frontend (convert_model)")
+def check_openvino_ops(ctx: ExportContext) -> None:
+    if available():
+        convert(ctx)
+
+
+def _save(ctx: ExportContext, path: Path, fp16: bool) -> dict:
+    import openvino as ov
+
+    model = convert(ctx)
+    ov.save_model(model, str(path), compress_to_fp16=fp16)  # writes path (.xml) and path.with_suffix(".bin")
+    weights = path.with_suffix(".bin")
+    return {
+        "companions": [{"path": weights.name, "bytes": weights.stat().st_size, "sha256": sha256_file(weights)}],
+        "model_bytes": path.stat().st_size + weights.stat().st_size,
+        "weights": "float16 (compress_to_fp16)" if fp16 else "float32",
+        "openvino": ov.get_version(),
+        "shared_seconds": ctx.charge("openvino"),
+    }
+
+
+@register("openvino", format="openvino", quantization="none", suffix=".xml", default=True, available=available)
+def openvino_float(ctx: ExportContext, path: Path) -> dict:
+    return _save(ctx, path, fp16=False)
+
+
+@register("openvino-fp16", format="openvino", quantization="fp16", suffix=".xml", default=False,
+          available=available)
+def openvino_fp16(ctx: ExportContext, path: Path) -> dict:
+    return _save(ctx, path, fp16=True)
