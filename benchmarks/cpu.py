@@ -1,10 +1,13 @@
-"""Committed CPU results: `toolkit bench` twice back to back on the export in exports/, and the
-run-to-run spread of every row's p50.
+"""Committed CPU results: `toolkit bench` twice back to back on the export in exports/, the
+run-to-run spread of every row's p50, and `toolkit parity` under the same runtimes (so every
+row's accuracy is measured under the settings it was timed with).
 
-    python benchmarks/cpu.py [--exports exports] [--out benchmarks/results]
+    python benchmarks/cpu.py [--exports exports] [--out benchmarks/results] [--runtimes R ...]
 
-Writes results/cpu-run1.{json,csv,md,-latency.png,-tradeoff.png}, results/cpu-run2.*, and
-results/cpu-spread.json. `python benchmarks/results_md.py` turns them into RESULTS.md.
+Default runtimes: litert, onnxruntime, tflm, tensorflow, openvino and openvino-bf16 (OpenVINO's
+CPU default on bf16 hardware, beside its f32). Writes results/cpu-run1.{json,csv,md,-latency.png,
+-memory.png,-tradeoff.png}, results/cpu-run2.*, results/cpu-spread.json and
+results/cpu-parity.json. `python benchmarks/results_md.py` turns them into RESULTS.md.
 """
 
 from __future__ import annotations
@@ -25,13 +28,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", type=Path, default=Path("exports"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--runtimes", nargs="+",
+                        default=["litert", "onnxruntime", "tflm", "tensorflow", "openvino", "openvino-bf16"])
     parser.add_argument("extra", nargs="*", help="extra `toolkit bench` arguments (after --)")
     args = parser.parse_args()
+    subprocess.run([sys.executable, "-m", "toolkit", "parity", "--exports", str(args.exports), "--runtimes",
+                    *args.runtimes, "--json", str(args.out / "cpu-parity.json")], check=True)
     runs = []
     for i in (1, 2):
         path = args.out / f"cpu-run{i}.json"
         subprocess.run([sys.executable, "-m", "toolkit", "bench", "--exports", str(args.exports),
-                        "--json", str(path), *args.extra], check=True)
+                        "--runtimes", *args.runtimes, "--json", str(path), *args.extra], check=True)
         runs.append(json.loads(path.read_text()))
     key = lambda r: (r["variant"], r["runtime"], r["batch_size"], r["threads"])  # noqa: E731
     second = {key(r): r for r in runs[1]["results"]}

@@ -96,6 +96,9 @@ def test_bench_row_is_labelled_host_reference_kernels(quick_export, data_dir):
     (row,) = doc["results"]
     assert row["runtime"] == "tflm" and row["batch_size"] == 1 and row["threads"] == 1
     assert "not a device timing" in row["note"]
+    entry = next(e for e in json.loads((quick_export / "manifest.json").read_text())["artifacts"]
+                 if e["variant"] == "tflite-micro")
+    assert row["arena_bytes"] == entry["arena"]["arena_bytes"] > 0 and row["peak_rss_mb"] > 0
 
 
 def test_footprint_table(export_copy, capsys):

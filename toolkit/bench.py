@@ -301,9 +301,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             "timer": "time.perf_counter_ns around the inference call only",
             "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
                       "manifest says and prepared in the model's input dtype before timing",
-            "call": "the runtime's raw call: LiteRT set_tensor+invoke+get_tensor; onnxruntime session.run; "
-                    "TensorFlow tf.function(...).numpy(); OpenVINO infer_request.infer; TFLM set_input+invoke+"
-                    "get_output",
+            "call": "each runtime's raw call on an input prepared beforehand (per runtime in 'calls')",
+            "calls": {g["runtime"]: runners.get(g["runtime"]).timed_call for g in groups},
             "process": "each variant x runtime x thread count in a fresh worker process (spawn)",
             "memory": "peak_rss_mb: the worker's peak resident set (VmHWM) after the row, so it includes "
                       "Python and the runtime's libraries (rss_before_load_mb) and grows with batch size",

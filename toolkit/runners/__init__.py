@@ -43,6 +43,7 @@ class Runtime:
     threads: tuple[int, ...] | None = None  # the only thread counts it runs (TFLM: 1), else any
     reduced_precision: str | None = None  # computes float models in lower precision (e.g. "bf16")
     note: str | None = None  # said beside every bench row (e.g. "host reference kernels")
+    timed_call: str = "run_raw"  # what the bench timer wraps, in the runtime's own words
     other_devices: str | None = None  # why it does not run on the devices it lacks
     order: int = 100  # position in tables
 

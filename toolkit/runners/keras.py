@@ -123,5 +123,6 @@ register(Runtime(
     open=_open,
     unavailable=_tf_cuda_reason,
     default_for=("keras",),
+    timed_call="tf.function(...).numpy() on a tf.constant input",
     order=40,
 ))

@@ -138,5 +138,6 @@ register(Runtime(
     open=_open,
     default_for=("tflite",),
     other_devices="the ai-edge-litert wheel ships no GPU delegate for Linux",
+    timed_call="set_tensor + invoke + get_tensor",
     order=10,
 ))

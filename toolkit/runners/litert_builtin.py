@@ -23,6 +23,7 @@ register(Runtime(
     summary="the LiteRT interpreter without XNNPACK: its builtin kernels",
     open=_open,
     in_default_set=False,
+    timed_call="set_tensor + invoke + get_tensor",
     other_devices="the ai-edge-litert wheel ships no GPU delegate for Linux",
     order=11,
 ))

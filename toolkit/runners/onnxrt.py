@@ -168,6 +168,7 @@ register(Runtime(
     open=_open,
     unavailable=lambda device: _missing_provider("CUDAExecutionProvider") if device == "cuda" else None,
     default_for=("onnx",),
+    timed_call="session.run",
     order=20,
 ))
 
@@ -179,5 +180,6 @@ register(Runtime(
     open=_open_trt,
     unavailable=lambda device: _missing_provider("TensorrtExecutionProvider"),
     other_devices="TensorRT runs only with --device cuda",
+    timed_call="session.run",
     order=21,
 ))

@@ -178,6 +178,7 @@ register(Runtime(
     unavailable=_unavailable,
     default_for=("openvino",),
     other_devices=OTHER_DEVICES,
+    timed_call="infer_request.infer",
     order=50,
 ))
 
@@ -191,5 +192,6 @@ register(Runtime(
     in_default_set=False,
     reduced_precision="bf16",
     other_devices=OTHER_DEVICES,
+    timed_call="infer_request.infer",
     order=51,
 ))

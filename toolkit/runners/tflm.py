@@ -99,5 +99,6 @@ register(Runtime(
     threads=(1,),
     note="TFLM host build, reference kernels, batch 1, one thread: not a device timing",
     other_devices="TFLM is a microcontroller runtime; its host build runs on the CPU only",
+    timed_call="set_input + invoke + get_output",
     order=30,
 ))
