@@ -29,6 +29,42 @@ def micro_lines(rows: list[dict], pipeline: dict) -> list[str]:
             f"host: {tflm[0]['p50_ms']:.3f} ms per image ({tflm[0]['note']}).", ""]
 
 
+def accuracy_by_row(parity: dict) -> dict:
+    """(variant, runtime) -> test accuracy, from `toolkit parity --runtimes ...` on the same export."""
+    acc = {("keras", "tensorflow"): parity["reference"]["accuracy"]}
+    for v in parity["variants"].values():
+        acc[(v["variant"], v["runtime"])] = v["accuracy"]
+    return acc
+
+
+def openvino_lines(rows: list[dict], acc: dict, threads: int, big: int) -> list[str]:
+    """OpenVINO at f32 and in bf16 (its CPU default here), side by side."""
+    if not any(r["runtime"] == "openvino-bf16" for r in rows):
+        return []
+    by = {(r["variant"], r["runtime"], r["batch_size"], r["threads"]): r for r in rows}
+    variants = sorted({r["variant"] for r in rows if r["runtime"] == "openvino-bf16"})
+    lines = ["## OpenVINO: f32 and bf16", "",
+             "OpenVINO's CPU plugin runs float models in bf16 by default on CPUs with AVX512_BF16 (this one). "
+             "`openvino` pins f32, `openvino-bf16` is the default; each row records the precision the compiled "
+             f"model reported. p50 ms at {threads} threads; accuracy from `toolkit parity` under the same settings "
+             "(results/cpu-parity.json).", "",
+             f"| variant | f32 batch 1 | bf16 batch 1 | f32 batch {big} | bf16 batch {big} | f32 accuracy | "
+             "bf16 accuracy |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for v in variants:
+        cells = []
+        for batch in (1, big):
+            for rt in ("openvino", "openvino-bf16"):
+                r = by.get((v, rt, batch, threads))
+                cells.append(f"{r['p50_ms']:.3f}" if r else "-")
+        cells = [cells[0], cells[1], cells[2], cells[3]]
+        accs = [f"{acc[(v, rt)]:.2%}" if (v, rt) in acc else "-" for rt in ("openvino", "openvino-bf16")]
+        lines.append(f"| {v} | " + " | ".join(cells + accs) + " |")
+    precisions = sorted({(r["runtime"], r.get("inference_precision")) for r in rows if r["runtime"].startswith("openvino")})
+    lines += ["", "Precision reported by the compiled models: "
+              + ", ".join(f"{rt} {p}" for rt, p in precisions) + ".", ""]
+    return lines
+
+
 def main() -> int:
     bench = load("cpu-run1.json")
     spread = load("cpu-spread.json")
@@ -44,8 +80,7 @@ def main() -> int:
     def pick(batch: int, t: int) -> list[dict]:
         return sorted((r for r in rows if r["batch_size"] == batch and r["threads"] == t), key=lambda r: r["p50_ms"])
 
-    acc = {k: p["accuracy"] for k, p in parity["variants"].items()}
-    acc["keras"] = parity["reference_accuracy"]
+    acc = accuracy_by_row(load("cpu-parity.json"))
     lines = [
         "# Benchmark results (CPU)",
         "",
@@ -54,21 +89,26 @@ def main() -> int:
         "",
         f"**Machine**: {m['cpu']}, {m['cpu_count']} cores, no GPU; {m['platform']}. "
         f"TensorFlow {v.get('tensorflow')}, onnxruntime {v.get('onnxruntime')}, ai-edge-litert "
-        f"{v.get('ai-edge-litert')}. Commit `{bench['provenance']['git_commit']}`, {bench['provenance']['created']}.",
+        f"{v.get('ai-edge-litert')}, OpenVINO "
+        f"{v.get('openvino') or next((r['openvino'] for r in rows if 'openvino' in r), '-')}. Commit `{bench['provenance']['git_commit']}`, "
+        f"{bench['provenance']['created']}.",
         "",
         f"**Method**: `toolkit bench` defaults: {bench['method']['measure']} after warm-up "
         f"({bench['method']['warmup']}); {bench['method']['timer']}; inputs: {bench['method']['inputs']}. "
         "Full table with p90/p99/std: [results/cpu-run1.md](results/cpu-run1.md); every sample: "
-        "`results/cpu-run1.json`.",
+        f"`results/cpu-run1.json`. Memory: {bench['method'].get('memory', '-')}. Accuracy: `toolkit parity` on "
+        "all 10,000 test images under the runtime of the row (`results/cpu-parity.json`).",
         "",
     ]
     for batch in (1, big):
         lines += [f"## Batch {batch}, {threads} threads (fastest first)", "",
-                  "| variant | runtime | p50 ms | p99 ms | img/s | size MB | test accuracy |",
-                  "|---|---|---:|---:|---:|---:|---:|"]
+                  "| variant | runtime | p50 ms | p99 ms | img/s | peak RSS MiB | size MB | test accuracy |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
         for r in pick(batch, threads):
+            a = acc.get((r["variant"], r["runtime"]))
             lines.append(f"| {r['variant']} | {r['runtime']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                         f"{r['throughput']:,.0f} | {r['bytes'] / 1e6:.1f} | {acc[r['variant']]:.2%} |")
+                         f"{r['throughput']:,.0f} | {r['peak_rss_mb']:.0f} | {r['bytes'] / 1e6:.1f} | "
+                         f"{f'{a:.2%}' if a is not None else '-'} |")
         lines.append("")
     lines += ["## 1 thread vs 2 threads (p50 ms)", "", "| variant | runtime | batch | 1 thread | 2 threads | speed-up |",
               "|---|---|---:|---:|---:|---:|"]
@@ -79,12 +119,16 @@ def main() -> int:
             lines.append(f"| {r['variant']} | {r['runtime']} | {r['batch_size']} | {r['p50_ms']:.3f} | "
                          f"{two['p50_ms']:.3f} | {r['p50_ms'] / two['p50_ms']:.2f}x |")
     lines += ["", "![latency vs batch size](results/cpu-run1-latency.png)", "",
+              "![peak memory](results/cpu-run1-memory.png)", "",
               "![accuracy vs latency](results/cpu-run1-tradeoff.png)", ""]
+    lines += openvino_lines(rows, acc, threads, big)
 
     fastest1 = pick(1, threads)[0]
     fastest_big = pick(big, threads)[0]
-    floats = [r for r in pick(1, threads) if r["variant"] in ("tflite", "onnx")]
-    int8 = {r["variant"]: r for r in pick(1, threads) if r["variant"].endswith("int8")}
+    # float32 on the formats' reference runtimes: bf16 (openvino-bf16) is not bit-for-bit close
+    floats = [r for r in pick(1, threads) if r["variant"] in ("tflite", "onnx") and r["runtime"] in ("litert", "onnxruntime")]
+    int8 = {r["variant"]: r for r in pick(1, threads) if r["variant"].endswith("int8")
+            and r["runtime"] in ("litert", "onnxruntime")}
     lines += [
         "## Which format to ship",
         "",
@@ -93,7 +137,7 @@ def main() -> int:
         "",
         f"- **Lowest latency, one image at a time**: `{fastest1['variant']}` on {fastest1['runtime']} "
         f"({fastest1['p50_ms']:.3f} ms p50 at batch 1, {threads} threads), "
-        f"{acc[fastest1['variant']]:.2%} test accuracy, {fastest1['bytes'] / 1e6:.1f} MB.",
+        f"{acc[(fastest1['variant'], fastest1['runtime'])]:.2%} test accuracy, {fastest1['bytes'] / 1e6:.1f} MB.",
         f"- **Highest throughput**: `{fastest_big['variant']}` on {fastest_big['runtime']} "
         f"({fastest_big['throughput']:,.0f} images/s at batch {big}).",
         f"- **Full-integer int8 (`tflite-int8`)** is what integer-only accelerators and microcontrollers run; here "
@@ -102,7 +146,8 @@ def main() -> int:
         f"(95% CI {parity['variants']['tflite-int8']['accuracy_diff_ci95_points'][0]:+.2f} to "
         f"{parity['variants']['tflite-int8']['accuracy_diff_ci95_points'][1]:+.2f}).",
         f"- **Float (`{floats[0]['variant']}`)** when bit-for-bit closeness to the trained model matters more "
-        f"than size: {floats[0]['p50_ms']:.3f} ms at batch 1, 4x the size of int8.",
+        f"than size: {floats[0]['p50_ms']:.3f} ms at batch 1 on {floats[0]['runtime']}, "
+        f"{floats[0]['bytes'] / int8['tflite-int8']['bytes']:.1f}x the size of int8.",
         f"- **ONNX int8 (`onnx-int8`)**: {int8['onnx-int8']['p50_ms']:.3f} ms at batch 1 on onnxruntime's CPU "
         "provider; choose it where the deployment stack is onnxruntime.",
         "",

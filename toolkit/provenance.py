@@ -21,6 +21,9 @@ _PACKAGES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "ai-edge-litert",
+    "tflite-micro",
+    "openvino",
+    "pillow",
     "numpy",
 )
 
