@@ -216,6 +216,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 "inputs": [runner.input_spec.to_json()],
                 "outputs": [runner.output_spec.to_json()],
                 "conversion_seconds": round(seconds, 3),
+                "reproducible": exporter.reproducible,
                 "check": check,
                 **{k: v for k, v in extra.items() if k != "calibration"},
             }
@@ -259,6 +260,20 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             "dataset": data.describe(),
             "preprocessing": prep.to_json(),
             "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
+            # what `toolkit verify --rebuild` needs to make the same export again
+            "export_config": {
+                "variants": [e.variant for e in exporters],
+                "calibration_samples": cfg.calibration_samples,
+                "calibration_seed": cfg.calibration_seed,
+                "calibration_method": cfg.calibration_method,
+                "opset": cfg.opset,
+                "check_samples": cfg.check_samples,
+                "dataset": data.spec,
+                "test_fraction": data.options.get("test_fraction"),
+                "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
+                               "mean": list(prep.mean) if prep.mean else None,
+                               "std": list(prep.std) if prep.std else None},
+            },
             "artifacts": entries,
             "failed": failed,
             "provenance": provenance(),

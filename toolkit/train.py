@@ -18,6 +18,7 @@ from toolkit.artifacts import atomic_write_json, write_error
 from toolkit.config import TrainConfig
 from toolkit.errors import UsageError
 from toolkit.provenance import provenance, sha256_file
+from toolkit.reproducible import normalize_keras_archive, source_date_epoch
 
 MODEL_FILE = "model.keras"
 RECORD_FILE = "train.json"
@@ -91,6 +92,7 @@ def _streamed(tf, split, prep, batch_size: int, seed: int | None):
 def train(cfg: TrainConfig) -> dict:
     """Train, evaluate, save ``model.keras`` and ``train.json`` into ``cfg.out``; return the record."""
     _validate(cfg)
+    source_date_epoch()  # a bad $SOURCE_DATE_EPOCH fails before training, not after
     from toolkit.datasets import open_dataset
     from toolkit.preprocess import for_training
 
@@ -123,7 +125,7 @@ def train(cfg: TrainConfig) -> dict:
 
     model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
     model.compile(
-        optimizer=k.optimizers.Adam(cfg.learning_rate),
+        optimizer=k.optimizers.Adam(cfg.learning_rate, name="adam"),  # fixed name: Keras numbers unnamed ones per process
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -158,8 +160,11 @@ def train(cfg: TrainConfig) -> dict:
         raise write_error(out, exc) from None
     # Keras writes model.keras itself; save beside it and rename so a failure keeps the old one.
     tmp_path = out / f".{MODEL_FILE}.tmp.keras"
+    epoch = source_date_epoch()
     try:
         model.save(tmp_path)
+        if epoch is not None:  # reproducible builds: no wall-clock time inside the archive
+            normalize_keras_archive(tmp_path, epoch)
         tmp_path.replace(model_path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -192,6 +197,7 @@ def train(cfg: TrainConfig) -> dict:
         },
         "dataset": data.describe(),
         "preprocessing": prep.to_json(),
+        "source_date_epoch": epoch,
         "epochs": epochs,
         "validation_accuracy": epochs[-1]["val_accuracy"],
         "test_accuracy": float(test_acc),

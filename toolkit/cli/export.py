@@ -74,12 +74,18 @@ def export_run(args: argparse.Namespace) -> int:
 
 def verify_args(p: argparse.ArgumentParser) -> None:
     exports_arg(p)
+    p.add_argument("--rebuild", action="store_true",
+                   help="also export again from the same model, data and settings into a temporary directory and "
+                   "name every artifact whose bytes differ from the manifest's sha256 (exit 3)")
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="with --rebuild of an MNIST export: the MNIST IDX directory (default: $TOOLKIT_DATA_DIR)")
 
 
 def verify_run(args: argparse.Namespace) -> int:
-    from toolkit.verify import verify
+    from toolkit.verify import rebuild, verify
 
-    for line in verify(args.exports):
+    lines = rebuild(args.exports, args.data_dir) if args.rebuild else verify(args.exports)
+    for line in lines:
         print(line)
     return 0
 
@@ -99,6 +105,8 @@ COMMANDS = {
         verify_args, verify_run,
         "check every exported file against the manifest and that it loads",
         "For each artifact in DIR/manifest.json: exists, size and sha256 match, and it loads in "
-        "its runtime. Exit 3 naming the first problem.",
+        "its runtime. Exit 3 naming the first problem. --rebuild also re-exports from the same model, "
+        "data and settings and names every artifact whose bytes differ (reproducible builds; "
+        "$SOURCE_DATE_EPOCH fixes the time written into model.keras).",
     ),
 }

@@ -24,6 +24,7 @@ class Exporter:
     default: bool  # made when --quantize is not given
     available: Callable[[], bool] = lambda: True  # optional dependency installed?
     in_all: bool = True  # part of --format all (when available)
+    reproducible: bool = True  # the same model, data and settings give the same bytes (verify --rebuild)
 
     @property
     def calibrated(self) -> bool:
@@ -46,9 +47,10 @@ QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
 
 
 def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool,
-             available: Callable[[], bool] = lambda: True):
+             available: Callable[[], bool] = lambda: True, reproducible: bool = True):
     def wrap(fn: Callable) -> Callable:
-        REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default, available)
+        REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default, available,
+                                     reproducible=reproducible)
         return fn
 
     return wrap

@@ -26,6 +26,67 @@ from toolkit.model import INPUT_NAME, OUTPUT_NAME
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
+_COUNTER = re.compile(r"__\d+")  # tf2onnx's process-wide counter: Transpose__34, const_axes__25
+_SCOPE_SUFFIX = re.compile(r"_\d+(?=/|:|$)")  # Keras' per-process name scopes: seed_cnn_1/conv1_1/...
+
+
+def normalize_names(model, keep: set[str]) -> None:
+    """Rename every node and tensor (but the graph's inputs and outputs, ``keep``) to a name that
+    depends only on the graph: the converter's counters and Keras' scope suffixes are dropped and
+    clashes numbered in graph order. Without this, the same weights give different bytes
+    depending on what ran in the process before (tf2onnx: Transpose__34 in one export, Transpose__36 in another)."""
+    mapping: dict[str, str] = {}
+    used: set[str] = set(keep)
+
+    def canonical(name: str, stem: str | None = None) -> str:
+        if not name or name in keep:
+            return name
+        if name not in mapping:
+            stem = stem or _SCOPE_SUFFIX.sub("", _COUNTER.sub("", name)) or "t"
+            new, n = stem, 0
+            while new in used:
+                n += 1
+                new = f"{stem}__{n}"
+            used.add(new)
+            mapping[name] = new
+        return mapping[name]
+
+    def walk(graph) -> None:
+        graph.doc_string = ""  # "converted from b'__inference_<lambda>_147'": another counter
+        # Initializers in the order the graph first uses them. tf2onnx's own constants (no scope in
+        # their name) are named by that order alone: which of two equal constants survives its
+        # de-duplication (const_starts or const_axes) depends on its counters.
+        first_use: dict[str, int] = {}
+        for node in graph.node:
+            for name in node.input:
+                first_use.setdefault(name, len(first_use))
+        ordered = sorted(graph.initializer, key=lambda t: first_use.get(t.name, len(first_use)))
+        del graph.initializer[:]
+        graph.initializer.extend(ordered)
+        for tensor in graph.initializer:
+            tensor.name = canonical(tensor.name, None if "/" in tensor.name else "const")
+        for sparse in graph.sparse_initializer:
+            sparse.values.name = canonical(sparse.values.name)
+            sparse.indices.name = canonical(sparse.indices.name)
+        for node in graph.node:
+            node.input[:] = [canonical(i) for i in node.input]
+            node.output[:] = [canonical(o) for o in node.output]
+        for node in graph.node:  # node names after tensor names: a node is named like its output
+            node.name = canonical(node.name) if node.name else ""
+            for attr in node.attribute:
+                for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
+                    walk(sub)
+        for info in [*graph.value_info, *graph.input, *graph.output]:
+            info.name = canonical(info.name)
+            # symbolic dimensions too ("unk__44"): the leading one of a classifier's tensors is the batch
+            for i, dim in enumerate(info.type.tensor_type.shape.dim):
+                if dim.dim_param and _COUNTER.search(dim.dim_param):
+                    dim.dim_param = "batch" if i == 0 else dims.setdefault(dim.dim_param, f"dim{len(dims)}")
+
+    dims: dict[str, str] = {}
+    walk(model.graph)
+
+
 def _rename_output(model, old: str, new: str) -> None:
     for node in model.graph.node:
         node.output[:] = [new if o == old else o for o in node.output]
@@ -89,6 +150,8 @@ def float_onnx(ctx: ExportContext) -> Path:
             raise ctx.failures["onnx"]
         ctx.timings["onnx"] = time.perf_counter() - start
         _rename_output(proto, proto.graph.output[0].name, OUTPUT_NAME)
+        normalize_names(proto, keep={INPUT_NAME, OUTPUT_NAME})
+        proto.doc_string = ""
         proto.producer_name = "toolkit (tf2onnx)"
         path = ctx.workdir / "float.onnx"
         atomic_write_bytes(path, proto.SerializeToString())

@@ -7,6 +7,7 @@ verified like the artifact.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -14,6 +15,38 @@ from toolkit.errors import ConversionError
 from toolkit.exporters import ExportContext, op_check, register
 from toolkit.provenance import sha256_file
 from toolkit.runners.openvino import available
+
+_AUTO_NAME = re.compile(r"^([A-Za-z]+)_\d+$")  # OpenVINO's own names: a process-wide counter (Concat_719)
+_SCOPE_SUFFIX = re.compile(r"_\d+(?=/|:|$)")  # Keras' per-process name scopes: seed_cnn_1/conv1_1/...
+
+
+def normalize(model) -> None:
+    """Names and metadata that depend only on the graph: OpenVINO numbers the ops it creates from a
+    process-wide counter, and records the path it converted from (a temporary directory) in the
+    model's rt_info; both would make the same weights give different bytes."""
+    rt = model.get_rt_info()
+    if "conversion_parameters" in list(rt.keys()):
+        del rt["conversion_parameters"]
+    used: set[str] = set()
+    counts: dict[str, int] = {}
+    for op in model.get_ordered_ops():
+        name = op.get_friendly_name()
+        auto = _AUTO_NAME.match(name)
+        if auto and auto.group(1) == op.get_type_name():  # numbered by order in the graph instead
+            new = name
+            while new in used or new == name:
+                counts[op.get_type_name()] = counts.get(op.get_type_name(), -1) + 1
+                new = f"{op.get_type_name()}_{counts[op.get_type_name()]}"
+                if new not in used:
+                    break
+        else:
+            stem = _SCOPE_SUFFIX.sub("", name) or op.get_type_name()
+            new, n = stem, 0
+            while new in used:
+                n += 1
+                new = f"{stem}__{n}"
+        used.add(new)
+        op.set_friendly_name(new)
 
 
 def convert(ctx: ExportContext):
@@ -29,6 +62,7 @@ def convert(ctx: ExportContext):
         try:
             saved_model = ctx.saved_model()
             model = ov.convert_model(str(saved_model))
+            normalize(model)
         except Exception as exc:  # OpenVINO's frontends raise their own types
             if as_write_error(ctx.workdir, exc):
                 raise
