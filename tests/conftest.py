@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+pytest_plugins = ["pytester"]  # the pytest plugin is tested in a project of its own
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 QUICK_TRAIN_LIMIT = 12_000

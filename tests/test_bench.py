@@ -3,6 +3,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 
 from toolkit.bench import run_bench, write_outputs
@@ -104,3 +105,29 @@ def test_unknown_variant_and_bad_list(quick_export, capsys):
     assert main(["bench", "--exports", str(quick_export), "--variants", "coreml"]) == 2
     assert "not in the manifest" in capsys.readouterr().err
     assert main(["bench", "--batch-sizes", "1,x"]) == 2
+
+
+def test_quantile_intervals_and_ties():
+    from toolkit.report import _winner
+    from toolkit.timing import quantile_interval, tied
+
+    ms = np.arange(1, 101, dtype=np.float64)  # 1..100
+    lo, hi = quantile_interval(ms, 0.5)
+    assert lo < 50.5 < hi and 38 <= lo <= 42 and 59 <= hi <= 63  # binomial(100, 0.5) ranks 40 and 60
+    plo, phi = quantile_interval(ms, 0.9)
+    assert plo < 90.5 < phi
+    fast = {"variant": "a", "runtime": "r", "p50_ms": 1.0, "p50_ci95_ms": [0.9, 1.1]}
+    close = {"variant": "b", "runtime": "r", "p50_ms": 1.05, "p50_ci95_ms": [1.0, 1.2]}
+    slow = {"variant": "c", "runtime": "r", "p50_ms": 2.0, "p50_ci95_ms": [1.9, 2.1]}
+    assert tied(fast, close) and not tied(fast, slow)
+    text = _winner([fast, close, slow], lambda r: f"{r['p50_ms']} ms")
+    assert text.startswith("a tie between `a` on r (1.0 ms), `b` on r (1.05 ms)") and "`c`" not in text
+    assert "clear of the next" in _winner([fast, slow], lambda r: f"{r['p50_ms']} ms")
+
+
+def test_rows_carry_p50_and_p90_intervals(bench_doc):
+    for r in bench_doc["results"]:
+        lo, hi = r["p50_ci95_ms"]
+        assert lo <= r["p50_ms"] <= hi
+        lo, hi = r["p90_ci95_ms"]
+        assert lo <= r["p90_ms"] <= hi

@@ -46,7 +46,7 @@ def test_report_numbers_match_parity_and_bench(quick_run):
                   and r["threads"] in (threads, 1) and (r["threads"] == threads or r["runtime"] == "tflm"))
         assert f"{b1['p50_ms']:.3f}" in cells
     assert "## Which variant to ship" in report
-    assert re.search(r"\*\*Lowest latency \(batch 1\)\*\*: `[a-z0-9-]+`", report)
+    assert re.search(r"\*\*Lowest latency \(batch 1, \d thread\(s\)\)\*\*: (a tie between )?`[a-z0-9-]+`", report)
     assert "![Latency vs batch size](bench-latency.png)" in report
 
 

@@ -185,6 +185,6 @@ def test_footprint_and_diagnose_name_formats_they_do_not_know(export_copy, capsy
 def test_cli_is_a_package_with_one_module_per_command():
     cli = PACKAGE / "cli"
     assert {p.stem for p in cli.glob("*.py")} == {"__init__", "common", "train", "export", "parity", "bench",
-                                                   "footprint", "run"}
+                                                   "footprint", "gate", "run"}
     assert not list(PACKAGE.glob("cli_*.py"))
     assert 'toolkit = "toolkit.cli:main"' in (PACKAGE.parent / "pyproject.toml").read_text()

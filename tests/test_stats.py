@@ -18,12 +18,46 @@ def test_mcnemar_exact_known_values():
     assert stats.mcnemar_exact(10, 0) == pytest.approx(2 / 1024)
 
 
-def test_paired_difference_interval_contains_estimate():
-    lo, hi = stats.paired_difference_interval(b=12, c=4, n=10_000)
+def test_wilson_matches_scipy():
+    from scipy.stats import binomtest
+
+    for k, n in ((0, 10), (3, 10), (9_930, 10_000), (1_000, 1_000)):
+        ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert stats.wilson_interval(k, n) == pytest.approx((ci.low, ci.high), abs=1e-12)
+
+
+@pytest.mark.parametrize("table, expected", [
+    # Newcombe (1998), Statistics in Medicine 17:2635, Table II, method 10
+    ((36, 12, 2, 0), (0.0569, 0.3404)),
+    ((18, 12, 2, 18), (0.0562, 0.3290)),
+    ((53, 0, 0, 1), (-0.0729, 0.0729)),  # no discordant pair: still an honest width
+    ((0, 30, 0, 0), (0.8395, 1.0)),
+])
+def test_newcombe_paired_interval_published_values(table, expected):
+    lo, hi = stats.newcombe_paired_interval(*table)
+    assert lo == pytest.approx(expected[0], abs=1e-4) and hi == pytest.approx(expected[1], abs=1e-4)
+
+
+def test_newcombe_without_correlation_is_the_independent_square_and_add():
+    """With phi = 0 (here: eh - fg within n/2) the paired interval is Newcombe's square-and-add of the
+    two Wilson intervals, the independent-samples method 10."""
+    e, f, g, h = 4, 2, 2, 1  # eh - fg = 0
+    n = e + f + g + h
+    p1, p2 = (e + f) / n, (e + g) / n
+    l1, u1 = stats.wilson_interval(e + f, n)
+    l2, u2 = stats.wilson_interval(e + g, n)
+    lo = p1 - p2 - ((p1 - l1) ** 2 + (u2 - p2) ** 2) ** 0.5
+    hi = p1 - p2 + ((u1 - p1) ** 2 + (p2 - l2) ** 2) ** 0.5
+    assert stats.newcombe_paired_interval(e, f, g, h) == pytest.approx((lo, hi))
+
+
+def test_paired_difference_interval_contains_estimate_and_is_never_zero_width():
+    lo, hi = stats.paired_difference_interval(b=12, c=4, n=10_000, both_right=9_900)
     assert lo < (4 - 12) / 10_000 < hi
-    assert stats.paired_difference_interval(0, 0, 100) == (0.0, 0.0)
-    lo, hi = stats.paired_difference_interval(b=3, c=0, n=10_000)
-    assert lo == pytest.approx(-3 / 10_000) and hi > 0
+    lo, hi = stats.paired_difference_interval(0, 0, 1_000, both_right=990)  # a 1,000-image TFLM sample
+    assert lo < 0 < hi and hi - lo > 0.005  # not "+0.00 to +0.00"
+    lo, hi = stats.paired_difference_interval(b=3, c=0, n=10_000, both_right=9_900)
+    assert lo < -3 / 10_000 < hi and hi > 0
 
 
 def test_compare_counts_and_gates():

@@ -14,6 +14,13 @@ Files of a new export are built in ``.staging-<id>/``, validated, renamed to
 manifest and every file it names are untouched, so an export that fails, is killed or runs
 out of disk leaves the previous export byte-identical. Leftover staging and unreferenced
 generation directories are removed by the next export.
+
+Jobs side by side (CI runs them): readers (parity, bench, verify, footprint, diagnose, the report)
+hold a shared advisory lock (flock) on the generation directory they read for as long as they read
+it, and an export removes an old generation only if it can lock that directory exclusively, so
+readers finish on the generation they started with. Writers are serialised by an exclusive lock on
+the export directory itself: a second export waits for the first and then replaces it. The locks
+are on the directories, so no lock file is ever left behind.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from toolkit.errors import DataError, WriteError
@@ -33,6 +42,70 @@ MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
 STAGING_PREFIX = ".staging-"
 GENERATION_PREFIX = "artifacts-"
+TRASH_PREFIX = ".trash-"
+
+try:
+    import fcntl
+except ImportError:  # no advisory locks on this platform: jobs side by side are not guarded
+    fcntl = None
+
+
+def _flock(fd: int, exclusive: bool, wait: bool) -> bool:
+    if fcntl is None:
+        return True
+    flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+    try:
+        fcntl.flock(fd, flags)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def writing(exports: Path, verbose: bool = True):
+    """Serialise writers of an export directory: a second export waits for the first."""
+    exports = Path(exports)
+    try:
+        exports.mkdir(parents=True, exist_ok=True)
+        fd = os.open(exports, os.O_RDONLY)
+    except OSError as exc:
+        raise write_error(exports, exc) from None
+    try:
+        if not _flock(fd, exclusive=True, wait=False):
+            if verbose:
+                print(f"waiting for another export into {exports} to finish", file=sys.stderr, flush=True)
+            _flock(fd, exclusive=True, wait=True)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+@contextlib.contextmanager
+def reading(exports: Path):
+    """The manifest, with its generation directory held (shared lock) until the block ends, so that
+    an export replacing the directory meanwhile does not delete the files being read."""
+    exports = Path(exports)
+    for _ in range(20):
+        manifest = read_manifest(exports)
+        gen = manifest.get("generation")
+        directory = exports / f"{GENERATION_PREFIX}{gen}"
+        if gen is None or not directory.is_dir():
+            if gen is not None and read_manifest(exports).get("generation") != gen:
+                continue  # replaced between the two reads
+            yield manifest  # an export older than generations, or a broken one: verify says which
+            return
+        try:
+            fd = os.open(directory, os.O_RDONLY)
+        except FileNotFoundError:  # removed between reading the manifest and locking it
+            continue
+        try:
+            _flock(fd, exclusive=False, wait=True)
+            if directory.is_dir():  # not moved to the trash while we waited
+                yield manifest
+                return
+        finally:
+            os.close(fd)
+    raise DataError(f"{exports} kept changing while it was being read", hint="retry when the export has finished")
 
 
 _WRITE_ERRNOS = {
@@ -203,15 +276,37 @@ def commit_generation(exports: Path, staging: Path, gen_id: str, manifest: dict)
 
 
 def remove_stale(exports: Path, keep: set[str]) -> None:
-    """Remove staging dirs and generation dirs that the manifest no longer references."""
+    """Remove staging dirs and generation dirs that the manifest no longer references, except a
+    generation a reader still holds (it is removed by a later export). Called with the writer lock
+    held, so no other export's staging directory is in progress."""
     exports = Path(exports)
     if not exports.is_dir():
         return
     for child in exports.iterdir():
         if child.name in keep or not child.is_dir():
             continue
-        if child.name.startswith((STAGING_PREFIX, GENERATION_PREFIX)):
+        if child.name.startswith((STAGING_PREFIX, TRASH_PREFIX)):
             shutil.rmtree(child, ignore_errors=True)
+        elif child.name.startswith(GENERATION_PREFIX):
+            _remove_generation(child)
+
+
+def _remove_generation(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        if not _flock(fd, exclusive=True, wait=False):
+            return  # a reader holds it
+        trash = directory.with_name(f"{TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:6]}")
+        try:
+            os.rename(directory, trash)  # gone for readers at once; deleted at leisure
+        except OSError:
+            return
+    finally:
+        os.close(fd)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def reference_model_path(exports: Path, manifest: dict) -> Path:

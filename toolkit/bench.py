@@ -248,74 +248,74 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
 def run_bench(cfg: BenchConfig) -> dict:
     _check(cfg)
     exports = Path(cfg.exports)
-    manifest = artifacts.read_manifest(exports)
-    groups, skipped = plan(cfg, manifest)
-    gpus = gpu_info()
-    if cfg.device == "cuda":
-        on_gpu = [g for g in groups if g["device"] == "cuda"]
-        if not on_gpu and not cfg.allow_fallback:
-            by_runtime = {s["runtime"]: s["reason"] for s in skipped}
-            reasons = "; ".join(f"{r}: {why}" for r, why in by_runtime.items()) or "no runtime selected"
-            gpu_text = ", ".join(g["name"] for g in gpus) or "no NVIDIA GPU found (nvidia-smi)"
-            raise DeviceUnavailableError(f"--device cuda: no runtime can use a GPU here ({gpu_text}; {reasons})",
-                                         hint="run on a CUDA machine with `pip install -e '.[gpu]'`, "
-                                         "or pass --allow-fallback to measure on the CPU")
-    if not groups:
-        raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
-                                                              for s in skipped))
-    images = _inputs(cfg, manifest)
-    total = sum(len(g["batch_sizes"]) * len(g["threads"]) for g in groups)
-    done = []
+    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+        groups, skipped = plan(cfg, manifest)
+        gpus = gpu_info()
+        if cfg.device == "cuda":
+            on_gpu = [g for g in groups if g["device"] == "cuda"]
+            if not on_gpu and not cfg.allow_fallback:
+                by_runtime = {s["runtime"]: s["reason"] for s in skipped}
+                reasons = "; ".join(f"{r}: {why}" for r, why in by_runtime.items()) or "no runtime selected"
+                gpu_text = ", ".join(g["name"] for g in gpus) or "no NVIDIA GPU found (nvidia-smi)"
+                raise DeviceUnavailableError(f"--device cuda: no runtime can use a GPU here ({gpu_text}; {reasons})",
+                                             hint="run on a CUDA machine with `pip install -e '.[gpu]'`, "
+                                             "or pass --allow-fallback to measure on the CPU")
+        if not groups:
+            raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
+                                                                  for s in skipped))
+        images = _inputs(cfg, manifest)
+        total = sum(len(g["batch_sizes"]) * len(g["threads"]) for g in groups)
+        done = []
 
-    def progress(row: dict) -> None:
-        done.append(row)
+        def progress(row: dict) -> None:
+            done.append(row)
+            if cfg.verbose:
+                print(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
+                      f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
+                      f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
+                      file=sys.stderr, flush=True)
+
         if cfg.verbose:
-            print(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
-                  f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
-                  f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
+            print(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
+                  f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process",
                   file=sys.stderr, flush=True)
+        results = []
+        for group in groups:
+            target = group["target"]
+            if target["variant"] == REFERENCE:
+                from toolkit.inputs import reference_model
 
-    if cfg.verbose:
-        print(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
-              f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process",
-              file=sys.stderr, flush=True)
-    results = []
-    for group in groups:
-        target = group["target"]
-        if target["variant"] == REFERENCE:
-            from toolkit.inputs import reference_model
-
-            path = reference_model(cfg, manifest)
-        else:
-            path = artifacts.verify_entry(exports, target)
-        results += _run_group(group, path, images, cfg, progress)
-    prov = provenance()
-    prov["machine"]["cpu_flags"] = cpu_flags()
-    prov["machine"]["gpus"] = gpus
-    return {
-        "results": results,
-        "skipped": skipped,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
-                   if k not in ("verbose", "plots")},
-        "method": {
-            "timer": "time.perf_counter_ns around the inference call only",
-            "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
-                      "manifest says and prepared in the model's input dtype before timing",
-            "call": "each runtime's raw call on an input prepared beforehand (per runtime in 'calls')",
-            "calls": {g["runtime"]: runners.get(g["runtime"]).timed_call for g in groups},
-            "process": "each variant x runtime x thread count in a fresh worker process (spawn)",
-            "memory": "peak_rss_mb: the worker's peak resident set (VmHWM) after the row, so it includes "
-                      "Python and the runtime's libraries (rss_before_load_mb) and grows with batch size",
-            "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",
-            "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s (at most {cfg.max_runs:,} runs)",
-            "first_inference": "the first call at each batch size; at the first batch size of a process, the "
-                               "first inference after load",
-            "throughput": "batch_size / mean latency",
-        },
-        "runtimes": {g["runtime"]: runners.get(g["runtime"]).summary for g in groups},
-        "export_generation": manifest.get("generation"),
-        "provenance": prov,
-    }
+                path = reference_model(cfg, manifest)
+            else:
+                path = artifacts.verify_entry(exports, target)
+            results += _run_group(group, path, images, cfg, progress)
+        prov = provenance()
+        prov["machine"]["cpu_flags"] = cpu_flags()
+        prov["machine"]["gpus"] = gpus
+        return {
+            "results": results,
+            "skipped": skipped,
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
+                       if k not in ("verbose", "plots")},
+            "method": {
+                "timer": "time.perf_counter_ns around the inference call only",
+                "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
+                          "manifest says and prepared in the model's input dtype before timing",
+                "call": "each runtime's raw call on an input prepared beforehand (per runtime in 'calls')",
+                "calls": {g["runtime"]: runners.get(g["runtime"]).timed_call for g in groups},
+                "process": "each variant x runtime x thread count in a fresh worker process (spawn)",
+                "memory": "peak_rss_mb: the worker's peak resident set (VmHWM) after the row, so it includes "
+                          "Python and the runtime's libraries (rss_before_load_mb) and grows with batch size",
+                "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",
+                "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s (at most {cfg.max_runs:,} runs)",
+                "first_inference": "the first call at each batch size; at the first batch size of a process, the "
+                                   "first inference after load",
+                "throughput": "batch_size / mean latency",
+            },
+            "runtimes": {g["runtime"]: runners.get(g["runtime"]).summary for g in groups},
+            "export_generation": manifest.get("generation"),
+            "provenance": prov,
+        }
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -30,6 +30,8 @@ class TrainConfig:
     epochs: int = 5
     batch_size: int = 100
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # "constant" or "cosine" (decays to 0 over all steps)
+    jit_compile: bool = False  # XLA-compile the training step
     seed: int = 0
     train_limit: int | None = None
     dropout: float | None = 0.5  # None: the architecture has no dropout layer
@@ -48,7 +50,8 @@ class TrainConfig:
             raise UsageError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
         a = ARCHITECTURES[arch]
         settings = {"arch": arch, "epochs": a.epochs, "batch_size": a.batch_size,
-                    "learning_rate": a.learning_rate, "dropout": a.dropout}
+                    "learning_rate": a.learning_rate, "lr_schedule": a.lr_schedule,
+                    "jit_compile": a.jit_compile, "dropout": a.dropout}
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
 

@@ -37,51 +37,51 @@ def _entries(manifest: dict) -> dict[str, dict]:
 
 def diagnose(cfg: ParityConfig) -> dict:
     exports = Path(cfg.exports)
-    manifest = artifacts.read_manifest(exports)
-    entries = _entries(manifest)
-    variant = cfg.diagnose
-    if variant not in entries:
-        raise UsageError(f"--diagnose {variant}: not in the manifest (exported: {', '.join(entries)})")
-    entry = entries[variant]
-    if entry.get("quantization") != "int8":
-        raise UsageError(f"--diagnose works on int8 variants; {variant} is {entry.get('quantization')}")
-    if entry["format"] not in ("tflite", "onnx"):
-        raise UsageError(f"--diagnose works on tflite-int8 and onnx-int8; {variant} is format {entry['format']}"
-                         + (" (diagnose tflite-int8: the same model bytes)" if entry["format"] == "tflite-micro" else ""))
-    path = artifacts.verify_entry(exports, entry)
-    from toolkit.inputs import data_for, reference_model
-    from toolkit.modelinfo import inspect_model
-    from toolkit.runners.keras import load_keras_model
+    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+        entries = _entries(manifest)
+        variant = cfg.diagnose
+        if variant not in entries:
+            raise UsageError(f"--diagnose {variant}: not in the manifest (exported: {', '.join(entries)})")
+        entry = entries[variant]
+        if entry.get("quantization") != "int8":
+            raise UsageError(f"--diagnose works on int8 variants; {variant} is {entry.get('quantization')}")
+        if entry["format"] not in ("tflite", "onnx"):
+            raise UsageError(f"--diagnose works on tflite-int8 and onnx-int8; {variant} is format {entry['format']}"
+                             + (" (diagnose tflite-int8: the same model bytes)" if entry["format"] == "tflite-micro" else ""))
+        path = artifacts.verify_entry(exports, entry)
+        from toolkit.inputs import data_for, reference_model
+        from toolkit.modelinfo import inspect_model
+        from toolkit.runners.keras import load_keras_model
 
-    model_path = reference_model(cfg, manifest)
-    dataset, prep, _ = data_for(cfg, manifest, inspect_model(load_keras_model(model_path), model_path))
-    images = prep.load(dataset.test, np.arange(min(DEBUG_IMAGES, len(dataset.test))))
-    if entry["format"] == "tflite":
-        cal = entry["calibration"]
-        idx = sample_indices(cal["count"], len(dataset.train), seed=cal["seed"])
-        result = _tflite(model_path, path, prep.load(dataset.train, idx), images)
-    else:
-        if "onnx" not in entries:
-            raise UsageError("--diagnose onnx-int8 compares with the float ONNX model: export it too "
-                             "(`toolkit export --format onnx --force`)")
-        float_path = artifacts.verify_entry(exports, entries["onnx"])
-        result = _onnx(float_path, path, images)
-    layers = result["layers"]
-    worst = max(layers, key=lambda row: row["local_error"]) if layers else None
-    doc = {
-        "variant": variant,
-        "method": result["method"],
-        "metric": result["metric"],
-        "debug_images": len(images),
-        "worst_layer": worst["layer"] if worst else None,
-        "layers": layers,
-        **{k: v for k, v in result.items() if k not in ("layers", "method", "metric")},
-        "provenance": provenance(),
-    }
-    json_path = exports / f"diagnose-{variant}.json"
-    artifacts.atomic_write_json(json_path, doc)
-    doc["json_path"] = json_path
-    return doc
+        model_path = reference_model(cfg, manifest)
+        dataset, prep, _ = data_for(cfg, manifest, inspect_model(load_keras_model(model_path), model_path))
+        images = prep.load(dataset.test, np.arange(min(DEBUG_IMAGES, len(dataset.test))))
+        if entry["format"] == "tflite":
+            cal = entry["calibration"]
+            idx = sample_indices(cal["count"], len(dataset.train), seed=cal["seed"])
+            result = _tflite(model_path, path, prep.load(dataset.train, idx), images)
+        else:
+            if "onnx" not in entries:
+                raise UsageError("--diagnose onnx-int8 compares with the float ONNX model: export it too "
+                                 "(`toolkit export --format onnx --force`)")
+            float_path = artifacts.verify_entry(exports, entries["onnx"])
+            result = _onnx(float_path, path, images)
+        layers = result["layers"]
+        worst = max(layers, key=lambda row: row["local_error"]) if layers else None
+        doc = {
+            "variant": variant,
+            "method": result["method"],
+            "metric": result["metric"],
+            "debug_images": len(images),
+            "worst_layer": worst["layer"] if worst else None,
+            "layers": layers,
+            **{k: v for k, v in result.items() if k not in ("layers", "method", "metric")},
+            "provenance": provenance(),
+        }
+        json_path = exports / f"diagnose-{variant}.json"
+        artifacts.atomic_write_json(json_path, doc)
+        doc["json_path"] = json_path
+        return doc
 
 
 def _tflite(model_path: Path, artifact: Path, calibration: np.ndarray, images: np.ndarray) -> dict:

@@ -6,7 +6,7 @@ Exit codes (documented in README):
     1  internal error (a bug: a traceback is printed)
     2  usage error (bad flag or value, refusing to overwrite without --force)
     3  invalid or corrupt artifact or data (missing/truncated/edited file, wrong format)
-    4  a parity gate failed
+    4  a gate failed (parity, or `toolkit gate` against a baseline)
     5  I/O error (cannot write, disk full, permission denied)
     6  device or runtime unavailable (e.g. --device cuda without a usable GPU)
 """
@@ -70,7 +70,7 @@ EXIT_CODES = {
     1: "internal error (a bug; please report it with the traceback)",
     2: "usage error: bad flag or value, or refusing to overwrite without --force",
     3: "invalid or corrupt artifact or data",
-    4: "a parity gate failed",
+    4: "a gate failed (a parity gate, or a `toolkit gate` check against a baseline)",
     5: "I/O error: cannot write the output",
     6: "device or runtime unavailable",
 }

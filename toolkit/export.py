@@ -134,159 +134,160 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
     """Build, validate and commit the artifacts; return the manifest (``failed`` lists the
     variants that could not be made; the caller decides the exit code)."""
     exports = Path(cfg.exports)
-    manifest_path = exports / artifacts.MANIFEST
-    if manifest_path.exists() and not cfg.force:
-        raise UsageError(
-            f"{manifest_path} already exists; refusing to overwrite it",
-            hint="pass --force to replace the export, or --exports DIR for a new one",
-        )
-    if cfg.calibration_samples < 1:
-        raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
-    if cfg.opset < 17:
-        raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
-    model_path = Path(cfg.model) if cfg.model else exports / MODEL_FILE
-    model = load_keras_model(model_path)
-    data, prep, info = _dataset_and_preprocessing(cfg, model, model_path)
-    population = len(data.train)
-    count = min(cfg.calibration_samples, population)
-    idx = sample_indices(count, population, seed=cfg.calibration_seed)
-    calibration = prep.load(data.train, idx)
-    if not np.isfinite(calibration).all():
-        raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
-    check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
-    reference = KerasRunner(model).infer(check_images)
-    info = confirm_output(info, reference)
+    with artifacts.writing(exports, cfg.verbose):  # a second export waits for this one
+        manifest_path = exports / artifacts.MANIFEST
+        if manifest_path.exists() and not cfg.force:
+            raise UsageError(
+                f"{manifest_path} already exists; refusing to overwrite it",
+                hint="pass --force to replace the export, or --exports DIR for a new one",
+            )
+        if cfg.calibration_samples < 1:
+            raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
+        if cfg.opset < 17:
+            raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
+        model_path = Path(cfg.model) if cfg.model else exports / MODEL_FILE
+        model = load_keras_model(model_path)
+        data, prep, info = _dataset_and_preprocessing(cfg, model, model_path)
+        population = len(data.train)
+        count = min(cfg.calibration_samples, population)
+        idx = sample_indices(count, population, seed=cfg.calibration_seed)
+        calibration = prep.load(data.train, idx)
+        if not np.isfinite(calibration).all():
+            raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
+        check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
+        reference = KerasRunner(model).infer(check_images)
+        info = confirm_output(info, reference)
 
-    gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
-    staging = artifacts.new_staging_dir(exports, gen_id)
-    workdir = staging / ".work"
-    workdir.mkdir()
-    ctx = ExportContext(
-        model=model, model_path=model_path, workdir=workdir, calibration_images=calibration,
-        calibration_method=cfg.calibration_method, opset=cfg.opset,
-    )
-    entries, failed = [], []
-    committed = False
-    try:
-        _log(cfg, f"exporting {len(exporters)} variant(s) of {model_path} ({info.layout} {info.input_shape}, "
-                  f"{info.classes} classes, {info.output}) into {exports}/")
-        _log(cfg, f"  data {data.kind} {data.source}; preprocessing: {prep.describe()}")
+        gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        staging = artifacts.new_staging_dir(exports, gen_id)
+        workdir = staging / ".work"
+        workdir.mkdir()
+        ctx = ExportContext(
+            model=model, model_path=model_path, workdir=workdir, calibration_images=calibration,
+            calibration_method=cfg.calibration_method, opset=cfg.opset,
+        )
+        entries, failed = [], []
+        committed = False
         try:
-            op_support = _op_support(ctx, exporters, cfg)
-        except Exception as exc:
-            failed_write = artifacts.as_write_error(workdir, exc)
-            if failed_write:
-                raise failed_write from None
-            raise
-        for exporter in exporters:
-            support = op_support[exporter.format]
-            if not support["supported"]:
-                failed.append(_failure(exporter, "op-check", support["error"]))
-                continue
-            filename = f"{exporter.variant}{exporter.suffix}"
-            path = staging / filename
-            start = time.perf_counter()
+            _log(cfg, f"exporting {len(exporters)} variant(s) of {model_path} ({info.layout} {info.input_shape}, "
+                      f"{info.classes} classes, {info.output}) into {exports}/")
+            _log(cfg, f"  data {data.kind} {data.source}; preprocessing: {prep.describe()}")
             try:
-                extra = exporter.build(ctx, path)
+                op_support = _op_support(ctx, exporters, cfg)
             except Exception as exc:
-                failed_write = artifacts.as_write_error(path, exc)
+                failed_write = artifacts.as_write_error(workdir, exc)
                 if failed_write:
                     raise failed_write from None
-                if isinstance(exc, WriteError):
-                    raise
-                failed.append(_failure(exporter, "convert", exc))
-                _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {_one_line(exc)}")
-                continue
-            # the conversions the op checks already ran count for the first variant that uses them
-            seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
-            try:
-                runner, check = _check_against_reference(exporter, path, check_images, reference)
-            except DataError as exc:
-                failed.append(_failure(exporter, "check", exc))
-                _log(cfg, f"  {exporter.variant:<15} FAILED its check: {_one_line(exc)}")
-                path.unlink(missing_ok=True)
-                continue
-            entry = {
-                "variant": exporter.variant,
-                "format": exporter.format,
-                "quantization": exporter.quantization,
-                "path": f"{artifacts.GENERATION_PREFIX}{gen_id}/{filename}",
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-                "inputs": [runner.input_spec.to_json()],
-                "outputs": [runner.output_spec.to_json()],
-                "conversion_seconds": round(seconds, 3),
-                "reproducible": exporter.reproducible,
-                "check": check,
-                **{k: v for k, v in extra.items() if k != "calibration"},
-            }
-            if exporter.calibrated:
-                entry["calibration"] = {
-                    "count": len(idx),
-                    "requested": cfg.calibration_samples,
-                    "source": f"{data.kind} training split ({population:,} images), fixed-seed sample",
-                    "seed": cfg.calibration_seed,
-                    "indices_sha256": sha256_bytes(idx.astype(np.int64).tobytes()),
-                    **extra.get("calibration", {}),
+                raise
+            for exporter in exporters:
+                support = op_support[exporter.format]
+                if not support["supported"]:
+                    failed.append(_failure(exporter, "op-check", support["error"]))
+                    continue
+                filename = f"{exporter.variant}{exporter.suffix}"
+                path = staging / filename
+                start = time.perf_counter()
+                try:
+                    extra = exporter.build(ctx, path)
+                except Exception as exc:
+                    failed_write = artifacts.as_write_error(path, exc)
+                    if failed_write:
+                        raise failed_write from None
+                    if isinstance(exc, WriteError):
+                        raise
+                    failed.append(_failure(exporter, "convert", exc))
+                    _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {_one_line(exc)}")
+                    continue
+                # the conversions the op checks already ran count for the first variant that uses them
+                seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
+                try:
+                    runner, check = _check_against_reference(exporter, path, check_images, reference)
+                except DataError as exc:
+                    failed.append(_failure(exporter, "check", exc))
+                    _log(cfg, f"  {exporter.variant:<15} FAILED its check: {_one_line(exc)}")
+                    path.unlink(missing_ok=True)
+                    continue
+                entry = {
+                    "variant": exporter.variant,
+                    "format": exporter.format,
+                    "quantization": exporter.quantization,
+                    "path": f"{artifacts.GENERATION_PREFIX}{gen_id}/{filename}",
+                    "bytes": path.stat().st_size,
+                    "sha256": sha256_file(path),
+                    "inputs": [runner.input_spec.to_json()],
+                    "outputs": [runner.output_spec.to_json()],
+                    "conversion_seconds": round(seconds, 3),
+                    "reproducible": exporter.reproducible,
+                    "check": check,
+                    **{k: v for k, v in extra.items() if k != "calibration"},
                 }
-            if exporter.format in ("tflite", "tflite-micro"):
-                entry["ops"] = sorted(set(runner.op_names()))
-            for companion in entry.get("companions", []):  # files that belong to the artifact
-                companion["path"] = f"{artifacts.GENERATION_PREFIX}{gen_id}/{companion['path']}"
-            entries.append(entry)
-            _log(
-                cfg,
-                f"  {exporter.variant:<15} {entry.get('model_bytes', entry['bytes']) / 1e6:7.2f} MB  {seconds:6.1f} s  "
-                f"check: {check['agreement']:.1%} agreement on {check['images']} test images",
-            )
-        if not entries:
-            raise ConversionError(
-                "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
-                hint="the previous export, if any, is unchanged")
-        shutil.rmtree(workdir)
-        train_record = model_path.parent / RECORD_FILE
-        manifest = {
-            "schema_version": artifacts.SCHEMA_VERSION,
-            "generation": gen_id,
-            "source_model": {
-                # relative to the export directory when inside it, so the directory can move
-                "path": _relative_or_absolute(model_path, exports),
-                "sha256": sha256_file(model_path),
-                "parameters": int(model.count_params()),
-                "train_record_sha256": sha256_file(train_record) if train_record.is_file() else None,
-            },
-            "model": info.to_json(),
-            "data": {"source": data.source},
-            "dataset": data.describe(),
-            "preprocessing": prep.to_json(),
-            "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
-            # what `toolkit verify --rebuild` needs to make the same export again
-            "export_config": {
-                "variants": [e.variant for e in exporters],
-                "calibration_samples": cfg.calibration_samples,
-                "calibration_seed": cfg.calibration_seed,
-                "calibration_method": cfg.calibration_method,
-                "opset": cfg.opset,
-                "check_samples": cfg.check_samples,
-                "dataset": data.spec,
-                "test_fraction": data.options.get("test_fraction"),
-                "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
-                               "mean": list(prep.mean) if prep.mean else None,
-                               "std": list(prep.std) if prep.std else None},
-            },
-            "artifacts": entries,
-            "failed": failed,
-            "provenance": provenance(),
-        }
-        artifacts.commit_generation(exports, staging, gen_id, manifest)
-        committed = True
-    except OSError as exc:
-        raise WriteError(f"export into {exports} failed: {exc}") from None
-    finally:
-        if not committed:
-            shutil.rmtree(staging, ignore_errors=True)
-    artifacts.remove_stale(exports, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
-    return manifest
+                if exporter.calibrated:
+                    entry["calibration"] = {
+                        "count": len(idx),
+                        "requested": cfg.calibration_samples,
+                        "source": f"{data.kind} training split ({population:,} images), fixed-seed sample",
+                        "seed": cfg.calibration_seed,
+                        "indices_sha256": sha256_bytes(idx.astype(np.int64).tobytes()),
+                        **extra.get("calibration", {}),
+                    }
+                if exporter.format in ("tflite", "tflite-micro"):
+                    entry["ops"] = sorted(set(runner.op_names()))
+                for companion in entry.get("companions", []):  # files that belong to the artifact
+                    companion["path"] = f"{artifacts.GENERATION_PREFIX}{gen_id}/{companion['path']}"
+                entries.append(entry)
+                _log(
+                    cfg,
+                    f"  {exporter.variant:<15} {entry.get('model_bytes', entry['bytes']) / 1e6:7.2f} MB  {seconds:6.1f} s  "
+                    f"check: {check['agreement']:.1%} agreement on {check['images']} test images",
+                )
+            if not entries:
+                raise ConversionError(
+                    "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
+                    hint="the previous export, if any, is unchanged")
+            shutil.rmtree(workdir)
+            train_record = model_path.parent / RECORD_FILE
+            manifest = {
+                "schema_version": artifacts.SCHEMA_VERSION,
+                "generation": gen_id,
+                "source_model": {
+                    # relative to the export directory when inside it, so the directory can move
+                    "path": _relative_or_absolute(model_path, exports),
+                    "sha256": sha256_file(model_path),
+                    "parameters": int(model.count_params()),
+                    "train_record_sha256": sha256_file(train_record) if train_record.is_file() else None,
+                },
+                "model": info.to_json(),
+                "data": {"source": data.source},
+                "dataset": data.describe(),
+                "preprocessing": prep.to_json(),
+                "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
+                # what `toolkit verify --rebuild` needs to make the same export again
+                "export_config": {
+                    "variants": [e.variant for e in exporters],
+                    "calibration_samples": cfg.calibration_samples,
+                    "calibration_seed": cfg.calibration_seed,
+                    "calibration_method": cfg.calibration_method,
+                    "opset": cfg.opset,
+                    "check_samples": cfg.check_samples,
+                    "dataset": data.spec,
+                    "test_fraction": data.options.get("test_fraction"),
+                    "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
+                                   "mean": list(prep.mean) if prep.mean else None,
+                                   "std": list(prep.std) if prep.std else None},
+                },
+                "artifacts": entries,
+                "failed": failed,
+                "provenance": provenance(),
+            }
+            artifacts.commit_generation(exports, staging, gen_id, manifest)
+            committed = True
+        except OSError as exc:
+            raise WriteError(f"export into {exports} failed: {exc}") from None
+        finally:
+            if not committed:
+                shutil.rmtree(staging, ignore_errors=True)
+        artifacts.remove_stale(exports, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
+        return manifest
 
 
 def failure_lines(manifest: dict) -> list[str]:

@@ -151,7 +151,9 @@ def compare_predictions(ref_pred: np.ndarray, scores: Scores, labels: np.ndarray
     c = int((~ref_ok & ok).sum())  # variant right, reference wrong
     n = len(labels)
     acc = accuracy_block(pred, labels)
-    lo, hi = paired_difference_interval(b, c, n)
+    lo, hi = paired_difference_interval(b, c, n, both_right=int((ref_ok & ok).sum()))
+    agree = int((pred == ref_pred).sum())
+    alo, ahi = wilson_interval(agree, n)
     confusion = np.zeros((classes, classes), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
     ref_class = per_class_accuracy(ref_pred, labels, classes)
@@ -161,6 +163,7 @@ def compare_predictions(ref_pred: np.ndarray, scores: Scores, labels: np.ndarray
         "accuracy_diff_points": (acc["accuracy"] - float(ref_ok.mean())) * 100,
         "accuracy_diff_ci95_points": [lo * 100, hi * 100],
         "agreement": float((pred == ref_pred).mean()),
+        "agreement_ci95": [alo, ahi],
         "disagreements": int((pred != ref_pred).sum()),
         "discordant_ref_right_variant_wrong": b,
         "discordant_ref_wrong_variant_right": c,
@@ -263,114 +266,114 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
     """Every variant and the reference on the whole test split, streamed batch by batch: memory
     holds one batch of images and the scores (N x K), whatever the size of the dataset."""
     exports = Path(cfg.exports)
-    manifest = artifacts.read_manifest(exports)
-    entries = select_entries(manifest, cfg.variants)
-    paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
-    model_path = reference_model(cfg, manifest)
-    reference_runner = KerasRunner.load(model_path)
-    info = inspect_model(reference_runner.model, model_path)
-    dataset, prep, matches = data_for(cfg, manifest, info)
-    if manifest.get("dataset") and not matches:
-        _log(cfg, f"note: dataset {dataset.source} is not the one the export was calibrated and checked on "
-                  f"({manifest['dataset'].get('source')})")
-    test = dataset.test
-    labels = test.labels
-    n = len(labels)
+    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+        entries = select_entries(manifest, cfg.variants)
+        paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
+        model_path = reference_model(cfg, manifest)
+        reference_runner = KerasRunner.load(model_path)
+        info = inspect_model(reference_runner.model, model_path)
+        dataset, prep, matches = data_for(cfg, manifest, info)
+        if manifest.get("dataset") and not matches:
+            _log(cfg, f"note: dataset {dataset.source} is not the one the export was calibrated and checked on "
+                      f"({manifest['dataset'].get('source')})")
+        test = dataset.test
+        labels = test.labels
+        n = len(labels)
 
-    checks, skipped = plan_checks(entries, cfg.runtimes)
-    opened, samples, twins = {}, {}, {}
-    for variant, (entry, runtime) in checks.items():
-        opened[variant] = runtime.open(paths[entry["variant"]])
-        if entry["format"] == "tflite-micro":
-            samples[variant] = micro_subset(cfg, n)
-            # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
-            from toolkit.runners.litert import LiteRTRunner
+        checks, skipped = plan_checks(entries, cfg.runtimes)
+        opened, samples, twins = {}, {}, {}
+        for variant, (entry, runtime) in checks.items():
+            opened[variant] = runtime.open(paths[entry["variant"]])
+            if entry["format"] == "tflite-micro":
+                samples[variant] = micro_subset(cfg, n)
+                # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
+                from toolkit.runners.litert import LiteRTRunner
 
-            twins[variant] = LiteRTRunner(opened[variant].content)
-    _log(cfg, f"parity of {len(entries)} variant(s) on {n:,} {dataset.kind} test images ({prep.describe()})")
-    ref_preds: list[np.ndarray] = []
-    scores = {v: Scores() for v in opened}
-    twin_scores = {v: Scores() for v in twins}  # LiteRT's scores on TFLM's bytes, against TFLM's
-    seconds: dict[str, float] = {}
-    first = None
-    for idx, x in prep.batches(test, cfg.batch_size):
-        ref = _timed(reference_runner, x, seconds, "keras")
-        first = ref if first is None else first
-        ref_preds.append(ref.argmax(1))
-        for variant, runner in opened.items():
-            sample = samples.get(variant)
-            mask = slice(None) if sample is None else np.isin(idx, sample)
-            xs = x[mask]
-            if not len(xs):
-                continue
-            out = _timed(runner, xs, seconds, variant)
-            scores[variant].add(out, ref[mask])
+                twins[variant] = LiteRTRunner(opened[variant].content)
+        _log(cfg, f"parity of {len(entries)} variant(s) on {n:,} {dataset.kind} test images ({prep.describe()})")
+        ref_preds: list[np.ndarray] = []
+        scores = {v: Scores() for v in opened}
+        twin_scores = {v: Scores() for v in twins}  # LiteRT's scores on TFLM's bytes, against TFLM's
+        seconds: dict[str, float] = {}
+        first = None
+        for idx, x in prep.batches(test, cfg.batch_size):
+            ref = _timed(reference_runner, x, seconds, "keras")
+            first = ref if first is None else first
+            ref_preds.append(ref.argmax(1))
+            for variant, runner in opened.items():
+                sample = samples.get(variant)
+                mask = slice(None) if sample is None else np.isin(idx, sample)
+                xs = x[mask]
+                if not len(xs):
+                    continue
+                out = _timed(runner, xs, seconds, variant)
+                scores[variant].add(out, ref[mask])
+                if variant in twins:
+                    twin_scores[variant].add(twins[variant].infer(xs), out)
+        if first is None:
+            raise UsageError(f"the test split of {dataset.source} holds no images")
+        info = confirm_output(info, first)
+        ref_pred = np.concatenate(ref_preds)
+        class_names = list(dataset.class_names) + [str(k) for k in range(dataset.num_classes, info.classes)]
+        reference = {
+            "variant": "keras",
+            "path": str(model_path),
+            "sha256": manifest.get("source_model", {}).get("sha256"),
+            "output": info.output,
+            "output_evidence": info.output_evidence,
+            "classes": info.classes,
+            **accuracy_block(ref_pred, labels),
+            "per_class_accuracy": per_class_accuracy(ref_pred, labels, info.classes),
+            "seconds": round(seconds.get("keras", 0.0), 3),
+        }
+        _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {n:,} test images")
+
+        variants: dict[str, VariantParity] = {}
+        for variant, (entry, runtime) in checks.items():
+            idx = samples.get(variant)
+            sel = slice(None) if idx is None else idx
+            metrics = compare_predictions(ref_pred[sel], scores[variant], labels[sel], info.classes)
+            gates = gates_for(entry["quantization"], metrics, cfg.gates, runtime.reduced_precision)
+            if entry["format"] == "tflite-micro" and idx is not None:
+                # On a sample, accuracy-loss and agreement bounds meant for the full test set are noise
+                # (one image in 300 is 0.33 points). The sound check is that TFLM computes what the
+                # LiteRT interpreter computes on the same bytes; tflite-int8 carries the full-set gates.
+                gates = []
             if variant in twins:
-                twin_scores[variant].add(twins[variant].infer(xs), out)
-    if first is None:
-        raise UsageError(f"the test split of {dataset.source} holds no images")
-    info = confirm_output(info, first)
-    ref_pred = np.concatenate(ref_preds)
-    class_names = list(dataset.class_names) + [str(k) for k in range(dataset.num_classes, info.classes)]
-    reference = {
-        "variant": "keras",
-        "path": str(model_path),
-        "sha256": manifest.get("source_model", {}).get("sha256"),
-        "output": info.output,
-        "output_evidence": info.output_evidence,
-        "classes": info.classes,
-        **accuracy_block(ref_pred, labels),
-        "per_class_accuracy": per_class_accuracy(ref_pred, labels, info.classes),
-        "seconds": round(seconds.get("keras", 0.0), 3),
-    }
-    _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {n:,} test images")
-
-    variants: dict[str, VariantParity] = {}
-    for variant, (entry, runtime) in checks.items():
-        idx = samples.get(variant)
-        sel = slice(None) if idx is None else idx
-        metrics = compare_predictions(ref_pred[sel], scores[variant], labels[sel], info.classes)
-        gates = gates_for(entry["quantization"], metrics, cfg.gates, runtime.reduced_precision)
-        if entry["format"] == "tflite-micro" and idx is not None:
-            # On a sample, accuracy-loss and agreement bounds meant for the full test set are noise
-            # (one image in 300 is 0.33 points). The sound check is that TFLM computes what the
-            # LiteRT interpreter computes on the same bytes; tflite-int8 carries the full-set gates.
-            gates = []
-        if variant in twins:
-            twin = twin_scores[variant]
-            same = twin.predictions == scores[variant].predictions
+                twin = twin_scores[variant]
+                same = twin.predictions == scores[variant].predictions
+                metrics.update({
+                    "images_used": "all" if idx is None else f"fixed-seed sample of {len(idx)} of {n} (seed {cfg.seed})",
+                    "agreement_with_litert": float(same.mean()),
+                    "disagreements_with_litert": int((~same).sum()),
+                    "max_abs_logit_diff_vs_litert": twin.max_abs_diff,
+                })
+                gates.append(GateResult("agreement_with_litert_percent", metrics["agreement_with_litert"] * 100,
+                                        ">=", cfg.gates.micro_min_agreement_with_litert))
             metrics.update({
-                "images_used": "all" if idx is None else f"fixed-seed sample of {len(idx)} of {n} (seed {cfg.seed})",
-                "agreement_with_litert": float(same.mean()),
-                "disagreements_with_litert": int((~same).sum()),
-                "max_abs_logit_diff_vs_litert": twin.max_abs_diff,
+                "variant": entry["variant"],
+                "format": entry["format"],
+                "runtime": opened[variant].name,
+                "providers": opened[variant].providers,
+                **({"runtime_settings": opened[variant].bench_fields()} if opened[variant].bench_fields() else {}),
+                "bytes": entry["bytes"],
+                **({"model_bytes": entry["model_bytes"]} if "model_bytes" in entry else {}),
+                "sha256": entry["sha256"],
+                "seconds": round(seconds.get(variant, 0.0), 3),
             })
-            gates.append(GateResult("agreement_with_litert_percent", metrics["agreement_with_litert"] * 100,
-                                    ">=", cfg.gates.micro_min_agreement_with_litert))
-        metrics.update({
-            "variant": entry["variant"],
-            "format": entry["format"],
-            "runtime": opened[variant].name,
-            "providers": opened[variant].providers,
-            **({"runtime_settings": opened[variant].bench_fields()} if opened[variant].bench_fields() else {}),
-            "bytes": entry["bytes"],
-            **({"model_bytes": entry["model_bytes"]} if "model_bytes" in entry else {}),
-            "sha256": entry["sha256"],
-            "seconds": round(seconds.get(variant, 0.0), 3),
-        })
-        result = VariantParity(variant, entry["quantization"], metrics, gates, scores[variant].predictions, idx)
-        variants[variant] = result
-        _log(
-            cfg,
-            f"  {variant:<15} accuracy {metrics['accuracy']:.2%}  "
-            f"diff {metrics['accuracy_diff_points']:+.2f} pts  agreement {metrics['agreement']:.2%}  "
-            f"{'PASS' if result else 'FAIL'}",
-        )
-    for s in skipped:
-        _log(cfg, f"  skipped {s['variant']} on {s['runtime']}: {s['reason']}")
-    return ParityReport(reference, variants, labels, ref_pred, test, prep, class_names,
-                        {"dataset": dataset.describe(), "preprocessing": prep.to_json(), "model": info.to_json(),
-                         "dataset_matches_export": matches, "skipped": skipped}, manifest.get("generation"))
+            result = VariantParity(variant, entry["quantization"], metrics, gates, scores[variant].predictions, idx)
+            variants[variant] = result
+            _log(
+                cfg,
+                f"  {variant:<15} accuracy {metrics['accuracy']:.2%}  "
+                f"diff {metrics['accuracy_diff_points']:+.2f} pts  agreement {metrics['agreement']:.2%}  "
+                f"{'PASS' if result else 'FAIL'}",
+            )
+        for s in skipped:
+            _log(cfg, f"  skipped {s['variant']} on {s['runtime']}: {s['reason']}")
+        return ParityReport(reference, variants, labels, ref_pred, test, prep, class_names,
+                            {"dataset": dataset.describe(), "preprocessing": prep.to_json(), "model": info.to_json(),
+                             "dataset_matches_export": matches, "skipped": skipped}, manifest.get("generation"))
 
 
 def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
@@ -384,7 +387,9 @@ def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
         "export_generation": report.export_generation,
         "statistics": {
             "accuracy_ci95": "Wilson score interval",
-            "accuracy_diff_ci95_points": "exact conditional (Clopper-Pearson on discordant pairs)",
+            "agreement_ci95": "Wilson score interval",
+            "accuracy_diff_ci95_points": "Newcombe (1998) hybrid score interval for paired proportions (method 10): "
+                                         "valid, and not of zero width, when no image disagrees",
             "mcnemar_p": "exact two-sided McNemar test on discordant pairs",
         },
         "provenance": provenance(),
@@ -508,12 +513,36 @@ def plot_disagreements(report: ParityReport, path: Path, per_variant: int = 12) 
     artifacts.atomic_savefig(fig, path)
 
 
+def predictions_path(json_path: Path) -> Path:
+    """Where the per-image predictions of a parity JSON file are: beside it, ``*-predictions.npz``."""
+    json_path = Path(json_path)
+    return json_path.with_name(json_path.stem + "-predictions.npz")
+
+
+def save_predictions(report: ParityReport, path: Path) -> None:
+    """Every image's label and prediction (reference and each variant; a sampled variant with its
+    indices), so that `toolkit gate` can compare two exports image by image."""
+    import io
+
+    arrays = {"labels": report.labels.astype(np.int32), "reference": report.reference_predictions.astype(np.int32)}
+    for name, v in report.variants.items():
+        arrays[f"variant:{name}"] = v.predictions.astype(np.int32)
+        if v.indices is not None:
+            arrays[f"indices:{name}"] = v.indices.astype(np.int64)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    artifacts.atomic_write_bytes(path, buf.getvalue())
+
+
 def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
-    """parity.json (or --json PATH), parity.md and the disagreement grid PNG."""
+    """parity.json (or --json PATH), its per-image predictions, parity.md and the disagreement PNG."""
     exports = Path(cfg.exports)
     doc = report_json(report, cfg)
     json_path = Path(cfg.json_path) if cfg.json_path else exports / PARITY_JSON
+    doc["predictions_file"] = predictions_path(json_path).name
+    save_predictions(report, predictions_path(json_path))
     artifacts.atomic_write_json(json_path, doc)
     artifacts.atomic_write_text(exports / PARITY_MD, markdown(report, cfg.gates))
     plot_disagreements(report, exports / PARITY_PNG)
-    return {"json": json_path, "markdown": exports / PARITY_MD, "png": exports / PARITY_PNG}
+    return {"json": json_path, "predictions": predictions_path(json_path), "markdown": exports / PARITY_MD,
+            "png": exports / PARITY_PNG}

@@ -11,6 +11,23 @@ from toolkit.provenance import provenance
 REPORT = "report.md"
 
 
+def _winner(ranked: list[dict], figure) -> str:
+    """The fastest row, or the tie of every row whose p50 interval overlaps the fastest one's: a
+    winner is named only where a second run would not swap it."""
+    from toolkit.timing import tied
+
+    best = ranked[0]
+    if "p50_ci95_ms" not in best:  # results from before intervals were recorded
+        return f"`{best['variant']}` on {best['runtime']}, {figure(best)}"
+    leaders = [r for r in ranked if r is best or tied(best, r)]
+    if len(leaders) == 1:
+        lo, hi = best["p50_ci95_ms"]
+        return (f"`{best['variant']}` on {best['runtime']}, {figure(best)} (p50 95% CI {lo:.3f} to {hi:.3f} ms, "
+                f"clear of the next)")
+    names = ", ".join(f"`{r['variant']}` on {r['runtime']} ({figure(r)})" for r in leaders)
+    return f"a tie between {names}: their p50 95% intervals overlap, so a second run could swap them"
+
+
 def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
     """Which variant to ship for which need, derived from the measurements."""
     passed = {name for name, v in parity["variants"].items() if v["passed"]}
@@ -20,20 +37,16 @@ def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
     threads = max(r["threads"] for r in rows)
     big = max(r["batch_size"] for r in rows)
     b1 = sorted((r for r in rows if r["batch_size"] == 1 and r["threads"] == threads), key=lambda r: r["p50_ms"])
-    bb = sorted((r for r in rows if r["batch_size"] == big and r["threads"] == threads),
-                key=lambda r: -r["throughput"])
-    sizes = {e["variant"]: e["bytes"] for e in manifest["artifacts"] if e["variant"] in passed}
+    bb = sorted((r for r in rows if r["batch_size"] == big and r["threads"] == threads), key=lambda r: r["p50_ms"])
+    sizes = {e["variant"]: e.get("model_bytes", e["bytes"]) for e in manifest["artifacts"] if e["variant"] in passed}
     smallest = min(sizes, key=sizes.get)
     out = []
     if b1:
-        r = b1[0]
-        out.append(f"**Lowest latency (batch 1)**: `{r['variant']}` on {r['runtime']}, {r['p50_ms']:.3f} ms p50 "
-                   f"with {threads} thread(s).")
-    if bb:
-        r = bb[0]
-        out.append(f"**Highest throughput (batch {big})**: `{r['variant']}` on {r['runtime']}, "
-                   f"{r['throughput']:,.0f} images/s.")
-    out.append(f"**Smallest file**: `{smallest}`, {sizes[smallest]:,} bytes.")
+        out.append(f"**Lowest latency (batch 1, {threads} thread(s))**: " + _winner(b1, lambda r: f"{r['p50_ms']:.3f} ms p50"))
+    if bb and big != 1:
+        out.append(f"**Highest throughput (batch {big})**: " + _winner(bb, lambda r: f"{r['throughput']:,.0f} images/s"))
+    ties = sorted(n for n in sizes if sizes[n] == sizes[smallest])
+    out.append(f"**Smallest model**: {', '.join(f'`{n}`' for n in ties)}, {sizes[smallest]:,} bytes.")
     if "tflite-int8" in passed:
         v = parity["variants"]["tflite-int8"]
         lo, hi = v["accuracy_diff_ci95_points"]
@@ -53,127 +66,127 @@ def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
 
 def build_report(exports: Path, bench_json: Path | None = None) -> str:
     exports = Path(exports)
-    manifest = artifacts.read_manifest(exports)
-    parity = artifacts.read_json(exports / "parity.json")
-    bench_path = bench_json or exports / "bench.json"
-    bench = artifacts.read_json(bench_path) if Path(bench_path).is_file() else {"results": []}
-    train_path = exports / "train.json"
-    train = artifacts.read_json(train_path) if train_path.is_file() else None
+    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+        parity = artifacts.read_json(exports / "parity.json")
+        bench_path = bench_json or exports / "bench.json"
+        bench = artifacts.read_json(bench_path) if Path(bench_path).is_file() else {"results": []}
+        train_path = exports / "train.json"
+        train = artifacts.read_json(train_path) if train_path.is_file() else None
 
-    rows = bench.get("results", [])
-    threads = max((r["threads"] for r in rows), default=1)
-    batches = sorted({r["batch_size"] for r in rows})
-    big = batches[-1] if batches else None
-    lines = ["# toolkit report", ""]
-    prov = provenance()
-    lines += [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
-              f"`{prov['git_commit']}`) on {prov['machine']['cpu']} ({prov['machine']['cpu_count']} cores). "
-              "Every number below is read from `train.json`, `manifest.json`, `parity.json` and "
-              f"`{Path(bench_path).name}` in this directory.", ""]
-    if train:
-        h = train["hyperparameters"]
-        lines += [
-            "## Training", "",
-            f"`{train['model'].get('architecture', 'cnn')}`: {train['model'].get('description', 'the seed CNN')}; "
-            f"{train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
-            f"images for {h['epochs']} epoch(s) (batch {h['batch_size']}, Adam lr {h['learning_rate']:g}, "
-            f"seed {h['seed']}) in {train['train_seconds']:.1f} s. Validation accuracy "
-            f"{train['validation_accuracy']:.2%}, **test accuracy {train['test_accuracy']:.2%}**. "
-            f"Weights sha256 `{train['model']['weights_sha256'][:16]}...`.", "",
-            "| epoch | loss | accuracy | val_loss | val_accuracy |", "|---:|---:|---:|---:|---:|",
-            *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_loss']:.4f} | "
-              f"{e['val_accuracy']:.2%} |" for e in train["epochs"]],
-            "",
-        ]
-    model, dataset, prep = manifest.get("model"), manifest.get("dataset"), manifest.get("preprocessing")
-    if model and dataset and prep:
-        lines += [
-            "## Model and data", "",
-            f"- Model: `{manifest['source_model']['path']}` ({model['parameters']:,} parameters), input "
-            f"{tuple(model['input_shape'])} ({model['layout']}), {model['classes']} classes; it outputs "
-            f"**{model['output']}** ({model['output_evidence']})"
-            + (f"; it rescales raw pixels itself ({model['rescaling']})" if model.get("rescaling") else "") + ".",
-            f"- Data: {dataset['kind']} `{dataset['source']}`: {dataset['splits']['train']:,} training, "
-            f"{dataset['splits']['validation']:,} validation and {dataset['splits']['test']:,} test images, "
-            f"{len(dataset['class_names'])} classes ({', '.join(dataset['class_names'][:12])}"
-            f"{', ...' if len(dataset['class_names']) > 12 else ''}); {dataset['splits']['rule']}. Fingerprint: "
-            f"{dataset['fingerprint']['method']}, `{dataset['fingerprint']['sha256'][:16]}...`.",
-            f"- Preprocessing, the same for every runtime: {prep['description']}.",
-            "",
-        ]
-    ref = parity["reference"]
-    lines += ["## Variants", "",
-              f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
-    head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates", "runtime",
-            "p50 ms batch 1"]
-    if big and big != 1:
-        head += [f"p50 ms batch {big}", f"img/s batch {big}"]
-    head.append("peak RSS MiB")
-    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|" + "---:|" * (len(head) - 8)]
-    for e in [{"variant": "keras"}, *manifest["artifacts"]]:
-        name = e["variant"]
-        if name == "keras":
-            cells = ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
-        elif name in parity["variants"]:
-            v = parity["variants"][name]
-            lo, hi = v["accuracy_diff_ci95_points"]
-            sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
-            cells = [name, f"{e.get('model_bytes', e['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
-                     f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
-                     "pass" if v["passed"] else "**FAIL**"]
-        else:
-            continue
-        # one line per runtime the variant was timed on, at the most threads that runtime ran with
-        # (a runtime with fixed settings, like TFLM's batch 1 and one thread, shows what it has)
-        timed = sorted({r["runtime"] for r in rows if r["variant"] == name}) or ["-"]
-        for rt in timed:
-            mine = [r for r in rows if r["variant"] == name and r["runtime"] == rt]
-            t = max((r["threads"] for r in mine), default=threads)
-            b1 = [r for r in mine if r["batch_size"] == 1 and r["threads"] == t]
-            line = [*cells, rt, f"{b1[0]['p50_ms']:.3f}" if b1 else "-"]
-            bb = [r for r in mine if r["batch_size"] == big and r["threads"] == t]
-            if big and big != 1:
-                line += [f"{bb[0]['p50_ms']:.3f}", f"{bb[0]['throughput']:,.0f}"] if bb else ["-", "-"]
-            peak = max((r["peak_rss_mb"] for r in mine if r["threads"] == t and "peak_rss_mb" in r), default=None)
-            line.append(f"{peak:.0f}" if peak is not None else "-")
-            lines.append("| " + " | ".join(line) + " |")
-    fixed = sorted({r["runtime"] for r in rows if r["threads"] != threads})
-    lines += ["", f"Latencies: {threads} thread(s)" + (f" ({', '.join(fixed)}: its fixed setting)" if fixed else "")
-              + f", device {', '.join(sorted({r['device'] for r in rows})) or '-'}; peak RSS: the benchmark "
-              "process's peak resident memory (Python and the runtime included) at the largest batch; sizes are "
-              "model bytes (for tflite-micro the embedded array, not the C source; for OpenVINO .xml + .bin); full "
-              "table in the bench Markdown beside this report.", ""]
-    if manifest.get("failed"):
-        lines += ["### Not exported", "", "These variants could not be made for this model; the others were committed "
-                  "and checked:", ""]
-        for f in manifest["failed"]:
-            ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
-            lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
-        lines.append("")
-    failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
-    if failed:
-        lines += ["### Failed gates", ""]
-        lines += [f"- `{n}`: {g['metric']} = {g['value']:.6g}, must be {g['op']} {g['bound']:g}" for n, g in failed]
-        lines.append("")
-    lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
-    footprint_path = exports / "footprint.json"
-    if footprint_path.is_file():
-        from toolkit.footprint import markdown as footprint_markdown
+        rows = bench.get("results", [])
+        threads = max((r["threads"] for r in rows), default=1)
+        batches = sorted({r["batch_size"] for r in rows})
+        big = batches[-1] if batches else None
+        lines = ["# toolkit report", ""]
+        prov = provenance()
+        lines += [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
+                  f"`{prov['git_commit']}`) on {prov['machine']['cpu']} ({prov['machine']['cpu_count']} cores). "
+                  "Every number below is read from `train.json`, `manifest.json`, `parity.json` and "
+                  f"`{Path(bench_path).name}` in this directory.", ""]
+        if train:
+            h = train["hyperparameters"]
+            lines += [
+                "## Training", "",
+                f"`{train['model'].get('architecture', 'cnn')}`: {train['model'].get('description', 'the seed CNN')}; "
+                f"{train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
+                f"images for {h['epochs']} epoch(s) (batch {h['batch_size']}, Adam lr {h['learning_rate']:g}, "
+                f"seed {h['seed']}) in {train['train_seconds']:.1f} s. Validation accuracy "
+                f"{train['validation_accuracy']:.2%}, **test accuracy {train['test_accuracy']:.2%}**. "
+                f"Weights sha256 `{train['model']['weights_sha256'][:16]}...`.", "",
+                "| epoch | loss | accuracy | val_loss | val_accuracy |", "|---:|---:|---:|---:|---:|",
+                *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_loss']:.4f} | "
+                  f"{e['val_accuracy']:.2%} |" for e in train["epochs"]],
+                "",
+            ]
+        model, dataset, prep = manifest.get("model"), manifest.get("dataset"), manifest.get("preprocessing")
+        if model and dataset and prep:
+            lines += [
+                "## Model and data", "",
+                f"- Model: `{manifest['source_model']['path']}` ({model['parameters']:,} parameters), input "
+                f"{tuple(model['input_shape'])} ({model['layout']}), {model['classes']} classes; it outputs "
+                f"**{model['output']}** ({model['output_evidence']})"
+                + (f"; it rescales raw pixels itself ({model['rescaling']})" if model.get("rescaling") else "") + ".",
+                f"- Data: {dataset['kind']} `{dataset['source']}`: {dataset['splits']['train']:,} training, "
+                f"{dataset['splits']['validation']:,} validation and {dataset['splits']['test']:,} test images, "
+                f"{len(dataset['class_names'])} classes ({', '.join(dataset['class_names'][:12])}"
+                f"{', ...' if len(dataset['class_names']) > 12 else ''}); {dataset['splits']['rule']}. Fingerprint: "
+                f"{dataset['fingerprint']['method']}, `{dataset['fingerprint']['sha256'][:16]}...`.",
+                f"- Preprocessing, the same for every runtime: {prep['description']}.",
+                "",
+            ]
+        ref = parity["reference"]
+        lines += ["## Variants", "",
+                  f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
+        head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates", "runtime",
+                "p50 ms batch 1"]
+        if big and big != 1:
+            head += [f"p50 ms batch {big}", f"img/s batch {big}"]
+        head.append("peak RSS MiB")
+        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|" + "---:|" * (len(head) - 8)]
+        for e in [{"variant": "keras"}, *manifest["artifacts"]]:
+            name = e["variant"]
+            if name == "keras":
+                cells = ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
+            elif name in parity["variants"]:
+                v = parity["variants"][name]
+                lo, hi = v["accuracy_diff_ci95_points"]
+                sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
+                cells = [name, f"{e.get('model_bytes', e['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
+                         f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
+                         "pass" if v["passed"] else "**FAIL**"]
+            else:
+                continue
+            # one line per runtime the variant was timed on, at the most threads that runtime ran with
+            # (a runtime with fixed settings, like TFLM's batch 1 and one thread, shows what it has)
+            timed = sorted({r["runtime"] for r in rows if r["variant"] == name}) or ["-"]
+            for rt in timed:
+                mine = [r for r in rows if r["variant"] == name and r["runtime"] == rt]
+                t = max((r["threads"] for r in mine), default=threads)
+                b1 = [r for r in mine if r["batch_size"] == 1 and r["threads"] == t]
+                line = [*cells, rt, f"{b1[0]['p50_ms']:.3f}" if b1 else "-"]
+                bb = [r for r in mine if r["batch_size"] == big and r["threads"] == t]
+                if big and big != 1:
+                    line += [f"{bb[0]['p50_ms']:.3f}", f"{bb[0]['throughput']:,.0f}"] if bb else ["-", "-"]
+                peak = max((r["peak_rss_mb"] for r in mine if r["threads"] == t and "peak_rss_mb" in r), default=None)
+                line.append(f"{peak:.0f}" if peak is not None else "-")
+                lines.append("| " + " | ".join(line) + " |")
+        fixed = sorted({r["runtime"] for r in rows if r["threads"] != threads})
+        lines += ["", f"Latencies: {threads} thread(s)" + (f" ({', '.join(fixed)}: its fixed setting)" if fixed else "")
+                  + f", device {', '.join(sorted({r['device'] for r in rows})) or '-'}; peak RSS: the benchmark "
+                  "process's peak resident memory (Python and the runtime included) at the largest batch; sizes are "
+                  "model bytes (for tflite-micro the embedded array, not the C source; for OpenVINO .xml + .bin); full "
+                  "table in the bench Markdown beside this report.", ""]
+        if manifest.get("failed"):
+            lines += ["### Not exported", "", "These variants could not be made for this model; the others were committed "
+                      "and checked:", ""]
+            for f in manifest["failed"]:
+                ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
+                lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
+            lines.append("")
+        failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
+        if failed:
+            lines += ["### Failed gates", ""]
+            lines += [f"- `{n}`: {g['metric']} = {g['value']:.6g}, must be {g['op']} {g['bound']:g}" for n, g in failed]
+            lines.append("")
+        lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
+        footprint_path = exports / "footprint.json"
+        if footprint_path.is_file():
+            from toolkit.footprint import markdown as footprint_markdown
 
-        fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
-        lines += ["## Microcontroller footprint", "", *fp[2:]]
-    for runtime in sorted({r["runtime"] for r in rows if r.get("note")}):
-        first = next(r for r in rows if r["runtime"] == runtime)
-        lines += ["", f"{runtime} on this host: {first['p50_ms']:.3f} ms p50 per call ({first['note']}).", ""]
-    plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
-             ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
-             ("Peak memory", Path(bench_path).stem + "-memory.png"),
-             ("Where variants disagree with the reference", "parity-disagreements.png")]
-    lines += ["## Plots", ""]
-    for title, name in plots:
-        if (Path(bench_path).parent / name).is_file() or (exports / name).is_file():
-            lines += [f"### {title}", "", f"![{title}]({name})", ""]
-    return "\n".join(lines)
+            fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
+            lines += ["## Microcontroller footprint", "", *fp[2:]]
+        for runtime in sorted({r["runtime"] for r in rows if r.get("note")}):
+            first = next(r for r in rows if r["runtime"] == runtime)
+            lines += ["", f"{runtime} on this host: {first['p50_ms']:.3f} ms p50 per call ({first['note']}).", ""]
+        plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
+                 ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
+                 ("Peak memory", Path(bench_path).stem + "-memory.png"),
+                 ("Where variants disagree with the reference", "parity-disagreements.png")]
+        lines += ["## Plots", ""]
+        for title, name in plots:
+            if (Path(bench_path).parent / name).is_file() or (exports / name).is_file():
+                lines += [f"### {title}", "", f"![{title}]({name})", ""]
+        return "\n".join(lines)
 
 
 def write_report(exports: Path, bench_json: Path | None = None) -> Path:

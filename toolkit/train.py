@@ -37,6 +37,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.lr_schedule not in ("constant", "cosine"):
+        raise UsageError(f"--lr-schedule must be constant or cosine, got {cfg.lr_schedule!r}")
     if not cfg.learning_rate > 0:
         raise UsageError(f"--learning-rate must be positive, got {cfg.learning_rate}")
     if cfg.train_limit is not None and cfg.train_limit < 1:
@@ -124,16 +126,22 @@ def train(cfg: TrainConfig) -> dict:
         val = _streamed(tf, data.validation, prep, 1000, None)
 
     model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+    learning_rate = cfg.learning_rate
+    if cfg.lr_schedule == "cosine":  # decays to 0 at the last step of the last epoch
+        steps = -(-n // cfg.batch_size) * cfg.epochs
+        learning_rate = k.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=steps)
     model.compile(
-        optimizer=k.optimizers.Adam(cfg.learning_rate, name="adam"),  # fixed name: Keras numbers unnamed ones per process
+        optimizer=k.optimizers.Adam(learning_rate, name="adam"),  # fixed name: Keras numbers unnamed ones per process
         loss=k.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=cfg.jit_compile,
     )
     if cfg.verbose:
         print(
             f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} {data.kind} images "
             f"({prep.describe()}), "
-            f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g}, seed {cfg.seed}",
+            f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g} {cfg.lr_schedule}"
+            f"{', XLA' if cfg.jit_compile else ''}, seed {cfg.seed}",
             file=sys.stderr,
         )
     start = time.perf_counter()
@@ -143,10 +151,12 @@ def train(cfg: TrainConfig) -> dict:
     )
     train_seconds = time.perf_counter() - start
 
+    start = time.perf_counter()
     if data.test.in_memory:
         test_loss, test_acc = model.evaluate(prep.load(data.test), data.test.labels, batch_size=1000, verbose=0)
     else:
         test_loss, test_acc = model.evaluate(_streamed(tf, data.test, prep, 1000, None), verbose=0)
+    evaluate_seconds = time.perf_counter() - start
     epochs = [
         {"epoch": i + 1, **{key: float(values[i]) for key, values in history.history.items()}}
         for i in range(len(history.history["loss"]))
@@ -183,6 +193,8 @@ def train(cfg: TrainConfig) -> dict:
             "epochs": cfg.epochs,
             "batch_size": cfg.batch_size,
             "learning_rate": cfg.learning_rate,
+            "lr_schedule": cfg.lr_schedule,
+            "jit_compile": cfg.jit_compile,
             "optimizer": "adam",
             "dropout": cfg.dropout,
             "seed": cfg.seed,
@@ -203,6 +215,7 @@ def train(cfg: TrainConfig) -> dict:
         "test_accuracy": float(test_acc),
         "test_loss": float(test_loss),
         "train_seconds": round(train_seconds, 3),
+        "evaluate_seconds": round(evaluate_seconds, 3),
         "provenance": provenance(),
     }
     atomic_write_json(out / RECORD_FILE, record)

@@ -17,7 +17,7 @@ from toolkit.cli.common import EPILOG
 from toolkit.errors import ToolkitError, UsageError
 
 # command modules, in the order `toolkit --help` lists them
-_COMMAND_MODULES = ("train", "export", "parity", "bench", "footprint", "run")
+_COMMAND_MODULES = ("train", "export", "parity", "bench", "footprint", "gate", "run")
 
 
 def commands() -> dict:

@@ -116,6 +116,13 @@ def arch_args(p: argparse.ArgumentParser) -> None:
                    help=f"mini-batch size ({per_arch('batch_size')})")
     p.add_argument("--learning-rate", type=positive_float, default=None, metavar="X",
                    help=f"Adam learning rate ({per_arch('learning_rate')})")
+    p.add_argument("--lr-schedule", default=None, choices=("constant", "cosine"),
+                   help="learning rate over training: constant, or cosine decay to 0 over all steps "
+                   "(default per architecture: " + ", ".join(f"{a.name} {a.lr_schedule}" for a in ARCHITECTURES.values())
+                   + ")")
+    p.add_argument("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="XLA-compile the training step (default per architecture: "
+                   + ", ".join(f"{a.name} {'on' if a.jit_compile else 'off'}" for a in ARCHITECTURES.values()) + ")")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="random seed; same seed and settings give bit-identical weights on CPU "
                    "(default: %(default)s)")
@@ -128,6 +135,7 @@ def train_config(args: argparse.Namespace, out: Path):
 
     return TrainConfig.for_arch(
         args.arch, out=out, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed, train_limit=args.train_limit,
+        learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, jit_compile=args.jit_compile,
+        seed=args.seed, train_limit=args.train_limit,
         dataset=args.dataset, test_fraction=args.test_fraction, preprocess=preprocess_options(args),
     )

@@ -1,0 +1,204 @@
+"""`toolkit gate` on real exports, the pytest plugin, and jobs side by side on one export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from toolkit import artifacts
+from toolkit.cli import main
+from toolkit.provenance import sha256_file
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = ["--variants", "tflite-int8", "onnx", "--runtimes", "litert", "onnxruntime", "--batch-sizes", "1,8",
+         "--threads", "1", "--min-seconds", "0.5", "--warmup-seconds", "0.1", "--no-plots"]
+PARITY = ["--variants", "tflite-int8", "onnx-int8", "onnx"]
+
+
+@pytest.fixture(scope="module")
+def baseline(quick_export, tmp_path_factory, data_dir):
+    d = tmp_path_factory.mktemp("gate") / "baseline"
+    shutil.copytree(quick_export, d)
+    assert main(["parity", "--exports", str(d), "--data-dir", str(data_dir), *PARITY]) == 0
+    assert main(["bench", "--exports", str(d), "--data-dir", str(data_dir), *BENCH]) == 0
+    return d
+
+
+def _gate(baseline: Path, new: Path, tmp: Path, *extra: str) -> tuple[int, dict]:
+    rc = main(["gate", "--baseline", str(baseline), "--exports", str(new), "--json", str(tmp / "gate.json"),
+               "--junit", str(tmp / "junit.xml"), *extra])
+    return rc, json.loads((tmp / "gate.json").read_text())
+
+
+def _failed(doc: dict) -> set[tuple[str, str]]:
+    return {(c["kind"], c["name"]) for c in doc["checks"] if c["passed"] is False}
+
+
+def test_an_export_against_itself_passes_and_junit_lists_every_check(baseline, tmp_path):
+    rc, doc = _gate(baseline, baseline, tmp_path)
+    assert rc == 0 and doc["passed"] and not _failed(doc)
+    kinds = {c["kind"] for c in doc["checks"]}
+    assert kinds == {"presence", "parity", "accuracy", "latency"}
+    acc = next(c for c in doc["checks"] if c["kind"] == "accuracy" and c["name"] == "tflite-int8")
+    assert acc["values"]["newly_wrong"] == 0 and 0 < acc["values"]["drop_ci95_points"][1] < 0.1  # honest width
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    cases = suite.findall("testcase")
+    assert len(cases) == len(doc["checks"]) == int(suite.get("tests")) and suite.get("failures") == "0"
+    assert {c.get("name") for c in cases} == {c["name"] for c in doc["checks"]}
+
+
+def test_weaker_calibration_fails_on_accuracy(baseline, tmp_path, data_dir):
+    """tflite-int8 replaced by the same model calibrated on 1 training image instead of 200."""
+    weak = tmp_path / "weak-export"
+    weak.mkdir()
+    shutil.copy(baseline / "model.keras", weak / "model.keras")
+    assert main(["export", "--exports", str(weak), "--data-dir", str(data_dir), "--format", "tflite", "--quantize",
+                 "int8", "--calibration-samples", "1"]) == 0
+    new = shutil.copytree(baseline, tmp_path / "new")
+    manifest = artifacts.read_manifest(new)
+    entry = next(e for e in manifest["artifacts"] if e["variant"] == "tflite-int8")
+    weak_entry = artifacts.read_manifest(weak)["artifacts"][0]
+    shutil.copyfile(weak / weak_entry["path"], new / entry["path"])
+    entry.update(bytes=weak_entry["bytes"], sha256=sha256_file(new / entry["path"]), calibration=weak_entry["calibration"])
+    artifacts.atomic_write_json(new / "manifest.json", manifest)
+    assert main(["parity", "--exports", str(new), "--data-dir", str(data_dir), *PARITY]) == 0  # passes its own gates
+    rc, doc = _gate(baseline, new, tmp_path)
+    assert rc == 4 and _failed(doc) == {("accuracy", "tflite-int8")}
+    check = next(c for c in doc["checks"] if c["kind"] == "accuracy" and c["name"] == "tflite-int8")
+    assert check["values"]["drop_ci95_points"][1] >= 0.1 and check["values"]["newly_wrong"] > 0
+
+
+def test_a_bench_slowed_by_half_fails_on_latency(baseline, tmp_path):
+    from toolkit.timing import summarize
+
+    new = shutil.copytree(baseline, tmp_path / "new")
+    bench = json.loads((new / "bench.json").read_text())
+    for row in bench["results"]:
+        row["samples_ms"] = [s * 1.5 for s in row["samples_ms"]]
+        row.update(summarize([s * 1e6 for s in row["samples_ms"]], row["batch_size"]))
+    (new / "bench.json").write_text(json.dumps(bench))
+    rc, doc = _gate(baseline, new, tmp_path)
+    assert rc == 4 and _failed(doc) and {kind for kind, _ in _failed(doc)} == {"latency"}
+    assert any(name.endswith("p50") for _, name in _failed(doc))
+
+
+def test_two_real_runs_back_to_back_pass(baseline, tmp_path, data_dir):
+    new = shutil.copytree(baseline, tmp_path / "new")
+    assert main(["bench", "--exports", str(new), "--data-dir", str(data_dir), *BENCH]) == 0
+    rc, doc = _gate(baseline, new, tmp_path)
+    assert rc == 0, [c["detail"] for c in doc["checks"] if c["passed"] is False]
+    assert sum(c["kind"] == "latency" for c in doc["checks"]) == 2 * 2 * 2  # rows x (p50, p90)
+
+
+def test_budgets_one_byte_below_fail(baseline, tmp_path, capsys):
+    entry = next(e for e in artifacts.read_manifest(baseline)["artifacts"] if e["variant"] == "tflite-int8")
+    micro = next(e for e in artifacts.read_manifest(baseline)["artifacts"] if e["variant"] == "tflite-micro")
+    rc, doc = _gate(baseline, baseline, tmp_path, "--max-bytes", f"tflite-int8={entry['bytes']}",
+                    "--max-arena", str(micro["arena"]["arena_bytes"]))
+    assert rc == 0
+    rc, doc = _gate(baseline, baseline, tmp_path, "--max-bytes", f"tflite-int8={entry['bytes'] - 1}",
+                    "--max-arena", str(micro["arena"]["arena_bytes"] - 1))
+    assert rc == 4 and _failed(doc) == {("size", "tflite-int8"), ("memory", "tflite-micro arena")}
+    assert "gate check(s) failed" in capsys.readouterr().err
+
+
+def test_a_disappeared_variant_and_a_failing_one_fail(baseline, tmp_path, data_dir):
+    from test_parity import _break_input_scale
+
+    new = shutil.copytree(baseline, tmp_path / "new")
+    manifest = artifacts.read_manifest(new)
+    manifest["artifacts"] = [e for e in manifest["artifacts"] if e["variant"] != "tflite-fp16"]
+    artifacts.atomic_write_json(new / "manifest.json", manifest)
+    _break_input_scale(new)
+    assert main(["parity", "--exports", str(new), "--data-dir", str(data_dir), *PARITY]) == 4
+    rc, doc = _gate(baseline, new, tmp_path)
+    assert rc == 4
+    # inputs x255 barely move a ReLU network's argmax: its own agreement gate catches it, not accuracy
+    assert {("presence", "tflite-fp16"), ("parity", "onnx")} <= _failed(doc)
+
+
+def test_rows_from_another_machine_are_reported_not_gated(baseline, tmp_path):
+    new = shutil.copytree(baseline, tmp_path / "new")
+    bench = json.loads((new / "bench.json").read_text())
+    bench["provenance"]["machine"]["cpu"] = "Some Other CPU"
+    for row in bench["results"]:
+        row["samples_ms"] = [s * 3 for s in row["samples_ms"]]
+    (new / "bench.json").write_text(json.dumps(bench))
+    rc, doc = _gate(baseline, new, tmp_path)
+    latency = [c for c in doc["checks"] if c["kind"] == "latency"]
+    assert rc == 0 and all(c["passed"] is None and "another machine" in c["detail"] for c in latency)
+    rc, doc = _gate(baseline, new, tmp_path, "--same-machine-only", "false")
+    assert rc == 4
+
+
+# ----------------------------------------------------------------------------- the pytest plugin
+def test_pytest_plugin_one_item_per_variant_and_gate(pytester, export_copy, data_dir):
+    from test_parity import _break_input_scale
+
+    _break_input_scale(export_copy)  # onnx now fails its parity gates; the others pass
+    result = pytester.runpytest("--toolkit-exports", str(export_copy), "--toolkit-data-dir", str(data_dir.resolve()),
+                                "-p", "no:cacheprovider", "-rA")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) >= 8 and outcomes.get("failed", 0) == 2  # onnx: agreement and logit diff
+    result.stdout.fnmatch_lines(["PASSED*toolkit::parity::tflite-int8::accuracy_loss_points"])
+    result.stdout.fnmatch_lines(["FAILED*toolkit::parity::onnx::agreement_percent*"])
+
+
+# ----------------------------------------------------------------------------- jobs side by side
+def _toolkit(*args: str, data_dir: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLKIT_DATA_DIR": str(data_dir)}
+    return subprocess.Popen([sys.executable, "-m", "toolkit", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if text in line:
+            return
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"process ended before printing {text!r}")
+    raise AssertionError(f"no {text!r} within {timeout} s")
+
+
+def test_readers_finish_on_their_generation_while_an_export_replaces_it(export_copy, data_dir, tmp_path):
+    old = artifacts.read_manifest(export_copy)["generation"]
+    parity = _toolkit("parity", "--exports", str(export_copy), "--variants", "tflite-micro", "--micro-images", "all",
+                      "--json", str(tmp_path / "p.json"), data_dir=data_dir)
+    bench = _toolkit("bench", "--exports", str(export_copy), "--variants", "tflite-int8", "--runtimes", "litert",
+                     "--batch-sizes", "1", "--threads", "1", "--min-seconds", "25", "--no-plots",
+                     "--json", str(tmp_path / "b.json"), data_dir=data_dir)
+    _wait_for_line(parity, "parity of 1 variant(s)")
+    _wait_for_line(bench, "benchmarking")
+    export = _toolkit("export", "--exports", str(export_copy), "--force", "--format", "tflite", data_dir=data_dir)
+    assert export.wait(timeout=300) == 0, export.stderr.read()
+    assert parity.poll() is None and bench.poll() is None  # both still reading the old generation
+    new = artifacts.read_manifest(export_copy)["generation"]
+    assert new != old and (export_copy / f"artifacts-{old}").is_dir()  # kept for its readers
+    assert parity.wait(timeout=300) == 0, parity.stderr.read()
+    assert bench.wait(timeout=300) == 0, bench.stderr.read()
+    assert json.loads((tmp_path / "p.json").read_text())["export_generation"] == old
+    assert json.loads((tmp_path / "b.json").read_text())["export_generation"] == old
+    assert main(["export", "--exports", str(export_copy), "--force", "--format", "onnx"]) == 0  # cleans up
+    dirs = sorted(p.name for p in export_copy.iterdir() if p.is_dir())
+    assert dirs == [f"artifacts-{artifacts.read_manifest(export_copy)['generation']}"]
+
+
+def test_two_exports_at_once_leave_one_consistent_export(export_copy, data_dir):
+    a = _toolkit("export", "--exports", str(export_copy), "--force", "--format", "tflite", data_dir=data_dir)
+    b = _toolkit("export", "--exports", str(export_copy), "--force", "--format", "onnx", data_dir=data_dir)
+    assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0, (a.stderr.read(), b.stderr.read())
+    assert main(["verify", "--exports", str(export_copy)]) == 0
+    names = sorted(p.name for p in export_copy.iterdir() if p.is_dir())
+    assert len(names) == 1 and names[0].startswith("artifacts-")  # no staging, no stale generation
+    variants = [e["variant"] for e in artifacts.read_manifest(export_copy)["artifacts"]]
+    assert variants in (["tflite", "tflite-int8"], ["onnx", "onnx-int8"])  # one of them, whole

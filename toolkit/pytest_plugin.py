@@ -1,0 +1,139 @@
+"""The parity suite in a user's own pytest run (entry point ``pytest11``, installed with the
+package): ``pytest --toolkit-exports DIR [--toolkit-baseline OLD]`` adds one test item per variant
+and parity gate of the export in DIR (running `toolkit parity` first when DIR has no parity results
+for its current generation), and, with a baseline, one item per `toolkit gate` check. Without
+``--toolkit-exports`` the plugin adds nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("toolkit", "toolkit parity and gate checks of an export")
+    group.addoption("--toolkit-exports", default=None, metavar="DIR",
+                    help="check the export in DIR: one test per variant and parity gate")
+    group.addoption("--toolkit-baseline", default=None, metavar="OLD_DIR",
+                    help="also compare DIR with this export: one test per `toolkit gate` check")
+    group.addoption("--toolkit-data-dir", default=None, metavar="DIR", help="MNIST IDX directory, if needed")
+    group.addoption("--toolkit-max-bytes", action="append", default=[], metavar="VARIANT=N",
+                    help="size budget for `toolkit gate`; repeatable")
+
+
+class _Results:
+    """Parity (and gate) results, computed once per session on first use."""
+
+    def __init__(self, config):
+        self.config = config
+        self._parity = None
+        self._gate = None
+
+    @property
+    def exports(self) -> Path:
+        return Path(self.config.getoption("--toolkit-exports"))
+
+    def parity(self) -> dict:
+        if self._parity is None:
+            from toolkit import artifacts
+
+            manifest = artifacts.read_manifest(self.exports)
+            path = self.exports / "parity.json"
+            current = path.is_file() and artifacts.read_json(path).get("export_generation") == manifest.get("generation")
+            if not current or set(artifacts.read_json(path)["variants"]) != {e["variant"] for e in manifest["artifacts"]}:
+                from toolkit.config import ParityConfig
+                from toolkit.parity import run_parity, write_outputs
+
+                data_dir = self.config.getoption("--toolkit-data-dir")
+                cfg = ParityConfig(exports=self.exports, data_dir=Path(data_dir) if data_dir else None, verbose=False)
+                write_outputs(run_parity(cfg), cfg)
+            self._parity = artifacts.read_json(path)
+        return self._parity
+
+    def gate(self) -> dict:
+        if self._gate is None:
+            from toolkit.gate import GateConfig, run_gate
+
+            self.parity()  # the new export's parity results and predictions must exist
+            budgets = dict(item.split("=", 1) for item in self.config.getoption("--toolkit-max-bytes"))
+            self._gate = run_gate(GateConfig(baseline=Path(self.config.getoption("--toolkit-baseline")),
+                                             exports=self.exports, verbose=False,
+                                             max_bytes={k: int(v) for k, v in budgets.items()}))
+        return self._gate
+
+
+class ToolkitItem(pytest.Item):
+    def __init__(self, *, check, results: _Results, **kwargs):
+        super().__init__(**kwargs)
+        self.check = check  # (kind, key...) resolved against the results when run
+        self.results = results
+
+    def runtest(self) -> None:
+        kind = self.check[0]
+        if kind == "parity":
+            _, variant, metric = self.check
+            parity = self.results.parity()
+            if variant not in parity["variants"]:
+                raise ToolkitCheckFailed(f"{variant}: no parity result")
+            gate = next((g for g in parity["variants"][variant]["gates"] if g["metric"] == metric), None)
+            if gate is None:
+                pytest.skip(f"{variant}: gate {metric} does not apply to this run")
+            if not gate["passed"]:
+                raise ToolkitCheckFailed(f"{variant}: {metric} = {gate['value']:.6g} (must be {gate['op']} "
+                                         f"{gate['bound']:g})")
+        else:
+            _, index = self.check
+            c = self.results.gate()["checks"][index]
+            if c["passed"] is None:
+                pytest.skip(c["detail"])
+            if not c["passed"]:
+                raise ToolkitCheckFailed(f"{c['kind']} {c['name']}: {c['detail']}")
+
+    def repr_failure(self, excinfo):
+        if isinstance(excinfo.value, ToolkitCheckFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.results.exports, None, self.name
+
+
+class ToolkitCheckFailed(AssertionError):
+    pass
+
+
+def _parity_items(session, results: _Results) -> list[ToolkitItem]:
+    from toolkit import artifacts
+    from toolkit.config import Gates
+    from toolkit.parity import gates_for
+
+    manifest = artifacts.read_manifest(results.exports)
+    items = []
+    for e in manifest["artifacts"]:
+        metrics = {"accuracy_diff_points": 0.0, "agreement": 1.0, "max_abs_logit_diff": 0.0}
+        names = [g.metric for g in gates_for(e["quantization"], metrics, Gates())]
+        if e["format"] == "tflite-micro":
+            names.append("agreement_with_litert_percent")
+        for metric in names:
+            name = f"toolkit::parity::{e['variant']}::{metric}"
+            items.append(ToolkitItem.from_parent(session, name=name, nodeid=name,
+                                                 check=("parity", e["variant"], metric), results=results))
+    return items
+
+
+def _gate_items(session, results: _Results) -> list[ToolkitItem]:
+    doc = results.gate()
+    names = [f"toolkit::gate::{c['kind']}::{c['name']}" for c in doc["checks"]]
+    return [ToolkitItem.from_parent(session, name=name, nodeid=name, check=("gate", i), results=results)
+            for i, name in enumerate(names)]
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    if not config.getoption("--toolkit-exports"):
+        return
+    results = _Results(config)
+    items.extend(_parity_items(session, results))
+    if config.getoption("--toolkit-baseline"):
+        items.extend(_gate_items(session, results))
