@@ -172,10 +172,10 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> N
 
 def test_readers_finish_on_their_generation_while_an_export_replaces_it(export_copy, data_dir, tmp_path):
     old = artifacts.read_manifest(export_copy)["generation"]
-    parity = _toolkit("parity", "--exports", str(export_copy), "--variants", "tflite-micro", "--micro-images", "all",
+    parity = _toolkit("parity", "--exports", str(export_copy), "--variants", "tflite-micro", "--micro-images", "4000",
                       "--json", str(tmp_path / "p.json"), data_dir=data_dir)
     bench = _toolkit("bench", "--exports", str(export_copy), "--variants", "tflite-int8", "--runtimes", "litert",
-                     "--batch-sizes", "1", "--threads", "1", "--min-seconds", "25", "--no-plots",
+                     "--batch-sizes", "1", "--threads", "1", "--min-seconds", "20", "--no-plots",
                      "--json", str(tmp_path / "b.json"), data_dir=data_dir)
     _wait_for_line(parity, "parity of 1 variant(s)")
     _wait_for_line(bench, "benchmarking")
