@@ -30,9 +30,16 @@ REFERENCE_RUNTIME = {"tflite": "litert", "tflite-fp16": "litert", "tflite-dynami
 def main() -> int:
     pipeline = json.loads((HERE / "results" / "pipeline.json").read_text())
     bench = json.loads((HERE / "results" / "cpu-run1.json").read_text())
-    rows = [r for r in bench["results"] if REFERENCE_RUNTIME.get(r["variant"]) == r["runtime"]]
-    threads = max(r["threads"] for r in rows)
     big = 32
+    rows = [r for r in bench["results"] if REFERENCE_RUNTIME.get(r["variant"]) == r["runtime"]
+            and r["batch_size"] in (1, big)]
+    threads = max(r["threads"] for r in rows)
+    import numpy as np
+
+    from toolkit.timing import quantile_interval
+
+    for r in rows:  # results written before bench recorded intervals: computed from the kept samples
+        r.setdefault("p50_ci95_ms", quantile_interval(np.sort(np.asarray(r["samples_ms"])), 0.5))
 
     def row(variant, batch, t):
         return next((r for r in rows if r["variant"] == variant and r["batch_size"] == batch and r["threads"] == t), None)

@@ -42,9 +42,9 @@ def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
     smallest = min(sizes, key=sizes.get)
     out = []
     if b1:
-        out.append(f"**Lowest latency (batch 1, {threads} thread(s))**: " + _winner(b1, lambda r: f"{r['p50_ms']:.3f} ms p50"))
+        out.append(f"**Lowest latency (batch 1, {threads} thread(s))**: " + _winner(b1, lambda r: f"{r['p50_ms']:.3f} ms p50") + ".")
     if bb and big != 1:
-        out.append(f"**Highest throughput (batch {big})**: " + _winner(bb, lambda r: f"{r['throughput']:,.0f} images/s"))
+        out.append(f"**Highest throughput (batch {big})**: " + _winner(bb, lambda r: f"{r['throughput']:,.0f} images/s") + ".")
     ties = sorted(n for n in sizes if sizes[n] == sizes[smallest])
     out.append(f"**Smallest model**: {', '.join(f'`{n}`' for n in ties)}, {sizes[smallest]:,} bytes.")
     if "tflite-int8" in passed:
