@@ -12,12 +12,12 @@ Honest by construction:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import multiprocessing
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +27,8 @@ import numpy as np
 from toolkit import artifacts, runners
 from toolkit.config import BenchConfig
 from toolkit.errors import DeviceUnavailableError, UsageError
+from toolkit.progress import bar as progress_bar
+from toolkit.progress import say
 from toolkit.provenance import provenance
 from toolkit.timing import measure, summarize
 
@@ -248,7 +250,8 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
 def run_bench(cfg: BenchConfig) -> dict:
     _check(cfg)
     exports = Path(cfg.exports)
-    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+    with contextlib.ExitStack() as stack:
+        manifest = stack.enter_context(artifacts.reading(exports))  # hold this generation while reading it
         groups, skipped = plan(cfg, manifest)
         gpus = gpu_info()
         if cfg.device == "cuda":
@@ -266,19 +269,18 @@ def run_bench(cfg: BenchConfig) -> dict:
         images = _inputs(cfg, manifest)
         total = sum(len(g["batch_sizes"]) * len(g["threads"]) for g in groups)
         done = []
+        bar = stack.enter_context(progress_bar(total, "bench", unit="row", verbose=cfg.verbose))
 
         def progress(row: dict) -> None:
             done.append(row)
-            if cfg.verbose:
-                print(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
-                      f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
-                      f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
-                      file=sys.stderr, flush=True)
+            bar.update(1)
+            say(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
+                f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
+                f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
+                cfg.verbose)
 
-        if cfg.verbose:
-            print(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
-                  f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process",
-                  file=sys.stderr, flush=True)
+        say(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
+            f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process", cfg.verbose)
         results = []
         for group in groups:
             target = group["target"]
@@ -374,89 +376,6 @@ def to_markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_latency(doc: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    threads = sorted({r["threads"] for r in doc["results"]})
-    fig, axes = plt.subplots(1, len(threads), figsize=(6 * len(threads), 4.5), squeeze=False, sharey=True)
-    for ax, t in zip(axes[0], threads, strict=True):
-        series: dict[tuple, list] = {}
-        for r in doc["results"]:
-            if r["threads"] == t:
-                series.setdefault((r["variant"], r["runtime"], r["device"]), []).append(r)
-        for (variant, runtime, device), rows in series.items():
-            rows.sort(key=lambda r: r["batch_size"])
-            ax.plot([r["batch_size"] for r in rows], [r["p50_ms"] for r in rows], marker="o",
-                    label=f"{variant} / {runtime} ({device})")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("batch size")
-        ax.set_title(f"{t} thread(s)")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("p50 latency per call (ms)")
-    axes[0][-1].legend(fontsize=7, loc="upper left")
-    fig.suptitle("Latency vs batch size", fontsize=10)
-    artifacts.atomic_savefig(fig, path)
-
-
-def plot_memory(doc: dict, path: Path) -> None:
-    """Peak resident memory of each variant x runtime (its largest batch, most threads), with the
-    process's resident memory before the model was loaded marked, beside its batch-1 p50."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    best: dict[tuple, dict] = {}
-    for r in doc["results"]:
-        if "peak_rss_mb" not in r:
-            continue
-        key = (r["variant"], r["runtime"])
-        if key not in best or (r["threads"], r["batch_size"]) > (best[key]["threads"], best[key]["batch_size"]):
-            best[key] = r
-    rows = sorted(best.values(), key=lambda r: r["peak_rss_mb"])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
-    labels = [f"{r['variant']} / {r['runtime']} (batch {r['batch_size']}, {r['threads']} thr)" for r in rows]
-    ax.barh(labels, [r["peak_rss_mb"] for r in rows], color="tab:blue", alpha=0.7, label="peak RSS")
-    ax.scatter([r["rss_before_load_mb"] for r in rows], labels, color="black", marker="|", s=200, zorder=3,
-               label="RSS before the model was loaded")
-    ax.set_xlabel("MiB (the benchmark process: Python and the runtime's libraries included)")
-    ax.set_title("Peak resident memory per variant and runtime", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(True, axis="x", alpha=0.3)
-    artifacts.atomic_savefig(fig, path)
-
-
-def plot_tradeoff(doc: dict, parity: dict, path: Path) -> None:
-    """Accuracy vs batch-1 latency, marker area by file size (one point per variant/runtime)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    best_threads = max(r["threads"] for r in doc["results"])
-    accuracy = {name: v["accuracy"] for name, v in parity.get("variants", {}).items()}
-    accuracy[REFERENCE] = parity.get("reference", {}).get("accuracy")
-    for r in doc["results"]:
-        acc = accuracy.get(r["variant"])
-        if r["batch_size"] != 1 or r["threads"] != best_threads or acc is None:
-            continue
-        size = r["bytes"] / 1e6
-        ax.scatter(r["p50_ms"], acc * 100, s=20 + size * 25, alpha=0.6,
-                   label=f"{r['variant']} / {r['runtime']}: {acc:.2%}, {r['p50_ms']:.3f} ms, {size:.1f} MB")
-    ax.set_xscale("log")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    ax.set_xlabel(f"p50 latency at batch 1, {best_threads} thread(s) (ms)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy vs latency (marker area ~ file size)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    artifacts.atomic_savefig(fig, path)
-
-
 def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:
     json_path = Path(cfg.json_path) if cfg.json_path else Path(cfg.exports) / BENCH_JSON
     paths = {"json": json_path, "csv": json_path.with_suffix(".csv"), "markdown": json_path.with_suffix(".md")}
@@ -464,6 +383,8 @@ def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:
     artifacts.atomic_write_text(paths["csv"], to_csv(doc))
     artifacts.atomic_write_text(paths["markdown"], to_markdown(doc))
     if cfg.plots:
+        from toolkit.plots import plot_latency, plot_memory, plot_tradeoff
+
         paths["latency_png"] = json_path.with_name(json_path.stem + "-latency.png")
         plot_latency(doc, paths["latency_png"])
         if any("peak_rss_mb" in r for r in doc["results"]):

@@ -12,8 +12,8 @@ with its stage and reason; the others are still committed, and the command exits
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-import sys
 import time
 import uuid
 from datetime import datetime, timezone
@@ -28,6 +28,8 @@ from toolkit.errors import ConversionError, DataError, UsageError, WriteError
 from toolkit.exporters import OP_CHECKS, ExportContext, Exporter
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import resolve
+from toolkit.progress import bar as progress_bar
+from toolkit.progress import say
 from toolkit.provenance import provenance, sha256_bytes, sha256_file
 from toolkit.runners import runner_for
 from toolkit.runners.keras import KerasRunner, load_keras_model
@@ -44,8 +46,7 @@ def _relative_or_absolute(path: Path, root: Path) -> str:
 
 
 def _log(cfg: ExportConfig, message: str) -> None:
-    if cfg.verbose:
-        print(message, file=sys.stderr, flush=True)
+    say(message, cfg.verbose)
 
 
 def _check_against_reference(exporter: Exporter, path: Path, images: np.ndarray, ref: np.ndarray):
@@ -168,6 +169,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         )
         entries, failed = [], []
         committed = False
+        stack = contextlib.ExitStack()
         try:
             _log(cfg, f"exporting {len(exporters)} variant(s) of {model_path} ({info.layout} {info.input_shape}, "
                       f"{info.classes} classes, {info.output}) into {exports}/")
@@ -179,7 +181,10 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 if failed_write:
                     raise failed_write from None
                 raise
+            bar = stack.enter_context(progress_bar(len(exporters), "export", unit="variant", verbose=cfg.verbose))
             for exporter in exporters:
+                bar.update(1)
+                bar.set_postfix_str(exporter.variant)
                 support = op_support[exporter.format]
                 if not support["supported"]:
                     failed.append(_failure(exporter, "op-check", support["error"]))
@@ -284,6 +289,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         except OSError as exc:
             raise WriteError(f"export into {exports} failed: {exc}") from None
         finally:
+            stack.close()
             if not committed:
                 shutil.rmtree(staging, ignore_errors=True)
         artifacts.remove_stale(exports, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})

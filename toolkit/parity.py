@@ -6,6 +6,7 @@ A ``ParityReport`` is truthy when every gate passed (like Polygraphy's comparato
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from toolkit.errors import UsageError
 from toolkit.inputs import data_for, reference_model
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import Preprocessing
+from toolkit.progress import bar as progress_bar
+from toolkit.progress import say
 from toolkit.provenance import provenance
 from toolkit.runners.keras import KerasRunner
 from toolkit.stats import mcnemar_exact, paired_difference_interval, wilson_interval
@@ -199,8 +202,7 @@ def gates_for(quantization: str, metrics: dict, gates: Gates, reduced_precision:
 
 
 def _log(cfg: ParityConfig, message: str) -> None:
-    if cfg.verbose:
-        print(message, file=sys.stderr, flush=True)
+    say(message, cfg.verbose)
 
 
 def select_entries(manifest: dict, wanted: tuple[str, ...]) -> list[dict]:
@@ -266,7 +268,8 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
     """Every variant and the reference on the whole test split, streamed batch by batch: memory
     holds one batch of images and the scores (N x K), whatever the size of the dataset."""
     exports = Path(cfg.exports)
-    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+    with contextlib.ExitStack() as stack:
+        manifest = stack.enter_context(artifacts.reading(exports))  # hold this generation while reading it
         entries = select_entries(manifest, cfg.variants)
         paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
         model_path = reference_model(cfg, manifest)
@@ -296,7 +299,10 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         twin_scores = {v: Scores() for v in twins}  # LiteRT's scores on TFLM's bytes, against TFLM's
         seconds: dict[str, float] = {}
         first = None
+        bar = stack.enter_context(progress_bar(n, f"parity ({len(opened)} runner(s) + keras)", unit="img",
+                                               verbose=cfg.verbose))
         for idx, x in prep.batches(test, cfg.batch_size):
+            bar.update(len(idx))
             ref = _timed(reference_runner, x, seconds, "keras")
             first = ref if first is None else first
             ref_preds.append(ref.argmax(1))

@@ -178,8 +178,9 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         for runtime in sorted({r["runtime"] for r in rows if r.get("note")}):
             first = next(r for r in rows if r["runtime"] == runtime)
             lines += ["", f"{runtime} on this host: {first['p50_ms']:.3f} ms p50 per call ({first['note']}).", ""]
-        plots = [("Latency vs batch size", Path(bench_path).stem + "-latency.png"),
-                 ("Accuracy vs latency", Path(bench_path).stem + "-tradeoff.png"),
+        plots = [("Latency vs batch size (p50 with the p10-p90 band; per call and per image)",
+              Path(bench_path).stem + "-latency.png"),
+                 ("Accuracy vs latency and size (95% intervals; Pareto front ringed)", Path(bench_path).stem + "-tradeoff.png"),
                  ("Peak memory", Path(bench_path).stem + "-memory.png"),
                  ("Where variants disagree with the reference", "parity-disagreements.png")]
         lines += ["## Plots", ""]

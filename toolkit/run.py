@@ -23,6 +23,7 @@ class RunConfig:
     bench: BenchConfig
     skip_train: bool = False
     skip_bench: bool = False
+    verbose: bool = True
 
 
 def quick(cfg: RunConfig) -> RunConfig:
@@ -36,8 +37,9 @@ def quick(cfg: RunConfig) -> RunConfig:
     )
 
 
-def _stage(n: int, total: int, title: str) -> float:
-    print(f"\n[{n}/{total}] {title}", file=sys.stderr, flush=True)
+def _stage(n: int, total: int, title: str, verbose: bool = True) -> float:
+    if verbose:
+        print(f"\n[{n}/{total}] {title}", file=sys.stderr, flush=True)
     return time.perf_counter()
 
 
@@ -62,26 +64,27 @@ def run(cfg: RunConfig) -> dict:
         model = Path(cfg.export.model) if cfg.export.model else exports / MODEL_FILE
         if not model.is_file():
             raise UsageError(f"--skip-train needs {model}", hint="run without --skip-train first, or give --model")
-        print(f"\n[{stage}/{total}] train: skipped, using {model}", file=sys.stderr)
+        if cfg.verbose:
+            print(f"\n[{stage}/{total}] train: skipped, using {model}", file=sys.stderr)
     else:
-        t = _stage(stage, total, "train")
+        t = _stage(stage, total, "train", cfg.verbose)
         train(cfg.train)
         seconds["train"] = time.perf_counter() - t
     stage += 1
-    t = _stage(stage, total, "export (every variant)")
+    t = _stage(stage, total, "export (every variant)", cfg.verbose)
     export_cfg = cfg.export
     if not cfg.skip_train and export_cfg.dataset is None:
         export_cfg = replace(export_cfg, dataset=cfg.train.dataset, test_fraction=cfg.train.test_fraction)
     manifest = export(replace(export_cfg, force=True), exporters.select("all", None))
     seconds["export"] = time.perf_counter() - t
     stage += 1
-    t = _stage(stage, total, "parity on the full test set")
+    t = _stage(stage, total, "parity on the full test set", cfg.verbose)
     report = run_parity(cfg.parity)
     paths = write_parity(report, cfg.parity)
     seconds["parity"] = time.perf_counter() - t
     if not cfg.skip_bench:
         stage += 1
-        t = _stage(stage, total, "benchmark")
+        t = _stage(stage, total, "benchmark", cfg.verbose)
         doc = run_bench(cfg.bench)
         paths.update({f"bench_{k}": v for k, v in write_bench(doc, cfg.bench).items()})
         seconds["bench"] = time.perf_counter() - t
@@ -90,10 +93,10 @@ def run(cfg: RunConfig) -> dict:
         from toolkit.footprint import write_outputs as write_footprint
 
         stage += 1
-        _stage(stage, total, "microcontroller footprint")
+        _stage(stage, total, "microcontroller footprint", cfg.verbose)
         if any(e["quantization"] == "int8" for e in manifest["artifacts"]):
             paths.update({f"footprint_{k}": v for k, v in write_footprint(footprint(exports), exports).items()})
     stage += 1
-    _stage(stage, total, "report")
+    _stage(stage, total, "report", cfg.verbose)
     paths["report"] = write_report(exports, paths.get("bench_json"))
     return {"paths": paths, "parity": report, "seconds": seconds, "manifest": manifest}

@@ -51,21 +51,35 @@ def _validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--arch must be one of {', '.join(ARCHITECTURES)}, got {cfg.arch!r}")
 
 
-def _progress_callback(k, epochs: int):
-    """One line per epoch on stderr (stdout is kept for results)."""
+def _progress_callback(k, epochs: int, steps: int):
+    """A bar within each epoch (on a terminal) and one line per epoch on stderr (stdout is kept for
+    results)."""
+    from toolkit.progress import enabled, say, tqdm_options
 
     class EpochLine(k.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             self.start = time.perf_counter()
+            self.bar = None
+            if enabled():
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", **tqdm_options())
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.bar is not None:
+                self.bar.update(1)
+                if batch % 20 == 0 and logs:
+                    self.bar.set_postfix_str(f"loss {float(logs.get('loss', float('nan'))):.4f}")
 
         def on_epoch_end(self, epoch, logs=None):
+            if self.bar is not None:
+                self.bar.close()
             logs = logs or {}
-            print(
+            say(
                 f"  epoch {epoch + 1}/{epochs}  loss {logs.get('loss', float('nan')):.4f}  "
                 f"accuracy {logs.get('accuracy', float('nan')):.4f}  "
                 f"val_accuracy {logs.get('val_accuracy', float('nan')):.4f}  "
-                f"({time.perf_counter() - self.start:.1f} s)",
-                file=sys.stderr, flush=True,
+                f"({time.perf_counter() - self.start:.1f} s)"
             )
 
     return EpochLine()
@@ -147,7 +161,7 @@ def train(cfg: TrainConfig) -> dict:
     start = time.perf_counter()
     history = model.fit(
         dataset, validation_data=val, epochs=cfg.epochs, verbose=0, shuffle=False,  # tf.data shuffles
-        callbacks=[_progress_callback(k, cfg.epochs)] if cfg.verbose else [],
+        callbacks=[_progress_callback(k, cfg.epochs, -(-n // cfg.batch_size))] if cfg.verbose else [],
     )
     train_seconds = time.perf_counter() - start
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import dataset_args, exports_arg
+from toolkit.cli.common import dataset_args, exports_arg, quiet_arg
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -19,6 +19,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def bench_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     from toolkit import runners
     from toolkit.config import BenchConfig
 
@@ -69,7 +70,7 @@ def bench_run(args: argparse.Namespace) -> int:
         runtimes=tuple(args.runtimes), device=args.device, batch_sizes=args.batch_sizes,
         threads=args.threads, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
         min_runs=args.min_runs, min_seconds=args.min_seconds, seed=args.seed, json_path=args.json,
-        allow_fallback=args.allow_fallback, plots=not args.no_plots,
+        allow_fallback=args.allow_fallback, plots=not args.no_plots, verbose=not args.quiet,
     )
     doc = run_bench(cfg)
     paths = write_outputs(doc, cfg)

@@ -92,6 +92,12 @@ def preprocess_options(args: argparse.Namespace):
     )
 
 
+def quiet_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or progress lines on stderr, only results and errors (progress bars "
+                   "are drawn only when stderr is a terminal anyway)")
+
+
 def exports_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exports", type=Path, default=Path("exports"), metavar="DIR",
@@ -138,4 +144,5 @@ def train_config(args: argparse.Namespace, out: Path):
         learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, jit_compile=args.jit_compile,
         seed=args.seed, train_limit=args.train_limit,
         dataset=args.dataset, test_fraction=args.test_fraction, preprocess=preprocess_options(args),
+        verbose=not getattr(args, "quiet", False),
     )

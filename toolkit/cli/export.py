@@ -11,10 +11,12 @@ from toolkit.cli.common import (
     positive_int,
     preprocess_args,
     preprocess_options,
+    quiet_arg,
 )
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     from toolkit.config import ExportConfig
 
     d = ExportConfig()
@@ -55,7 +57,7 @@ def export_run(args: argparse.Namespace) -> int:
         exports=args.exports, variants=tuple(e.variant for e in chosen), model=args.model,
         data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
         preprocess=preprocess_options(args), calibration_samples=args.calibration_samples,
-        calibration_method=args.calibration_method, opset=args.opset, force=args.force,
+        calibration_method=args.calibration_method, opset=args.opset, force=args.force, verbose=not args.quiet,
     )
     manifest = export(cfg, chosen)
     print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from toolkit.cli.common import dataset_args, exports_arg, positive_int
+from toolkit.cli.common import dataset_args, exports_arg, positive_int, quiet_arg
 
 
 def _gate_help() -> str:
@@ -16,6 +16,7 @@ def _gate_help() -> str:
 
 
 def parity_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     exports_arg(p)
     dataset_args(p, "the dataset recorded in the manifest, with its preprocessing")
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
@@ -71,7 +72,7 @@ def parity_run(args: argparse.Namespace) -> int:
         exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
         model=args.model, variants=tuple(args.variants), runtimes=tuple(args.runtimes),
         json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
-        diagnose=args.diagnose, micro_images=args.micro_images,
+        diagnose=args.diagnose, micro_images=args.micro_images, verbose=not args.quiet,
     )
     if cfg.diagnose:
         from toolkit.diagnose import diagnose, format_table

@@ -12,11 +12,13 @@ from toolkit.cli.common import (
     exports_arg,
     preprocess_args,
     preprocess_options,
+    quiet_arg,
     train_config,
 )
 
 
 def run_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     dataset_args(p, "mnist; with --skip-train or --model, the dataset the model was trained on, else mnist")
     exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
@@ -49,11 +51,12 @@ def run_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(
         train=train_cfg,
         export=ExportConfig(exports=exports, data_dir=args.data_dir, dataset=args.dataset,
-                            test_fraction=args.test_fraction, preprocess=options, model=args.model),
-        parity=ParityConfig(exports=exports, data_dir=args.data_dir),
+                            test_fraction=args.test_fraction, preprocess=options, model=args.model,
+                            verbose=not args.quiet),
+        parity=ParityConfig(exports=exports, data_dir=args.data_dir, verbose=not args.quiet),
         bench=BenchConfig(exports=exports, data_dir=args.data_dir, batch_sizes=(1, 32), device=args.device,
-                          allow_fallback=args.allow_fallback),
-        skip_train=args.skip_train or args.model is not None, skip_bench=args.skip_bench,
+                          allow_fallback=args.allow_fallback, verbose=not args.quiet),
+        skip_train=args.skip_train or args.model is not None, skip_bench=args.skip_bench, verbose=not args.quiet,
     )
     if args.quick:
         cfg = quick(cfg)

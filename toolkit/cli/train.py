@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import arch_args, dataset_args, preprocess_args, train_config
+from toolkit.cli.common import arch_args, dataset_args, preprocess_args, quiet_arg, train_config
 
 
 def train_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     dataset_args(p, "mnist")
     p.add_argument("--out", type=Path, default=Path("exports"), metavar="DIR",
                    help="where to write model.keras and train.json (default: %(default)s)")

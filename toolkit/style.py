@@ -1,0 +1,54 @@
+"""One look for every plot of the project: a colour and marker per variant, a line style per
+runtime, the same in every figure, every run and every architecture, so that a reader who learned
+that orange circles are tflite-int8 can trust it everywhere.
+
+Known variants and runtimes have fixed entries; any other name (a user's runtime plugin, a new
+variant) gets a colour and style chosen from its name's hash, so it too is stable across runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+# tab10 colours, assigned once; float and int8 siblings share a hue family where possible
+VARIANT_STYLE = {
+    "keras": ("#7f7f7f", "*"),  # grey star: the reference
+    "tflite": ("#1f77b4", "o"),
+    "tflite-fp16": ("#17becf", "v"),
+    "tflite-dynamic": ("#9467bd", "D"),
+    "tflite-int8": ("#ff7f0e", "s"),
+    "tflite-micro": ("#8c564b", "P"),
+    "onnx": ("#2ca02c", "^"),
+    "onnx-int8": ("#d62728", "X"),
+    "openvino": ("#bcbd22", "<"),
+    "openvino-fp16": ("#e377c2", ">"),
+}
+RUNTIME_STYLE = {
+    "tensorflow": (0, (8, 2, 1, 2)),
+    "litert": "-",
+    "litert-builtin": (0, (1, 1)),
+    "onnxruntime": "--",
+    "onnxruntime-trt": (0, (5, 1)),
+    "tflm": (0, (1, 2)),
+    "openvino": "-.",
+    "openvino-bf16": (0, (3, 1, 1, 1, 1, 1)),
+}
+_FALLBACK_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
+_FALLBACK_MARKERS = ("h", "p", "d", "8", "H", "1", "2", "3")
+_FALLBACK_LINES = ((0, (2, 2)), (0, (4, 2, 1, 2)), (0, (6, 2)), (0, (1, 3)))
+
+
+def _pick(name: str, options: tuple):
+    return options[int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(options)]
+
+
+def variant_style(variant: str) -> dict:
+    """Matplotlib keyword arguments (colour and marker) for a variant, a VARIANT@RUNTIME parity key
+    included (the variant part decides)."""
+    name = variant.split("@")[0]
+    colour, marker = VARIANT_STYLE.get(name, (_pick(name, _FALLBACK_COLOURS), _pick(name, _FALLBACK_MARKERS)))
+    return {"color": colour, "marker": marker}
+
+
+def runtime_style(runtime: str) -> dict:
+    return {"linestyle": RUNTIME_STYLE.get(runtime, _pick(runtime, _FALLBACK_LINES))}
