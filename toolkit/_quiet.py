@@ -73,5 +73,6 @@ def tf():
 
 
 def keras():
-    tf()
+    if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow" and "keras" not in sys.modules:
+        tf()  # import TensorFlow quietly first: Keras would import it loudly
     return quiet_import("keras")

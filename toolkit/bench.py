@@ -58,10 +58,16 @@ def gpu_info() -> list[dict]:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
+    cuda = None
+    try:  # the CUDA version the driver supports is only in nvidia-smi's banner
+        banner = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+        cuda = banner.split("CUDA Version:", 1)[1].split()[0] if "CUDA Version:" in banner else None
+    except (OSError, subprocess.SubprocessError):
+        pass
     gpus = []
     for line in out.strip().splitlines():
         name, driver, memory = (part.strip() for part in line.split(","))
-        gpus.append({"name": name, "driver": driver, "memory": memory})
+        gpus.append({"name": name, "driver": driver, "memory": memory, **({"cuda_driver_api": cuda} if cuda else {})})
     return gpus
 
 

@@ -100,6 +100,8 @@ class ParityConfig:
     diagnose: str | None = None
     micro_images: int | None = 1000  # tflite-micro: test images in parity; None = all 10,000
     runtimes: tuple[str, ...] = ()  # () = each variant on its format's reference runtime
+    device: str = "cpu"  # where variants and the reference run ("cuda": no silent fallback to the CPU)
+    reference_runtime: str | None = None  # the runtime of the Keras reference; None: tensorflow
     seed: int = 0  # chooses the tflite-micro sample
     verbose: bool = True
 

@@ -17,14 +17,13 @@ import numpy as np
 from toolkit import artifacts, runners
 from toolkit.config import Gates, ParityConfig
 from toolkit.datasets import Split
-from toolkit.errors import UsageError
+from toolkit.errors import DeviceUnavailableError, UsageError
 from toolkit.inputs import data_for, reference_model
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import Preprocessing
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
 from toolkit.provenance import provenance
-from toolkit.runners.keras import KerasRunner
 from toolkit.stats import mcnemar_exact, paired_difference_interval, wilson_interval
 
 PARITY_JSON = "parity.json"
@@ -224,37 +223,67 @@ def micro_subset(cfg: ParityConfig, n: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(cfg.seed).choice(n, size=cfg.micro_images, replace=False))
 
 
-def plan_checks(entries: list[dict], wanted: tuple[str, ...]) -> tuple[dict, list[dict]]:
+def plan_checks(entries: list[dict], wanted: tuple[str, ...], device: str = "cpu",
+                reference_runtime: str | None = None) -> tuple[dict, list[dict]]:
     """{key: (entry, runtime)} to check, and what was skipped with why. Without ``--runtimes`` each
     variant runs on its format's reference runtime (key: the variant); with it, on every listed
-    runtime that runs its format (key: the variant, or VARIANT@RUNTIME for a non-reference runtime)."""
+    runtime that runs its format (key: the variant, or VARIANT@RUNTIME for a non-reference runtime).
+    A runtime that cannot run on ``device`` here is skipped with its reason."""
     checks, skipped = {}, []
-    if not wanted:
-        for entry in entries:
-            checks[entry["variant"]] = (entry, runners.default_for(entry["format"]))
-        return checks, skipped
-    chosen = [runners.get(name) for name in wanted]
     for entry in entries:
         reference = runners.default_for(entry["format"])
+        chosen = [runners.get(name) for name in wanted] if wanted else [reference]
         for runtime in chosen:
             if entry["format"] not in runtime.formats:
                 continue
-            reason = runtime.why_not("cpu")
+            if entry["format"] == "keras" and runtime.name == reference_runtime:
+                continue  # the reference itself
+            reason = runtime.why_not(device) if wanted or device != "cpu" else None  # default on the CPU: must run
             if reason:
                 skipped.append({"variant": entry["variant"], "runtime": runtime.name, "reason": reason})
                 continue
-            key = entry["variant"] if runtime is reference else f"{entry['variant']}@{runtime.name}"
+            key = (entry["variant"] if runtime is reference and entry["format"] != "keras"
+                   else f"{entry['variant']}@{runtime.name}")
             checks[key] = (entry, runtime)
-        if not any(e is entry for e, _ in checks.values()) and not any(s["variant"] == entry["variant"]
-                                                                      for s in skipped):
+        if wanted and not any(e is entry for e, _ in checks.values()) and not any(
+                s["variant"] == entry["variant"] for s in skipped):
             skipped.append({"variant": entry["variant"], "runtime": ", ".join(wanted),
                             "reason": f"none of these runtimes runs format {entry['format']}"})
     if not checks:
-        raise UsageError(f"--runtimes {' '.join(wanted)}: none of them runs the selected variants here ("
+        asked = f"--runtimes {' '.join(wanted)}" if wanted else "the variants' reference runtimes"
+        raise UsageError(f"{asked}: none of them runs the selected variants on {device} here ("
                          + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped)
-                         + ")" if skipped else f"--runtimes {' '.join(wanted)} runs none of the selected variants' "
+                         + ")" if skipped else f"{asked} runs none of the selected variants' "
                          f"formats ({', '.join(sorted({e['format'] for e in entries}))})")
     return checks, skipped
+
+
+def open_reference(cfg: ParityConfig, model_path: Path):
+    """The Keras reference on ``--reference-runtime`` (default: the keras format's reference runtime,
+    TensorFlow) on ``--device``, and what the model is (read from it)."""
+    runtime = runners.get(cfg.reference_runtime) if cfg.reference_runtime else runners.default_for("keras")
+    if "keras" not in runtime.formats:
+        raise UsageError(f"--reference-runtime {runtime.name} does not run Keras models "
+                         f"(these do: {', '.join(r.name for r in runners.for_format('keras'))})")
+    reason = runtime.why_not(cfg.device)
+    if reason:
+        raise DeviceUnavailableError(f"the reference cannot run on {runtime.name} ({cfg.device}): {reason}",
+                                     hint="choose another with --reference-runtime")
+    runner = runtime.open(model_path, device=cfg.device)
+    model = getattr(runner, "model", None)
+    if model is None:  # the runtime holds the model in another process: read it here
+        from toolkit.runners.keras import load_keras_model
+
+        model = load_keras_model(model_path)
+    return runner, inspect_model(model, model_path)
+
+
+def check_device(cfg: ParityConfig, opened: dict) -> None:
+    """Every runner really ran on ``--device``: onnxruntime, for one, falls back to the CPU silently."""
+    wrong = {k: r.providers for k, r in opened.items() if r.used_device() != cfg.device}
+    if wrong:
+        raise DeviceUnavailableError(f"asked for {cfg.device}, but " + "; ".join(
+            f"{k} ran on {', '.join(p)}" for k, p in wrong.items()))
 
 
 def _timed(runner, x: np.ndarray, seconds: dict, key: str) -> np.ndarray:
@@ -273,8 +302,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         entries = select_entries(manifest, cfg.variants)
         paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
         model_path = reference_model(cfg, manifest)
-        reference_runner = KerasRunner.load(model_path)
-        info = inspect_model(reference_runner.model, model_path)
+        reference_runner, info = open_reference(cfg, model_path)
         dataset, prep, matches = data_for(cfg, manifest, info)
         if manifest.get("dataset") and not matches:
             _log(cfg, f"note: dataset {dataset.source} is not the one the export was calibrated and checked on "
@@ -283,10 +311,16 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         labels = test.labels
         n = len(labels)
 
-        checks, skipped = plan_checks(entries, cfg.runtimes)
+        if any("keras" in runners.get(r).formats and r != reference_runner.name for r in cfg.runtimes):
+            # the reference model itself on another Keras runtime (keras@keras-jax): same predictions?
+            entries = [*entries, {"variant": "keras", "format": "keras", "quantization": "none",
+                                  "bytes": model_path.stat().st_size,
+                                  "sha256": manifest.get("source_model", {}).get("sha256")}]
+            paths["keras"] = model_path
+        checks, skipped = plan_checks(entries, cfg.runtimes, cfg.device, reference_runner.name)
         opened, samples, twins = {}, {}, {}
         for variant, (entry, runtime) in checks.items():
-            opened[variant] = runtime.open(paths[entry["variant"]])
+            opened[variant] = runtime.open(paths[entry["variant"]], device=cfg.device)
             if entry["format"] == "tflite-micro":
                 samples[variant] = micro_subset(cfg, n)
                 # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
@@ -318,11 +352,15 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
                     twin_scores[variant].add(twins[variant].infer(xs), out)
         if first is None:
             raise UsageError(f"the test split of {dataset.source} holds no images")
+        check_device(cfg, {"keras": reference_runner, **opened})
         info = confirm_output(info, first)
         ref_pred = np.concatenate(ref_preds)
         class_names = list(dataset.class_names) + [str(k) for k in range(dataset.num_classes, info.classes)]
         reference = {
             "variant": "keras",
+            "runtime": reference_runner.name,
+            "device": reference_runner.used_device(),
+            "providers": reference_runner.providers,
             "path": str(model_path),
             "sha256": manifest.get("source_model", {}).get("sha256"),
             "output": info.output,
@@ -360,6 +398,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
                 "variant": entry["variant"],
                 "format": entry["format"],
                 "runtime": opened[variant].name,
+                "device": opened[variant].used_device(),
                 "providers": opened[variant].providers,
                 **({"runtime_settings": opened[variant].bench_fields()} if opened[variant].bench_fields() else {}),
                 "bytes": entry["bytes"],

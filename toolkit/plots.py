@@ -189,7 +189,7 @@ def tradeoff_figure(doc: dict, parity: dict):
                                   (axes[1], "bytes", "model size (bytes, log)", "log")):
         for p in points:
             style = variant_style(p["variant"])
-            container = ax.errorbar(p[key], p["accuracy"], yerr=[[p["accuracy"] - p["lo"]], [p["hi"] - p["accuracy"]]],
+            container = ax.errorbar(p[key], p["accuracy"], yerr=[[max(0.0, p["accuracy"] - p["lo"])], [max(0.0, p["hi"] - p["accuracy"])]],
                                     fmt=style["marker"], color=style["color"], markersize=7, capsize=3,
                                     linestyle="none", elinewidth=1.2)
             container.lines[0].set_gid(f"{p['variant']}|{p['runtime']}")

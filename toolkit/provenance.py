@@ -25,6 +25,13 @@ _PACKAGES = (
     "openvino",
     "pillow",
     "numpy",
+    "jax",
+    "jaxlib",
+    "jax-cuda13-plugin",
+    # CUDA libraries as pip packages (GPU machines)
+    "nvidia-cuda-runtime",
+    "nvidia-cudnn-cu13",
+    "nvidia-cublas",
 )
 
 

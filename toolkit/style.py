@@ -2,7 +2,8 @@
 runtime, the same in every figure, every run and every architecture, so that a reader who learned
 that orange circles are tflite-int8 can trust it everywhere.
 
-Known variants and runtimes have fixed entries; any other name (a user's runtime plugin, a new
+Known variants have fixed entries here; each runtime declares its line style next to its code
+(``Runtime.linestyle``, so that adding a runtime stays one module); any other name (a user's runtime plugin, a new
 variant) gets a colour and style chosen from its name's hash, so it too is stable across runs.
 """
 
@@ -23,16 +24,6 @@ VARIANT_STYLE = {
     "openvino": ("#bcbd22", "<"),
     "openvino-fp16": ("#e377c2", ">"),
 }
-RUNTIME_STYLE = {
-    "tensorflow": (0, (8, 2, 1, 2)),
-    "litert": "-",
-    "litert-builtin": (0, (1, 1)),
-    "onnxruntime": "--",
-    "onnxruntime-trt": (0, (5, 1)),
-    "tflm": (0, (1, 2)),
-    "openvino": "-.",
-    "openvino-bf16": (0, (3, 1, 1, 1, 1, 1)),
-}
 _FALLBACK_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
 _FALLBACK_MARKERS = ("h", "p", "d", "8", "H", "1", "2", "3")
 _FALLBACK_LINES = ((0, (2, 2)), (0, (4, 2, 1, 2)), (0, (6, 2)), (0, (1, 3)))
@@ -51,4 +42,8 @@ def variant_style(variant: str) -> dict:
 
 
 def runtime_style(runtime: str) -> dict:
-    return {"linestyle": RUNTIME_STYLE.get(runtime, _pick(runtime, _FALLBACK_LINES))}
+    from toolkit import runners
+
+    declared = runners.load_all().get(runtime)
+    linestyle = declared.linestyle if declared and declared.linestyle is not None else None
+    return {"linestyle": linestyle if linestyle is not None else _pick(runtime, _FALLBACK_LINES)}

@@ -28,6 +28,12 @@ def parity_args(p: argparse.ArgumentParser) -> None:
                    help="check each variant on every one of these runtimes that runs its format (results for a "
                    "runtime other than the format's reference one are named VARIANT@RUNTIME), e.g. --runtimes "
                    "litert onnxruntime openvino openvino-bf16 (default: each variant on its reference runtime)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="run the variants and the reference here; with cuda every runner must really run on "
+                   "the GPU (no silent CPU fallback: exit 6 names the one that did not) (default: %(default)s)")
+    p.add_argument("--reference-runtime", default=None, metavar="RUNTIME",
+                   help="the runtime of the Keras reference: tensorflow (default) or keras-jax (Keras' JAX "
+                   "backend, for a GPU machine without TensorFlow)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON results (default: DIR/parity.json)")
     p.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
@@ -71,6 +77,7 @@ def parity_run(args: argparse.Namespace) -> int:
     cfg = ParityConfig(
         exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
         model=args.model, variants=tuple(args.variants), runtimes=tuple(args.runtimes),
+        device=args.device, reference_runtime=args.reference_runtime,
         json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
         diagnose=args.diagnose, micro_images=args.micro_images, verbose=not args.quiet,
     )

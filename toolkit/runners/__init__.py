@@ -46,6 +46,7 @@ class Runtime:
     timed_call: str = "run_raw"  # what the bench timer wraps, in the runtime's own words
     other_devices: str | None = None  # why it does not run on the devices it lacks
     order: int = 100  # position in tables
+    linestyle: str | tuple | None = None  # its line style in every plot (toolkit/style.py), else one from its name
 
     def why_not(self, device: str) -> str | None:
         """None if it can run on ``device`` here, else the reason."""

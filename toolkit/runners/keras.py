@@ -91,7 +91,11 @@ class KerasRunner(Runner):
         return self.run_raw(images).astype(np.float32, copy=False)
 
 
-def _tf_cuda_reason(device: str) -> str | None:
+def _tf_reason(device: str) -> str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return "TensorFlow is not installed (on a GPU machine without it, the keras-jax runtime runs the reference)"
     if device != "cuda":
         return None
     from toolkit._quiet import tf
@@ -117,11 +121,12 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Ker
 
 register(Runtime(
     name="tensorflow",
+    linestyle=(0, (8, 2, 1, 2)),
     formats=("keras",),
     devices=("cpu", "cuda"),
     summary="the Keras reference model as a compiled tf.function (never model.predict)",
     open=_open,
-    unavailable=_tf_cuda_reason,
+    unavailable=_tf_reason,
     default_for=("keras",),
     timed_call="tf.function(...).numpy() on a tf.constant input",
     order=40,

@@ -132,6 +132,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None, **kwar
 
 register(Runtime(
     name="litert",
+    linestyle="-",
     formats=("tflite",),
     devices=("cpu",),
     summary="the LiteRT interpreter (ai-edge-litert) with the XNNPACK delegate",

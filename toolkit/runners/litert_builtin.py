@@ -18,6 +18,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Lit
 
 register(Runtime(
     name="litert-builtin",
+    linestyle=(0, (1, 1)),
     formats=("tflite",),
     devices=("cpu",),
     summary="the LiteRT interpreter without XNNPACK: its builtin kernels",

@@ -162,6 +162,7 @@ def _open_trt(path: Path, *, device: str = "cuda", threads: int | None = None) -
 
 register(Runtime(
     name="onnxruntime",
+    linestyle="--",
     formats=("onnx",),
     devices=("cpu", "cuda"),
     summary="onnxruntime: the CPU execution provider, or CUDA with --device cuda",
@@ -174,6 +175,7 @@ register(Runtime(
 
 register(Runtime(
     name="onnxruntime-trt",
+    linestyle=(0, (5, 1)),
     formats=("onnx",),
     devices=("cuda",),
     summary="onnxruntime with the TensorRT execution provider (CUDA only)",

@@ -171,6 +171,7 @@ OTHER_DEVICES = "the openvino wheel's GPU plugin is for Intel GPUs, not CUDA"
 
 register(Runtime(
     name="openvino",
+    linestyle="-.",
     formats=FORMATS,
     devices=("cpu",),
     summary="OpenVINO's CPU plugin at f32 (INFERENCE_PRECISION_HINT=f32), on IR, ONNX and TFLite files",
@@ -184,6 +185,7 @@ register(Runtime(
 
 register(Runtime(
     name="openvino-bf16",
+    linestyle=(0, (3, 1, 1, 1, 1, 1)),
     formats=FORMATS,
     devices=("cpu",),
     summary="OpenVINO's CPU plugin in bf16, its default on CPUs with AVX512_BF16/AMX",

@@ -89,6 +89,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> TFL
 
 register(Runtime(
     name="tflm",
+    linestyle=(0, (1, 2)),
     formats=("tflite-micro",),
     devices=("cpu",),
     summary="TensorFlow Lite for Microcontrollers, host build (the [micro] extra)",

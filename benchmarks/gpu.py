@@ -1,0 +1,136 @@
+"""GPU figures: every variant a GPU runtime takes (onnx and onnx-int8 on onnxruntime's CUDA
+execution provider, the Keras reference on Keras' JAX backend), on a real GPU, with the CPU
+figures of the same artifacts beside them.
+
+On the GPU machine (no TensorFlow there; the export is made elsewhere and carried):
+
+    python benchmarks/gpu.py --exports DIR --out OUT --device cuda
+
+  1. finds, per variant and runtime, the largest batch that runs (doubling from 1,024 until the
+     GPU runs out of memory or 2^20 images; one inference each, in a fresh process per target);
+  2. `toolkit bench --device cuda` twice back to back at batch 1, 32, 256 and that largest batch
+     (onnxruntime-trt too: skipped with its stated reason where TensorRT is missing);
+  3. `toolkit parity --device cuda` with the reference on keras-jax on the same GPU;
+  4. writes OUT/gpu.json (all of it, with provenance) and OUT/gpu-parity-predictions.npz.
+
+On this (CPU) machine, the same plan without the largest batch, for the side-by-side table:
+
+    python benchmarks/gpu.py --exports DIR --out benchmarks/results --device cpu
+
+writes results/gpu-cpu-side.json. `python benchmarks/gpu_md.py` makes GPU.md from both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from toolkit.artifacts import atomic_write_json  # noqa: E402
+from toolkit.provenance import provenance  # noqa: E402
+
+TARGETS = {"cuda": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax")],
+           "cpu": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax"),
+                   ("keras", "tensorflow")]}
+BATCHES = (1, 32, 256)
+
+PROBE = """
+import sys, json, numpy as np
+from pathlib import Path
+from toolkit import runners
+variant, runtime, path, top = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+runner = runners.get(runtime).open(Path(path), device="cuda")
+shape = [d or 1 for d in runner.input_spec.shape[1:]]
+largest, error, batch = None, None, 1024
+while batch <= top:
+    try:
+        x = runner.prepare(np.random.default_rng(0).random((batch, *shape), dtype=np.float32))
+        runner.run_raw(x)
+        del x
+        largest = batch
+    except Exception as exc:  # out of memory (each runtime raises its own type)
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        break
+    batch *= 2
+print(json.dumps({"variant": variant, "runtime": runtime, "largest_batch": largest, "stopped_by": error
+                  or f"the probe's limit of {top} images", "providers": runner.providers}))
+"""
+
+
+def _run(cmd: list[str], log: list[dict], check: bool = True) -> subprocess.CompletedProcess:
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    log.append({"command": " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), "exit_code": proc.returncode,
+                "seconds": round(time.perf_counter() - start, 1), "stderr_tail": proc.stderr[-3000:]})
+    print(f"$ {log[-1]['command']}\n  exit {proc.returncode} in {log[-1]['seconds']} s", flush=True)
+    if proc.returncode and check:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n", flush=True)
+    return proc
+
+
+def _path(exports: Path, variant: str) -> Path:
+    manifest = json.loads((exports / "manifest.json").read_text())
+    if variant == "keras":
+        return exports / manifest["source_model"]["path"]
+    entry = next(e for e in manifest["artifacts"] if e["variant"] == variant)
+    return exports / entry["path"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--max-probe", type=int, default=2**20, help="the probe's largest batch (default: 2^20)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    log: list[dict] = []
+    doc: dict = {"device": args.device, "commands": log}
+    toolkit = [sys.executable, "-m", "toolkit"]
+    targets = TARGETS[args.device]
+    batches = list(BATCHES)
+    if args.device == "cuda":
+        probes = []
+        for variant, runtime in targets:
+            proc = _run([sys.executable, "-c", PROBE, variant, runtime, str(_path(args.exports, variant)),
+                         str(args.max_probe)], log)
+            if proc.returncode == 0:
+                probes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        doc["largest_batch"] = probes
+        largest = [p["largest_batch"] for p in probes if p["largest_batch"]]
+        if largest:  # the largest batch every target ran (one bench plan for all of them)
+            batches.append(min(largest))
+    runtimes = sorted({r for _, r in targets} | ({"onnxruntime-trt"} if args.device == "cuda" else set()))
+    variants = sorted({v for v, _ in targets})
+    runs = []
+    for i in (1, 2):
+        json_path = args.out / f"bench-{args.device}-{i}.json"
+        _run([*toolkit, "bench", "--exports", str(args.exports), "--device", args.device, "--variants", *variants,
+              "--runtimes", *runtimes, "--batch-sizes", ",".join(map(str, batches)), "--threads",
+              "1" if args.device == "cuda" else "2", "--json", str(json_path), "--quiet"], log, check=False)
+        runs.append(json.loads(json_path.read_text()) if json_path.is_file() else None)
+    doc["bench"] = runs
+    parity_path = args.out / f"parity-{args.device}.json"
+    reference = "keras-jax" if args.device == "cuda" else "tensorflow"
+    _run([*toolkit, "parity", "--exports", str(args.exports), "--device", args.device, "--variants", "onnx",
+          "onnx-int8", "--runtimes", *sorted({r for _, r in targets if r != reference}),
+          "--reference-runtime", reference, "--json", str(parity_path), "--quiet"], log, check=False)
+    doc["parity"] = json.loads(parity_path.read_text()) if parity_path.is_file() else None
+    if (args.exports / "parity-predictions.npz").is_file():
+        shutil.copyfile(args.exports / "parity-predictions.npz",
+                        args.out / f"gpu-parity-predictions-{args.device}.npz")
+    doc["provenance"] = provenance()
+    name = "gpu.json" if args.device == "cuda" else "gpu-cpu-side.json"
+    atomic_write_json(args.out / name, doc)
+    print(f"wrote {args.out / name}")
+    return 0 if all(c["exit_code"] == 0 for c in log) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
