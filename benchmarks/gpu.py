@@ -2,6 +2,11 @@
 execution provider, the Keras reference on Keras' JAX backend), on a real GPU, with the CPU
 figures of the same artifacts beside them.
 
+First, here (TensorFlow is needed): the export the GPU machine gets, from the trained model in
+exports/ without its optimizer state (13 MB instead of 38 MB, so it fits a device transfer):
+
+    python benchmarks/gpu.py --prepare-from exports --exports .gpu/exports
+
 On the GPU machine (no TensorFlow there; the export is made elsewhere and carried):
 
     python benchmarks/gpu.py --exports DIR --out OUT --device cuda
@@ -11,13 +16,15 @@ On the GPU machine (no TensorFlow there; the export is made elsewhere and carrie
   2. `toolkit bench --device cuda` twice back to back at batch 1, 32, 256 and that largest batch
      (onnxruntime-trt too: skipped with its stated reason where TensorRT is missing);
   3. `toolkit parity --device cuda` with the reference on keras-jax on the same GPU;
-  4. writes OUT/gpu.json (all of it, with provenance) and OUT/gpu-parity-predictions.npz.
+  4. writes OUT/gpu.json (all of it, with provenance) and OUT/gpu-predictions-cuda.npz (parity's
+     per-image predictions).
 
 On this (CPU) machine, the same plan without the largest batch, for the side-by-side table:
 
     python benchmarks/gpu.py --exports DIR --out benchmarks/results --device cpu
 
-writes results/gpu-cpu-side.json. `python benchmarks/gpu_md.py` makes GPU.md from both.
+writes results/gpu-cpu-side.json and gpu-predictions-cpu.npz. `python benchmarks/gpu_md.py` makes
+GPU.md from both.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from toolkit.artifacts import atomic_write_json  # noqa: E402
 from toolkit.provenance import provenance  # noqa: E402
 
-TARGETS = {"cuda": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax")],
+TARGETS = {"cuda": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax"),
+                    ("onnx", "onnxruntime-tf32"), ("keras", "keras-jax-tf32")],
            "cpu": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax"),
                    ("keras", "tensorflow")]}
 BATCHES = (1, 32, 256)
@@ -50,7 +59,7 @@ shape = [d or 1 for d in runner.input_spec.shape[1:]]
 largest, error, batch = None, None, 1024
 while batch <= top:
     try:
-        x = runner.prepare(np.random.default_rng(0).random((batch, *shape), dtype=np.float32))
+        x = runner.prepare(np.full((batch, *shape), 0.5, dtype=np.float32))
         runner.run_raw(x)
         del x
         largest = batch
@@ -82,14 +91,38 @@ def _path(exports: Path, variant: str) -> Path:
     return exports / entry["path"]
 
 
+def prepare(source: Path, dest: Path) -> int:
+    """The model without its optimizer state, saved reproducibly, and `toolkit export --format onnx`."""
+    import os
+
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "1795000000")
+    from toolkit.reproducible import normalize_keras_archive, source_date_epoch
+    from toolkit.runners.keras import load_keras_model
+
+    dest.mkdir(parents=True, exist_ok=True)
+    load_keras_model(source / "model.keras").save(dest / "model.keras")
+    normalize_keras_archive(dest / "model.keras", source_date_epoch())
+    if (source / "train.json").is_file():  # the training record: dataset and preprocessing carry over
+        shutil.copyfile(source / "train.json", dest / "train.json")
+    return subprocess.run([sys.executable, "-m", "toolkit", "export", "--exports", str(dest), "--format", "onnx",
+                           "--force"]).returncode
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--exports", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="where gpu.json (or gpu-cpu-side.json) goes")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--max-probe", type=int, default=2**20, help="the probe's largest batch (default: 2^20)")
+    parser.add_argument("--prepare-from", type=Path, default=None, metavar="DIR",
+                        help="make --exports from DIR/model.keras (weights only, no optimizer) with its ONNX variants")
     args = parser.parse_args()
+    if args.prepare_from:
+        return prepare(args.prepare_from, args.exports)
+    if args.out is None:
+        parser.error("--out is required (except with --prepare-from)")
     args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="toolkit-gpu-"))  # each command's own outputs; only gpu*.json kept
     log: list[dict] = []
     doc: dict = {"device": args.device, "commands": log}
     toolkit = [sys.executable, "-m", "toolkit"]
@@ -98,6 +131,8 @@ def main() -> int:
     if args.device == "cuda":
         probes = []
         for variant, runtime in targets:
+            if runtime.endswith("-tf32"):
+                continue  # the same memory as float32
             proc = _run([sys.executable, "-c", PROBE, variant, runtime, str(_path(args.exports, variant)),
                          str(args.max_probe)], log)
             if proc.returncode == 0:
@@ -110,21 +145,21 @@ def main() -> int:
     variants = sorted({v for v, _ in targets})
     runs = []
     for i in (1, 2):
-        json_path = args.out / f"bench-{args.device}-{i}.json"
+        json_path = work / f"bench-{args.device}-{i}.json"
         _run([*toolkit, "bench", "--exports", str(args.exports), "--device", args.device, "--variants", *variants,
               "--runtimes", *runtimes, "--batch-sizes", ",".join(map(str, batches)), "--threads",
               "1" if args.device == "cuda" else "2", "--json", str(json_path), "--quiet"], log, check=False)
         runs.append(json.loads(json_path.read_text()) if json_path.is_file() else None)
     doc["bench"] = runs
-    parity_path = args.out / f"parity-{args.device}.json"
+    parity_path = work / f"parity-{args.device}.json"
     reference = "keras-jax" if args.device == "cuda" else "tensorflow"
     _run([*toolkit, "parity", "--exports", str(args.exports), "--device", args.device, "--variants", "onnx",
           "onnx-int8", "--runtimes", *sorted({r for _, r in targets if r != reference}),
           "--reference-runtime", reference, "--json", str(parity_path), "--quiet"], log, check=False)
     doc["parity"] = json.loads(parity_path.read_text()) if parity_path.is_file() else None
-    if (args.exports / "parity-predictions.npz").is_file():
-        shutil.copyfile(args.exports / "parity-predictions.npz",
-                        args.out / f"gpu-parity-predictions-{args.device}.npz")
+    predictions = parity_path.with_name(parity_path.stem + "-predictions.npz")
+    if predictions.is_file():  # per-image labels and predictions: the GPU and CPU references compared image by image
+        shutil.copyfile(predictions, args.out / f"gpu-predictions-{args.device}.npz")
     doc["provenance"] = provenance()
     name = "gpu.json" if args.device == "cuda" else "gpu-cpu-side.json"
     atomic_write_json(args.out / name, doc)

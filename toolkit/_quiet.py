@@ -60,7 +60,7 @@ def quiet_import(name: str) -> ModuleType:
         return sys.modules[name]
     with quiet_stderr():
         module = importlib.import_module(name)
-        if name in ("tensorflow", "keras"):
+        if name == "tensorflow" or (name == "keras" and os.environ.get("KERAS_BACKEND") == "tensorflow"):
             tf = importlib.import_module("tensorflow")
             tf.get_logger().setLevel("ERROR")
             with contextlib.suppress(Exception):

@@ -238,15 +238,24 @@ def _row(group: dict, batch: int, threads: int, result: dict, measured: dict) ->
     return row
 
 
-def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, progress) -> list[dict]:
+def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, progress,
+               skipped: list[dict]) -> list[dict]:
     """Each thread setting in a fresh worker process: rows do not inherit another model's memory
     peak, and runtimes that size their thread pools once per process (TensorFlow) get the count."""
     ctx = multiprocessing.get_context("spawn")
     rows = []
     for threads in group["threads"]:
         with ctx.Pool(1, maxtasksperchild=1) as pool:
-            result = pool.apply(measure_group, (group["runtime"], str(path), group["device"], threads,
-                                                list(group["batch_sizes"]), images, _timing_kwargs(cfg)))
+            try:
+                result = pool.apply(measure_group, (group["runtime"], str(path), group["device"], threads,
+                                                    list(group["batch_sizes"]), images, _timing_kwargs(cfg)))
+            except DeviceUnavailableError as exc:  # found only when loaded (e.g. nodes placed on the CPU)
+                if group["device"] != "cuda":
+                    raise
+                skipped.append({"variant": group["target"]["variant"], "runtime": group["runtime"],
+                                "device": group["device"], "reason": str(exc)})
+                say(f"  skipped {group['target']['variant']} on {group['runtime']}: {exc}", cfg.verbose)
+                return rows
         for measured in result["rows"]:
             rows.append(_row(group, measured["batch"], threads, result, measured))
             progress(rows[-1])
@@ -296,7 +305,10 @@ def run_bench(cfg: BenchConfig) -> dict:
                 path = reference_model(cfg, manifest)
             else:
                 path = artifacts.verify_entry(exports, target)
-            results += _run_group(group, path, images, cfg, progress)
+            results += _run_group(group, path, images, cfg, progress, skipped)
+        if cfg.device == "cuda" and not cfg.allow_fallback and not any(r["device"] == "cuda" for r in results):
+            raise DeviceUnavailableError("--device cuda: nothing ran on the GPU (" + "; ".join(
+                f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped) + ")")
         prov = provenance()
         prov["machine"]["cpu_flags"] = cpu_flags()
         prov["machine"]["gpus"] = gpus

@@ -319,14 +319,24 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             paths["keras"] = model_path
         checks, skipped = plan_checks(entries, cfg.runtimes, cfg.device, reference_runner.name)
         opened, samples, twins = {}, {}, {}
-        for variant, (entry, runtime) in checks.items():
-            opened[variant] = runtime.open(paths[entry["variant"]], device=cfg.device)
+        for variant, (entry, runtime) in list(checks.items()):
+            try:
+                opened[variant] = runtime.open(paths[entry["variant"]], device=cfg.device)
+            except DeviceUnavailableError as exc:  # found only when loaded (e.g. nodes placed on the CPU)
+                if cfg.device == "cpu":
+                    raise
+                skipped.append({"variant": entry["variant"], "runtime": runtime.name, "reason": str(exc)})
+                del checks[variant]
+                continue
             if entry["format"] == "tflite-micro":
                 samples[variant] = micro_subset(cfg, n)
                 # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
                 from toolkit.runners.litert import LiteRTRunner
 
                 twins[variant] = LiteRTRunner(opened[variant].content)
+        if not opened:
+            raise DeviceUnavailableError(f"nothing to check on {cfg.device}: " + "; ".join(
+                f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped))
         _log(cfg, f"parity of {len(entries)} variant(s) on {n:,} {dataset.kind} test images ({prep.describe()})")
         ref_preds: list[np.ndarray] = []
         scores = {v: Scores() for v in opened}

@@ -53,7 +53,7 @@ def _jax_device(device: str):
 class _InProcess:
     """The model, its weights on the device, and one jitted stateless call."""
 
-    def __init__(self, path: Path, device: str):
+    def __init__(self, path: Path, device: str, precision: str = "highest"):
         os.environ["KERAS_BACKEND"] = "jax"  # before Keras' first import in this process
         import jax
 
@@ -67,7 +67,10 @@ class _InProcess:
             frozen = [jax.device_put(v.value, self.jax_device) for v in model.non_trainable_variables]
 
         def call(trainable, frozen, x):
-            y, _ = model.stateless_call(trainable, frozen, x, training=False)
+            # XLA on a GPU computes float32 convolutions and matrix products in TF32 by default;
+            # "highest" keeps float32 (precision is fixed when the function is traced)
+            with jax.default_matmul_precision(precision):
+                y, _ = model.stateless_call(trainable, frozen, x, training=False)
             return y
 
         jitted = jax.jit(call)
@@ -87,10 +90,10 @@ class _InProcess:
         return np.asarray(self.fn(x))  # blocks until the device is done, like every runtime's call
 
 
-def _child(conn, path: str, device: str) -> None:
+def _child(conn, path: str, device: str, precision: str) -> None:
     """A process of its own with Keras on the JAX backend: load, then answer batches until None."""
     try:
-        model = _InProcess(Path(path), device)
+        model = _InProcess(Path(path), device, precision)
         conn.send(("ok", {"input": model.input_spec, "output": model.output_spec, "platform": model.platform,
                           "described": model.described}))
     except Exception as exc:  # noqa: BLE001 - sent to the parent, which raises it as its own error
@@ -109,13 +112,14 @@ def _child(conn, path: str, device: str) -> None:
 class _ChildProcess:
     """The same model in a spawned child with the JAX backend (this process's Keras has another)."""
 
-    def __init__(self, path: Path, device: str):
+    def __init__(self, path: Path, device: str, precision: str):
         ctx = multiprocessing.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
         saved = os.environ.get("KERAS_BACKEND")
         os.environ["KERAS_BACKEND"] = "jax"  # the child inherits it at spawn
         try:
-            self.process = ctx.Process(target=_child, args=(child_conn, str(path), device), daemon=True)
+            self.process = ctx.Process(target=_child, args=(child_conn, str(path), device, precision),
+                                       daemon=True)
             self.process.start()
         finally:
             if saved is None:
@@ -160,13 +164,15 @@ class _ChildProcess:
 class KerasJaxRunner(Runner):
     name = "keras-jax"
 
-    def __init__(self, path: Path, device: str = "cpu"):
+    def __init__(self, path: Path, device: str = "cpu", precision: str = "highest"):
         path = Path(path)
         if not path.is_file():
             raise DataError(f"model file {path} not found")
         self.device = device
+        self.precision = precision
         loaded = _keras_backend_loaded()
-        self._impl = _InProcess(path, device) if loaded in (None, "jax") else _ChildProcess(path, device)
+        impl = _InProcess if loaded in (None, "jax") else _ChildProcess
+        self._impl = impl(path, device, precision)
         self.in_process = isinstance(self._impl, _InProcess)
         self.model = self._impl.model  # None in a child process
         self.input_spec = self._impl.input_spec
@@ -195,6 +201,9 @@ class KerasJaxRunner(Runner):
 
     def bench_fields(self) -> dict:
         return {"graph": "jax.jit(model.stateless_call) (not model.predict)",
+                "inference_precision": "fp32" if self.precision == "highest" else
+                ("tf32" if self.used_device() == "cuda" else "fp32 (the CPU has no TF32)"),
+                "jax_matmul_precision": self.precision,
                 **({"xla_flags": os.environ["XLA_FLAGS"]} if os.environ.get("XLA_FLAGS") and self.in_process else {}),
                 "process": "this process" if self.in_process else
                 "a child process with the JAX backend (this process's Keras uses another backend)"}
@@ -219,6 +228,12 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Ker
     return KerasJaxRunner.load(path, device=device)
 
 
+def _open_tf32(path: Path, *, device: str = "cuda", threads: int | None = None) -> KerasJaxRunner:
+    runner = KerasJaxRunner.load(path, device=device, precision="default")
+    runner.name = "keras-jax-tf32"
+    return runner
+
+
 register(Runtime(
     name="keras-jax",
     formats=("keras",),
@@ -230,4 +245,19 @@ register(Runtime(
     timed_call="jax.jit(model.stateless_call)(...) on a device array, copied back to the host",
     order=45,
     linestyle=(0, (4, 1, 1, 1)),
+))
+
+register(Runtime(
+    name="keras-jax-tf32",
+    formats=("keras",),
+    devices=("cuda",),
+    summary="keras-jax with XLA's default GPU precision: TF32 tensor cores for float32 convolutions and matmuls",
+    open=_open_tf32,
+    unavailable=_unavailable,
+    in_default_set=False,
+    reduced_precision="tf32",
+    other_devices="TF32 is a CUDA tensor-core mode",
+    timed_call="jax.jit(model.stateless_call)(...) on a device array, copied back to the host",
+    order=46,
+    linestyle=(0, (4, 1, 1, 1, 1, 1)),
 ))
