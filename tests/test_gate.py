@@ -181,7 +181,9 @@ def test_readers_finish_on_their_generation_while_an_export_replaces_it(export_c
     _wait_for_line(bench, "benchmarking")
     export = _toolkit("export", "--exports", str(export_copy), "--force", "--format", "tflite", data_dir=data_dir)
     assert export.wait(timeout=300) == 0, export.stderr.read()
-    assert parity.poll() is None and bench.poll() is None  # both still reading the old generation
+    # parity (4,000 images under TFLM, minutes) is still reading the old generation; the 20 s bench may have
+    # ended on a loaded machine, where the export is slower: it must have read the old generation all the same
+    assert parity.poll() is None
     new = artifacts.read_manifest(export_copy)["generation"]
     assert new != old and (export_copy / f"artifacts-{old}").is_dir()  # kept for its readers
     assert parity.wait(timeout=300) == 0, parity.stderr.read()

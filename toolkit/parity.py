@@ -460,7 +460,9 @@ def markdown(report: ParityReport, gates: Gates) -> str:
     lines = [
         f"# Accuracy parity on {kind} test split",
         "",
-        f"Reference: Keras model `{ref['path']}`, accuracy **{ref['accuracy']:.2%}** "
+        f"Reference: Keras model `{ref['path']}`"
+        + (f" on {ref['runtime']} ({', '.join(ref.get('providers', []))})" if ref.get("runtime") else "")
+        + f", accuracy **{ref['accuracy']:.2%}** "
         f"(95% CI {ref['accuracy_ci95'][0]:.2%} to {ref['accuracy_ci95'][1]:.2%}) on {ref['images']:,} images.",
     ]
     if dataset:
@@ -485,6 +487,10 @@ def markdown(report: ParityReport, gates: Gates) -> str:
             f"{m['disagreements']} | {m['mcnemar_p']:.3g} | {m['max_abs_logit_diff']:.3g} | "
             f"{m['mean_abs_logit_diff']:.3g} | {verdict} |"
         )
+    skipped = report.context.get("skipped") or []
+    if skipped:
+        lines += ["", "Not checked (and not counted as passing):", ""]
+        lines += [f"- `{s['variant']}` on {s['runtime']}: {s['reason']}" for s in skipped]
     for name, v in report.variants.items():
         m = v.metrics
         if "agreement_with_litert" in m:
