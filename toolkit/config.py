@@ -32,6 +32,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # "constant" or "cosine" (decays to 0 over all steps)
     jit_compile: bool = False  # XLA-compile the training step
+    precision: str = "float32"  # training compute precision: float32 or bf16 (the saved model is float32)
     seed: int = 0
     train_limit: int | None = None
     dropout: float | None = 0.5  # None: the architecture has no dropout layer
@@ -51,7 +52,7 @@ class TrainConfig:
         a = ARCHITECTURES[arch]
         settings = {"arch": arch, "epochs": a.epochs, "batch_size": a.batch_size,
                     "learning_rate": a.learning_rate, "lr_schedule": a.lr_schedule,
-                    "jit_compile": a.jit_compile, "dropout": a.dropout}
+                    "jit_compile": a.jit_compile, "dropout": a.dropout, "precision": a.precision}
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**settings)
 

@@ -37,6 +37,8 @@ def _validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.precision not in ("float32", "bf16"):
+        raise UsageError(f"--precision must be float32 or bf16, got {cfg.precision!r}")
     if cfg.lr_schedule not in ("constant", "cosine"):
         raise UsageError(f"--lr-schedule must be constant or cosine, got {cfg.lr_schedule!r}")
     if not cfg.learning_rate > 0:
@@ -105,6 +107,17 @@ def _streamed(tf, split, prep, batch_size: int, seed: int | None):
     return dataset.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(2)
 
 
+def _as_float32(k, trained, cfg: TrainConfig, prep, data):
+    """The same architecture built float32 with the trained weights (mixed precision keeps float32
+    variables, so nothing is rounded): what is saved, evaluated and exported is a float32 model."""
+    from toolkit.model import build
+
+    model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+    model.set_weights(trained.get_weights())
+    model.compile(loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train, evaluate, save ``model.keras`` and ``train.json`` into ``cfg.out``; return the record."""
     _validate(cfg)
@@ -139,7 +152,12 @@ def train(cfg: TrainConfig) -> dict:
         dataset = _streamed(tf, train_split, prep, cfg.batch_size, cfg.seed)
         val = _streamed(tf, data.validation, prep, 1000, None)
 
-    model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+    if cfg.precision == "bf16":  # process-wide in Keras: set for building the model, restored right after
+        k.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+    finally:
+        k.mixed_precision.set_global_policy("float32")
     learning_rate = cfg.learning_rate
     if cfg.lr_schedule == "cosine":  # decays to 0 at the last step of the last epoch
         steps = -(-n // cfg.batch_size) * cfg.epochs
@@ -155,7 +173,7 @@ def train(cfg: TrainConfig) -> dict:
             f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} {data.kind} images "
             f"({prep.describe()}), "
             f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g} {cfg.lr_schedule}"
-            f"{', XLA' if cfg.jit_compile else ''}, seed {cfg.seed}",
+            f"{', XLA' if cfg.jit_compile else ''}{', bf16 compute' if cfg.precision == 'bf16' else ''}, seed {cfg.seed}",
             file=sys.stderr,
         )
     start = time.perf_counter()
@@ -164,6 +182,10 @@ def train(cfg: TrainConfig) -> dict:
         callbacks=[_progress_callback(k, cfg.epochs, -(-n // cfg.batch_size))] if cfg.verbose else [],
     )
     train_seconds = time.perf_counter() - start
+    validation_accuracy = None
+    if cfg.precision == "bf16":  # per-epoch validation figures were computed in bf16; the final one is float32
+        model = _as_float32(k, model, cfg, prep, data)
+        validation_accuracy = float(model.evaluate(val, verbose=0)[1])
 
     start = time.perf_counter()
     if data.test.in_memory:
@@ -209,6 +231,7 @@ def train(cfg: TrainConfig) -> dict:
             "learning_rate": cfg.learning_rate,
             "lr_schedule": cfg.lr_schedule,
             "jit_compile": cfg.jit_compile,
+            "precision": cfg.precision,
             "optimizer": "adam",
             "dropout": cfg.dropout,
             "seed": cfg.seed,
@@ -225,7 +248,9 @@ def train(cfg: TrainConfig) -> dict:
         "preprocessing": prep.to_json(),
         "source_date_epoch": epoch,
         "epochs": epochs,
-        "validation_accuracy": epochs[-1]["val_accuracy"],
+        "validation_accuracy": epochs[-1]["val_accuracy"] if validation_accuracy is None else validation_accuracy,
+        **({"epoch_validation_precision": "bf16 (the final validation_accuracy is the float32 model's)"}
+           if cfg.precision == "bf16" else {}),
         "test_accuracy": float(test_acc),
         "test_loss": float(test_loss),
         "train_seconds": round(train_seconds, 3),
