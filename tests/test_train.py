@@ -39,3 +39,30 @@ def test_same_seed_same_weights_different_seed_different(tmp_path, data_dir):
 def test_invalid_settings(tmp_path, data_dir, field, value):
     with pytest.raises(UsageError):
         train(TrainConfig(out=tmp_path, data_dir=data_dir, **{field: value}))
+
+
+def test_bf16_training_saves_a_float32_model_whose_figures_are_float32(tmp_path, data_dir, mnist):
+    """bf16 compute with float32 weights; the saved model computes in float32, and the recorded test
+    accuracy is that model's, as an evaluation with no toolkit code finds it."""
+    import numpy as np
+
+    from toolkit._quiet import keras
+
+    def run(name):
+        return train(TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=2000, precision="bf16",
+                                 verbose=False))
+
+    record = run("a")
+    assert record["hyperparameters"]["precision"] == "bf16"
+    assert run("b")["model"]["weights_sha256"] == record["model"]["weights_sha256"]  # still deterministic
+    model = keras().saving.load_model(tmp_path / "a" / "model.keras", compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert keras().mixed_precision.global_policy().name == "float32"  # restored for whatever runs next
+    logits = model(mnist.test.images, training=False).numpy()
+    assert logits.dtype == np.float32
+    assert float((logits.argmax(1) == mnist.test.labels).mean()) == pytest.approx(record["test_accuracy"], abs=1e-6)
+
+
+def test_precision_must_be_float32_or_bf16(tmp_path, data_dir):
+    with pytest.raises(UsageError, match="--precision"):
+        train(TrainConfig(out=tmp_path, data_dir=data_dir, precision="fp16"))
