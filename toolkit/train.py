@@ -153,11 +153,16 @@ def train(cfg: TrainConfig) -> dict:
         val = _streamed(tf, data.validation, prep, 1000, None)
 
     if cfg.precision == "bf16":  # process-wide in Keras: set for building the model, restored right after
+        from keras.src.backend.common import global_state  # the raw setting, restored as it was
+
+        previous = global_state.get_global_attribute("dtype_policy", None)
         k.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+        try:
+            model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+        finally:
+            global_state.set_global_attribute("dtype_policy", previous)
+    else:  # the policy is left untouched: setting it, even to float32, changes what model.keras holds
         model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
-    finally:
-        k.mixed_precision.set_global_policy("float32")
     learning_rate = cfg.learning_rate
     if cfg.lr_schedule == "cosine":  # decays to 0 at the last step of the last epoch
         steps = -(-n // cfg.batch_size) * cfg.epochs
