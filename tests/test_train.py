@@ -41,7 +41,7 @@ def test_invalid_settings(tmp_path, data_dir, field, value):
         train(TrainConfig(out=tmp_path, data_dir=data_dir, **{field: value}))
 
 
-def test_bf16_training_saves_a_float32_model_whose_figures_are_float32(tmp_path, data_dir, mnist):
+def test_bf16_training_saves_a_float32_model_whose_figures_are_float32(tmp_path, data_dir, mnist, monkeypatch):
     """bf16 compute with float32 weights; the saved model computes in float32, and the recorded test
     accuracy is that model's, as an evaluation with no toolkit code finds it."""
     import numpy as np
@@ -52,9 +52,12 @@ def test_bf16_training_saves_a_float32_model_whose_figures_are_float32(tmp_path,
         return train(TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=2000, precision="bf16",
                                  verbose=False))
 
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     record = run("a")
     assert record["hyperparameters"]["precision"] == "bf16"
     assert run("b")["model"]["weights_sha256"] == record["model"]["weights_sha256"]  # still deterministic
+    # and reproducible to the byte, in one process too (no per-process optimizer counter in the archive)
+    assert (tmp_path / "a" / "model.keras").read_bytes() == (tmp_path / "b" / "model.keras").read_bytes()
     model = keras().saving.load_model(tmp_path / "a" / "model.keras", compile=False)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert keras().mixed_precision.global_policy().name == "float32"  # restored for whatever runs next

@@ -114,7 +114,9 @@ def _as_float32(k, trained, cfg: TrainConfig, prep, data):
 
     model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
     model.set_weights(trained.get_weights())
-    model.compile(loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    # a fixed optimizer name (as in training): Keras numbers unnamed ones per process, and the name is saved
+    model.compile(optimizer=k.optimizers.Adam(name="adam"),
+                  loss=k.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     return model
 
 
