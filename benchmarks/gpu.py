@@ -83,8 +83,7 @@ def _run(cmd: list[str], log: list[dict], check: bool = True) -> subprocess.Comp
     return proc
 
 
-def _path(exports: Path, variant: str) -> Path:
-    manifest = json.loads((exports / "manifest.json").read_text())
+def _path(exports: Path, manifest: dict, variant: str) -> Path:
     if variant == "keras":
         return exports / manifest["source_model"]["path"]
     entry = next(e for e in manifest["artifacts"] if e["variant"] == variant)
@@ -130,10 +129,11 @@ def main() -> int:
     batches = list(BATCHES)
     if args.device == "cuda":
         probes = []
+        manifest = json.loads((args.exports / "manifest.json").read_text())
         for variant, runtime in targets:
             if runtime.endswith("-tf32"):
                 continue  # the same memory as float32
-            proc = _run([sys.executable, "-c", PROBE, variant, runtime, str(_path(args.exports, variant)),
+            proc = _run([sys.executable, "-c", PROBE, variant, runtime, str(_path(args.exports, manifest, variant)),
                          str(args.max_probe)], log)
             if proc.returncode == 0:
                 probes.append(json.loads(proc.stdout.strip().splitlines()[-1]))

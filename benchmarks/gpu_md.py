@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from toolkit.timing import tied  # noqa: E402
+
 BATCHES_BESIDE_CPU = (1, 32, 256)
-
-
-def _rows(doc: dict) -> list[dict]:
-    return [r for r in doc["results"]]
 
 
 def _key(r: dict) -> tuple:
@@ -33,7 +33,7 @@ def _ci(r: dict) -> str:
 
 def _faster(a: list[dict], b: list[dict]) -> bool:
     """a is faster than b in every run: each of a's p50 intervals lies below each of b's."""
-    return all(x["p50_ci95_ms"][1] < y["p50_ci95_ms"][0] for x in a for y in b)
+    return all(not tied(x, y) and x["p50_ms"] < y["p50_ms"] for x in a for y in b)
 
 
 def _verdict(gpu: list[dict], cpu: list[dict]) -> str:
@@ -73,8 +73,10 @@ def main() -> int:
     cpu_runs = [d for d in cpu["bench"] if d]
     if len(gpu_runs) != 2 or len(cpu_runs) != 2:
         sys.exit("expected two bench runs on each machine")
-    runs = {"gpu": [{_key(r): r for r in _rows(d)} for d in gpu_runs],
-            "cpu": [{_key(r): r for r in _rows(d)} for d in cpu_runs]}
+    runs = {"gpu": [{_key(r): r for r in d["results"]} for d in gpu_runs],
+            "cpu": [{_key(r): r for r in d["results"]} for d in cpu_runs]}
+    g_pred = np.load(args.results / "gpu-predictions-cuda.npz")
+    c_pred = np.load(args.results / "gpu-predictions-cpu.npz")
     out = [
         "# GPU figures",
         "",
@@ -156,7 +158,7 @@ def main() -> int:
     ref = parity["reference"]
     out += ["", "## Parity on the GPU", "",
             f"`toolkit parity --device cuda`: the reference is the Keras model on {ref['runtime']} "
-            f"({', '.join(ref['providers'])}), accuracy {ref['accuracy']:.2%} on {len(np.load(args.results / 'gpu-predictions-cuda.npz')['labels']):,} "
+            f"({', '.join(ref['providers'])}), accuracy {ref['accuracy']:.2%} on {len(g_pred['labels']):,} "
             "test images; every variant ran on the GPU and is compared with it.", "",
             "| variant | runtime | precision | accuracy | diff (points, 95% CI) | agreement | max abs logit diff | gates |",
             "|---|---|---|---:|---:|---:|---:|---|"]
@@ -168,8 +170,6 @@ def main() -> int:
                    f"{'pass' if v['passed'] else '**FAIL**'} |")
     for s in parity.get("skipped", []):
         out.append(f"| {s['variant']} | {s['runtime']} | – | – | – | – | – | skipped: {s['reason']} |")
-    g_pred = np.load(args.results / "gpu-predictions-cuda.npz")
-    c_pred = np.load(args.results / "gpu-predictions-cpu.npz")
     same_labels = bool(np.array_equal(g_pred["labels"], c_pred["labels"]))
     agree = int((g_pred["reference"] == c_pred["reference"]).sum())
     cpu_ref = cpu["parity"]["reference"]

@@ -19,7 +19,7 @@ from toolkit.config import Gates, ParityConfig
 from toolkit.datasets import Split
 from toolkit.errors import DeviceUnavailableError, UsageError
 from toolkit.inputs import data_for, reference_model
-from toolkit.modelinfo import confirm_output, inspect_model
+from toolkit.modelinfo import confirm_output, for_export, inspect_model
 from toolkit.preprocess import Preprocessing
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
@@ -258,7 +258,7 @@ def plan_checks(entries: list[dict], wanted: tuple[str, ...], device: str = "cpu
     return checks, skipped
 
 
-def open_reference(cfg: ParityConfig, model_path: Path):
+def open_reference(cfg: ParityConfig, model_path: Path, manifest: dict):
     """The Keras reference on ``--reference-runtime`` (default: the keras format's reference runtime,
     TensorFlow) on ``--device``, and what the model is (read from it)."""
     runtime = runners.get(cfg.reference_runtime) if cfg.reference_runtime else runners.default_for("keras")
@@ -271,10 +271,8 @@ def open_reference(cfg: ParityConfig, model_path: Path):
                                      hint="choose another with --reference-runtime")
     runner = runtime.open(model_path, device=cfg.device)
     model = getattr(runner, "model", None)
-    if model is None:  # the runtime holds the model in another process: read it here
-        from toolkit.runners.keras import load_keras_model
-
-        model = load_keras_model(model_path)
+    if model is None:  # the runtime holds the model in another process: what the manifest says of it
+        return runner, for_export(manifest, model_path)
     return runner, inspect_model(model, model_path)
 
 
@@ -302,7 +300,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         entries = select_entries(manifest, cfg.variants)
         paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
         model_path = reference_model(cfg, manifest)
-        reference_runner, info = open_reference(cfg, model_path)
+        reference_runner, info = open_reference(cfg, model_path, manifest)
         dataset, prep, matches = data_for(cfg, manifest, info)
         if manifest.get("dataset") and not matches:
             _log(cfg, f"note: dataset {dataset.source} is not the one the export was calibrated and checked on "

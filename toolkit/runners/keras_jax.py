@@ -127,7 +127,7 @@ class _ChildProcess:
             else:
                 os.environ["KERAS_BACKEND"] = saved
         child_conn.close()
-        status, info = self._receive()
+        info = self._receive()
         self.input_spec, self.output_spec = info["input"], info["output"]
         self.platform, self.described = info["platform"], info["described"]
         self.model = None
@@ -139,14 +139,14 @@ class _ChildProcess:
             raise DataError(f"keras-jax: the JAX worker process ended (exit code {self.process.exitcode})") from None
         if status != "ok":
             raise DataError(f"keras-jax: {value}")
-        return status, value
+        return value
 
     def prepare(self, images: np.ndarray):
         return np.ascontiguousarray(images, dtype=np.float32)
 
     def run_raw(self, x) -> np.ndarray:
         self.conn.send(x)
-        return self._receive()[1]
+        return self._receive()
 
     def close(self) -> None:
         if self.process.is_alive():
