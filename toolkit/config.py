@@ -72,6 +72,9 @@ class ExportConfig:
     opset: int = 17
     force: bool = False
     check_samples: int = 256
+    max_accuracy_drop: float | None = None  # accuracy control: budget in points (validation split)
+    max_fallback_layers: int = 5
+    recipe: Path | None = None  # accuracy control: replay this quantization-recipe.json
     verbose: bool = True
 
 

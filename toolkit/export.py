@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import artifacts
+from toolkit.accuracy_control import RECIPE_FILE, RECIPE_SCHEMA
 from toolkit.config import ExportConfig, PreprocessOptions
 from toolkit.datasets import open_dataset, reopen, sample_indices
 from toolkit.errors import ConversionError, DataError, UsageError, WriteError
@@ -167,6 +168,11 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             model=model, model_path=model_path, workdir=workdir, calibration_images=calibration,
             calibration_method=cfg.calibration_method, opset=cfg.opset,
         )
+        control = _control_settings(cfg, exporters)
+        if control is not None:
+            ctx.control = control
+            ctx.validation = _validation_loader(data, prep, model)
+            ctx.log = lambda message: _log(cfg, message)
         entries, failed = [], []
         committed = False
         stack = contextlib.ExitStack()
@@ -284,8 +290,21 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 "failed": failed,
                 "provenance": provenance(),
             }
+            recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
+            if recipes:
+                manifest["accuracy_control"] = {"recipe": RECIPE_FILE, "validation": ctx.validation().description}
             artifacts.commit_generation(exports, staging, gen_id, manifest)
             committed = True
+            if recipes:
+                artifacts.atomic_write_json(exports / RECIPE_FILE, {
+                    "schema": RECIPE_SCHEMA,
+                    "generation": gen_id,
+                    "source_model": manifest["source_model"],
+                    "calibration": {"samples": cfg.calibration_samples, "seed": cfg.calibration_seed,
+                                    "method": cfg.calibration_method},
+                    "variants": recipes,
+                    "provenance": manifest["provenance"],
+                })
         except OSError as exc:
             raise WriteError(f"export into {exports} failed: {exc}") from None
         finally:
@@ -294,6 +313,49 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 shutil.rmtree(staging, ignore_errors=True)
         artifacts.remove_stale(exports, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
         return manifest
+
+
+CONTROLLED = ("tflite-int8", "tflite-micro", "onnx-int8")
+
+
+def _control_settings(cfg: ExportConfig, exporters: list[Exporter]):
+    """Accuracy-control settings from the flags, or None when neither flag is given."""
+    if cfg.max_accuracy_drop is None and cfg.recipe is None:
+        return None
+    from toolkit.accuracy_control import ControlSettings, read_recipe
+
+    if cfg.max_accuracy_drop is not None and cfg.recipe is not None:
+        raise UsageError("--max-accuracy-drop searches, --recipe replays a search: give one of them")
+    if cfg.max_accuracy_drop is not None and not cfg.max_accuracy_drop > 0:
+        raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {cfg.max_accuracy_drop}")
+    if cfg.max_fallback_layers < 1:
+        raise UsageError(f"--max-fallback-layers must be at least 1, got {cfg.max_fallback_layers}")
+    controlled = [e.variant for e in exporters if e.variant in CONTROLLED]
+    if not controlled:
+        raise UsageError(f"accuracy control applies to {', '.join(CONTROLLED)}; none of them is being exported",
+                         hint="add --format tflite, onnx or tflite-micro (with int8)")
+    return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,
+                           recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None)
+
+
+def _validation_loader(data, prep, model):
+    """() -> the validation split, preprocessed, with the Keras model's predictions (loaded once)."""
+    from toolkit.accuracy_control import Validation
+
+    cache: list = []
+
+    def load() -> Validation:
+        if not cache:
+            split = data.validation
+            if len(split) == 0:
+                raise DataError(f"{data.source} has no validation images: accuracy control measures on them")
+            images = prep.load(split)
+            reference = KerasRunner(model).infer_batched(images, 500).argmax(1)
+            cache.append(Validation(images, np.asarray(split.labels), reference,
+                                    f"{data.kind} validation split ({len(split):,} images)"))
+        return cache[0]
+
+    return load
 
 
 def failure_lines(manifest: dict) -> list[str]:

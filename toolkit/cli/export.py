@@ -43,6 +43,19 @@ def export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=d.opset, metavar="N",
                    help="ONNX opset, 17 or newer (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace an existing export in DIR")
+    control = p.add_argument_group(
+        "accuracy-controlled int8 (tflite-int8, tflite-micro, onnx-int8)",
+        "measure plain int8's accuracy drop against the Keras model on the validation split (never the test "
+        "set); when its upper 95%% bound exceeds the budget, raise the precision of the layer that adds the most "
+        "quantization error (16-bit activations first, then float; TFLM: 16-bit only) and repeat. The recipe goes "
+        "to the manifest and DIR/quantization-recipe.json; exit 4 when the budget cannot be met (the best model "
+        "found is kept)")
+    control.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+                         help="budget: the upper 95%% bound of the validation accuracy drop, in points (e.g. 0.3)")
+    control.add_argument("--max-fallback-layers", type=positive_int, default=d.max_fallback_layers, metavar="N",
+                         help="at most N layers changed (default: %(default)s)")
+    control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
+                         help="replay a quantization-recipe.json without searching (the same bytes every time)")
     preprocess_args(p)
 
 
@@ -58,6 +71,7 @@ def export_run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
         preprocess=preprocess_options(args), calibration_samples=args.calibration_samples,
         calibration_method=args.calibration_method, opset=args.opset, force=args.force, verbose=not args.quiet,
+        max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers, recipe=args.recipe,
     )
     manifest = export(cfg, chosen)
     print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")
@@ -66,7 +80,20 @@ def export_run(args: argparse.Namespace) -> int:
               f"{args.exports / e['path']}")
     for line in failure_lines(manifest):
         print(line)
+    missed = []
+    for e in manifest["artifacts"]:
+        record = e.get("accuracy_control")
+        if record:
+            print(f"{e['variant']}: {record['outcome']}")
+            if record.get("met") is False:
+                missed.append(f"{e['variant']}: {record['outcome']}")
     print(f"wrote {args.exports / 'manifest.json'}")
+    if "accuracy_control" in manifest:
+        print(f"wrote {args.exports / manifest['accuracy_control']['recipe']}")
+    if missed and not args.recipe:
+        from toolkit.errors import GateError
+
+        raise GateError("accuracy budget not met; the best model found was exported: " + "; ".join(missed))
     if manifest["failed"]:
         raise PartialExportError(f"{len(manifest['failed'])} of {len(chosen)} variant(s) could not be exported "
                                  f"({', '.join(f['variant'] for f in manifest['failed'])}); the others were "

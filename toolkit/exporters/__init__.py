@@ -123,6 +123,13 @@ class ExportContext:
     failures: dict = field(default_factory=dict)  # conversion key -> ConversionError
     timings: dict = field(default_factory=dict)  # conversion key -> seconds it took
     _charged: set = field(default_factory=set)
+    # accuracy-controlled int8 (toolkit/accuracy_control.py): settings, the validation split
+    # (loaded on first use), per-format caches and the results shared by variants
+    control: object = None  # ControlSettings or None
+    validation: object = None  # () -> accuracy_control.Validation
+    log: object = print  # (str) -> None: progress lines
+    control_cache: dict = field(default_factory=dict)
+    control_results: dict = field(default_factory=dict)
 
     def charge(self, key: str) -> float:
         """The seconds of a shared conversion, counted once: for the first variant that uses it

@@ -15,6 +15,8 @@ from toolkit.exporters import ExportContext, op_check, register
 from toolkit.exporters.tflite import convert
 from toolkit.provenance import sha256_bytes, sha256_file
 
+CONTROL_CHECK_IMAGES = 500  # validation images a controlled model runs in both TFLM and LiteRT
+
 
 @op_check("tflite-micro", "TFLM's op resolver and kernels (the int8 model loaded in TFLM)")
 def check_micro_ops(ctx: ExportContext) -> None:
@@ -29,6 +31,9 @@ def check_micro_ops(ctx: ExportContext) -> None:
 def tflite_micro(ctx: ExportContext, path: Path) -> dict:
     micro.require()
     model, extra = convert(ctx, "int8")
+    record = None
+    if ctx.control is not None:
+        model, record = _controlled(ctx, model)
     arena = micro.measure_arena(model)
     header = path.with_suffix(".h")
     digest = sha256_bytes(model)
@@ -45,6 +50,35 @@ def tflite_micro(ctx: ExportContext, path: Path) -> dict:
         "alignment": micro.ALIGNMENT,
         "arena": arena,
         "companions": [{"path": header.name, "bytes": header.stat().st_size, "sha256": sha256_file(header)}],
+        **({"accuracy_control": record, "int8_only": True} if record else {}),
         "shared_seconds": ctx.charge("tflite-int8"),
         **({"calibration": extra["calibration"]} if "calibration" in extra else {}),
     }
+
+
+def _controlled(ctx: ExportContext, plain: bytes) -> tuple[bytes, dict]:
+    """Accuracy control for TFLM: integer steps only (16x8 kernels), each candidate loaded in
+    TFLM; the result is run in TFLM and LiteRT on validation images and must agree."""
+    import numpy as np
+
+    from toolkit.accuracy_control import INTEGER_LEVELS, LEVELS, controlled
+    from toolkit.runners.litert import LiteRTRunner
+    from toolkit.runners.tflm import TFLMRunner
+
+    done = ctx.control_results.get(("tflite", LEVELS))
+    if done is not None and done[1]["int8_only"]:
+        model, record = controlled(ctx, "tflite-micro", "tflite", plain)  # tflite-int8's result, integer-only
+        record = {**record, "shared_with": "tflite-int8"}
+    else:
+        model, record = controlled(ctx, "tflite-micro", "tflite", plain, INTEGER_LEVELS, check=micro.interpreter)
+    if record.get("source") != "plain":
+        images = ctx.validation().images[:CONTROL_CHECK_IMAGES]
+        tflm = TFLMRunner(model).infer_batched(images, 1).argmax(1)
+        litert = LiteRTRunner(model).infer_batched(images, 500).argmax(1)
+        agreement = float(np.mean(tflm == litert))
+        record["tflm_vs_litert"] = {"images": int(len(images)), "agreement": agreement}
+        if agreement < 1.0:
+            raise DataError(f"tflite-micro: TFLM and LiteRT disagree on the controlled model ({record['tool']}): "
+                            f"they predict the same class on only {agreement:.1%} of {len(images)} validation "
+                            f"images, so it is not exported for TFLM")
+    return model, record

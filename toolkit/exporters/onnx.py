@@ -96,6 +96,19 @@ def _rename_output(model, old: str, new: str) -> None:
             out.name = new
 
 
+def _captured_constants_to_initializers(proto, concrete) -> None:
+    """Constants the traced function captures (a Normalization layer built with ``mean=``/``variance=``
+    holds tensors, not variables) come out of tf2onnx as extra graph inputs; make them initializers."""
+    from onnx import numpy_helper
+
+    values = {inner.name: outer.numpy() for outer, inner in concrete.graph.captures
+              if outer.dtype.name != "resource" and hasattr(outer, "numpy")}
+    extra = [i for i in proto.graph.input if i.name in values]
+    for info in extra:
+        proto.graph.input.remove(info)
+        proto.graph.initializer.append(numpy_helper.from_array(values[info.name], info.name))
+
+
 class _UnsupportedOps(logging.Handler):
     """Collects the op types tf2onnx logs as unsupported."""
 
@@ -136,6 +149,7 @@ def float_onnx(ctx: ExportContext) -> Path:
                 signature = [tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)]
                 fn = tf.function(lambda image: model(image, training=False), input_signature=signature)
                 proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=ctx.opset)
+                _captured_constants_to_initializers(proto, fn.get_concrete_function())
         except Exception as exc:  # tf2onnx raises many types
             ctx.failures["onnx"] = ConversionError(
                 f"ONNX conversion (tf2onnx, opset {ctx.opset}) failed: {type(exc).__name__}: "
@@ -170,8 +184,21 @@ def onnx_float(ctx: ExportContext, path: Path) -> dict:
     return {"opset": ctx.opset, "shared_seconds": ctx.charge("onnx")}
 
 
-@register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True)
-def onnx_int8(ctx: ExportContext, path: Path) -> dict:
+def _preprocessed(ctx: ExportContext) -> Path:
+    """The float model after onnxruntime's quantization pre-processing (shape inference), once."""
+    pre = ctx.workdir / "float.pre.onnx"
+    if not pre.exists():
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        # skip_symbolic_shape: symbolic shape inference needs sympy and adds nothing for a CNN
+        # whose only dynamic dimension is the batch.
+        quant_pre_process(str(float_onnx(ctx)), str(pre), skip_symbolic_shape=True)
+    return pre
+
+
+def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int16: tuple[str, ...] = ()) -> None:
+    """onnxruntime static quantization (QDQ, per-channel int8 weights, int8 activations); nodes in
+    ``exclude`` stay float, the output activations of ``int16`` nodes are 16-bit."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -179,7 +206,6 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     method = {
         "minmax": CalibrationMethod.MinMax,
@@ -196,33 +222,202 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
             batch = next(self._batches, None)
             return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
 
-    pre = ctx.workdir / "float.pre.onnx"
-    # skip_symbolic_shape: symbolic shape inference needs sympy and adds nothing for a CNN
-    # whose only dynamic dimension is the batch.
-    source = float_onnx(ctx)
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
-    tmp = ctx.workdir / "int8.onnx"
+    extra: dict = {}
+    if int16:
+        outputs = _node_outputs(_preprocessed(ctx))
+        extra["TensorQuantOverrides"] = {outputs[n]: [{"quant_type": QuantType.QInt16}] for n in int16}
+        extra["UseQDQContribOps"] = ctx.opset < 21  # int16 Q/DQ: com.microsoft ops before opset 21
     try:
-        quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
         quantize_static(
-            str(pre), str(tmp), Reader(),
+            str(_preprocessed(ctx)), str(out), Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            nodes_to_exclude=list(exclude),
+            extra_options=extra,
         )
     except Exception as exc:  # onnxruntime's quantizer raises many types
         from toolkit.artifacts import as_write_error
 
-        if as_write_error(tmp, exc):
+        if as_write_error(out, exc):
             raise
         raise ConversionError(f"onnxruntime int8 quantization failed: {type(exc).__name__}: "
                               f"{(str(exc).strip().splitlines() or [''])[0][:300]}", detail=str(exc)[-4000:]) from None
-    atomic_write_bytes(path, tmp.read_bytes())
-    return {
+
+
+@register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True)
+def onnx_int8(ctx: ExportContext, path: Path) -> dict:
+    tmp = ctx.workdir / "int8.onnx"
+    _quantize(ctx, tmp)
+    plain = tmp.read_bytes()
+    out = {
         "opset": ctx.opset,
         "shared_seconds": ctx.charge("onnx"),
         "calibration": {"method": ctx.calibration_method},
         "quantization_scheme": "QDQ, per-channel int8 weights, int8 activations (onnxruntime quantize_static)",
     }
+    content = plain
+    if ctx.control is not None:
+        from toolkit.accuracy_control import controlled
+        from toolkit.exporters.tflite import plain_companion
+
+        content, record = controlled(ctx, "onnx-int8", "onnx", plain)
+        out.update(accuracy_control=record, int8_only=record["int8_only"])
+        if content != plain:
+            out["companions"] = [plain_companion(path, plain)]
+    atomic_write_bytes(path, content)
+    return out
+
+
+# --- accuracy control (toolkit/accuracy_control.py): nodes_to_exclude and int16 overrides ---
+
+_NOT_LAYERS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "ConstantOfShape", "Range",
+               "Identity", "Constant"}
+
+
+def _node_outputs(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {n.name: n.output[0] for n in onnx.load(str(path)).graph.node}
+
+
+def _control_graph(ctx: ExportContext) -> list[tuple]:
+    cache = ctx.control_cache.setdefault("onnx", {})
+    if "graph" not in cache:
+        import onnx
+
+        model = onnx.load(str(_preprocessed(ctx)))
+        floats = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
+                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+        inits = {i.name for i in model.graph.initializer}
+        cache["graph"] = [(n.name, n.op_type, [i for i in n.input if i in floats and i not in inits], n.output[0])
+                          for n in model.graph.node
+                          if n.op_type not in _NOT_LAYERS and n.output and n.output[0] in floats]
+    return cache["graph"]
+
+
+def _control_layers(ctx: ExportContext) -> list[dict]:
+    return [{"name": name, "op": op} for name, op, _, _ in _control_graph(ctx)]
+
+
+def _control_build(ctx: ExportContext, levels: dict) -> bytes:
+    out = ctx.workdir / "control.onnx"
+    # a float node's output is still quantized where a quantized node reads it: at 16 bits, so that
+    # "float" is never less precise than "int16x8"
+    _quantize(ctx, out, exclude=tuple(k for k, v in levels.items() if v == "float"),
+              int16=tuple(k for k, v in levels.items() if v in ("int16x8", "float")))
+    return out.read_bytes()
+
+
+def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
+    """The precision of each layer in the QDQ model: ``float`` when none of its inputs is
+    dequantized (it computes on float inputs and float weights), ``int16x8`` when its output is
+    quantized to 16 bits, else ``int8``."""
+    import onnx
+
+    model = onnx.load_from_string(content)
+    zero_types = {i.name: i.data_type for i in model.graph.initializer}
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized = {n.input[0]: zero_types.get(n.input[2]) for n in model.graph.node
+                 if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+    nodes = {n.name: n for n in model.graph.node}
+    applied = {}
+    for layer in levels:
+        node = nodes.get(layer)
+        if node is None:
+            applied[layer] = "missing"
+        elif not any(i in dequantized for i in node.input):
+            applied[layer] = "float"
+        else:
+            applied[layer] = "int16x8" if quantized.get(node.output[0]) == onnx.TensorProto.INT16 else "int8"
+    return applied
+
+
+def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
+    from onnxruntime.quantization import CalibrationDataReader
+    from onnxruntime.quantization import qdq_loss_debug as qdq
+
+    from toolkit.accuracy_control import sqnr_db
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(range(0, len(images), 64))
+
+        def get_next(self):
+            i = next(self._it, None)
+            return None if i is None else {INPUT_NAME: images[i : i + 64]}
+
+    from toolkit.accuracy_control import scratch
+
+    with scratch() as tmp:
+        qdq_path = Path(tmp) / "qdq.onnx"
+        qdq_path.write_bytes(content)
+        aug_float, aug_qdq = f"{tmp}/float.aug.onnx", f"{tmp}/qdq.aug.onnx"
+        qdq.modify_model_output_intermediate_tensors(str(_preprocessed(ctx)), aug_float)
+        qdq.modify_model_output_intermediate_tensors(str(qdq_path), aug_qdq)
+        float_acts = qdq.collect_activations(aug_float, Reader())
+        qdq_acts = qdq.collect_activations(aug_qdq, Reader())
+    sqnr = {}
+    for name, values in float_acts.items():
+        if name in qdq_acts:
+            ref, got = np.concatenate(values), np.concatenate(qdq_acts[name])
+            if ref.shape == got.shape and ref.dtype == np.float32:
+                sqnr[name] = sqnr_db(ref, got)
+    # a tensor followed by QuantizeLinear/DequantizeLinear: the dequantized value is what the next layer reads
+    matching = qdq.create_activation_matching(qdq_acts, float_acts)
+    for name, m in matching.items():
+        if "float" in m and "post_qdq" in m:
+            sqnr[name] = sqnr_db(np.concatenate(m["float"]), np.concatenate(m["post_qdq"]))
+    return sqnr, _control_graph(ctx)
+
+
+def _session(content: bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(content, opts, providers=["CPUExecutionProvider"])
+
+
+def _control_predict(content: bytes, images: np.ndarray) -> np.ndarray:
+    session = _session(content)
+    return np.concatenate([session.run(None, {INPUT_NAME: images[i : i + 500]})[0].argmax(1)
+                           for i in range(0, len(images), 500)])
+
+
+def _control_latency(content: bytes) -> dict:
+    from toolkit.accuracy_control import p50_latency
+
+    session = _session(content, threads=1)
+    dims = session.get_inputs()[0].shape
+    x = np.zeros([1, *[d if isinstance(d, int) else 1 for d in dims[1:]]], np.float32)
+    return p50_latency(lambda: session.run(None, {INPUT_NAME: x}))
+
+
+def _ort_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            return f"onnxruntime {version(dist)} quantize_static"
+        except PackageNotFoundError:
+            continue
+    return "onnxruntime quantize_static"
+
+
+def control_backend():
+    from toolkit.accuracy_control import Backend, register
+
+    return register(Backend(
+        format="onnx", tool=_ort_version(), layers=_control_layers, build=_control_build,
+        applied=_control_applied, activation_sqnr=_control_sqnr, predict=_control_predict,
+        latency=_control_latency))
+
+
+control_backend()

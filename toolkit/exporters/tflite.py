@@ -135,4 +135,172 @@ def tflite_dynamic(ctx: ExportContext, path: Path) -> dict:
 
 @register("tflite-int8", format="tflite", quantization="int8", suffix=".tflite", default=True)
 def tflite_int8(ctx: ExportContext, path: Path) -> dict:
-    return _convert(ctx, path, "int8")
+    if ctx.control is None:
+        return _convert(ctx, path, "int8")
+    from toolkit.accuracy_control import controlled
+
+    plain, extra = convert(ctx, "int8")
+    content, record = controlled(ctx, "tflite-int8", "tflite", plain)
+    atomic_write_bytes(path, content)
+    out = {**extra, "shared_seconds": ctx.charge("tflite-int8"), "accuracy_control": record,
+           "int8_only": record["int8_only"]}
+    if content != plain:
+        out["companions"] = [plain_companion(path, plain)]
+    return out
+
+
+def plain_companion(path: Path, plain: bytes) -> dict:
+    """The plain int8 model beside a controlled one, for parity's side-by-side test figures."""
+    from toolkit.provenance import sha256_bytes
+
+    plain_path = path.with_name(path.stem + ".plain" + path.suffix)
+    atomic_write_bytes(plain_path, plain)
+    return {"path": plain_path.name, "bytes": len(plain), "sha256": sha256_bytes(plain), "role": "plain-int8"}
+
+
+# --- accuracy control (toolkit/accuracy_control.py): mixed precision through ai-edge-quantizer ---
+
+def _float_graph(ctx: ExportContext) -> dict:
+    """The float TFLite model's activation layers: ops with a float32 output, in graph order."""
+    if "graph" not in ctx.control_cache.setdefault("tflite", {}):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        content, _ = convert(ctx, "none")
+        it = Interpreter(model_content=content,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        graph = []
+        for op in it._get_ops_details():
+            outs = [tensors[i] for i in op["outputs"] if i >= 0]
+            if len(outs) != 1 or outs[0]["dtype"] != np.float32 or op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+                continue
+            inputs = [tensors[i]["name"] for i in op["inputs"] if i >= 0 and tensors[i]["dtype"] == np.float32]
+            graph.append((outs[0]["name"], op["op_name"], inputs, outs[0]["name"]))
+        sig = it.get_signature_list()
+        key = next(iter(sig))
+        ctx.control_cache["tflite"].update(graph=graph, signature=(key, sig[key]["inputs"][0]))
+    return ctx.control_cache["tflite"]
+
+
+def _control_layers(ctx: ExportContext) -> list[dict]:
+    return [{"name": name, "op": op} for name, op, _, _ in _float_graph(ctx)["graph"]]
+
+
+def _control_build(ctx: ExportContext, levels: dict) -> bytes:
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    from toolkit._quiet import quiet_stderr
+    from toolkit.accuracy_control import exact
+
+    cache = _float_graph(ctx)
+    content, _ = convert(ctx, "none")
+    with quiet_stderr():
+        q = quantizer.Quantizer(content)
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        for layer, level in levels.items():  # later rules win in ai-edge-quantizer
+            if level == "int16x8":
+                q.add_static_config(exact(layer), qtyping.TFLOperationName.ALL_SUPPORTED, 16, 8)
+            elif level == "float":
+                q.update_quantization_recipe(exact(layer), qtyping.TFLOperationName.ALL_SUPPORTED, None,
+                                             algorithm_key="no_quantize")
+        if "qsv" not in cache:  # min/max of every tensor: the same whatever the recipe
+            key, name = cache["signature"]
+            images = ctx.calibration_images
+            data = {key: [{name: images[i : i + 1].astype(np.float32)} for i in range(len(images))]}
+            cache["qsv"] = q.calibrate(data, num_threads=1)
+        result = q.quantize(cache["qsv"], enable_progress_report=False, enable_progress_bar=False)
+    return bytes(result.quantized_model)
+
+
+def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
+    from toolkit.runners.litert import LiteRTRunner
+
+    dtypes = LiteRTRunner(content, use_xnnpack=False).tensor_dtypes()
+    names = {"int16": "int16x8", "float32": "float", "int8": "int8"}
+    return {layer: names.get(dtypes.get(layer, ""), dtypes.get(layer, "missing")) for layer in levels}
+
+
+def _all_tensors(content: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tensor of one invocation on ``images``, dequantized to float."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from toolkit._quiet import quiet_stderr
+    from toolkit.runners.base import dequantize, quantize
+
+    with quiet_stderr(), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [len(images), *inp["shape"][1:]])
+    it.allocate_tensors()
+    x = images.astype(np.float32)
+    if inp["dtype"] != np.float32:
+        scale, zero = inp["quantization"]
+        x = quantize(x, scale, zero, np.dtype(inp["dtype"]))
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    out = {}
+    for t in it.get_tensor_details():
+        if t["dtype"] not in (np.float32, np.int8, np.int16):
+            continue
+        try:
+            value = it.get_tensor(t["index"])
+        except ValueError:  # constants without data, scratch tensors
+            continue
+        if value is None or value.shape[:1] != (len(images),):
+            continue
+        if t["dtype"] != np.float32:
+            scale, zero = t["quantization"]
+            if not scale:
+                continue
+            value = dequantize(value, scale, zero)
+        out[t["name"]] = value
+    return out
+
+
+def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
+    from toolkit.accuracy_control import sqnr_db
+
+    graph = _float_graph(ctx)["graph"]
+    reference = _all_tensors(convert(ctx, "none")[0], images)
+    quantized = _all_tensors(content, images)
+    sqnr = {name: sqnr_db(value, quantized[name]) for name, value in reference.items()
+            if name in quantized and quantized[name].shape == value.shape}
+    return sqnr, graph
+
+
+def _control_predict(content: bytes, images: np.ndarray) -> np.ndarray:
+    from toolkit.runners.litert import LiteRTRunner
+
+    return LiteRTRunner(content).infer_batched(images, 500).argmax(1)
+
+
+def _control_latency(content: bytes) -> dict:
+    from toolkit.accuracy_control import p50_latency
+    from toolkit.runners.litert import LiteRTRunner
+
+    runner = LiteRTRunner(content, threads=1)
+    x = runner.prepare(np.zeros((1, *runner.input_spec.shape[1:]), np.float32))
+    return p50_latency(lambda: runner.run_raw(x))
+
+
+def _aeq_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ai-edge-quantizer {version('ai-edge-quantizer')}"
+    except PackageNotFoundError:
+        return "ai-edge-quantizer (not installed)"
+
+
+def control_backend():
+    from toolkit.accuracy_control import Backend, register
+
+    return register(Backend(
+        format="tflite", tool=_aeq_version(), layers=_control_layers, build=_control_build,
+        applied=_control_applied, activation_sqnr=_control_sqnr, predict=_control_predict,
+        latency=_control_latency))
+
+
+control_backend()

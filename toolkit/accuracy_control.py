@@ -1,0 +1,364 @@
+"""Accuracy-controlled int8 (`toolkit export --max-accuracy-drop PTS`, `--recipe FILE`).
+
+Plain full-integer int8 is exported first. Its accuracy drop against the Keras model is measured
+on the **validation split** (the test set stays for parity's final figure) with a paired 95%
+interval (Newcombe). If the upper bound is above the budget, the search raises the precision of
+one layer at a time, the layer that adds the most quantization error first, and re-measures:
+
+1. ``int16x8``: 16-bit activations with 8-bit weights for that layer, still full-integer
+   (LiteRT/TFLM 16x8 kernels through ai-edge-quantizer; int16 QDQ in ONNX);
+2. ``float``: the layer left in float (not full-integer: ``int8_only: false``).
+
+Per-layer error, for both formats the same measure as `parity --diagnose onnx-int8`: each
+activation of the quantized model is compared with the float model's (SQNR, dB) on validation
+images, and a layer is charged with the SQNR it loses between its inputs and its output.
+
+The search stops when the bound holds, or when ``max_layers`` layers are changed and none of them
+can go higher; it then keeps the step with the lowest bound (exit 4 from the CLI). The outcome is
+a recipe (the layers changed, to what, in which order, the validation drop and the cost of each
+step in bytes and batch-1 p50 latency) that ``--recipe`` replays without searching.
+
+Formats register a ``Backend`` here (one per format): what the layers are, how a model with a
+given precision per layer is built, how its activations compare with the float model's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.errors import UsageError
+from toolkit.stats import paired_difference_interval
+
+LEVELS = ("int8", "int16x8", "float")
+INTEGER_LEVELS = ("int8", "int16x8")
+RANK_IMAGES = 256  # validation images the per-layer error is measured on
+RECIPE_FILE = "quantization-recipe.json"
+RECIPE_SCHEMA = 1
+# the step limit beyond the layer limit: each layer can be raised at most twice
+MAX_STEPS_PER_LAYER = len(LEVELS) - 1
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    max_drop: float | None  # percentage points; None: only --recipe replay
+    max_layers: int = 5
+    recipe: dict | None = None  # a recipe file's content to replay
+    confidence: float = 0.95
+
+
+@dataclass
+class Validation:
+    """The validation split, preprocessed, with the Keras model's predictions on it."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    reference: np.ndarray  # Keras' predicted class per image
+    description: str
+
+
+@dataclass
+class Backend:
+    format: str  # "tflite" or "onnx"
+    tool: str  # what builds the mixed-precision models, with its version
+    layers: Callable  # layers(ctx) -> list[dict(name, op)] in graph order
+    build: Callable  # build(ctx, levels: {layer: level}) -> bytes
+    applied: Callable  # applied(ctx, content, levels) -> {layer: level actually in the model}
+    activation_sqnr: Callable  # activation_sqnr(ctx, content, images) -> (sqnr {tensor: dB}, graph [(layer, op, inputs, output)])
+    predict: Callable  # predict(content, images) -> class per image
+    latency: Callable  # latency(content) -> batch-1 p50 summary (dict)
+    check: Callable | None = None  # check(content) -> None or raises: the target runtime takes it (TFLM)
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    BACKENDS[backend.format] = backend
+    return backend
+
+
+def backend_for(fmt: str) -> Backend:
+    if fmt not in BACKENDS:
+        # formats register their backend in their exporter module
+        import importlib
+
+        importlib.import_module({"tflite": "toolkit.exporters.tflite", "onnx": "toolkit.exporters.onnx"}.get(
+            fmt, "toolkit.exporters"))
+    if fmt not in BACKENDS:
+        raise UsageError(f"accuracy control has no backend for format {fmt!r} (it has: {', '.join(BACKENDS)})")
+    return BACKENDS[fmt]
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+def measure(val: Validation, predicted: np.ndarray, confidence: float = 0.95) -> dict:
+    """Accuracy drop against the Keras model on the validation split, in points, with its interval."""
+    labels, ref = val.labels, val.reference
+    ref_right, var_right = ref == labels, predicted == labels
+    n = int(len(labels))
+    b = int((ref_right & ~var_right).sum())
+    c = int((~ref_right & var_right).sum())
+    both = int((ref_right & var_right).sum())
+    lo, hi = paired_difference_interval(b, c, n, confidence, both_right=both)
+    return {
+        "accuracy": float(var_right.mean()),
+        "reference_accuracy": float(ref_right.mean()),
+        "drop_points": 100.0 * (b - c) / n,
+        "drop_ci95_points": [-100.0 * hi, -100.0 * lo],
+        "drop_upper_points": -100.0 * lo,
+        "agreement": float((predicted == ref).mean()),
+        "ref_right_variant_wrong": b,
+        "ref_wrong_variant_right": c,
+        "images": n,
+    }
+
+
+def local_errors(sqnr: dict[str, float], graph: list[tuple]) -> list[dict]:
+    """Each layer's own error: the SQNR (dB) it loses between its activation inputs and its
+    output. Sorted worst first. A layer whose inputs are not activations is charged its output's
+    distance from a perfect copy (its SQNR below 60 dB)."""
+    rows = []
+    for layer, op, inputs, output in graph:
+        if output not in sqnr:
+            continue
+        ins = [sqnr[i] for i in inputs if i in sqnr]
+        if inputs and not ins:
+            continue  # its inputs were fused away in the quantized model: its error cannot be told apart
+        base = min(ins) if ins else 60.0
+        out = sqnr[output]
+        rows.append({"layer": layer, "op": op, "sqnr_db": round(out, 3),
+                     "input_sqnr_db": round(base, 3), "loss_db": round(max(0.0, min(base, 60.0) - min(out, 60.0)), 3)})
+    rows.sort(key=lambda r: (-r["loss_db"], r["sqnr_db"]))
+    return rows
+
+
+def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
+    reference = reference.astype(np.float64).ravel()
+    noise = float(np.sum((reference - approx.astype(np.float64).ravel()) ** 2))
+    signal = float(np.sum(reference**2))
+    if noise == 0.0:
+        return 120.0
+    if signal == 0.0:
+        return -120.0
+    return float(max(-120.0, min(120.0, 10 * math.log10(signal / noise))))
+
+
+# --- the search ----------------------------------------------------------------------------------
+
+@dataclass
+class _Candidate:
+    levels: dict
+    content: bytes
+    metrics: dict
+    applied: dict = field(default_factory=dict)
+
+
+def _step_row(step: int, change: dict | None, cand: _Candidate, cost: dict, first: dict | None,
+              ranking: list[dict] | None) -> dict:
+    row = {"step": step, **(change or {}), "bytes": len(cand.content), "p50_ms_batch1": cost["p50_ms"],
+           "p50_ci95_ms_batch1": cost["p50_ci95_ms"], **cand.metrics}
+    if first is not None:
+        row["bytes_added"] = len(cand.content) - first["bytes"]
+        row["p50_ms_added"] = cost["p50_ms"] - first["p50_ms_batch1"]
+    if ranking is not None:
+        row["ranking_top"] = ranking[:5]
+    return row
+
+
+def _levels_text(levels: dict) -> str:
+    return ", ".join(f"{k} -> {v}" for k, v in levels.items()) or "none"
+
+
+def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlSettings, val: Validation,
+           allowed: tuple[str, ...] = LEVELS, log: Callable[[str], None] = lambda s: None) -> tuple[bytes, dict]:
+    """The controlled model and its recipe. ``plain`` is the exporter's plain int8 model."""
+    fmt = backend.format
+    budget = settings.max_drop
+    plain_metrics = measure(val, backend.predict(plain, val.images), settings.confidence)
+    plain_cost = backend.latency(plain)
+    record = {
+        "variant": variant,
+        "format": fmt,
+        "budget": {"max_accuracy_drop_points": budget, "max_fallback_layers": settings.max_layers,
+                   "confidence": settings.confidence, "allowed_levels": list(allowed)},
+        "validation": val.description,
+        "plain": {"bytes": len(plain), "p50_ms_batch1": plain_cost["p50_ms"],
+                  "p50_ci95_ms_batch1": plain_cost["p50_ci95_ms"], **plain_metrics},
+        "tool": None,
+        "steps": [],
+        "layers": {},
+    }
+    log(f"  {variant}: plain int8 on {val.description}: drop {plain_metrics['drop_points']:+.2f} pts, "
+        f"upper 95% bound {plain_metrics['drop_upper_points']:.2f} (budget {budget})")
+    if budget is not None and plain_metrics["drop_upper_points"] <= budget:
+        record.update(source="plain", met=True, int8_only=True, chosen_step=None,
+                      outcome=f"plain int8 meets the budget: upper bound {plain_metrics['drop_upper_points']:.2f} "
+                              f"<= {budget} points; nothing changed")
+        return plain, record
+
+    record["tool"] = backend.tool
+    layer_ops = {row["name"]: row["op"] for row in backend.layers(ctx)}
+    levels: dict[str, str] = {}
+    content = backend.build(ctx, levels)
+    base = _Candidate(dict(levels), content, measure(val, backend.predict(content, val.images), settings.confidence))
+    if backend.check:
+        backend.check(content)
+    first = _step_row(0, {"change": f"every layer int8 ({backend.tool})"}, base, backend.latency(content), None, None)
+    record["steps"].append(first)
+    best, best_step = base, 0
+    unavailable: set[tuple[str, str]] = set()  # (layer, level) the tool or target cannot make
+    step = 0
+    log(f"  {variant}: step 0 (every layer int8, {backend.tool}): upper bound {base.metrics['drop_upper_points']:.2f}")
+    current = base
+    while current.metrics["drop_upper_points"] > budget and step < settings.max_layers * MAX_STEPS_PER_LAYER:
+        sqnr, graph = backend.activation_sqnr(ctx, current.content, val.images[:RANK_IMAGES])
+        ranking = local_errors(sqnr, graph)
+        choice = None
+        for row in ranking:
+            layer = row["layer"]
+            level = levels.get(layer, "int8")
+            if layer not in layer_ops:
+                continue
+            if layer not in levels and len(levels) >= settings.max_layers:
+                continue
+            higher = [lv for lv in allowed[allowed.index(level) + 1:] if (layer, lv) not in unavailable] \
+                if level in allowed else []
+            if higher:
+                choice = (row, level, higher[0])
+                break
+        if choice is None:
+            break
+        row, old, new = choice
+        trial = {**levels, row["layer"]: new}
+        content = backend.build(ctx, trial)
+        applied = backend.applied(ctx, content, trial)
+        if applied.get(row["layer"]) != new:
+            unavailable.add((row["layer"], new))  # e.g. no 16-bit kernel for this op: try the next level
+            log(f"  {variant}: {row['layer']} ({row['op']}) cannot be {new} with {backend.tool}; skipped")
+            continue
+        if backend.check:
+            try:
+                backend.check(content)
+            except Exception as exc:  # the target runtime refuses it (no such kernel in TFLM)
+                unavailable.add((row["layer"], new))
+                log(f"  {variant}: {row['layer']} at {new} is refused by the target: {exc}")
+                continue
+        step += 1
+        levels = trial
+        current = _Candidate(dict(levels), content,
+                             measure(val, backend.predict(content, val.images), settings.confidence), applied)
+        change = {"layer": row["layer"], "op": row["op"], "from": old, "to": new,
+                  "why": f"loses {row['loss_db']:.1f} dB of SQNR (output {row['sqnr_db']:.1f} dB vs inputs "
+                         f"{row['input_sqnr_db']:.1f} dB), the most of any layer that can still be raised"}
+        record["steps"].append(_step_row(step, change, current, backend.latency(content), first, ranking))
+        log(f"  {variant}: step {step}: {row['layer']} ({row['op']}) {old} -> {new}: upper bound "
+            f"{current.metrics['drop_upper_points']:.2f}")
+        if current.metrics["drop_upper_points"] < best.metrics["drop_upper_points"]:
+            best, best_step = current, step
+    met = best.metrics["drop_upper_points"] <= budget
+    record.update(
+        source="search", met=met, chosen_step=best_step, layers=best.levels,
+        int8_only=all(v in INTEGER_LEVELS for v in best.levels.values()),
+        outcome=(f"budget met at step {best_step}: upper bound {best.metrics['drop_upper_points']:.2f} <= {budget} "
+                 f"points with {len(best.levels)} layer(s) changed ({_levels_text(best.levels)})") if met else
+                (f"budget not met: the best step ({best_step}, {len(best.levels)} layer(s) changed) has an upper "
+                 f"bound of {best.metrics['drop_upper_points']:.2f} points, {best.metrics['drop_upper_points'] - budget:.2f} "
+                 f"above the budget of {budget}; the limit was {settings.max_layers} layer(s)"),
+    )
+    return best.content, record
+
+
+def replay(ctx, variant: str, backend: Backend, plain: bytes, recipe: dict, val: Validation | None,
+           allowed: tuple[str, ...] = LEVELS) -> tuple[bytes, dict]:
+    """Build what a recipe says, without searching (``--recipe``)."""
+    if recipe.get("source") == "plain":
+        content = plain
+    else:
+        levels = dict(recipe.get("layers", {}))
+        known = {row["name"] for row in backend.layers(ctx)}
+        missing = [k for k in levels if k not in known]
+        if missing:
+            raise UsageError(f"--recipe: {variant} changes layer(s) this model does not have: {', '.join(missing)}",
+                             hint=f"layers of this model: {', '.join(sorted(known))[:400]}")
+        bad = [f"{k} -> {v}" for k, v in levels.items() if v not in allowed]
+        if bad:
+            raise UsageError(f"--recipe: {variant} cannot take {', '.join(bad)} (allowed: {', '.join(allowed)})")
+        content = backend.build(ctx, levels)
+        applied = backend.applied(ctx, content, levels)
+        if applied != levels:
+            raise UsageError(f"--recipe: {backend.tool} did not apply {_levels_text(levels)} (got {_levels_text(applied)})")
+        if backend.check:
+            backend.check(content)
+    out = {k: recipe[k] for k in ("variant", "format", "budget", "source", "layers", "int8_only", "tool", "steps",
+                                   "plain", "chosen_step") if k in recipe}
+    out.update(replayed=True, met=recipe.get("met"))
+    if val is not None:
+        out["replay_validation"] = measure(val, backend.predict(content, val.images))
+    out["outcome"] = f"replayed from the recipe ({_levels_text(recipe.get('layers', {}))})"
+    return content, out
+
+
+def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ...] = LEVELS,
+               check: Callable | None = None) -> tuple[bytes, dict | None]:
+    """What an int8 exporter writes: ``plain`` when accuracy control is off, else the searched (or
+    replayed) model and its recipe. A search is made once per format and set of allowed levels."""
+    settings = ctx.control
+    if settings is None:
+        return plain, None
+    import dataclasses
+
+    backend = backend_for(fmt)
+    if check is not None:
+        backend = dataclasses.replace(backend, check=check)
+    key = (fmt, allowed)
+    if key not in ctx.control_results:
+        val = ctx.validation()
+        if settings.recipe is not None:
+            entry = settings.recipe["variants"].get(variant)
+            if entry is None:
+                raise UsageError(f"--recipe: it has no entry for {variant} (it has: "
+                                 f"{', '.join(settings.recipe['variants']) or 'none'})")
+            content, record = replay(ctx, variant, backend, plain, entry, val, allowed)
+        else:
+            content, record = search(ctx, variant, backend, plain, settings, val, allowed, ctx.log)
+        ctx.control_results[key] = (content, record)
+    content, record = ctx.control_results[key]
+    return content, {**record, "variant": variant}
+
+
+def read_recipe(path: Path) -> dict:
+    from toolkit import artifacts
+    from toolkit.errors import DataError
+
+    try:
+        doc = artifacts.read_json(Path(path))
+    except DataError as exc:
+        raise UsageError(f"--recipe {path}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != RECIPE_SCHEMA or not isinstance(doc.get("variants"), dict):
+        raise UsageError(f"--recipe {path}: not a toolkit quantization recipe (schema {RECIPE_SCHEMA}, 'variants')")
+    return doc
+
+
+def p50_latency(call: Callable[[], object]) -> dict:
+    from toolkit.timing import measure as time_calls
+    from toolkit.timing import summarize
+
+    samples = time_calls(call, warmup_runs=10, warmup_seconds=0.1, min_runs=200, min_seconds=0.3, max_runs=5000)
+    summary = summarize(samples["samples_ns"], 1)
+    return {"p50_ms": summary["p50_ms"], "p50_ci95_ms": summary["p50_ci95_ms"], "runs": summary["runs"]}
+
+
+def exact(name: str) -> str:
+    """A regular expression matching exactly this op scope (ai-edge-quantizer appends ';')."""
+    return "^" + re.escape(name) + ";$"
+
+
+def scratch() -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix="toolkit-accuracy-control-")
