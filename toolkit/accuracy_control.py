@@ -179,6 +179,9 @@ def _levels_text(levels: dict) -> str:
 def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlSettings, val: Validation,
            allowed: tuple[str, ...] = LEVELS, log: Callable[[str], None] = lambda s: None) -> tuple[bytes, dict]:
     """The controlled model and its recipe. ``plain`` is the exporter's plain int8 model."""
+    import time
+
+    started = time.perf_counter()
     fmt = backend.format
     budget = settings.max_drop
     plain_metrics = measure(val, backend.predict(plain, val.images), settings.confidence)
@@ -199,6 +202,7 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
         f"upper 95% bound {plain_metrics['drop_upper_points']:.2f} (budget {budget})")
     if budget is not None and plain_metrics["drop_upper_points"] <= budget:
         record.update(source="plain", met=True, int8_only=True, chosen_step=None,
+                      search_seconds=round(time.perf_counter() - started, 3),
                       outcome=f"plain int8 meets the budget: upper bound {plain_metrics['drop_upper_points']:.2f} "
                               f"<= {budget} points; nothing changed")
         return plain, record
@@ -265,6 +269,7 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
     met = best.metrics["drop_upper_points"] <= budget
     record.update(
         source="search", met=met, chosen_step=best_step, layers=best.levels,
+        search_seconds=round(time.perf_counter() - started, 3),
         int8_only=all(v in INTEGER_LEVELS for v in best.levels.values()),
         outcome=(f"budget met at step {best_step}: upper bound {best.metrics['drop_upper_points']:.2f} <= {budget} "
                  f"points with {len(best.levels)} layer(s) changed ({_levels_text(best.levels)})") if met else

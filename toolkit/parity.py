@@ -17,7 +17,7 @@ import numpy as np
 from toolkit import artifacts, runners
 from toolkit.config import Gates, ParityConfig
 from toolkit.datasets import Split
-from toolkit.errors import DeviceUnavailableError, UsageError
+from toolkit.errors import DataError, DeviceUnavailableError, UsageError
 from toolkit.inputs import data_for, reference_model
 from toolkit.modelinfo import confirm_output, for_export, inspect_model
 from toolkit.preprocess import Preprocessing
@@ -291,6 +291,34 @@ def _timed(runner, x: np.ndarray, seconds: dict, key: str) -> np.ndarray:
     return out
 
 
+def _plain_companions(exports: Path, entries: list[dict], checks: dict, paths: dict) -> dict:
+    """For each accuracy-controlled variant checked on its reference runtime, the plain int8 model
+    it replaced (kept beside it) is checked too, as ``VARIANT:plain``. Returns the variants'
+    accuracy-control records."""
+    from toolkit.provenance import sha256_file
+
+    records = {}
+    for entry in entries:
+        record = entry.get("accuracy_control")
+        if not record:
+            continue
+        records[entry["variant"]] = record
+        plain = next((c for c in entry.get("companions", []) if c.get("role") == "plain-int8"), None)
+        if plain is None or entry["variant"] not in checks:
+            continue
+        path = exports / plain["path"]
+        if not path.is_file() or sha256_file(path) != plain["sha256"]:
+            raise DataError(f"{path}: the plain int8 companion of {entry['variant']} is missing or changed",
+                            hint="export again")
+        name = f"{entry['variant']}:plain"
+        checks[name] = ({"variant": name, "format": entry["format"], "quantization": "int8",
+                         "bytes": plain["bytes"], "sha256": plain["sha256"],
+                         "informational": f"plain int8 before accuracy control replaced it with {entry['variant']}; "
+                                          "its gates are shown, not enforced"}, checks[entry["variant"]][1])
+        paths[name] = path
+    return records
+
+
 def run_parity(cfg: ParityConfig) -> ParityReport:
     """Every variant and the reference on the whole test split, streamed batch by batch: memory
     holds one batch of images and the scores (N x K), whatever the size of the dataset."""
@@ -316,6 +344,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
                                   "sha256": manifest.get("source_model", {}).get("sha256")}]
             paths["keras"] = model_path
         checks, skipped = plan_checks(entries, cfg.runtimes, cfg.device, reference_runner.name)
+        controlled = _plain_companions(exports, entries, checks, paths)
         opened, samples, twins = {}, {}, {}
         for variant, (entry, runtime) in list(checks.items()):
             try:
@@ -386,6 +415,11 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             sel = slice(None) if idx is None else idx
             metrics = compare_predictions(ref_pred[sel], scores[variant], labels[sel], info.classes)
             gates = gates_for(entry["quantization"], metrics, cfg.gates, runtime.reduced_precision)
+            if entry.get("informational"):
+                # the plain int8 model that accuracy control replaced: shown beside it, not enforced
+                metrics["informational"] = entry["informational"]
+                metrics["gates_if_enforced"] = [g.to_json() for g in gates]
+                gates = []
             if entry["format"] == "tflite-micro" and idx is not None:
                 # On a sample, accuracy-loss and agreement bounds meant for the full test set are noise
                 # (one image in 300 is 0.33 points). The sound check is that TFLM computes what the
@@ -426,7 +460,9 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             _log(cfg, f"  skipped {s['variant']} on {s['runtime']}: {s['reason']}")
         return ParityReport(reference, variants, labels, ref_pred, test, prep, class_names,
                             {"dataset": dataset.describe(), "preprocessing": prep.to_json(), "model": info.to_json(),
-                             "dataset_matches_export": matches, "skipped": skipped}, manifest.get("generation"))
+                             "dataset_matches_export": matches, "skipped": skipped,
+                             **({"accuracy_control": controlled} if controlled else {})},
+                            manifest.get("generation"))
 
 
 def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
@@ -479,6 +515,11 @@ def markdown(report: ParityReport, gates: Gates) -> str:
         lo, hi = m["accuracy_ci95"]
         dlo, dhi = m["accuracy_diff_ci95_points"]
         verdict = "pass" if v else "**FAIL**: " + "; ".join(str(g) for g in v.failures())
+        if "informational" in m:
+            failed = [g for g in m["gates_if_enforced"] if not g["passed"]]
+            verdict = "not enforced (plain int8 before accuracy control): " + (
+                "would fail " + "; ".join(f"{g['metric']} = {g['value']:.4g}" for g in failed) if failed
+                else "would pass")
         lines.append(
             f"| {name} | {m['bytes']:,} | {m['accuracy']:.2%} | {lo:.2%} to {hi:.2%} | "
             f"{m['accuracy_diff_points']:+.2f} | {dlo:+.2f} to {dhi:+.2f} | {m['agreement']:.2%} | "
@@ -496,6 +537,7 @@ def markdown(report: ParityReport, gates: Gates) -> str:
                       f"its predictions agree with the LiteRT interpreter's on the same model bytes for "
                       f"{m['agreement_with_litert']:.2%} of them ({m['disagreements_with_litert']} disagreements, "
                       f"max abs {scores} difference {m['max_abs_logit_diff_vs_litert']:.3g})."]
+    lines += control_markdown(report)
     names = report.class_names or [str(k) for k in range(len(ref["per_class_accuracy"]))]
     lines += [
         "",
@@ -520,6 +562,46 @@ def markdown(report: ParityReport, gates: Gates) -> str:
     lines += ["", "Confusion matrices (rows: true class, columns: predicted; classes in the order above) are in "
               "parity.json.", ""]
     return "\n".join(lines)
+
+
+def control_markdown(report: ParityReport) -> list[str]:
+    """Accuracy-controlled variants: the test-set figures beside the plain int8 ones, and the
+    search's steps (measured on the validation split at export)."""
+    lines: list[str] = []
+    for name, record in report.context.get("accuracy_control", {}).items():
+        lines += ["", f"## Accuracy-controlled `{name}`", "", record["outcome"] + "."]
+        budget = record.get("budget", {})
+        lines += ["", f"Budget: the upper 95% bound of the accuracy drop on the {record.get('validation', 'validation split')} "
+                  f"<= {budget.get('max_accuracy_drop_points')} points, at most {budget.get('max_fallback_layers')} "
+                  f"layer(s) changed, levels {', '.join(budget.get('allowed_levels', []))}"
+                  + (f"; built with {record['tool']}" if record.get("tool") else "") + "."
+                  + (" Full-integer: every layer is int8 or int16x8." if record.get("int8_only")
+                     else " **Not full-integer**: some layers run in float (`int8_only: false`).")]
+        rows = [(label, report.variants.get(key)) for label, key in (("plain int8", f"{name}:plain"),
+                                                                      ("accuracy-controlled", name))]
+        if all(v is not None for _, v in rows):
+            lines += ["", "Test set (the final figures; the search never saw it):", "",
+                      "| model | bytes | accuracy | diff (pts) | diff 95% CI (pts) | agreement |", "|---|---:|---:|---:|---|---:|"]
+            for label, v in rows:
+                m = v.metrics
+                lines.append(f"| {label} | {m['bytes']:,} | {m['accuracy']:.2%} | {m['accuracy_diff_points']:+.2f} | "
+                             f"{m['accuracy_diff_ci95_points'][0]:+.2f} to {m['accuracy_diff_ci95_points'][1]:+.2f} | "
+                             f"{m['agreement']:.2%} |")
+        steps = record.get("steps") or []
+        if steps:
+            lines += ["", "Search steps (validation split; latency: batch 1, one thread, p50 on this machine):", "",
+                      "| step | change | accuracy | drop (pts) | drop upper 95% | bytes | +bytes | p50 ms | +p50 ms |",
+                      "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+            plain = record["plain"]
+            lines.append(f"| plain | converter's int8 | {plain['accuracy']:.2%} | {plain['drop_points']:+.2f} | "
+                         f"{plain['drop_upper_points']:.2f} | {plain['bytes']:,} | | {plain['p50_ms_batch1']:.3f} | |")
+            for st in steps:
+                change = f"`{st['layer']}` ({st['op']}) {st['from']} -> {st['to']}" if "layer" in st else st.get("change", "")
+                chosen = " **(kept)**" if st["step"] == record.get("chosen_step") else ""
+                lines.append(f"| {st['step']}{chosen} | {change} | {st['accuracy']:.2%} | {st['drop_points']:+.2f} | "
+                             f"{st['drop_upper_points']:.2f} | {st['bytes']:,} | {st.get('bytes_added', 0):+,} | "
+                             f"{st['p50_ms_batch1']:.3f} | {st.get('p50_ms_added', 0.0):+.3f} |")
+    return lines
 
 
 def plot_disagreements(report: ParityReport, path: Path, per_variant: int = 12) -> None:

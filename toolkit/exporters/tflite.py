@@ -187,7 +187,13 @@ def _control_layers(ctx: ExportContext) -> list[dict]:
 
 
 def _control_build(ctx: ExportContext, levels: dict) -> bytes:
-    from ai_edge_quantizer import qtyping, quantizer, recipe
+    try:
+        from ai_edge_quantizer import qtyping, quantizer, recipe
+    except ImportError:
+        from toolkit.errors import DeviceUnavailableError
+
+        raise DeviceUnavailableError("accuracy-controlled tflite-int8 needs ai-edge-quantizer, which is not installed",
+                                     hint="install it with `pip install -e '.[control]'`") from None
 
     from toolkit._quiet import quiet_stderr
     from toolkit.accuracy_control import exact

@@ -1,0 +1,160 @@
+"""Accuracy-controlled int8 (`export --max-accuracy-drop`, `--recipe`).
+
+The sensitive model is an ordinary pipeline, not a broken one: per-pixel standardization (as
+scikit-learn's StandardScaler does it: mean 0, variance 1 per feature, constant features left at
+scale 1) in front of an MLP, trained on MNIST. Pixels near the border are inked in only a few
+training images, so their variance is tiny and their standardized values reach the hundreds while
+a typical pixel stays within a few units: one activation tensor whose range is set by outliers.
+Per-tensor int8 spreads its 256 levels over that whole range, so almost every ordinary pixel lands
+on one of a handful of levels and the model loses most of its accuracy. 16-bit activations for
+that one layer (or the layer in float) restore it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toolkit.accuracy_control import Validation, local_errors, measure
+from toolkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def standardized_mlp(tmp_path_factory, mnist) -> Path:
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    x, y = mnist.train.images[:12_000], mnist.train.labels[:12_000]
+    flat = x.reshape(len(x), -1).astype(np.float64)
+    mean, var = flat.mean(0), flat.var(0)
+    var[var == 0] = 1.0  # as StandardScaler does for constant features
+    inp = keras.Input((28, 28, 1), name="image")
+    h = layers.Normalization(mean=mean, variance=var, name="standardize")(layers.Flatten()(inp))
+    h = layers.Dense(128, activation="relu", name="hidden")(h)
+    model = keras.Model(inp, layers.Dense(10, name="logits")(h), name="standardized_mlp")
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=128, epochs=3, verbose=0)
+    path = tmp_path_factory.mktemp("sensitive") / "model.keras"
+    model.save(path)
+    return path
+
+
+def _manifest(exports: Path) -> dict[str, dict]:
+    return {e["variant"]: e for e in json.loads((exports / "manifest.json").read_text())["artifacts"]}
+
+
+def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(standardized_mlp, data_dir, tmp_path):
+    exports = tmp_path / "controlled"
+    common = ["--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet"]
+    assert main(["export", *common, "--exports", str(exports), "--format", "all", "--quantize", "fp16", "int8",
+                 "--max-accuracy-drop", "0.3"]) == 0
+    entries = _manifest(exports)
+    recipe = json.loads((exports / "quantization-recipe.json").read_text())
+    for variant in ("tflite-int8", "onnx-int8"):
+        record = entries[variant]["accuracy_control"]
+        assert record["plain"]["drop_upper_points"] > 0.3  # plain int8 really fails, on validation
+        assert record["met"] and record["source"] == "search"
+        assert 1 <= len(record["layers"]) <= 3
+        assert "standardize" in next(iter(record["layers"]))  # the outlier layer is the one changed
+        assert recipe["variants"][variant]["layers"] == record["layers"]
+        assert entries[variant]["bytes"] * 1.8 <= entries["tflite-fp16"]["bytes"]
+        steps = record["steps"]
+        assert steps[0]["step"] == 0 and all("bytes" in s and "p50_ms_batch1" in s for s in steps)
+    assert entries["tflite-int8"]["int8_only"] is True  # 16-bit activations: still full-integer
+    assert entries["onnx-int8"]["int8_only"] is False  # a float layer, and the manifest says so
+
+    # TFLM: integer steps only, the same bytes as tflite-int8 here (its result is full-integer), and
+    # TFLM's predictions on validation images are LiteRT's on those bytes
+    micro = entries["tflite-micro"]["accuracy_control"]
+    assert micro["layers"] == entries["tflite-int8"]["accuracy_control"]["layers"]
+    assert micro["budget"]["allowed_levels"] == ["int8", "int16x8", "float"] and micro["shared_with"] == "tflite-int8"
+    assert micro["tflm_vs_litert"]["agreement"] == 1.0 and micro["tflm_vs_litert"]["images"] >= 500
+    assert entries["tflite-micro"]["model_sha256"] == entries["tflite-int8"]["sha256"]
+
+    # the final figure is on the test set: the controlled variants pass the accuracy gate there,
+    # the plain ones beside them do not
+    parity_json = tmp_path / "parity.json"
+    main(["parity", "--exports", str(exports), "--data-dir", str(data_dir), "--quiet",
+          "--variants", "tflite-int8", "onnx-int8", "--json", str(parity_json)])
+    doc = json.loads(parity_json.read_text())
+    for variant in ("tflite-int8", "onnx-int8"):
+        gate = next(g for g in doc["variants"][variant]["gates"] if g["metric"] == "accuracy_loss_points")
+        assert gate["passed"], gate
+        plain = doc["variants"][f"{variant}:plain"]
+        assert plain["gates"] == []  # shown, not enforced
+        assert not next(g for g in plain["gates_if_enforced"] if g["metric"] == "accuracy_loss_points")["passed"]
+    text = (exports / "parity.md").read_text()
+    assert "## Accuracy-controlled `tflite-int8`" in text and "plain int8" in text and "**(kept)**" in text
+
+    # a replayed recipe builds the same bytes, without searching
+    replay = tmp_path / "replayed"
+    assert main(["export", *common, "--exports", str(replay), "--format", "onnx", "--quantize", "int8",
+                 "--recipe", str(exports / "quantization-recipe.json")]) == 0
+    assert main(["export", *common, "--exports", str(tmp_path / "replayed-tflite"), "--format", "tflite",
+                 "--quantize", "int8", "--recipe", str(exports / "quantization-recipe.json")]) == 0
+    assert _manifest(replay)["onnx-int8"]["sha256"] == entries["onnx-int8"]["sha256"]
+    again = _manifest(tmp_path / "replayed-tflite")["tflite-int8"]
+    assert again["sha256"] == entries["tflite-int8"]["sha256"]
+    assert again["accuracy_control"]["replayed"] is True
+
+
+def test_budget_that_cannot_be_met_exits_4_and_keeps_the_best(standardized_mlp, data_dir, tmp_path, capsys):
+    exports = tmp_path / "e"
+    rc = main(["export", "--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet",
+               "--exports", str(exports), "--format", "onnx", "--quantize", "int8",
+               "--max-accuracy-drop", "0.01", "--max-fallback-layers", "1"])
+    assert rc == 4
+    assert "budget not met" in capsys.readouterr().err
+    record = _manifest(exports)["onnx-int8"]["accuracy_control"]
+    assert record["met"] is False and len(record["layers"]) == 1
+    best = min(s["drop_upper_points"] for s in record["steps"])
+    assert record["steps"][record["chosen_step"]]["drop_upper_points"] == best < record["plain"]["drop_upper_points"]
+
+
+def test_seed_cnn_where_plain_int8_passes_is_unchanged(quick_model, data_dir, tmp_path):
+    model, _ = quick_model
+    plain, controlled = tmp_path / "plain", tmp_path / "controlled"
+    common = ["--model", str(model / "model.keras"), "--data-dir", str(data_dir), "--quiet",
+              "--format", "all", "--quantize", "int8", "--calibration-samples", "200"]
+    assert main(["export", *common, "--exports", str(plain)]) == 0
+    assert main(["export", *common, "--exports", str(controlled), "--max-accuracy-drop", "0.3"]) == 0
+    a, b = _manifest(plain), _manifest(controlled)
+    for variant in ("tflite-int8", "onnx-int8", "tflite-micro"):
+        assert a[variant]["sha256"] == b[variant]["sha256"], variant
+        record = b[variant]["accuracy_control"]
+        assert record["source"] == "plain" and record["steps"] == [] and record["layers"] == {}
+        assert record["plain"]["drop_upper_points"] <= 0.3
+
+
+def test_flags_are_checked(quick_model, data_dir, tmp_path, capsys):
+    model, _ = quick_model
+    base = ["export", "--model", str(model / "model.keras"), "--data-dir", str(data_dir), "--exports",
+            str(tmp_path / "x"), "--quiet"]
+    assert main([*base, "--format", "tflite", "--quantize", "none", "--max-accuracy-drop", "0.3"]) == 2
+    assert "applies to tflite-int8" in capsys.readouterr().err
+    assert main([*base, "--format", "tflite", "--max-accuracy-drop", "0"]) == 2
+    bad = tmp_path / "recipe.json"
+    bad.write_text("{}")
+    assert main([*base, "--format", "tflite", "--recipe", str(bad)]) == 2
+    assert "not a toolkit quantization recipe" in capsys.readouterr().err
+
+
+def test_measure_interval_is_not_zero_width_when_nothing_changes():
+    labels = np.arange(1000) % 10
+    val = Validation(np.zeros((1000, 1), np.float32), labels, labels.copy(), "test")
+    m = measure(val, labels.copy())
+    assert m["drop_points"] == 0 and m["agreement"] == 1.0
+    assert 0 < m["drop_upper_points"] < 0.5  # 1,000 images cannot show a drop below ~0.4 points
+
+
+def test_local_errors_charge_the_layer_that_loses_sqnr():
+    sqnr = {"x": 40.0, "a": 38.0, "b": 5.0, "c": 4.5}
+    graph = [("A", "SUB", ["x"], "a"), ("B", "MUL", ["a"], "b"), ("C", "FULLY_CONNECTED", ["b"], "c"),
+             ("D", "RELU", ["fused-away"], "d")]
+    rows = local_errors(sqnr, graph)
+    assert [r["layer"] for r in rows] == ["B", "A", "C"]
+    assert rows[0]["loss_db"] == pytest.approx(33.0)
