@@ -57,6 +57,9 @@ def rebuild(exports: Path, data_dir: Path | None = None, verbose: bool = False) 
             calibration_samples=recorded["calibration_samples"], calibration_seed=recorded["calibration_seed"],
             calibration_method=recorded["calibration_method"], opset=recorded["opset"],
             check_samples=recorded.get("check_samples", 256), force=True, verbose=verbose,
+            max_accuracy_drop=recorded.get("max_accuracy_drop"),
+            max_fallback_layers=recorded.get("max_fallback_layers", 5),
+            recipe=Path(recorded["recipe"]) if recorded.get("recipe") else None,
         ), chosen)
     rebuilt = {e["variant"]: e for e in again["artifacts"]}
     differs = []
