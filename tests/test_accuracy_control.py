@@ -137,6 +137,7 @@ def test_flags_are_checked(quick_model, data_dir, tmp_path, capsys):
     assert main([*base, "--format", "tflite", "--quantize", "none", "--max-accuracy-drop", "0.3"]) == 2
     assert "applies to tflite-int8" in capsys.readouterr().err
     assert main([*base, "--format", "tflite", "--max-accuracy-drop", "0"]) == 2
+    assert main([*base, "--format", "tflite", "--max-accuracy-drop", "0.3", "--min-agreement", "150"]) == 2
     bad = tmp_path / "recipe.json"
     bad.write_text("{}")
     assert main([*base, "--format", "tflite", "--recipe", str(bad)]) == 2
@@ -158,3 +159,65 @@ def test_local_errors_charge_the_layer_that_loses_sqnr():
     rows = local_errors(sqnr, graph)
     assert [r["layer"] for r in rows] == ["B", "A", "C"]
     assert rows[0]["loss_db"] == pytest.approx(33.0)
+
+
+class _FakeBackend:
+    """A backend whose 'model' is its precision per layer: layer A at int8 breaks 30% of the
+    images, layer B below float breaks 1%; layer C changes nothing but ranks second."""
+
+    def __init__(self, n: int = 2000):
+        from toolkit.accuracy_control import Backend
+
+        rng = np.random.default_rng(0)
+        self.labels = rng.integers(0, 10, n)
+        self.broken_a = rng.random(n) < 0.30
+        self.broken_b = rng.random(n) < 0.01
+        self.builds: list[dict] = []
+        self.backend = Backend(
+            format="fake", tool="fake 1.0", layers=lambda ctx: [{"name": k, "op": "OP"} for k in "ABC"],
+            build=self._build, applied=lambda ctx, content, levels: dict(levels),
+            activation_sqnr=self._sqnr, predict=self._predict,
+            latency=lambda content: {"p50_ms": 0.1, "p50_ci95_ms": [0.1, 0.1], "runs": 1})
+
+    def _build(self, ctx, levels):
+        self.builds.append(dict(levels))
+        return json.dumps(levels, sort_keys=True).encode()
+
+    def _sqnr(self, ctx, content, images):
+        levels = json.loads(content)
+        loss = {"A": 0.0 if levels.get("A", "int8") != "int8" else 30.0, "B": 1.0, "C": 5.0}
+        sqnr = {"in": 40.0, **{k.lower(): 40.0 - v for k, v in loss.items()}}
+        return sqnr, [(k, "OP", ["in"], k.lower()) for k in "ABC"]
+
+    def _predict(self, content, images):
+        levels = json.loads(content) if content != b"plain" else {}
+        wrong = (self.broken_a & (levels.get("A", "int8") == "int8")) | (self.broken_b & (levels.get("B") != "float"))
+        return np.where(wrong, (self.labels + 1) % 10, self.labels)
+
+
+def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed():
+    from toolkit.accuracy_control import ControlSettings, search
+
+    fake = _FakeBackend()
+    val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")
+    # the drop alone: A at 16 bits is enough (B's 1% stays within 1.5 points)
+    content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=1.5), val)
+    assert record["met"] and record["layers"] == {"A": "int16x8"} and record["int8_only"]
+    assert [s.get("layer") for s in record["steps"]] == [None, "A"]
+    # agreement too: B must go to float; C (ranked above B) was raised on the way and is lowered back
+    content, record = search(None, "v", fake.backend, b"plain",
+                             ControlSettings(max_drop=1.5, min_agreement=99.9), val)
+    assert record["met"] and record["layers"] == {"A": "int16x8", "B": "float"}, record["layers"]
+    assert not record["int8_only"]
+    lowered = [s for s in record["steps"] if s.get("why", "").startswith("lowered back")]
+    assert [(s["layer"], s["to"]) for s in lowered] == [("C", "int8")]
+    assert record["steps"][record["chosen_step"]]["agreement"] == 1.0
+    # a layer limit the budget cannot be met within: exit-4 material, the best step kept
+    content, record = search(None, "v", fake.backend, b"plain",
+                             ControlSettings(max_drop=1.5, min_agreement=99.9, max_layers=1), val)
+    assert not record["met"] and record["layers"] == {"A": "int16x8"}
+    assert "budget not met" in record["outcome"]
+    # integer-only targets never get a float layer
+    content, record = search(None, "v", fake.backend, b"plain",
+                             ControlSettings(max_drop=1.5, min_agreement=99.9), val, allowed=("int8", "int16x8"))
+    assert not record["met"] and "float" not in record["layers"].values()

@@ -51,6 +51,23 @@ class ControlSettings:
     max_layers: int = 5
     recipe: dict | None = None  # a recipe file's content to replay
     confidence: float = 0.95
+    min_agreement: float | None = None  # percent of validation images on which it must agree with Keras
+
+    def met(self, m: dict) -> bool:
+        return m["drop_upper_points"] <= self.max_drop and (
+            self.min_agreement is None or 100.0 * m["agreement"] >= self.min_agreement)
+
+    def rank(self, m: dict) -> tuple:
+        """Sort key, best first: meets the budget, then the smallest shortfall in drop, then in agreement."""
+        short_agreement = 0.0 if self.min_agreement is None else max(0.0, self.min_agreement - 100.0 * m["agreement"])
+        return (not self.met(m), max(0.0, m["drop_upper_points"] - self.max_drop), short_agreement,
+                m["drop_upper_points"], -m["agreement"])
+
+    def describe(self, m: dict) -> str:
+        text = f"upper bound {m['drop_upper_points']:.2f} points (budget {self.max_drop})"
+        if self.min_agreement is not None:
+            text += f", agreement {100.0 * m['agreement']:.2f}% (at least {self.min_agreement}%)"
+        return text
 
 
 @dataclass
@@ -189,8 +206,9 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
     record = {
         "variant": variant,
         "format": fmt,
-        "budget": {"max_accuracy_drop_points": budget, "max_fallback_layers": settings.max_layers,
-                   "confidence": settings.confidence, "allowed_levels": list(allowed)},
+        "budget": {"max_accuracy_drop_points": budget, "min_agreement_percent": settings.min_agreement,
+                   "max_fallback_layers": settings.max_layers, "confidence": settings.confidence,
+                   "allowed_levels": list(allowed)},
         "validation": val.description,
         "plain": {"bytes": len(plain), "p50_ms_batch1": plain_cost["p50_ms"],
                   "p50_ci95_ms_batch1": plain_cost["p50_ci95_ms"], **plain_metrics},
@@ -199,12 +217,11 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
         "layers": {},
     }
     log(f"  {variant}: plain int8 on {val.description}: drop {plain_metrics['drop_points']:+.2f} pts, "
-        f"upper 95% bound {plain_metrics['drop_upper_points']:.2f} (budget {budget})")
-    if budget is not None and plain_metrics["drop_upper_points"] <= budget:
+        f"{settings.describe(plain_metrics)}")
+    if settings.met(plain_metrics):
         record.update(source="plain", met=True, int8_only=True, chosen_step=None,
                       search_seconds=round(time.perf_counter() - started, 3),
-                      outcome=f"plain int8 meets the budget: upper bound {plain_metrics['drop_upper_points']:.2f} "
-                              f"<= {budget} points; nothing changed")
+                      outcome=f"plain int8 meets the budget ({settings.describe(plain_metrics)}); nothing changed")
         return plain, record
 
     record["tool"] = backend.tool
@@ -219,9 +236,9 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
     best, best_step = base, 0
     unavailable: set[tuple[str, str]] = set()  # (layer, level) the tool or target cannot make
     step = 0
-    log(f"  {variant}: step 0 (every layer int8, {backend.tool}): upper bound {base.metrics['drop_upper_points']:.2f}")
+    log(f"  {variant}: step 0 (every layer int8, {backend.tool}): {settings.describe(base.metrics)}")
     current = base
-    while current.metrics["drop_upper_points"] > budget and step < settings.max_layers * MAX_STEPS_PER_LAYER:
+    while not settings.met(current.metrics) and step < settings.max_layers * MAX_STEPS_PER_LAYER:
         sqnr, graph = backend.activation_sqnr(ctx, current.content, val.images[:RANK_IMAGES])
         ranking = local_errors(sqnr, graph)
         choice = None
@@ -262,22 +279,61 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
                   "why": f"loses {row['loss_db']:.1f} dB of SQNR (output {row['sqnr_db']:.1f} dB vs inputs "
                          f"{row['input_sqnr_db']:.1f} dB), the most of any layer that can still be raised"}
         record["steps"].append(_step_row(step, change, current, backend.latency(content), first, ranking))
-        log(f"  {variant}: step {step}: {row['layer']} ({row['op']}) {old} -> {new}: upper bound "
-            f"{current.metrics['drop_upper_points']:.2f}")
-        if current.metrics["drop_upper_points"] < best.metrics["drop_upper_points"]:
+        log(f"  {variant}: step {step}: {row['layer']} ({row['op']}) {old} -> {new}: {settings.describe(current.metrics)}")
+        if settings.rank(current.metrics) < settings.rank(best.metrics):
             best, best_step = current, step
-    met = best.metrics["drop_upper_points"] <= budget
+    if settings.met(best.metrics) and best.levels:
+        best, best_step, step = _lower_back(ctx, variant, backend, settings, val, allowed, record, first, best,
+                                            best_step, step, log)
+    met = settings.met(best.metrics)
     record.update(
         source="search", met=met, chosen_step=best_step, layers=best.levels,
         search_seconds=round(time.perf_counter() - started, 3),
         int8_only=all(v in INTEGER_LEVELS for v in best.levels.values()),
-        outcome=(f"budget met at step {best_step}: upper bound {best.metrics['drop_upper_points']:.2f} <= {budget} "
-                 f"points with {len(best.levels)} layer(s) changed ({_levels_text(best.levels)})") if met else
-                (f"budget not met: the best step ({best_step}, {len(best.levels)} layer(s) changed) has an upper "
-                 f"bound of {best.metrics['drop_upper_points']:.2f} points, {best.metrics['drop_upper_points'] - budget:.2f} "
-                 f"above the budget of {budget}; the limit was {settings.max_layers} layer(s)"),
+        outcome=(f"budget met at step {best_step} with {len(best.levels)} layer(s) changed "
+                 f"({_levels_text(best.levels)}): {settings.describe(best.metrics)}") if met else
+                (f"budget not met: the best step ({best_step}, {len(best.levels)} layer(s) changed: "
+                 f"{_levels_text(best.levels)}) has {settings.describe(best.metrics)}; the limit was "
+                 f"{settings.max_layers} layer(s)"),
     )
     return best.content, record
+
+
+def _lower_back(ctx, variant, backend, settings, val, allowed, record, first, best, best_step, step, log):
+    """The forward pass raises greedily, so a layer raised early may not be needed once a later one
+    is: try each changed layer, latest change first, at each lower level (int8 first) and keep the
+    lowest at which the budget still holds."""
+    order = [s["layer"] for s in record["steps"] if "layer" in s]
+    for layer in dict.fromkeys(reversed(order)):
+        current = best.levels.get(layer)
+        if current is None:
+            continue
+        for lower in [lv for lv in allowed[: allowed.index(current)]]:
+            trial = {k: v for k, v in best.levels.items() if k != layer}
+            if lower != "int8":
+                trial[layer] = lower
+            content = backend.build(ctx, trial)
+            applied = backend.applied(ctx, content, trial)
+            if any(applied.get(k) != v for k, v in trial.items()):
+                continue
+            if backend.check:
+                try:
+                    backend.check(content)
+                except Exception:  # the target refuses it
+                    continue
+            metrics = measure(val, backend.predict(content, val.images), settings.confidence)
+            if not settings.met(metrics):
+                continue
+            step += 1
+            cand = _Candidate(dict(trial), content, metrics, applied)
+            change = {"layer": layer, "op": next((s["op"] for s in record["steps"] if s.get("layer") == layer), ""),
+                      "from": current, "to": lower,
+                      "why": "lowered back: the budget holds without raising this layer that far"}
+            record["steps"].append(_step_row(step, change, cand, backend.latency(content), first, None))
+            log(f"  {variant}: step {step}: {layer} lowered back {current} -> {lower}: {settings.describe(metrics)}")
+            best, best_step = cand, step
+            break
+    return best, best_step, step
 
 
 def replay(ctx, variant: str, backend: Backend, plain: bytes, recipe: dict, val: Validation | None,

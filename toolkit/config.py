@@ -74,6 +74,7 @@ class ExportConfig:
     check_samples: int = 256
     max_accuracy_drop: float | None = None  # accuracy control: budget in points (validation split)
     max_fallback_layers: int = 5
+    min_agreement: float | None = None  # accuracy control: also agree with Keras on this % of validation images
     recipe: Path | None = None  # accuracy control: replay this quantization-recipe.json
     verbose: bool = True
 

@@ -282,6 +282,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     "check_samples": cfg.check_samples,
                     "max_accuracy_drop": cfg.max_accuracy_drop,
                     "max_fallback_layers": cfg.max_fallback_layers,
+                    "min_agreement": cfg.min_agreement,
                     "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
                     "dataset": data.spec,
                     "test_fraction": data.options.get("test_fraction"),
@@ -337,8 +338,11 @@ def _control_settings(cfg: ExportConfig, exporters: list[Exporter]):
     if not controlled:
         raise UsageError(f"accuracy control applies to {', '.join(CONTROLLED)}; none of them is being exported",
                          hint="add --format tflite, onnx or tflite-micro (with int8)")
+    if cfg.min_agreement is not None and not 0 < cfg.min_agreement <= 100:
+        raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {cfg.min_agreement}")
     return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,
-                           recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None)
+                           recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None,
+                           min_agreement=cfg.min_agreement)
 
 
 def _validation_loader(data, prep, model):

@@ -59,6 +59,7 @@ def rebuild(exports: Path, data_dir: Path | None = None, verbose: bool = False) 
             check_samples=recorded.get("check_samples", 256), force=True, verbose=verbose,
             max_accuracy_drop=recorded.get("max_accuracy_drop"),
             max_fallback_layers=recorded.get("max_fallback_layers", 5),
+            min_agreement=recorded.get("min_agreement"),
             recipe=Path(recorded["recipe"]) if recorded.get("recipe") else None,
         ), chosen)
     rebuilt = {e["variant"]: e for e in again["artifacts"]}

@@ -52,6 +52,10 @@ def export_args(p: argparse.ArgumentParser) -> None:
         "found is kept)")
     control.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
                          help="budget: the upper 95%% bound of the validation accuracy drop, in points (e.g. 0.3)")
+    control.add_argument("--min-agreement", type=float, default=d.min_agreement, metavar="PCT",
+                         help="also agree with Keras on at least PCT%% of validation images (parity's int8 gate is "
+                         "99.5); off by default: agreement is paid for in float layers, since int8 weights still "
+                         "move predictions that the accuracy budget lets through")
     control.add_argument("--max-fallback-layers", type=positive_int, default=d.max_fallback_layers, metavar="N",
                          help="at most N layers changed (default: %(default)s)")
     control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
@@ -72,6 +76,7 @@ def export_run(args: argparse.Namespace) -> int:
         preprocess=preprocess_options(args), calibration_samples=args.calibration_samples,
         calibration_method=args.calibration_method, opset=args.opset, force=args.force, verbose=not args.quiet,
         max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers, recipe=args.recipe,
+        min_agreement=args.min_agreement,
     )
     manifest = export(cfg, chosen)
     print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")
