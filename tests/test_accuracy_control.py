@@ -77,10 +77,9 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
 
     # the final figure is on the test set: the controlled variants pass the accuracy gate there,
     # the plain ones beside them do not
-    parity_json = tmp_path / "parity.json"
     main(["parity", "--exports", str(exports), "--data-dir", str(data_dir), "--quiet",
-          "--variants", "tflite-int8", "onnx-int8", "--json", str(parity_json)])
-    doc = json.loads(parity_json.read_text())
+          "--variants", "tflite-int8", "onnx-int8"])
+    doc = json.loads((exports / "parity.json").read_text())
     for variant in ("tflite-int8", "onnx-int8"):
         gate = next(g for g in doc["variants"][variant]["gates"] if g["metric"] == "accuracy_loss_points")
         assert gate["passed"], gate
@@ -89,6 +88,10 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
         assert not next(g for g in plain["gates_if_enforced"] if g["metric"] == "accuracy_loss_points")["passed"]
     text = (exports / "parity.md").read_text()
     assert "## Accuracy-controlled `tflite-int8`" in text and "plain int8" in text and "**(kept)**" in text
+    from toolkit.report import build_report
+
+    assert "### Accuracy-controlled `onnx-int8`" in build_report(exports)
+    assert entries["onnx-int8"]["opset"] == 21  # int16 Q/DQ: onnxruntime's quantizer moved the model to 21
 
     # a replayed recipe builds the same bytes, without searching
     replay = tmp_path / "replayed"
@@ -142,6 +145,15 @@ def test_flags_are_checked(quick_model, data_dir, tmp_path, capsys):
     bad.write_text("{}")
     assert main([*base, "--format", "tflite", "--recipe", str(bad)]) == 2
     assert "not a toolkit quantization recipe" in capsys.readouterr().err
+
+
+def test_recipe_layer_names_survive_keras_scope_numbering():
+    from toolkit.accuracy_control import _match_layers
+
+    known = {"net_2/norm_2/truediv;net_2/norm_2/Maximum1", "net_2/dense_3/MatMul"}
+    assert _match_layers({"net_1/norm_1/truediv;net_1/norm_1/Maximum1": "int16x8"}, known) == {
+        "net_2/norm_2/truediv;net_2/norm_2/Maximum1": "int16x8"}
+    assert _match_layers({"other/layer": "float"}, known) == {"other/layer": "float"}  # reported as missing
 
 
 def test_measure_interval_is_not_zero_width_when_nothing_changes():

@@ -342,8 +342,8 @@ def replay(ctx, variant: str, backend: Backend, plain: bytes, recipe: dict, val:
     if recipe.get("source") == "plain":
         content = plain
     else:
-        levels = dict(recipe.get("layers", {}))
         known = {row["name"] for row in backend.layers(ctx)}
+        levels = _match_layers(dict(recipe.get("layers", {})), known)
         missing = [k for k in levels if k not in known]
         if missing:
             raise UsageError(f"--recipe: {variant} changes layer(s) this model does not have: {', '.join(missing)}",
@@ -392,6 +392,22 @@ def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ..
         ctx.control_results[key] = (content, record)
     content, record = ctx.control_results[key]
     return content, {**record, "variant": variant}
+
+
+_SCOPE_SUFFIX = re.compile(r"_\d+(?=/|;|:|$)")  # Keras' per-process name scopes: model_1/dense_2/...
+
+
+def _match_layers(levels: dict, known: set[str]) -> dict:
+    """A recipe's layer names in this model: exact, else equal once Keras' per-process scope
+    suffixes are dropped (a model traced in another process may be ``net_2/...`` for ``net_1/...``)."""
+    canonical: dict[str, list[str]] = {}
+    for name in known:
+        canonical.setdefault(_SCOPE_SUFFIX.sub("", name), []).append(name)
+    out = {}
+    for name, level in levels.items():
+        same = canonical.get(_SCOPE_SUFFIX.sub("", name), [])
+        out[name if name in known or len(same) != 1 else same[0]] = level
+    return out
 
 
 def read_recipe(path: Path) -> dict:

@@ -537,7 +537,8 @@ def markdown(report: ParityReport, gates: Gates) -> str:
                       f"its predictions agree with the LiteRT interpreter's on the same model bytes for "
                       f"{m['agreement_with_litert']:.2%} of them ({m['disagreements_with_litert']} disagreements, "
                       f"max abs {scores} difference {m['max_abs_logit_diff_vs_litert']:.3g})."]
-    lines += control_markdown(report)
+    lines += control_markdown(report.context.get("accuracy_control", {}),
+                              {name: v.metrics for name, v in report.variants.items()})
     names = report.class_names or [str(k) for k in range(len(ref["per_class_accuracy"]))]
     lines += [
         "",
@@ -564,12 +565,13 @@ def markdown(report: ParityReport, gates: Gates) -> str:
     return "\n".join(lines)
 
 
-def control_markdown(report: ParityReport) -> list[str]:
-    """Accuracy-controlled variants: the test-set figures beside the plain int8 ones, and the
-    search's steps (measured on the validation split at export)."""
+def control_markdown(records: dict, variants: dict[str, dict], heading: str = "##") -> list[str]:
+    """Accuracy-controlled variants (``records``: their manifest records): the test-set figures
+    beside the plain int8 ones (``variants``: parity metrics by name), and the search's steps
+    (measured on the validation split at export)."""
     lines: list[str] = []
-    for name, record in report.context.get("accuracy_control", {}).items():
-        lines += ["", f"## Accuracy-controlled `{name}`", "", record["outcome"] + "."]
+    for name, record in records.items():
+        lines += ["", f"{heading} Accuracy-controlled `{name}`", "", record["outcome"] + "."]
         budget = record.get("budget", {})
         lines += ["", f"Budget: the upper 95% bound of the accuracy drop on the {record.get('validation', 'validation split')} "
                   f"<= {budget.get('max_accuracy_drop_points')} points, at most {budget.get('max_fallback_layers')} "
@@ -577,13 +579,12 @@ def control_markdown(report: ParityReport) -> list[str]:
                   + (f"; built with {record['tool']}" if record.get("tool") else "") + "."
                   + (" Full-integer: every layer is int8 or int16x8." if record.get("int8_only")
                      else " **Not full-integer**: some layers run in float (`int8_only: false`).")]
-        rows = [(label, report.variants.get(key)) for label, key in (("plain int8", f"{name}:plain"),
-                                                                      ("accuracy-controlled", name))]
+        rows = [(label, variants.get(key)) for label, key in (("plain int8", f"{name}:plain"),
+                                                               ("accuracy-controlled", name))]
         if all(v is not None for _, v in rows):
             lines += ["", "Test set (the final figures; the search never saw it):", "",
                       "| model | bytes | accuracy | diff (pts) | diff 95% CI (pts) | agreement |", "|---|---:|---:|---:|---|---:|"]
-            for label, v in rows:
-                m = v.metrics
+            for label, m in rows:
                 lines.append(f"| {label} | {m['bytes']:,} | {m['accuracy']:.2%} | {m['accuracy_diff_points']:+.2f} | "
                              f"{m['accuracy_diff_ci95_points'][0]:+.2f} to {m['accuracy_diff_ci95_points'][1]:+.2f} | "
                              f"{m['agreement']:.2%} |")
@@ -593,7 +594,7 @@ def control_markdown(report: ParityReport) -> list[str]:
                       "| step | change | accuracy | drop (pts) | drop upper 95% | bytes | +bytes | p50 ms | +p50 ms |",
                       "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
             plain = record["plain"]
-            lines.append(f"| plain | converter's int8 | {plain['accuracy']:.2%} | {plain['drop_points']:+.2f} | "
+            lines.append(f"| plain | the exporter's plain int8 | {plain['accuracy']:.2%} | {plain['drop_points']:+.2f} | "
                          f"{plain['drop_upper_points']:.2f} | {plain['bytes']:,} | | {plain['p50_ms_batch1']:.3f} | |")
             for st in steps:
                 change = f"`{st['layer']}` ({st['op']}) {st['from']} -> {st['to']}" if "layer" in st else st.get("change", "")

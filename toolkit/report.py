@@ -163,6 +163,10 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
                 ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
                 lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
             lines.append("")
+        if parity.get("accuracy_control"):
+            from toolkit.parity import control_markdown
+
+            lines += control_markdown(parity["accuracy_control"], parity["variants"], heading="###") + [""]
         failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
         if failed:
             lines += ["### Failed gates", ""]

@@ -265,7 +265,7 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
         from toolkit.exporters.tflite import plain_companion
 
         content, record = controlled(ctx, "onnx-int8", "onnx", plain)
-        out.update(accuracy_control=record, int8_only=record["int8_only"])
+        out.update(accuracy_control=record, int8_only=record["int8_only"], opset=_opset(content))
         if content != plain:
             out["companions"] = [plain_companion(path, plain)]
     atomic_write_bytes(path, content)
@@ -276,6 +276,14 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
 
 _NOT_LAYERS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "ConstantOfShape", "Range",
                "Identity", "Constant"}
+
+
+def _opset(content: bytes) -> int:
+    """The default-domain opset of a model (int16 Q/DQ moves onnxruntime's quantizer to 21)."""
+    import onnx
+
+    model = onnx.load_from_string(content)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _node_outputs(path: Path) -> dict[str, str]:
