@@ -34,7 +34,9 @@ def standardized_mlp(tmp_path_factory, mnist) -> Path:
     var[var == 0] = 1.0  # as StandardScaler does for constant features
     inp = keras.Input((28, 28, 1), name="image")
     h = layers.Normalization(mean=mean, variance=var, name="standardize")(layers.Flatten()(inp))
-    h = layers.Dense(128, activation="relu", name="hidden")(h)
+    # 384 hidden units: over 256 KiB of int8 weights, where ai-edge-quantizer stores constants
+    # outside the FlatBuffer unless the toolkit inlines them (TFLM would run on wrong weights)
+    h = layers.Dense(384, activation="relu", name="hidden")(h)
     model = keras.Model(inp, layers.Dense(10, name="logits")(h), name="standardized_mlp")
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=128, epochs=3, verbose=0)
