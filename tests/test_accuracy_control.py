@@ -235,3 +235,7 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
     content, record = search(None, "v", fake.backend, b"plain",
                              ControlSettings(max_drop=1.5, min_agreement=99.9), val, allowed=("int8", "int16x8"))
     assert not record["met"] and "float" not in record["layers"].values()
+    # nothing can be raised and no step beats plain int8: the plain model is kept, and says so
+    content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=0.1), val, allowed=("int8",))
+    assert content == b"plain" and record["source"] == "plain" and not record["met"]
+    assert "no step did better than plain int8" in record["outcome"]

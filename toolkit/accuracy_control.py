@@ -286,6 +286,12 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
         best, best_step, step = _lower_back(ctx, variant, backend, settings, val, allowed, record, first, best,
                                             best_step, step, log)
     met = settings.met(best.metrics)
+    if not met and settings.rank(plain_metrics) <= settings.rank(best.metrics):
+        record.update(source="plain", met=False, chosen_step=None, layers={}, int8_only=True,
+                      search_seconds=round(time.perf_counter() - started, 3),
+                      outcome=(f"budget not met, and no step did better than plain int8, which is kept: "
+                               f"{settings.describe(plain_metrics)}; the limit was {settings.max_layers} layer(s)"))
+        return plain, record
     record.update(
         source="search", met=met, chosen_step=best_step, layers=best.levels,
         search_seconds=round(time.perf_counter() - started, 3),

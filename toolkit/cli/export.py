@@ -46,8 +46,9 @@ def export_args(p: argparse.ArgumentParser) -> None:
     control = p.add_argument_group(
         "accuracy-controlled int8 (tflite-int8, tflite-micro, onnx-int8)",
         "measure plain int8's accuracy drop against the Keras model on the validation split (never the test "
-        "set); when its upper 95%% bound exceeds the budget, raise the precision of the layer that adds the most "
-        "quantization error (16-bit activations first, then float; TFLM: 16-bit only) and repeat. The recipe goes "
+        "set); when its upper 95% bound exceeds the budget, raise the precision of the layer that adds the most "
+        "quantization error (16-bit activations first, then float; TFLM: 16-bit only) and repeat, then lower back "
+        "what the budget does not need. The recipe goes "
         "to the manifest and DIR/quantization-recipe.json; exit 4 when the budget cannot be met (the best model "
         "found is kept)")
     control.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
