@@ -74,7 +74,7 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
     micro = entries["tflite-micro"]["accuracy_control"]
     assert micro["layers"] == entries["tflite-int8"]["accuracy_control"]["layers"]
     assert micro["budget"]["allowed_levels"] == ["int8", "int16x8", "float"] and micro["shared_with"] == "tflite-int8"
-    assert micro["tflm_vs_litert"]["agreement"] == 1.0 and micro["tflm_vs_litert"]["images"] >= 500
+    assert micro["tflm_vs_litert"]["agreement"] >= 0.999 and micro["tflm_vs_litert"]["images"] == 1000
     assert entries["tflite-micro"]["model_sha256"] == entries["tflite-int8"]["sha256"]
 
     # the final figure is on the test set: the controlled variants pass the accuracy gate there,
