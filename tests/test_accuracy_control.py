@@ -239,3 +239,11 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
     content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=0.1), val, allowed=("int8",))
     assert content == b"plain" and record["source"] == "plain" and not record["met"]
     assert "no step did better than plain int8" in record["outcome"]
+
+
+def test_gate_leaves_plain_rows_of_controlled_variants_ungated():
+    from toolkit.gate import accuracy_checks
+
+    parity = {"variants": {"tflite-int8": {"gates": []}, "tflite-int8:plain": {"gates": [], "informational": "x"}}}
+    checks = accuracy_checks(parity, parity, None, None, 0.1)
+    assert [c.name for c in checks] == ["tflite-int8"]
