@@ -247,3 +247,11 @@ def test_gate_leaves_plain_rows_of_controlled_variants_ungated():
     parity = {"variants": {"tflite-int8": {"gates": []}, "tflite-int8:plain": {"gates": [], "informational": "x"}}}
     checks = accuracy_checks(parity, parity, None, None, 0.1)
     assert [c.name for c in checks] == ["tflite-int8"]
+
+
+def test_a_budget_the_validation_split_cannot_resolve_is_refused_up_front(standardized_mlp, data_dir, tmp_path, capsys):
+    rc = main(["export", "--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet",
+               "--exports", str(tmp_path / "e"), "--format", "onnx", "--quantize", "int8",
+               "--max-accuracy-drop", "0.02"])
+    assert rc == 2
+    assert "cannot show a drop below 0.08 points" in capsys.readouterr().err

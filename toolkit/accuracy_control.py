@@ -394,6 +394,12 @@ def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ..
                                  f"{', '.join(settings.recipe['variants']) or 'none'})")
             content, record = replay(ctx, variant, backend, plain, entry, val, allowed)
         else:
+            floor = measure(val, val.reference, settings.confidence)["drop_upper_points"]
+            if floor > settings.max_drop:
+                raise UsageError(f"--max-accuracy-drop {settings.max_drop}: the {val.description} cannot show a drop "
+                                 f"below {floor:.2f} points even when every prediction matches Keras (95% bound), so "
+                                 f"no model could meet it", hint="give a larger budget, or a dataset with more "
+                                 "validation images")
             content, record = search(ctx, variant, backend, plain, settings, val, allowed, ctx.log)
         ctx.control_results[key] = (content, record)
     content, record = ctx.control_results[key]

@@ -25,7 +25,7 @@ from toolkit import artifacts
 from toolkit.accuracy_control import RECIPE_FILE, RECIPE_SCHEMA
 from toolkit.config import ExportConfig, PreprocessOptions
 from toolkit.datasets import open_dataset, reopen, sample_indices
-from toolkit.errors import ConversionError, DataError, UsageError, WriteError
+from toolkit.errors import ConversionError, DataError, DeviceUnavailableError, UsageError, WriteError
 from toolkit.exporters import OP_CHECKS, ExportContext, Exporter
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import resolve
@@ -204,8 +204,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     failed_write = artifacts.as_write_error(path, exc)
                     if failed_write:
                         raise failed_write from None
-                    if isinstance(exc, WriteError):
-                        raise
+                    if isinstance(exc, (WriteError, UsageError, DeviceUnavailableError)):
+                        raise  # a flag that cannot work, a missing tool: not this variant's failure
                     failed.append(_failure(exporter, "convert", exc))
                     _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {_one_line(exc)}")
                     continue
