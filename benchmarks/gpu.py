@@ -54,7 +54,7 @@ import sys, json, numpy as np
 from pathlib import Path
 from toolkit import runners
 variant, runtime, path, top = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-runner = runners.get(runtime).open(Path(path), device="cuda")
+runner = runners.get(runtime).load(path, device="cuda")
 shape = [d or 1 for d in runner.input_spec.shape[1:]]
 largest, error, batch = None, None, 1024
 while batch <= top:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +153,13 @@ def local_errors(sqnr: dict[str, float], graph: list[tuple]) -> list[dict]:
                      "input_sqnr_db": round(base, 3), "loss_db": round(max(0.0, min(base, 60.0) - min(out, 60.0)), 3)})
     rows.sort(key=lambda r: (-r["loss_db"], r["sqnr_db"]))
     return rows
+
+
+def images_key(images: np.ndarray) -> tuple:
+    """A cache key for a batch of images (the float model's activations on them are computed once)."""
+    import hashlib
+
+    return images.shape, hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
 
 
 def sqnr_db(reference: np.ndarray, approx: np.ndarray) -> float:
@@ -447,7 +453,3 @@ def p50_latency(call: Callable[[], object]) -> dict:
 def exact(name: str) -> str:
     """A regular expression matching exactly this op scope (ai-edge-quantizer appends ';')."""
     return "^" + re.escape(name) + ";$"
-
-
-def scratch() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="toolkit-accuracy-control-")

@@ -188,7 +188,7 @@ def measure_group(runtime_name: str, path: str, device: str, threads: int, batch
     runtime = runners.get(runtime_name)
     rss_before = psutil.Process().memory_info().rss
     start = time.perf_counter_ns()
-    runner = runtime.open(Path(path), device=device, threads=threads)
+    runner = runtime.load(path, device=device, threads=threads)
     load_ms = (time.perf_counter_ns() - start) / 1e6
     rss_loaded = psutil.Process().memory_info().rss
     rows = []

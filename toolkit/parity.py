@@ -269,7 +269,7 @@ def open_reference(cfg: ParityConfig, model_path: Path, manifest: dict):
     if reason:
         raise DeviceUnavailableError(f"the reference cannot run on {runtime.name} ({cfg.device}): {reason}",
                                      hint="choose another with --reference-runtime")
-    runner = runtime.open(model_path, device=cfg.device)
+    runner = runtime.load(model_path, device=cfg.device)
     model = getattr(runner, "model", None)
     if model is None:  # the runtime holds the model in another process: what the manifest says of it
         return runner, for_export(manifest, model_path)
@@ -348,7 +348,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         opened, samples, twins = {}, {}, {}
         for variant, (entry, runtime) in list(checks.items()):
             try:
-                opened[variant] = runtime.open(paths[entry["variant"]], device=cfg.device)
+                opened[variant] = runtime.load(paths[entry["variant"]], device=cfg.device)
             except DeviceUnavailableError as exc:  # found only when loaded (e.g. nodes placed on the CPU)
                 if cfg.device == "cpu":
                     raise

@@ -21,6 +21,7 @@ _PACKAGES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "ai-edge-litert",
+    "ai-edge-quantizer",
     "tflite-micro",
     "openvino",
     "pillow",
@@ -35,13 +36,17 @@ _PACKAGES = (
 )
 
 
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "toolkit": __version__}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+    versions.update({name: v for name in _PACKAGES if (v := package_version(name)) is not None})
     return versions
 
 

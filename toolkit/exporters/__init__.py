@@ -105,6 +105,17 @@ def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
     return chosen
 
 
+def plain_companion(path: Path, plain: bytes) -> dict:
+    """The plain int8 model written beside an accuracy-controlled one (a companion of the artifact),
+    for parity's side-by-side test figures."""
+    from toolkit.artifacts import atomic_write_bytes
+    from toolkit.provenance import sha256_bytes
+
+    plain_path = path.with_name(path.stem + ".plain" + path.suffix)
+    atomic_write_bytes(plain_path, plain)
+    return {"path": plain_path.name, "bytes": len(plain), "sha256": sha256_bytes(plain), "role": "plain-int8"}
+
+
 @dataclass
 class ExportContext:
     """What exporters share: the model, calibration data and a scratch directory. Conversions

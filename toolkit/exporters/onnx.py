@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
 from toolkit.errors import ConversionError
-from toolkit.exporters import ExportContext, op_check, register
+from toolkit.exporters import ExportContext, op_check, plain_companion, register
 from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -262,7 +262,6 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
     content = plain
     if ctx.control is not None:
         from toolkit.accuracy_control import controlled
-        from toolkit.exporters.tflite import plain_companion
 
         content, record = controlled(ctx, "onnx-int8", "onnx", plain)
         out.update(accuracy_control=record, int8_only=record["int8_only"], opset=_opset(content))
@@ -348,7 +347,7 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization import qdq_loss_debug as qdq
 
-    from toolkit.accuracy_control import sqnr_db
+    from toolkit.accuracy_control import images_key, sqnr_db
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -358,16 +357,20 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
             i = next(self._it, None)
             return None if i is None else {INPUT_NAME: images[i : i + 64]}
 
-    from toolkit.accuracy_control import scratch
+    import tempfile
 
-    with scratch() as tmp:
-        qdq_path = Path(tmp) / "qdq.onnx"
+    cache = ctx.control_cache.setdefault("onnx", {})
+    with tempfile.TemporaryDirectory(prefix="toolkit-control-") as tmp:
+        key = ("float_activations", images_key(images))  # the float model's: the same at every step
+        if key not in cache:
+            aug_float = f"{tmp}/float.aug.onnx"
+            qdq.modify_model_output_intermediate_tensors(str(_preprocessed(ctx)), aug_float)
+            cache[key] = qdq.collect_activations(aug_float, Reader())
+        qdq_path, aug_qdq = Path(tmp) / "qdq.onnx", f"{tmp}/qdq.aug.onnx"
         qdq_path.write_bytes(content)
-        aug_float, aug_qdq = f"{tmp}/float.aug.onnx", f"{tmp}/qdq.aug.onnx"
-        qdq.modify_model_output_intermediate_tensors(str(_preprocessed(ctx)), aug_float)
         qdq.modify_model_output_intermediate_tensors(str(qdq_path), aug_qdq)
-        float_acts = qdq.collect_activations(aug_float, Reader())
         qdq_acts = qdq.collect_activations(aug_qdq, Reader())
+    float_acts = cache[key]
     sqnr = {}
     for name, values in float_acts.items():
         if name in qdq_acts:
@@ -382,48 +385,37 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
     return sqnr, _control_graph(ctx)
 
 
-def _session(content: bytes, threads: int | None = None):
-    import onnxruntime as ort
+def _runner(content: bytes, threads: int | None = None):
+    """A candidate in the project's onnxruntime runner (CPU), which loads from a file."""
+    import tempfile
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    return ort.InferenceSession(content, opts, providers=["CPUExecutionProvider"])
+    from toolkit.runners.onnxrt import OnnxRuntimeRunner
+
+    with tempfile.TemporaryDirectory(prefix="toolkit-control-") as tmp:
+        path = Path(tmp) / "candidate.onnx"
+        path.write_bytes(content)
+        return OnnxRuntimeRunner(path, threads=threads)
 
 
 def _control_predict(content: bytes, images: np.ndarray) -> np.ndarray:
-    session = _session(content)
-    return np.concatenate([session.run(None, {INPUT_NAME: images[i : i + 500]})[0].argmax(1)
-                           for i in range(0, len(images), 500)])
+    return _runner(content).infer_batched(images, 500).argmax(1)
 
 
 def _control_latency(content: bytes) -> dict:
     from toolkit.accuracy_control import p50_latency
 
-    session = _session(content, threads=1)
-    dims = session.get_inputs()[0].shape
-    x = np.zeros([1, *[d if isinstance(d, int) else 1 for d in dims[1:]]], np.float32)
-    return p50_latency(lambda: session.run(None, {INPUT_NAME: x}))
-
-
-def _ort_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in ("onnxruntime", "onnxruntime-gpu"):
-        try:
-            return f"onnxruntime {version(dist)} quantize_static"
-        except PackageNotFoundError:
-            continue
-    return "onnxruntime quantize_static"
+    runner = _runner(content, threads=1)
+    x = runner.prepare(np.zeros((1, *[d or 1 for d in runner.input_spec.shape[1:]]), np.float32))
+    return p50_latency(lambda: runner.run_raw(x))
 
 
 def control_backend():
     from toolkit.accuracy_control import Backend, register
+    from toolkit.provenance import package_version
 
+    version = package_version("onnxruntime") or package_version("onnxruntime-gpu")
     return register(Backend(
-        format="onnx", tool=_ort_version(), layers=_control_layers, build=_control_build,
+        format="onnx", tool=f"onnxruntime {version or '(version unknown)'} quantize_static", layers=_control_layers, build=_control_build,
         applied=_control_applied, activation_sqnr=_control_sqnr, predict=_control_predict,
         latency=_control_latency))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
 from toolkit.errors import ConversionError
-from toolkit.exporters import ExportContext, op_check, register
+from toolkit.exporters import ExportContext, op_check, plain_companion, register
 
 _OP_PATTERNS = (
     re.compile(r"failed to legalize operation '([\w.]+)'"),
@@ -149,15 +149,6 @@ def tflite_int8(ctx: ExportContext, path: Path) -> dict:
     return out
 
 
-def plain_companion(path: Path, plain: bytes) -> dict:
-    """The plain int8 model beside a controlled one, for parity's side-by-side test figures."""
-    from toolkit.provenance import sha256_bytes
-
-    plain_path = path.with_name(path.stem + ".plain" + path.suffix)
-    atomic_write_bytes(plain_path, plain)
-    return {"path": plain_path.name, "bytes": len(plain), "sha256": sha256_bytes(plain), "role": "plain-int8"}
-
-
 # --- accuracy control (toolkit/accuracy_control.py): mixed precision through ai-edge-quantizer ---
 
 def _float_graph(ctx: ExportContext) -> dict:
@@ -283,10 +274,13 @@ def _all_tensors(content: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
-    from toolkit.accuracy_control import sqnr_db
+    from toolkit.accuracy_control import images_key, sqnr_db
 
-    graph = _float_graph(ctx)["graph"]
-    reference = _all_tensors(convert(ctx, "none")[0], images)
+    cache = _float_graph(ctx)
+    key = ("float_activations", images_key(images))  # the float model's: the same at every step
+    if key not in cache:
+        cache[key] = _all_tensors(convert(ctx, "none")[0], images)
+    graph, reference = cache["graph"], cache[key]
     quantized = _all_tensors(content, images)
     sqnr = {name: sqnr_db(value, quantized[name]) for name, value in reference.items()
             if name in quantized and quantized[name].shape == value.shape}
@@ -308,20 +302,12 @@ def _control_latency(content: bytes) -> dict:
     return p50_latency(lambda: runner.run_raw(x))
 
 
-def _aeq_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"ai-edge-quantizer {version('ai-edge-quantizer')}"
-    except PackageNotFoundError:
-        return "ai-edge-quantizer (not installed)"
-
-
 def control_backend():
     from toolkit.accuracy_control import Backend, register
+    from toolkit.provenance import package_version
 
     return register(Backend(
-        format="tflite", tool=_aeq_version(), layers=_control_layers, build=_control_build,
+        format="tflite", tool=f"ai-edge-quantizer {package_version('ai-edge-quantizer') or '(not installed)'}", layers=_control_layers, build=_control_build,
         applied=_control_applied, activation_sqnr=_control_sqnr, predict=_control_predict,
         latency=_control_latency))
 

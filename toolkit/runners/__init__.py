@@ -48,6 +48,13 @@ class Runtime:
     order: int = 100  # position in tables
     linestyle: str | tuple | None = None  # its line style in every plot (toolkit/style.py), else one from its name
 
+    def load(self, path: Path, **kwargs) -> Runner:
+        """The artifact opened in this runtime; the runner carries the runtime's name (so modules that
+        register several runtimes on one runner class need not rename it)."""
+        runner = self.open(Path(path), **kwargs)
+        runner.name = self.name
+        return runner
+
     def why_not(self, device: str) -> str | None:
         """None if it can run on ``device`` here, else the reason."""
         if device not in self.devices:
@@ -108,7 +115,7 @@ def default_for(fmt: str) -> Runtime:
 
 def runner_for(fmt: str, path: Path, **kwargs) -> Runner:
     """The artifact at ``path`` loaded in its format's reference runtime."""
-    return default_for(fmt).open(Path(path), **kwargs)
+    return default_for(fmt).load(path, **kwargs)
 
 
 __all__ = ["Runner", "Runtime", "TensorSpec", "default_for", "for_format", "get", "load_all", "names",

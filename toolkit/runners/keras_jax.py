@@ -229,9 +229,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Ker
 
 
 def _open_tf32(path: Path, *, device: str = "cuda", threads: int | None = None) -> KerasJaxRunner:
-    runner = KerasJaxRunner.load(path, device=device, precision="default")
-    runner.name = "keras-jax-tf32"
-    return runner
+    return KerasJaxRunner.load(path, device=device, precision="default")
 
 
 register(Runtime(

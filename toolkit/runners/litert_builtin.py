@@ -11,9 +11,7 @@ from toolkit.runners.litert import LiteRTRunner
 
 
 def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> LiteRTRunner:
-    runner = LiteRTRunner.load(path, threads=threads, resolver="BUILTIN_WITHOUT_DEFAULT_DELEGATES")
-    runner.name = "litert-builtin"
-    return runner
+    return LiteRTRunner.load(path, threads=threads, resolver="BUILTIN_WITHOUT_DEFAULT_DELEGATES")
 
 
 register(Runtime(

@@ -238,17 +238,13 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None, **kwar
 
 
 def _open_tf32(path: Path, *, device: str = "cuda", threads: int | None = None) -> OnnxRuntimeRunner:
-    runner = OnnxRuntimeRunner(Path(path), providers=["CUDAExecutionProvider"], threads=threads, strict_device=True,
-                               tf32=True)
-    runner.name = "onnxruntime-tf32"
-    return runner
+    return OnnxRuntimeRunner(Path(path), providers=["CUDAExecutionProvider"], threads=threads, strict_device=True,
+                             tf32=True)
 
 
 def _open_trt(path: Path, *, device: str = "cuda", threads: int | None = None) -> OnnxRuntimeRunner:
-    runner = OnnxRuntimeRunner(Path(path), providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-                               threads=threads, strict_device=True)
-    runner.name = "onnxruntime-trt"
-    return runner
+    return OnnxRuntimeRunner(Path(path), providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                             threads=threads, strict_device=True)
 
 
 register(Runtime(

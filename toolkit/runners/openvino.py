@@ -161,9 +161,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Ope
 
 
 def _open_bf16(path: Path, *, device: str = "cpu", threads: int | None = None) -> OpenVINORunner:
-    runner = OpenVINORunner(path, threads=threads, precision="bf16")
-    runner.name = "openvino-bf16"
-    return runner
+    return OpenVINORunner(path, threads=threads, precision="bf16")
 
 
 FORMATS = ("openvino", "onnx", "tflite")
