@@ -29,7 +29,7 @@ from toolkit.config import BenchConfig
 from toolkit.errors import DeviceUnavailableError, UsageError
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
-from toolkit.provenance import provenance
+from toolkit.provenance import cpu_description, cpu_flags, provenance
 from toolkit.timing import measure, summarize
 
 BENCH_JSON = "bench.json"
@@ -37,16 +37,6 @@ REFERENCE = "keras"
 
 
 # ----------------------------------------------------------------------------- environment
-def cpu_flags() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return sorted(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return []
-
-
 def gpu_info() -> list[dict]:
     """GPUs and driver from nvidia-smi, or [] when there is none."""
     if not shutil.which("nvidia-smi"):

@@ -79,12 +79,61 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":", 1)[0].strip() == name:
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags as the kernel reports them (/proc/cpuinfo), [] where unknown."""
+    return sorted((_cpuinfo_field("flags") or "").split())
+
+
+# The features that change which kernels the runtimes pick (and so their speed, and for OpenVINO the
+# precision it computes float models in): the flags behind each, as /proc/cpuinfo names them.
+_FEATURES = {
+    "avx2": ("avx2",),
+    "avx512": ("avx512f",),
+    "avx512_vnni": ("avx512_vnni",),
+    "avx_vnni": ("avx_vnni",),
+    "avx512_bf16": ("avx512_bf16",),
+    "amx": ("amx_tile", "amx_int8", "amx_bf16"),
+}
+
+
+def cpu_features(flags: list[str] | None = None) -> dict:
+    """A short, readable summary of the features behind runtime choices: each is true only when
+    every flag behind it was detected (never assumed). ``amx_flags`` lists the AMX flags seen."""
+    flags = set(cpu_flags() if flags is None else flags)
+    out = {name: all(f in flags for f in needs) for name, needs in _FEATURES.items()}
+    out["amx_flags"] = sorted(f for f in flags if f.startswith("amx"))
+    out["detected_from"] = "/proc/cpuinfo flags" if flags else "nothing (no /proc/cpuinfo): all false"
+    return out
+
+
+def cpu_description(m: dict) -> str:
+    """One line for a table's caption: model, vendor and the features that matter, from a machine record."""
+    feats = m.get("cpu_features") or {}
+    shown = [name.replace("_", "-").upper() for name in ("amx", "avx512", "avx512_vnni", "avx512_bf16", "avx_vnni")
+             if feats.get(name)]
+    vendor = m.get("cpu_vendor")
+    return (f"{m.get('cpu', 'unknown CPU')}" + (f" ({vendor})" if vendor else "")
+            + (f", {', '.join(shown)}" if shown else (", no AMX/AVX-512" if feats else "")))
+
+
 def machine() -> dict:
     return {
         "hostname": platform.node(),
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_vendor": _cpuinfo_field("vendor_id"),
+        "cpu_features": cpu_features(),
         "cpu_count": os.cpu_count(),
         "python_executable": sys.executable,
     }

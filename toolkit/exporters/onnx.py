@@ -197,8 +197,16 @@ def _preprocessed(ctx: ExportContext) -> Path:
 
 
 def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int16: tuple[str, ...] = ()) -> None:
-    """onnxruntime static quantization (QDQ, per-channel int8 weights, int8 activations); nodes in
-    ``exclude`` stay float, the output activations of ``int16`` nodes are 16-bit."""
+    """onnxruntime static quantization (QDQ, per-channel symmetric int8 weights, asymmetric uint8
+    activations); nodes in ``exclude`` stay float, the output activations of ``int16`` nodes are 16-bit.
+
+    Why uint8 activations (onnxruntime's default for QDQ is int8): OpenVINO's CPU plugin in its
+    default configuration on CPUs with bf16 (Intel AMX) cannot compile a Conv whose input is
+    *signed* int8 with a non-zero zero point and whose output is re-quantized with a non-zero zero
+    point ("No suitable implementations"): every Conv after a ReLU in an asymmetric int8 graph.
+    Unsigned activations with the same range are the same numbers (the zero point moves by 128:
+    identical logits in onnxruntime), and are the form NNCF and OpenVINO write (u8 activations,
+    s8 weights). Minimal reproduction: tests/test_openvino_int8.py."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -233,7 +241,7 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
             str(_preprocessed(ctx)), str(out), Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
             nodes_to_exclude=list(exclude),
@@ -257,7 +265,8 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
         "opset": ctx.opset,
         "shared_seconds": ctx.charge("onnx"),
         "calibration": {"method": ctx.calibration_method},
-        "quantization_scheme": "QDQ, per-channel int8 weights, int8 activations (onnxruntime quantize_static)",
+        "quantization_scheme": "QDQ, per-channel symmetric int8 weights, asymmetric uint8 activations "
+                               "(onnxruntime quantize_static)",
     }
     content = plain
     if ctx.control is not None:
