@@ -26,7 +26,7 @@ import numpy as np
 
 from toolkit import artifacts, runners
 from toolkit.config import BenchConfig
-from toolkit.errors import DeviceUnavailableError, UsageError
+from toolkit.errors import DataError, DeviceUnavailableError, UsageError
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
 from toolkit.provenance import cpu_description, cpu_flags, provenance
@@ -170,28 +170,46 @@ def measure_group(runtime_name: str, path: str, device: str, threads: int, batch
                   timing_kwargs: dict) -> dict:
     """In a fresh process: load the model in the runtime, then time every batch size. The one
     generic loop: ``prepare`` outside the timer, ``run_raw`` inside it. Memory: the process's
-    resident set before loading and its peak after each row."""
+    resident set before loading and its peak after each row. A runtime that cannot load the file,
+    or cannot run one batch size, costs that row (returned under ``failed`` with its whole reason),
+    not the group or the run."""
     import psutil
 
     from toolkit import runners
+    from toolkit.errors import ToolkitError, first_line, whole_message
+
+    def failure(stage: str, exc: BaseException, batch: int | None = None) -> dict:
+        reason = first_line(exc, None)
+        return {"stage": stage, **({"batch": batch} if batch is not None else {}),
+                "reason": reason if isinstance(exc, ToolkitError) else f"{type(exc).__name__}: {reason}",
+                "detail": getattr(exc, "detail", None) or whole_message(exc)}
 
     runtime = runners.get(runtime_name)
     rss_before = psutil.Process().memory_info().rss
     start = time.perf_counter_ns()
-    runner = runtime.load(path, device=device, threads=threads)
+    try:
+        runner = runtime.load(path, device=device, threads=threads)
+    except DeviceUnavailableError:
+        raise
+    except Exception as exc:  # every runtime raises its own types: this row's failure, not the run's
+        return {"rows": [], "failed": [failure("load", exc)]}
     load_ms = (time.perf_counter_ns() - start) / 1e6
     rss_loaded = psutil.Process().memory_info().rss
-    rows = []
+    rows, failed = [], []
     for batch in batches:
-        x = runner.prepare(images[:batch])
-        timing = measure(lambda x=x: runner.run_raw(x), **timing_kwargs)  # noqa: B023 - called at once
+        try:
+            x = runner.prepare(images[:batch])
+            timing = measure(lambda x=x: runner.run_raw(x), **timing_kwargs)  # noqa: B023 - called at once
+        except Exception as exc:
+            failed.append(failure("run", exc, batch))
+            continue
         if device == "cuda" and runner.used_device() != "cuda":
             raise DeviceUnavailableError(f"{runtime_name} ran on {', '.join(runner.providers)}, not the GPU",
                                          hint="or pass --allow-fallback")
         rows.append({"batch": batch, "timing": timing, "providers": runner.providers, **runner.bench_fields(),
                      "peak_rss_mb": _mib(peak_rss_bytes())})
     return {"load_ms": load_ms, "rss_before_load_mb": _mib(rss_before), "rss_after_load_mb": _mib(rss_loaded),
-            "rows": rows}
+            "rows": rows, "failed": failed}
 
 
 def _row(group: dict, batch: int, threads: int, result: dict, measured: dict) -> dict:
@@ -229,23 +247,38 @@ def _row(group: dict, batch: int, threads: int, result: dict, measured: dict) ->
 
 
 def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, progress,
-               skipped: list[dict]) -> list[dict]:
+               skipped: list[dict], failed: list[dict]) -> list[dict]:
     """Each thread setting in a fresh worker process: rows do not inherit another model's memory
-    peak, and runtimes that size their thread pools once per process (TensorFlow) get the count."""
+    peak, and runtimes that size their thread pools once per process (TensorFlow) get the count. A
+    row that fails (the runtime cannot load the file or run a batch size, or its process dies) is
+    appended to ``failed`` with the runtime's whole reason; the other rows go on."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = multiprocessing.get_context("spawn")
     rows = []
+    where = {"variant": group["target"]["variant"], "runtime": group["runtime"], "device": group["device"]}
     for threads in group["threads"]:
-        with ctx.Pool(1, maxtasksperchild=1) as pool:
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
             try:
-                result = pool.apply(measure_group, (group["runtime"], str(path), group["device"], threads,
-                                                    list(group["batch_sizes"]), images, _timing_kwargs(cfg)))
+                result = pool.submit(measure_group, group["runtime"], str(path), group["device"], threads,
+                                     list(group["batch_sizes"]), images, _timing_kwargs(cfg)).result()
             except DeviceUnavailableError as exc:  # found only when loaded (e.g. nodes placed on the CPU)
                 if group["device"] != "cuda":
                     raise
-                skipped.append({"variant": group["target"]["variant"], "runtime": group["runtime"],
-                                "device": group["device"], "reason": str(exc)})
-                say(f"  skipped {group['target']['variant']} on {group['runtime']}: {exc}", cfg.verbose)
+                skipped.append({**where, "reason": str(exc)})
+                say(f"  skipped {where['variant']} on {where['runtime']}: {exc}", cfg.verbose)
                 return rows
+            except BrokenProcessPool as exc:  # the runtime killed its process (a crash in native code)
+                result = {"rows": [], "failed": [{
+                    "stage": "process", "reason": f"the worker process running {group['runtime']} died "
+                    f"(a crash in the runtime's native code): {type(exc).__name__}", "detail": str(exc)}]}
+        for bad in result["failed"]:
+            batches = [bad["batch"]] if "batch" in bad else list(group["batch_sizes"])
+            failed.append({**where, "threads": threads, "batch_sizes": batches, **bad})
+            say(f"  FAILED {where['variant']} on {where['runtime']} (threads {threads}, batch "
+                f"{','.join(map(str, batches))}, {bad['stage']}): {bad['reason']}", cfg.verbose)
+            progress(None, len(batches))
         for measured in result["rows"]:
             rows.append(_row(group, measured["batch"], threads, result, measured))
             progress(rows[-1])
@@ -276,9 +309,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         done = []
         bar = stack.enter_context(progress_bar(total, "bench", unit="row", verbose=cfg.verbose))
 
-        def progress(row: dict) -> None:
-            done.append(row)
-            bar.update(1)
+        def progress(row: dict | None, count: int = 1) -> None:
+            done.extend([row] * count)
+            bar.update(count)
+            if row is None:
+                return
             say(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
                 f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
                 f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
@@ -286,7 +321,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 
         say(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
             f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process", cfg.verbose)
-        results = []
+        results, failed = [], []
         for group in groups:
             target = group["target"]
             if target["variant"] == REFERENCE:
@@ -295,16 +330,21 @@ def run_bench(cfg: BenchConfig) -> dict:
                 path = reference_model(cfg, manifest)
             else:
                 path = artifacts.verify_entry(exports, target)
-            results += _run_group(group, path, images, cfg, progress, skipped)
+            results += _run_group(group, path, images, cfg, progress, skipped, failed)
         if cfg.device == "cuda" and not cfg.allow_fallback and not any(r["device"] == "cuda" for r in results):
             raise DeviceUnavailableError("--device cuda: nothing ran on the GPU (" + "; ".join(
                 f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped) + ")")
         prov = provenance()
         prov["machine"]["cpu_flags"] = cpu_flags()
         prov["machine"]["gpus"] = gpus
+        if not results and failed:
+            # nothing measured at all: the outputs would hold no row; say so with every reason
+            raise DataError("no row could be measured: " + "; ".join(
+                f"{f['variant']} on {f['runtime']}: {f['reason']}" for f in failed))
         return {
             "results": results,
             "skipped": skipped,
+            "failed": failed,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
                        if k not in ("verbose", "plots")},
             "method": {
@@ -350,7 +390,7 @@ def to_markdown(doc: dict) -> str:
     lines = [
         "# Inference latency",
         "",
-        f"Machine: {m['cpu']}, {m['cpu_count']} cores; GPU: {gpus}. "
+        f"Machine: {cpu_description(m)}, {m['cpu_count']} cores; GPU: {gpus}. "
         f"{', '.join(f'{k} {v[k]}' for k in ('tensorflow', 'onnxruntime', 'onnxruntime-gpu', 'ai-edge-litert') if k in v)}. "
         f"Commit {doc['provenance']['git_commit']}, {doc['provenance']['created']}.",
         "",
@@ -371,6 +411,10 @@ def to_markdown(doc: dict) -> str:
             f"{r['std_ms']:.3f} | {r['throughput']:,.0f} | {r['runs']} | {r['load_ms']:.1f} | "
             f"{r['first_inference_ms']:.2f} | {r.get('peak_rss_mb', float('nan')):.1f} |"
         )
+    if doc.get("failed"):
+        lines += ["", f"**Failed rows ({len(doc['failed'])})**: the runtime could not load or run the file; "
+                  "every other row was measured.", ""]
+        lines += [failed_line(f) for f in doc["failed"]]
     if doc["skipped"]:
         lines += ["", "Skipped:", ""]
         lines += [f"- {s['variant']} on {s['runtime']} ({s['device']}): {s['reason']}" for s in doc["skipped"]]
@@ -382,6 +426,12 @@ def to_markdown(doc: dict) -> str:
         lines += ["", "Rows marked (fallback) ran on the CPU although CUDA was asked for:", ""]
         lines += [f"- {reason}" for reason in sorted(fallbacks)]
     return "\n".join(lines) + "\n"
+
+
+def failed_line(f: dict) -> str:
+    """One failed row for a summary: where, at which settings, at which stage, and the runtime's reason."""
+    return (f"- {f['variant']} on {f['runtime']} ({f['device']}, threads {f['threads']}, batch "
+            f"{','.join(map(str, f['batch_sizes']))}, {f['stage']}): {f['reason']}")
 
 
 def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:

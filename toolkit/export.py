@@ -25,7 +25,14 @@ from toolkit import artifacts
 from toolkit.accuracy_control import RECIPE_FILE, RECIPE_SCHEMA
 from toolkit.config import ExportConfig, PreprocessOptions
 from toolkit.datasets import open_dataset, reopen, sample_indices
-from toolkit.errors import ConversionError, DataError, DeviceUnavailableError, UsageError, WriteError
+from toolkit.errors import (
+    ConversionError,
+    DataError,
+    DeviceUnavailableError,
+    UsageError,
+    WriteError,
+    first_line,
+)
 from toolkit.exporters import OP_CHECKS, ExportContext, Exporter
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import resolve
@@ -100,17 +107,13 @@ def _dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
     return dataset, resolve(dataset, info, options), info
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def _failure(exporter: Exporter, stage: str, exc: BaseException) -> dict:
-    failure = {"variant": exporter.variant, "format": exporter.format, "stage": stage, "reason": _one_line(exc)}
+    failure = {"variant": exporter.variant, "format": exporter.format, "stage": stage, "reason": first_line(exc, None)}
     if isinstance(exc, ConversionError):
         failure["unsupported_ops"] = exc.ops
-        if exc.detail:
-            failure["detail"] = exc.detail
+    detail = getattr(exc, "detail", None)
+    if detail:
+        failure["detail"] = detail
     return failure
 
 
@@ -126,7 +129,7 @@ def _op_support(ctx: ExportContext, exporters: list[Exporter], cfg: ExportConfig
             results[fmt] = {"supported": True, "checked_by": check.what, "unsupported_ops": []}
         except DataError as exc:  # ConversionError names the ops; a DataError says why otherwise
             results[fmt] = {"supported": False, "checked_by": check.what,
-                            "unsupported_ops": getattr(exc, "ops", []), "reason": _one_line(exc), "error": exc}
+                            "unsupported_ops": getattr(exc, "ops", []), "reason": first_line(exc), "error": exc}
         verdict = "all ops supported" if results[fmt]["supported"] else results[fmt]["reason"]
         _log(cfg, f"  ops  {fmt:<13} {verdict}")
     return results
@@ -207,7 +210,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     if isinstance(exc, (WriteError, UsageError, DeviceUnavailableError)):
                         raise  # a flag that cannot work, a missing tool: not this variant's failure
                     failed.append(_failure(exporter, "convert", exc))
-                    _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {_one_line(exc)}")
+                    _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {first_line(exc)}")
                     continue
                 # the conversions the op checks already ran count for the first variant that uses them
                 seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
@@ -215,7 +218,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     runner, check = _check_against_reference(exporter, path, check_images, reference)
                 except DataError as exc:
                     failed.append(_failure(exporter, "check", exc))
-                    _log(cfg, f"  {exporter.variant:<15} FAILED its check: {_one_line(exc)}")
+                    _log(cfg, f"  {exporter.variant:<15} FAILED its check: {first_line(exc)}")
                     path.unlink(missing_ok=True)
                     continue
                 entry = {

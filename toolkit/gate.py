@@ -170,6 +170,21 @@ def latency_checks(old: dict, new: dict, margin: float, same_machine_only: bool)
     return checks
 
 
+def failed_row_checks(parity: dict, bench: dict | None) -> list[Check]:
+    """Rows of the new export that a runtime could not load or run (parity's and bench's ``failed``):
+    neither a pass nor a regression. Shown, counted as incomplete, and the gate exits 7 when nothing
+    else failed."""
+    checks = []
+    for f in parity.get("failed") or []:
+        checks.append(Check("incomplete", f"{f['key']} on {f['runtime']}", None,
+                            f"parity could not check it ({f['stage']}): {f['reason']}", {"incomplete": True}))
+    for f in (bench or {}).get("failed") or []:
+        checks.append(Check("incomplete", f"{f['variant']}/{f['runtime']}/{f['device']}/batch "
+                            f"{','.join(map(str, f['batch_sizes']))}/{f['threads']} thr", None,
+                            f"bench could not measure it ({f['stage']}): {f['reason']}", {"incomplete": True}))
+    return checks
+
+
 def run_gate(cfg: GateConfig) -> dict:
     if cfg.accuracy_margin_points <= 0 or cfg.latency_margin < 0:
         raise UsageError("--accuracy-margin must be positive and --latency-margin not negative")
@@ -194,6 +209,7 @@ def run_gate(cfg: GateConfig) -> dict:
                                   _predictions(cfg.exports, new_parity), cfg.accuracy_margin_points)
         if old_bench and new_bench:
             checks += latency_checks(old_bench, new_bench, cfg.latency_margin, cfg.same_machine_only)
+        checks += failed_row_checks(new_parity, new_bench)
         unknown = sorted(set(cfg.max_bytes) - set(new_variants))
         if unknown:
             raise UsageError(f"--max-bytes names variant(s) {', '.join(unknown)} not in the new export "
@@ -217,7 +233,8 @@ def run_gate(cfg: GateConfig) -> dict:
         "baseline": str(cfg.baseline), "exports": str(cfg.exports),
         "baseline_generation": old_manifest.get("generation"), "export_generation": new_manifest.get("generation"),
         "summary": {"checks": len(checks), "failed": sum(c.passed is False for c in checks),
-                    "not_gated": sum(c.passed is None for c in checks)},
+                    "not_gated": sum(c.passed is None for c in checks),
+                    "incomplete": sum(c.kind == "incomplete" for c in checks)},
         "checks": [asdict(c) | {"status": c.status} for c in checks],
         "settings": {"accuracy_margin_points": cfg.accuracy_margin_points, "latency_margin": cfg.latency_margin,
                      "same_machine_only": cfg.same_machine_only, "max_bytes": cfg.max_bytes,

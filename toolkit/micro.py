@@ -107,17 +107,16 @@ def interpreter(model: bytes):
     from tflite_micro import runtime
 
     from toolkit._quiet import captured_stderr
-    from toolkit.errors import ConversionError
+    from toolkit.errors import ConversionError, first_line, whole_message
 
     try:
         with captured_stderr() as log:
             return runtime.Interpreter.from_bytes(model)
     except Exception as exc:  # TFLM raises RuntimeError/ValueError with its own text
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         ops, reason = unsupported_ops(log["text"])
         if ops:
             raise ConversionError(f"TFLM cannot run the model: {reason}", ops=ops, detail=log["text"][-4000:]) from None
-        raise DataError(f"TFLM cannot load the model: {first}") from None
+        raise DataError(f"TFLM cannot load the model: {first_line(exc)}", detail=whole_message(exc)) from None
 
 
 def measure_arena(model: bytes) -> dict:

@@ -17,7 +17,7 @@ import numpy as np
 from toolkit import artifacts, runners
 from toolkit.config import Gates, ParityConfig
 from toolkit.datasets import Split
-from toolkit.errors import DataError, DeviceUnavailableError, UsageError
+from toolkit.errors import DataError, DeviceUnavailableError, UsageError, WriteError
 from toolkit.inputs import data_for, reference_model
 from toolkit.modelinfo import confirm_output, for_export, inspect_model
 from toolkit.preprocess import Preprocessing
@@ -96,6 +96,19 @@ class ParityReport:
         for name, gate in self.failures():
             print(f"toolkit {command}: gate failed: {name}: {gate}", file=sys.stderr)
         raise GateError(f"{len(self.failures())} parity gate(s) failed; see {details}")
+
+    def raise_if_incomplete(self, command: str, details: Path) -> None:
+        """One stderr line per check the runtime could not make, then PartialError (exit 7)."""
+        failed = self.context.get("failed") or []
+        if not failed:
+            return
+        from toolkit.errors import PartialError
+
+        for f in failed:
+            print(f"toolkit {command}: not checked: {f['key']} on {f['runtime']} ({f['stage']}): {f['reason']}",
+                  file=sys.stderr)
+        raise PartialError(f"{len(failed)} check(s) could not be made, {len(self.variants)} made and written; "
+                           f"see {details}")
 
 
 def accuracy_block(predictions: np.ndarray, labels: np.ndarray) -> dict:
@@ -319,6 +332,17 @@ def _plain_companions(exports: Path, entries: list[dict], checks: dict, paths: d
     return records
 
 
+def failed_row(key: str, entry: dict, runtime: str, stage: str, exc: BaseException) -> dict:
+    """A check that could not be made (the runtime cannot load or run the file), with the runtime's
+    whole reason: recorded, shown, and the command exits 7; the other checks go on."""
+    from toolkit.errors import ToolkitError, first_line, whole_message
+
+    reason = first_line(exc, None)
+    return {"key": key, "variant": entry["variant"], "format": entry["format"], "runtime": runtime, "stage": stage,
+            "reason": reason if isinstance(exc, ToolkitError) else f"{type(exc).__name__}: {reason}",
+            "detail": getattr(exc, "detail", None) or whole_message(exc)}
+
+
 def run_parity(cfg: ParityConfig) -> ParityReport:
     """Every variant and the reference on the whole test split, streamed batch by batch: memory
     holds one batch of images and the scores (N x K), whatever the size of the dataset."""
@@ -345,7 +369,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             paths["keras"] = model_path
         checks, skipped = plan_checks(entries, cfg.runtimes, cfg.device, reference_runner.name)
         controlled = _plain_companions(exports, entries, checks, paths)
-        opened, samples, twins = {}, {}, {}
+        opened, samples, twins, failed = {}, {}, {}, []
         for variant, (entry, runtime) in list(checks.items()):
             try:
                 opened[variant] = runtime.load(paths[entry["variant"]], device=cfg.device)
@@ -355,12 +379,22 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
                 skipped.append({"variant": entry["variant"], "runtime": runtime.name, "reason": str(exc)})
                 del checks[variant]
                 continue
+            except (UsageError, WriteError):
+                raise
+            except Exception as exc:  # this runtime cannot load this file: that row fails, the others go on
+                failed.append(failed_row(variant, entry, runtime.name, "load", exc))
+                _log(cfg, f"  FAILED {variant} on {runtime.name} (load): {failed[-1]['reason']}")
+                del checks[variant]
+                continue
             if entry["format"] == "tflite-micro":
                 samples[variant] = micro_subset(cfg, n)
                 # the same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?
                 from toolkit.runners.litert import LiteRTRunner
 
                 twins[variant] = LiteRTRunner(opened[variant].content)
+        if not opened and failed:
+            raise DataError("no variant could be loaded: " + "; ".join(
+                f"{f['key']} on {f['runtime']}: {f['reason']}" for f in failed))
         if not opened:
             raise DeviceUnavailableError(f"nothing to check on {cfg.device}: " + "; ".join(
                 f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped))
@@ -377,18 +411,28 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             ref = _timed(reference_runner, x, seconds, "keras")
             first = ref if first is None else first
             ref_preds.append(ref.argmax(1))
-            for variant, runner in opened.items():
+            for variant, runner in list(opened.items()):
                 sample = samples.get(variant)
                 mask = slice(None) if sample is None else np.isin(idx, sample)
                 xs = x[mask]
                 if not len(xs):
                     continue
-                out = _timed(runner, xs, seconds, variant)
+                try:
+                    out = _timed(runner, xs, seconds, variant)
+                except Exception as exc:  # the runtime loaded the file but cannot run it: that row fails
+                    entry, runtime = checks.pop(variant)
+                    failed.append(failed_row(variant, entry, runtime.name, "run", exc))
+                    _log(cfg, f"  FAILED {variant} on {runtime.name} (run): {failed[-1]['reason']}")
+                    del opened[variant]
+                    continue
                 scores[variant].add(out, ref[mask])
                 if variant in twins:
                     twin_scores[variant].add(twins[variant].infer(xs), out)
         if first is None:
             raise UsageError(f"the test split of {dataset.source} holds no images")
+        if not opened:
+            raise DataError("no variant could be run: " + "; ".join(
+                f"{f['key']} on {f['runtime']}: {f['reason']}" for f in failed))
         check_device(cfg, {"keras": reference_runner, **opened})
         info = confirm_output(info, first)
         ref_pred = np.concatenate(ref_preds)
@@ -460,7 +504,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             _log(cfg, f"  skipped {s['variant']} on {s['runtime']}: {s['reason']}")
         return ParityReport(reference, variants, labels, ref_pred, test, prep, class_names,
                             {"dataset": dataset.describe(), "preprocessing": prep.to_json(), "model": info.to_json(),
-                             "dataset_matches_export": matches, "skipped": skipped,
+                             "dataset_matches_export": matches, "skipped": skipped, "failed": failed,
                              **({"accuracy_control": controlled} if controlled else {})},
                             manifest.get("generation"))
 
@@ -469,7 +513,7 @@ def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
     return {
         "reference": report.reference,
         "variants": {name: v.to_json() for name, v in report.variants.items()},
-        "passed": bool(report),
+        "passed": bool(report) and not report.context.get("failed"),  # a check not made is not a pass
         "class_names": report.class_names,
         **report.context,
         "gates": vars(cfg.gates),
@@ -526,6 +570,11 @@ def markdown(report: ParityReport, gates: Gates) -> str:
             f"{m['disagreements']} | {m['mcnemar_p']:.3g} | {m['max_abs_logit_diff']:.3g} | "
             f"{m['mean_abs_logit_diff']:.3g} | {verdict} |"
         )
+    failed_rows = report.context.get("failed") or []
+    if failed_rows:
+        lines += ["", f"**Could not be checked ({len(failed_rows)})**: the runtime could not load or run the file "
+                  "(not counted as passing; the command exits 7):", ""]
+        lines += [f"- `{f['key']}` on {f['runtime']} ({f['stage']}): {f['reason']}" for f in failed_rows]
     skipped = report.context.get("skipped") or []
     if skipped:
         lines += ["", "Not checked (and not counted as passing):", ""]

@@ -78,7 +78,9 @@ class ToolkitItem(pytest.Item):
             _, variant, metric = self.check
             parity = self.results.parity()
             if variant not in parity["variants"]:
-                raise ToolkitCheckFailed(f"{variant}: no parity result")
+                why = next((f"{f['runtime']} could not {f['stage']} it: {f['reason']}"
+                            for f in parity.get("failed") or [] if f["key"] == variant), "no parity result")
+                raise ToolkitCheckFailed(f"{variant}: {why}")
             gate = next((g for g in parity["variants"][variant]["gates"] if g["metric"] == metric), None)
             if gate is None:
                 pytest.skip(f"{variant}: gate {metric} does not apply to this run")
@@ -88,6 +90,8 @@ class ToolkitItem(pytest.Item):
         else:
             _, index = self.check
             c = self.results.gate()["checks"][index]
+            if c["kind"] == "incomplete":  # a row the runtime could not load or run: the CLI exits 7
+                raise ToolkitCheckFailed(f"{c['name']}: {c['detail']}")
             if c["passed"] is None:
                 pytest.skip(c["detail"])
             if not c["passed"]:

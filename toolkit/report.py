@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit import artifacts
-from toolkit.provenance import provenance
+from toolkit.provenance import cpu_description, provenance
 
 REPORT = "report.md"
 
@@ -80,7 +80,7 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         lines = ["# toolkit report", ""]
         prov = provenance()
         lines += [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
-                  f"`{prov['git_commit']}`) on {prov['machine']['cpu']} ({prov['machine']['cpu_count']} cores). "
+                  f"`{prov['git_commit']}`) on {cpu_description(prov['machine'])} ({prov['machine']['cpu_count']} cores). "
                   "Every number below is read from `train.json`, `manifest.json`, `parity.json` and "
                   f"`{Path(bench_path).name}` in this directory.", ""]
         if train:
@@ -162,6 +162,15 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
             for f in manifest["failed"]:
                 ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
                 lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
+            lines.append("")
+        not_checked, not_timed = parity.get("failed") or [], bench.get("failed") or []
+        if not_checked or not_timed:
+            from toolkit.bench import failed_line
+
+            lines += ["### Rows that failed", "", "A runtime could not load or run these files; every other row was "
+                      "checked and measured (the commands exited 7):", ""]
+            lines += [f"- parity: `{f['key']}` on {f['runtime']} ({f['stage']}): {f['reason']}" for f in not_checked]
+            lines += ["- bench: " + failed_line(f)[2:] for f in not_timed]
             lines.append("")
         if parity.get("accuracy_control"):
             from toolkit.parity import control_markdown

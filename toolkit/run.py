@@ -86,6 +86,7 @@ def run(cfg: RunConfig) -> dict:
         stage += 1
         t = _stage(stage, total, "benchmark", cfg.verbose)
         doc = run_bench(cfg.bench)
+        bench_failed = doc["failed"]
         paths.update({f"bench_{k}": v for k, v in write_bench(doc, cfg.bench).items()})
         seconds["bench"] = time.perf_counter() - t
     if with_micro:
@@ -99,4 +100,5 @@ def run(cfg: RunConfig) -> dict:
     stage += 1
     _stage(stage, total, "report", cfg.verbose)
     paths["report"] = write_report(exports, paths.get("bench_json"))
-    return {"paths": paths, "parity": report, "seconds": seconds, "manifest": manifest}
+    return {"paths": paths, "parity": report, "seconds": seconds, "manifest": manifest,
+            "bench_failed": [] if cfg.skip_bench else bench_failed}

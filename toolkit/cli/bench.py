@@ -82,6 +82,14 @@ def bench_run(args: argparse.Namespace) -> int:
     for s in doc["skipped"]:
         print(f"skipped {s['variant']} on {s['runtime']}: {s['reason']}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
+    if doc["failed"]:
+        from toolkit.bench import failed_line
+        from toolkit.errors import PartialError
+
+        for f in doc["failed"]:
+            print("FAILED " + failed_line(f)[2:])
+        raise PartialError(f"{len(doc['failed'])} row(s) failed, {len(doc['results'])} measured and written",
+                           hint=f"the runtimes' whole reasons are in {paths['json']} under 'failed'")
     return 0
 
 
@@ -95,6 +103,8 @@ COMMANDS = {
         "runs in a fresh process whose peak resident memory is recorded per row. Load and first "
         "inference are reported apart; then warm-up, then at least --min-runs and --min-seconds of "
         "timed calls. Reports min/p50/p90/p99/mean/std, throughput and peak RSS, with the providers "
-        "actually used and the machine. Writes JSON (every sample), CSV, Markdown and PNG plots.",
+        "actually used and the machine. Writes JSON (every sample), CSV, Markdown and PNG plots. "
+        "A runtime that cannot load or run one file costs that row only: it is listed as failed with "
+        "the runtime's whole reason, every other row is measured and written, and the command exits 7.",
     ),
 }

@@ -134,7 +134,7 @@ COMMANDS = {
         "of test images, and write DIR/manifest.json (sizes, sha256, tensor specs, quantization, "
         "calibration, dataset, preprocessing, versions). Each format's op support is checked first; "
         "a variant that cannot be made is listed in the manifest with the reason while the others "
-        "are committed (exit 3). Atomic: a failed export leaves the previous one untouched.",
+        "are committed (exit 7). Atomic: a failed export leaves the previous one untouched.",
     ),
     "verify": (
         verify_args, verify_run,

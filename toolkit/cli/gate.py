@@ -63,6 +63,11 @@ def gate_run(args: argparse.Namespace) -> int:
     if not doc["passed"]:
         raise GateError(f"{doc['summary']['failed']} gate check(s) failed against {args.baseline}",
                         hint=f"see {paths['markdown']}")
+    if doc["summary"]["incomplete"]:
+        from toolkit.errors import PartialError
+
+        raise PartialError(f"{doc['summary']['incomplete']} row(s) of the new export could not be checked or "
+                           "measured; every other check passed", hint=f"see {paths['markdown']}")
     return 0
 
 

@@ -107,6 +107,7 @@ def parity_run(args: argparse.Namespace) -> int:
               + (f"  (TFLM, {m['images']} images)" if m.get("images") != len(report.labels) else ""))
     print(f"wrote {paths['json']}, {paths['markdown']} and {paths['png']}")
     report.raise_if_failed("parity", paths['markdown'])
+    report.raise_if_incomplete("parity", paths['markdown'])
     return 0
 
 

@@ -85,6 +85,16 @@ def run_run(args: argparse.Namespace) -> int:
 
         raise PartialExportError(f"{len(result['manifest']['failed'])} variant(s) could not be exported; the others "
                                  "were checked and benchmarked", hint=f"see {result['paths']['report']}")
+    report.raise_if_incomplete("run", result['paths']['report'])
+    bench_failed = result.get("bench_failed") or []
+    if bench_failed:
+        from toolkit.bench import failed_line
+        from toolkit.errors import PartialError
+
+        for f in bench_failed:
+            print("FAILED " + failed_line(f)[2:])
+        raise PartialError(f"{len(bench_failed)} benchmark row(s) failed; every other row was measured",
+                           hint=f"see {result['paths']['report']}")
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
-from toolkit.errors import ConversionError
+from toolkit.errors import ConversionError, first_line, whole_message
 from toolkit.exporters import ExportContext, op_check, plain_companion, register
 from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
@@ -153,7 +153,7 @@ def float_onnx(ctx: ExportContext) -> Path:
         except Exception as exc:  # tf2onnx raises many types
             ctx.failures["onnx"] = ConversionError(
                 f"ONNX conversion (tf2onnx, opset {ctx.opset}) failed: {type(exc).__name__}: "
-                f"{(str(exc).strip().splitlines() or [''])[0][:300]}", detail=str(exc)[-4000:])
+                f"{first_line(exc)}", detail=whole_message(exc))
             raise ctx.failures["onnx"] from None
         finally:
             logger.removeHandler(listener)
@@ -253,7 +253,7 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
         if as_write_error(out, exc):
             raise
         raise ConversionError(f"onnxruntime int8 quantization failed: {type(exc).__name__}: "
-                              f"{(str(exc).strip().splitlines() or [''])[0][:300]}", detail=str(exc)[-4000:]) from None
+                              f"{first_line(exc)}", detail=whole_message(exc)) from None
 
 
 @register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True)

@@ -11,7 +11,7 @@ import re
 import time
 from pathlib import Path
 
-from toolkit.errors import ConversionError
+from toolkit.errors import ConversionError, first_line, whole_message
 from toolkit.exporters import ExportContext, op_check, register
 from toolkit.provenance import sha256_file
 from toolkit.runners.openvino import available
@@ -68,7 +68,7 @@ def convert(ctx: ExportContext):
                 raise
             ctx.failures["openvino"] = ConversionError(
                 f"OpenVINO conversion (convert_model from the SavedModel) failed: "
-                f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}", detail=str(exc)[-4000:])
+                f"{first_line(exc)}", detail=whole_message(exc))
             raise ctx.failures["openvino"] from None
         ctx.timings["openvino"] = time.perf_counter() - start
         ctx.openvino_model = model

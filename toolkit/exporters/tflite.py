@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
-from toolkit.errors import ConversionError
+from toolkit.errors import ConversionError, first_line, message_lines, whole_message
 from toolkit.exporters import ExportContext, op_check, plain_companion, register
 
 _OP_PATTERNS = (
@@ -46,7 +46,7 @@ def conversion_error(exc: Exception, mode: str) -> ConversionError:
     elif ops:
         reason = f"LiteRT builtins cannot express op(s) {', '.join(ops)}"
     else:
-        reason = errors[-1] if errors else (text.strip().splitlines() or [type(exc).__name__])[-1]
+        reason = errors[-1] if errors else (message_lines(text) or [type(exc).__name__])[-1]
     return ConversionError(f"TFLite {_MODE_TEXT[mode]} conversion failed: {reason[:300]}", ops=ops,
                            detail=text[-4000:])
 
@@ -69,8 +69,8 @@ def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
         if as_write_error(ctx.workdir, exc):
             raise
         ctx.failures[key] = ConversionError(f"cannot write the model as a SavedModel for the TFLite converter: "
-                                            f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
-                                            detail=str(exc)[-4000:])
+                                            f"{type(exc).__name__}: {first_line(exc)}",
+                                            detail=whole_message(exc))
         raise ctx.failures[key] from None
     converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     extra: dict = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DataError, UsageError
+from toolkit.errors import DataError, UsageError, first_line, whole_message
 from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec
 
@@ -30,12 +30,12 @@ def load_keras_model(path: Path):
         with quiet_stderr():
             return keras().saving.load_model(path, safe_mode=True, compile=False)
     except ValueError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Lambda" in str(exc) or "safe_mode" in str(exc):
             raise DataError(f"{path} contains a Lambda layer; refusing to load it (safe mode)") from None
-        raise DataError(f"cannot load {path}: {first}") from None
+        raise DataError(f"cannot load {path}: {first_line(exc)}", detail=whole_message(exc)) from None
     except Exception as exc:
-        raise DataError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        raise DataError(f"cannot load {path}: {type(exc).__name__}: {first_line(exc)}",
+                        detail=whole_message(exc)) from None
 
 
 class KerasRunner(Runner):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DataError, DeviceUnavailableError
+from toolkit.errors import DataError, DeviceUnavailableError, first_line, whole_message
 from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec
 
@@ -51,7 +51,7 @@ def check_onnx_file(path: Path):
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise DataError(f"{path} fails onnx.checker: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{path} fails onnx.checker: {first_line(exc)}", detail=whole_message(exc)) from None
     return model
 
 
@@ -142,7 +142,7 @@ class OnnxRuntimeRunner(Runner):
             self.placement = _placement_of(content, options, requested) if strict_device else None
             self.session = ort.InferenceSession(content, sess_options=opts, providers=requested)
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise DataError(f"onnxruntime cannot load {path}: {str(exc).splitlines()[0]}") from None
+            raise DataError(f"onnxruntime cannot load {path}: {first_line(exc)}", detail=whole_message(exc)) from None
         requested = [p[0] if isinstance(p, tuple) else p for p in requested]
         self.requested_providers = requested
         self._providers = self.session.get_providers()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DataError
+from toolkit.errors import DataError, first_line, whole_message
 from toolkit.runners import Runtime, register
 from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
 
@@ -67,7 +67,7 @@ def _read(path: Path):
     try:
         return _core().read_model(str(path))
     except Exception as exc:  # OpenVINO raises RuntimeError with its own text
-        raise DataError(f"OpenVINO cannot read {path}: {str(exc).strip().splitlines()[0][:300]}") from None
+        raise DataError(f"OpenVINO cannot read {path}: {first_line(exc)}", detail=whole_message(exc)) from None
 
 
 def _tflite_quantization(path: Path) -> tuple[TensorSpec | None, TensorSpec | None]:
@@ -91,7 +91,8 @@ class OpenVINORunner(Runner):
         try:
             self.compiled = _core().compile_model(model, "CPU", config)
         except Exception as exc:
-            raise DataError(f"OpenVINO cannot compile {path}: {str(exc).strip().splitlines()[0][:300]}") from None
+            raise DataError(f"OpenVINO cannot compile {path} ({precision}): {first_line(exc)}",
+                            detail=whole_message(exc)) from None
         if len(self.compiled.inputs) != 1 or len(self.compiled.outputs) != 1:
             raise DataError(f"{path}: expected 1 input and 1 output, got {len(self.compiled.inputs)} and "
                             f"{len(self.compiled.outputs)}")
