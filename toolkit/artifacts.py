@@ -63,8 +63,11 @@ def _flock(fd: int, exclusive: bool, wait: bool) -> bool:
 
 @contextlib.contextmanager
 def writing(exports: Path, verbose: bool = True):
-    """Serialise writers of an export directory: a second export waits for the first."""
+    """Serialise writers of an export directory: a second export waits for the first. When the
+    directory did not exist and the block fails, the directories made for it are removed again
+    (when nothing was left in them): a failed export into a new directory leaves nothing behind."""
     exports = Path(exports)
+    created = [p for p in [exports, *exports.parents] if not p.exists()]  # deepest first
     try:
         exports.mkdir(parents=True, exist_ok=True)
         fd = os.open(exports, os.O_RDONLY)
@@ -76,6 +79,13 @@ def writing(exports: Path, verbose: bool = True):
                 print(f"waiting for another export into {exports} to finish", file=sys.stderr, flush=True)
             _flock(fd, exclusive=True, wait=True)
         yield
+    except BaseException:
+        for directory in created:
+            try:
+                directory.rmdir()  # only when empty: never anything a user or another writer put there
+            except OSError:
+                break
+        raise
     finally:
         os.close(fd)  # closing releases the lock
 

@@ -16,6 +16,7 @@ class PreprocessOptions:
     resize: bool = False
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    input_size: tuple[int, int] | None = None  # (H, W) for a model that takes any height and width
 
     @property
     def given(self) -> bool:

@@ -16,6 +16,7 @@ import contextlib
 import shutil
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -88,6 +89,17 @@ def _train_record(model_path: Path) -> dict | None:
     return record if record.get("model", {}).get("sha256") == sha256_file(model_path) else None
 
 
+def fixed_size(model, input_shape: tuple):
+    """The model with its dynamic height and width fixed (``--input-size``): a new input of that shape
+    calling the same layers (the same weights, nothing copied). Every format then gets one size
+    (LiteRT's XNNPack, for one, cannot reshape a dynamic-size convolution at run time)."""
+    from toolkit._quiet import keras
+
+    k = keras()
+    image = k.Input(shape=tuple(input_shape), name=model.inputs[0].name.split(":")[0] or "image")
+    return k.Model(image, model(image), name=model.name)
+
+
 def _dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
     """The dataset and preprocessing for this model: as given, else as it was trained with."""
     record = _train_record(model_path)
@@ -153,6 +165,10 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         model_path = Path(cfg.model) if cfg.model else exports / MODEL_FILE
         model = load_keras_model(model_path)
         data, prep, info = _dataset_and_preprocessing(cfg, model, model_path)
+        if info.image_size is not None and None in info.image_size:
+            model = fixed_size(model, prep.input_shape)
+            info = replace(info, input_shape=tuple(prep.input_shape), fixed_at_export="--input-size "
+                           f"{prep.image_size[0]}x{prep.image_size[1]} (the model takes any height and width)")
         population = len(data.train)
         count = min(cfg.calibration_samples, population)
         idx = sample_indices(count, population, seed=cfg.calibration_seed)
@@ -291,7 +307,9 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     "test_fraction": data.options.get("test_fraction"),
                     "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
                                    "mean": list(prep.mean) if prep.mean else None,
-                                   "std": list(prep.std) if prep.std else None},
+                                   "std": list(prep.std) if prep.std else None,
+                                   "input_size": list(cfg.preprocess.input_size) if cfg.preprocess.input_size
+                                   else None},
                 },
                 "artifacts": entries,
                 "failed": failed,

@@ -28,6 +28,7 @@ class ModelInfo:
     output_evidence: str  # why we say so
     rescaling: str | None  # the layer that rescales raw pixels inside the model, if any
     parameters: int
+    fixed_at_export: str | None = None  # how a dynamic height and width were fixed (--input-size)
 
     @property
     def layout(self) -> str:
@@ -53,7 +54,7 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, d: dict) -> ModelInfo:
-        fields = {k: d[k] for k in cls.__dataclass_fields__}
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}  # older manifests lack the newer fields
         fields["input_shape"] = tuple(fields["input_shape"])
         return cls(**fields)
 

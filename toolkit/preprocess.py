@@ -141,11 +141,20 @@ def resolve(dataset, info, options: Options | None = None) -> Preprocessing:
                              f"{CHANNEL_NAMES[c]} images", hint=f"pass --color-mode {flag} to convert them")
     if info.image_size is not None:
         mh, mw = info.image_size
-        target = (mh or h, mw or w)
+        if options.input_size is not None and (mh, mw) == tuple(options.input_size):
+            pass  # the size the model already takes (an export made with --input-size, replayed)
+        elif options.input_size is not None and None not in (mh, mw):
+            raise UsageError(f"--input-size applies to models that take any height and width; {model} takes "
+                             f"{mh}x{mw} images", hint="leave --input-size out (or use --resize for the data)")
+        elif options.input_size is None and (mh is None or mw is None):
+            raise UsageError(f"{model} takes images of any height and width (input {_size_text(info.input_shape)}): "
+                             "the exported files need one size", hint=f"pass --input-size HxW (this data's images "
+                             f"are {h}x{w}: --input-size {h}x{w})")
+        target = tuple(options.input_size) if options.input_size is not None else (mh, mw)
         if target != (h, w) and not options.resize:
             raise UsageError(f"{model} takes {_size_text(info.image_size)} images but {data} has {h}x{w} images",
                              hint="pass --resize to resize them to the model's input (bilinear)")
-        resize = options.resize and target != (h, w)
+        resize = bool(options.resize)  # every image that differs from the target, even when most do not
         input_shape = (target[0], target[1], channels) if len(info.input_shape) == 3 else target
     else:  # flat: the images' values, in order, must fill the vector exactly
         (length,) = info.input_shape
@@ -188,9 +197,9 @@ def for_training(dataset, options: Options | None = None) -> Preprocessing:
     """Preprocessing when the model does not exist yet: the data's own size and colour mode."""
     options = options or Options()
     h, w, c = dataset.image_shape
-    if options.resize:
-        raise UsageError("--resize needs a model to take the size from; `toolkit train` builds the model for "
-                         "the images' own size")
+    if options.resize or options.input_size is not None:
+        raise UsageError(f"--{'resize' if options.resize else 'input-size'} needs a model to take the size from; "
+                         "`toolkit train` builds the model for the images' own size")
     if options.color_mode != "auto" and options.color_mode not in COLOR_MODES:
         raise UsageError(f"--color-mode must be one of auto, {', '.join(COLOR_MODES)}, got {options.color_mode!r}")
     channels = COLOR_MODES.get(options.color_mode, c)

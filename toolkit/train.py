@@ -16,7 +16,7 @@ import numpy as np
 
 from toolkit.artifacts import atomic_write_json, write_error
 from toolkit.config import TrainConfig
-from toolkit.errors import UsageError
+from toolkit.errors import ToolkitError, UsageError
 from toolkit.provenance import provenance, sha256_file
 from toolkit.reproducible import normalize_keras_archive, source_date_epoch
 
@@ -87,9 +87,11 @@ def _progress_callback(k, epochs: int, steps: int):
     return EpochLine()
 
 
-def _streamed(tf, split, prep, batch_size: int, seed: int | None):
+def _streamed(tf, split, prep, batch_size: int, seed: int | None, errors: list):
     """A tf.data pipeline decoding ``split`` one batch at a time (for image folders); shuffled in a
-    seed-and-epoch-determined order when ``seed`` is given."""
+    seed-and-epoch-determined order when ``seed`` is given. An image that cannot be decoded raises
+    the toolkit's one-line error inside TensorFlow's iterator, which wraps it in a traceback of its
+    own: the error is kept in ``errors`` so that training re-raises it as it was."""
     n = len(split)
     epoch = [0]
 
@@ -98,8 +100,12 @@ def _streamed(tf, split, prep, batch_size: int, seed: int | None):
         if seed is not None:
             order = np.random.default_rng([seed, epoch[0]]).permutation(n)
             epoch[0] += 1
-        for idx, x in prep.batches(split, batch_size, order):
-            yield x, split.labels[idx]
+        try:
+            for idx, x in prep.batches(split, batch_size, order):
+                yield x, split.labels[idx]
+        except ToolkitError as exc:
+            errors.append(exc)
+            raise
 
     signature = (tf.TensorSpec((None, *prep.input_shape), tf.float32), tf.TensorSpec((None,), tf.int64))
     steps = -(-n // batch_size)  # Keras needs the length to know an epoch ended where it should
@@ -138,6 +144,7 @@ def train(cfg: TrainConfig) -> dict:
     k.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
 
+    decode_errors: list = []  # a user's file that failed inside tf.data: re-raised as the toolkit's own error
     train_split = data.train.head(cfg.train_limit)
     n = len(train_split)
     if not len(data.validation):
@@ -151,8 +158,8 @@ def train(cfg: TrainConfig) -> dict:
         )
         val = tf.data.Dataset.from_tensor_slices((prep.load(data.validation), data.validation.labels)).batch(1000)
     else:
-        dataset = _streamed(tf, train_split, prep, cfg.batch_size, cfg.seed)
-        val = _streamed(tf, data.validation, prep, 1000, None)
+        dataset = _streamed(tf, train_split, prep, cfg.batch_size, cfg.seed, decode_errors)
+        val = _streamed(tf, data.validation, prep, 1000, None, decode_errors)
 
     if cfg.precision == "bf16":  # process-wide in Keras: set for building the model, restored right after
         from keras.src.backend.common import global_state  # the raw setting, restored as it was
@@ -184,21 +191,31 @@ def train(cfg: TrainConfig) -> dict:
             file=sys.stderr,
         )
     start = time.perf_counter()
-    history = model.fit(
-        dataset, validation_data=val, epochs=cfg.epochs, verbose=0, shuffle=False,  # tf.data shuffles
-        callbacks=[_progress_callback(k, cfg.epochs, -(-n // cfg.batch_size))] if cfg.verbose else [],
-    )
+    try:
+        history = model.fit(
+            dataset, validation_data=val, epochs=cfg.epochs, verbose=0, shuffle=False,  # tf.data shuffles
+            callbacks=[_progress_callback(k, cfg.epochs, -(-n // cfg.batch_size))] if cfg.verbose else [],
+        )
+    except Exception:
+        if decode_errors:
+            raise decode_errors[0] from None
+        raise
     train_seconds = time.perf_counter() - start
     validation_accuracy = None
-    if cfg.precision == "bf16":  # per-epoch validation figures were computed in bf16; the final one is float32
-        model = _as_float32(k, model, cfg, prep, data)
-        validation_accuracy = float(model.evaluate(val, verbose=0)[1])
-
     start = time.perf_counter()
-    if data.test.in_memory:
-        test_loss, test_acc = model.evaluate(prep.load(data.test), data.test.labels, batch_size=1000, verbose=0)
-    else:
-        test_loss, test_acc = model.evaluate(_streamed(tf, data.test, prep, 1000, None), verbose=0)
+    try:
+        if cfg.precision == "bf16":  # per-epoch validation figures were computed in bf16; the final one is float32
+            model = _as_float32(k, model, cfg, prep, data)
+            validation_accuracy = float(model.evaluate(val, verbose=0)[1])
+        start = time.perf_counter()
+        if data.test.in_memory:
+            test_loss, test_acc = model.evaluate(prep.load(data.test), data.test.labels, batch_size=1000, verbose=0)
+        else:
+            test_loss, test_acc = model.evaluate(_streamed(tf, data.test, prep, 1000, None, decode_errors), verbose=0)
+    except Exception:
+        if decode_errors:
+            raise decode_errors[0] from None
+        raise
     evaluate_seconds = time.perf_counter() - start
     epochs = [
         {"epoch": i + 1, **{key: float(values[i]) for key, values in history.history.items()}}

@@ -79,8 +79,22 @@ def preprocess_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
                    "takes the other (default: %(default)s)")
     if resize:
         g.add_argument("--resize", action="store_true",
-                       help="resize images (bilinear) to the model's input size; without it a size mismatch is an "
-                       "error")
+                       help="resize every image (bilinear) whose size differs from the model's input; without it a "
+                       "size mismatch is an error")
+        g.add_argument("--input-size", type=_size, default=None, metavar="HxW",
+                       help="for a model that takes images of any height and width (input (None, None, C)): the one "
+                       "size the exported files take (e.g. 224x224); every runner is fed that size")
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 224x224), got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"height and width must be positive, got {text!r}")
+    return h, w
 
 
 def preprocess_options(args: argparse.Namespace):
@@ -89,6 +103,7 @@ def preprocess_options(args: argparse.Namespace):
     return PreprocessOptions(
         scale=args.scale, color_mode=args.color_mode, resize=getattr(args, "resize", False),
         mean=tuple(args.mean) if args.mean else None, std=tuple(args.std) if args.std else None,
+        input_size=getattr(args, "input_size", None),
     )
 
 

@@ -7,10 +7,22 @@ or, without ``train/`` and ``test/``, ``DIR/<class>/...`` split into training an
 a fixed-seed ``--test-fraction``. Class names are the subfolder names, sorted (as Keras sorts
 them); the label of an image is its folder's position in that list.
 
-Only the file list is read when the dataset is opened; images are decoded with Pillow when a
-batch asks for them, so memory is bounded by the batch, not the dataset. Every image is
-converted to one colour mode: grayscale when a fixed-seed sample of the files (and the first
-file) are all grayscale, RGB otherwise, or what the model needs when ``channels=`` asks.
+Only the file list is read when the dataset is opened (each file is stat'ed: a dangling link or an
+empty file is refused there, naming it); images are decoded with Pillow when a batch asks for them,
+so memory is bounded by the batch, not the dataset. Every image is converted to one colour mode:
+grayscale when a fixed-seed sample of the files (and the first file) are all grayscale, RGB
+otherwise, or what the model needs when ``channels=`` asks.
+
+How each Pillow mode becomes 8-bit pixels (the rule is documented in README, "Your own data"):
+
+- 8-bit modes (``L``, ``RGB``, ``P`` palette, ``LA``/``RGBA``/``PA`` with alpha, ``CMYK``, ``YCbCr``,
+  ``1`` bilevel): Pillow's ``convert`` to ``L`` (ITU-R 601-2 luma) or ``RGB``; alpha is dropped. A
+  palette of greys counts as greyscale data.
+- 16-bit greyscale (``I;16``, ``I;16B``, ``I;16L``, ``I;16N``) and 32-bit integer greyscale (``I``)
+  holding 16-bit values: scaled, ``round(v / 257)`` (65535 -> 255), never clipped (Pillow's own
+  ``convert("L")`` clips every value above 255 to white). 16-bit RGB PNGs are opened by Pillow as
+  8-bit ``RGB`` (the high byte of each value).
+- anything else (floating-point ``F``, ``I`` values outside 0..65535, ...): refused in one line.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from toolkit.datasets.base import SPLIT_SEED, Dataset, Split, validation_split
 from toolkit.errors import DataError, UsageError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+WIDE_GRAY_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}  # integer greyscale wider than 8 bits
+GRAY_MODES = {"1", "L", "LA", "La", "F", *WIDE_GRAY_MODES}
 MODE_SAMPLE = 32  # files whose colour mode decides the dataset's
 DEFAULT_TEST_FRACTION = 0.2
 
@@ -42,7 +55,28 @@ def _images_in(directory: Path) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         files += [os.path.join(dirpath, f) for f in sorted(filenames)
                   if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
+    for f in files:
+        _check_file(f)
     return files
+
+
+def _check_file(path: str) -> int:
+    """The file's size; one line naming it when it cannot be an image: a dangling link, an
+    unreadable or empty file. (Checked when the dataset is opened, before any training or export
+    starts, and before the fingerprint reads every size.)"""
+    try:
+        size = os.stat(path).st_size
+    except FileNotFoundError:
+        target = os.readlink(path) if os.path.islink(path) else None
+        raise DataError(f"{path} is a link to {target!r}, which does not exist" if target is not None
+                        else f"{path} disappeared while the dataset was read") from None
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise DataError(f"{path} is empty (0 bytes): not an image", hint="remove it or replace it with the image")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"cannot read {path}: permission denied")
+    return size
 
 
 def _index(root: Path, class_names: list[str] | None = None) -> tuple[list[str], list[str], np.ndarray]:
@@ -71,12 +105,44 @@ def _index(root: Path, class_names: list[str] | None = None) -> tuple[list[str],
     return class_names, files, np.asarray(labels, dtype=np.int64)
 
 
+def to_8bit(img, channels: int, path: str):
+    """A Pillow image in 8-bit ``L`` (channels 1) or ``RGB`` (3) by the module's documented rule:
+    16-bit greyscale scaled, never clipped; anything without a fixed 8- or 16-bit range refused."""
+    from PIL import Image
+
+    if img.mode in WIDE_GRAY_MODES:
+        values = np.asarray(img)
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 65535:
+            raise DataError(f"{path}: {img.mode} pixels span {low}..{high}, outside the 16-bit range this toolkit "
+                            "scales to 8 bits", hint="save it as an 8- or 16-bit image")
+        grey = Image.fromarray(np.round(values.astype(np.float64) / 257.0).astype(np.uint8), mode="L")
+        return grey if channels == 1 else grey.convert("RGB")
+    if img.mode == "F" or img.mode.startswith(("I;", "F;")):
+        raise DataError(f"{path}: pixels of mode {img.mode} have no fixed range to map to 8 bits",
+                        hint="save it as an 8- or 16-bit image")
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def _open_error(path: str, exc: BaseException) -> DataError:
+    from PIL import Image
+
+    if isinstance(exc, Image.DecompressionBombError):
+        return DataError(f"{path} is too large to decode safely: {exc}",
+                         hint="resize it first; Pillow refuses images over twice Image.MAX_IMAGE_PIXELS")
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        return DataError(f"{path} is a link to {os.readlink(path)!r}, which does not exist")
+    from toolkit.errors import first_line
+
+    return DataError(f"cannot decode image {path}: {first_line(exc)}")
+
+
 def _decode(path: str, channels: int, size: tuple[int, int] | None, expected: tuple[int, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
+            img = to_8bit(img, channels, path)
             if size is not None:
                 if img.size != (size[1], size[0]):
                     img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -85,8 +151,10 @@ def _decode(path: str, channels: int, size: tuple[int, int] | None, expected: tu
                     f"{path} is {img.size[0]}x{img.size[1]} (width x height) but the dataset's images are "
                     f"{expected[1]}x{expected[0]}", hint="pass --resize to resize every image to the model's input")
             arr = np.asarray(img, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"cannot decode image {path}: {exc}") from None
+    except (DataError, UsageError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoding failure of a user's file is one line naming it
+        raise _open_error(path, exc) from None
     return arr[..., None] if arr.ndim == 2 else arr
 
 
@@ -102,9 +170,17 @@ def _file_reader(files: list[str], native_channels: int, native_size: tuple[int,
     return read
 
 
+def _grey_palette(img) -> bool:
+    """A palette image (P, PA) whose every palette colour is a grey: greyscale data in a palette file."""
+    if img.mode not in ("P", "PA"):
+        return False
+    palette = img.getpalette() or []
+    return bool(palette) and all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3))
+
+
 def _native_mode(files: list[str]) -> tuple[int, tuple[int, int]]:
     """(channels, (H, W)) from the first file and a fixed-seed sample of the others."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     rng = np.random.default_rng(SPLIT_SEED)
     sample = [0, *rng.choice(len(files), size=min(MODE_SAMPLE, len(files)), replace=False).tolist()]
@@ -114,10 +190,10 @@ def _native_mode(files: list[str]) -> tuple[int, tuple[int, int]]:
             with Image.open(files[j]) as img:
                 if size is None:
                     size = (img.size[1], img.size[0])
-                if img.mode not in GRAY_MODES:
+                if img.mode not in GRAY_MODES and not _grey_palette(img):
                     channels = 3
-        except (OSError, UnidentifiedImageError) as exc:
-            raise DataError(f"cannot decode image {files[j]}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - one line naming the file
+            raise _open_error(files[j], exc) from None
     return channels, size
 
 

@@ -20,10 +20,22 @@ def load_keras_model(path: Path):
     from toolkit._quiet import keras, quiet_stderr
 
     path = Path(path)
+    resave = "keras.models.load_model(OLD).save('model.keras')"
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file():
+            raise DataError(f"{path} is a TensorFlow SavedModel directory; the toolkit takes a Keras 3 .keras file",
+                            hint="re-save the Keras model it came from with model.save('model.keras'); a SavedModel "
+                            "alone keeps no Keras layers to check against")
+        raise DataError(f"{path} is a directory, not a .keras model file",
+                        hint="pass the model.keras file, e.g. --model DIR/model.keras")
     if not path.is_file():
         raise DataError(f"model file {path} not found", hint="run `toolkit train` first, or pass --model")
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        raise DataError(f"{path} is a legacy HDF5 Keras file; the toolkit takes the Keras 3 .keras format",
+                        hint=f"re-save it once: {resave.replace('OLD', repr(str(path)))}")
     if path.suffix != ".keras":
-        raise DataError(f"{path} is not a .keras file", hint="pass the model.keras written by `toolkit train`")
+        raise DataError(f"{path} is not a .keras file", hint="pass the model.keras written by `toolkit train` "
+                        "or by model.save('model.keras')")
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is not a valid .keras archive (truncated or corrupt)")
     try:
