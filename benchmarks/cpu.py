@@ -2,7 +2,10 @@
 run-to-run spread of every row's p50, and `toolkit parity` under the same runtimes (so every
 row's accuracy is measured under the settings it was timed with).
 
-    python benchmarks/cpu.py [--exports exports] [--out benchmarks/results] [--runtimes R ...]
+    python benchmarks/cpu.py [--exports exports] [--out benchmarks/results] [--name cpu] [--runtimes R ...]
+
+``--name`` prefixes every file (``--name cpu-intel-amx`` on a second CPU kind: RESULTS.md then
+compares the two machines' rankings row by row).
 
 Default runtimes: litert, onnxruntime, tflm, tensorflow, openvino and openvino-bf16 (OpenVINO's
 CPU default on bf16 hardware, beside its f32). Writes results/cpu-run1.{json,csv,md,-latency.png,
@@ -30,13 +33,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--runtimes", nargs="+",
                         default=["litert", "onnxruntime", "tflm", "tensorflow", "openvino", "openvino-bf16"])
+    parser.add_argument("--name", default="cpu", help="prefix of the result files (default: %(default)s)")
     parser.add_argument("extra", nargs="*", help="extra `toolkit bench` arguments (after --)")
     args = parser.parse_args()
     subprocess.run([sys.executable, "-m", "toolkit", "parity", "--exports", str(args.exports), "--runtimes",
-                    *args.runtimes, "--json", str(args.out / "cpu-parity.json")], check=True)
+                    *args.runtimes, "--json", str(args.out / f"{args.name}-parity.json")], check=True)
     runs = []
     for i in (1, 2):
-        path = args.out / f"cpu-run{i}.json"
+        path = args.out / f"{args.name}-run{i}.json"
         subprocess.run([sys.executable, "-m", "toolkit", "bench", "--exports", str(args.exports),
                         "--runtimes", *args.runtimes, "--json", str(path), *args.extra], check=True)
         runs.append(json.loads(path.read_text()))
@@ -50,7 +54,7 @@ def main() -> int:
                      "threads": r["threads"], "p50_ms_run1": a, "p50_ms_run2": b,
                      "spread_percent": abs(a - b) / min(a, b) * 100})
     spreads = sorted(row["spread_percent"] for row in rows)
-    atomic_write_json(args.out / "cpu-spread.json", {
+    atomic_write_json(args.out / f"{args.name}-spread.json", {
         "rows": rows,
         "median_spread_percent": spreads[len(spreads) // 2],
         "max_spread_percent": spreads[-1],

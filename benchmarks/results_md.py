@@ -87,6 +87,86 @@ def both_runs(ranked: list[dict], second: list[dict], figure) -> str:
     return f"a tie between {names}: a second run ranks them differently or their p50 intervals overlap"
 
 
+def machine_text(m: dict) -> str:
+    """The CPU and the features behind runtime choices, from a machine record (older records carry only
+    the raw flags: the same summary is made from them)."""
+    from toolkit.provenance import cpu_description, cpu_features
+
+    if not m.get("cpu_features") and m.get("cpu_flags"):
+        m = {**m, "cpu_features": cpu_features(m["cpu_flags"])}
+    return cpu_description(m)
+
+
+OTHER_CPU = "cpu-intel-amx"  # `python benchmarks/cpu.py --name cpu-intel-amx` on an Intel Xeon with AMX
+
+
+def _fastest(rows: list[dict], variant: str, batch: int, threads: int) -> dict | None:
+    mine = [r for r in rows if (r["variant"], r["batch_size"], r["threads"]) == (variant, batch, threads)]
+    return min(mine, key=lambda r: r["p50_ms"]) if mine else None
+
+
+def _stable_fastest(run1: list[dict], run2: list[dict], variant: str, batch: int, threads: int) -> str | None:
+    """The runtime that runs ``variant`` fastest at this batch in both runs, None when the runs disagree."""
+    a, b = _fastest(run1, variant, batch, threads), _fastest(run2, variant, batch, threads)
+    return a["runtime"] if a and b and a["runtime"] == b["runtime"] else None
+
+
+def cpu_kinds_lines(first: str = "cpu", other: str = OTHER_CPU) -> list[str]:
+    """Where the two CPU kinds' conclusions differ: for each variant and batch, the runtime that runs it
+    fastest on each machine, counted only when both runs on that machine agree."""
+    if not (RESULTS / f"{other}-run1.json").is_file():
+        return []
+    a1, a2, b1, b2 = (load(f"{n}-run{i}.json") for n in (first, other) for i in (1, 2))
+    spread_b = load(f"{other}-spread.json")
+    acc_b = accuracy_by_row(load(f"{other}-parity.json"))
+    ma, mb = a1["provenance"]["machine"], b1["provenance"]["machine"]
+    desc = machine_text
+    threads = max(r["threads"] for r in b1["results"])
+    batches = sorted({r["batch_size"] for r in b1["results"]} & {r["batch_size"] for r in a1["results"]})
+    variants = [v for v in dict.fromkeys(r["variant"] for r in b1["results"])
+                if any(r["variant"] == v for r in a1["results"])]
+    lines = ["## Two CPU kinds: where the conclusions differ", "",
+             f"The same benchmark (`python benchmarks/cpu.py --name {other}`) on a second machine: **{desc(mb)}**, "
+             f"{mb['cpu_count']} cores (commit `{b1['provenance']['git_commit'][:12]}`, {b1['provenance']['created']}), "
+             f"against the tables above: **{desc(ma)}**. Each machine ran its own training of the seed CNN, so "
+             "compare rankings within a machine, not milliseconds across them. p50 spread between its two runs: "
+             f"median {spread_b['median_spread_percent']:.1f}%, max {spread_b['max_spread_percent']:.1f}% "
+             f"(`results/{other}-spread.json`). Full table: [results/{other}-run1.md](results/{other}-run1.md).", "",
+             f"Fastest runtime for each variant ({threads} threads), counted only where both runs on that machine "
+             "name the same one (else `runs disagree`):", "",
+             "| variant | batch | " + desc(ma).split(" (")[0] + " | " + desc(mb).split(" (")[0] + " | same? |",
+             "|---|---:|---|---|---|"]
+    differ = []
+    for v in variants:
+        for batch in batches:
+            wa, wb = _stable_fastest(a1["results"], a2["results"], v, batch, threads), \
+                _stable_fastest(b1["results"], b2["results"], v, batch, threads)
+            if wa is None and wb is None and not any(r["variant"] == v and r["batch_size"] == batch
+                                                     for r in b1["results"]):
+                continue
+            ra, rb = _fastest(a1["results"], v, batch, threads), _fastest(b1["results"], v, batch, threads)
+            cell = lambda w, r: (f"{w} ({r['p50_ms']:.3f} ms)" if w else "runs disagree") if r else "-"  # noqa: E731
+            same = "yes" if wa and wb and wa == wb else ("**no**" if wa and wb else "unresolved")
+            if same == "**no**":
+                differ.append((v, batch, wa, wb))
+            lines.append(f"| {v} | {batch} | {cell(wa, ra)} | {cell(wb, rb)} | {same} |")
+    lines += ["", f"The two machines name different fastest runtimes in {len(differ)} of these rows"
+              + (": " + "; ".join(f"`{v}` at batch {b} ({wa} there, {wb} here)" for v, b, wa, wb in differ)
+                 if differ else "") + ".", ""]
+    ov = [r for r in b1["results"] if r["variant"] == "onnx-int8" and r["runtime"].startswith("openvino")]
+    if ov:
+        lines += [f"`onnx-int8` under OpenVINO on {desc(mb).split(' (')[0]}: "
+                  + ", ".join(f"{r['runtime']} ({r.get('inference_precision', '?')}) batch {r['batch_size']} "
+                              f"{r['p50_ms']:.3f} ms" for r in sorted(ov, key=lambda r: (r['runtime'], r['batch_size']))
+                              if r["threads"] == threads)
+                  + "; parity under the same settings: "
+                  + ", ".join(f"{rt} {acc_b[('onnx-int8', rt)]:.2%}" for rt in ("openvino", "openvino-bf16")
+                              if ("onnx-int8", rt) in acc_b)
+                  + " (the uint8-activation graph; the int8-activation graph measured on the first machine did not "
+                  "compile in OpenVINO's default configuration on AMX).", ""]
+    return lines
+
+
 def main() -> int:
     bench = load("cpu-run1.json")
     spread = load("cpu-spread.json")
@@ -114,7 +194,7 @@ def main() -> int:
         "Generated by `python benchmarks/results_md.py` from the files in `results/`; every number below "
         "is read from them.",
         "",
-        f"**Machine**: {m['cpu']}, {m['cpu_count']} cores, no GPU; {m['platform']}. "
+        f"**Machine**: {machine_text(m)}, {m['cpu_count']} cores, no GPU; {m['platform']}. "
         f"TensorFlow {v.get('tensorflow')}, onnxruntime {v.get('onnxruntime')}, ai-edge-litert "
         f"{v.get('ai-edge-litert')}, OpenVINO "
         f"{v.get('openvino') or next((r['openvino'] for r in rows if 'openvino' in r), '-')}. Commit `{bench['provenance']['git_commit']}`, "
@@ -149,6 +229,7 @@ def main() -> int:
               "![peak memory](results/cpu-run1-memory.png)", "",
               "![accuracy vs latency](results/cpu-run1-tradeoff.png)", ""]
     lines += openvino_lines(rows, acc, threads, big)
+    lines += cpu_kinds_lines()
 
     # float32 on the formats' reference runtimes: bf16 (openvino-bf16) is not bit-for-bit close
     floats = [r for r in pick(1, threads) if r["variant"] in ("tflite", "onnx") and r["runtime"] in ("litert", "onnxruntime")]

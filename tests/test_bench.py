@@ -41,11 +41,21 @@ def bench_doc(quick_export, data_dir):
 
 
 def test_rows_cover_variants_runtimes_batches(bench_doc):
+    """The default plan: each format's runtimes, and OpenVINO's default configuration (bf16) only where the
+    CPU has bf16 (detected, never assumed), said once when it is left out."""
+    from toolkit.runners.openvino import cpu_has_bf16
+
     rows = bench_doc["results"]
-    assert {(r["variant"], r["runtime"]) for r in rows} == {
-        ("tflite-int8", "litert"), ("onnx", "onnxruntime"), ("keras", "tensorflow"),
-        ("tflite-int8", "openvino"), ("onnx", "openvino")}  # OpenVINO reads TFLite and ONNX (dev installs it)
-    assert len(rows) == 5 * 2  # x batch sizes 1, 4; one thread setting
+    expected = {("tflite-int8", "litert"), ("onnx", "onnxruntime"), ("keras", "tensorflow"),
+                ("tflite-int8", "openvino"), ("onnx", "openvino")}  # OpenVINO reads TFLite and ONNX (dev installs it)
+    if cpu_has_bf16():
+        expected |= {("tflite-int8", "openvino-bf16"), ("onnx", "openvino-bf16")}
+    else:
+        assert [s for s in bench_doc["skipped"] if s["runtime"] == "openvino-bf16"] == [
+            {"variant": "(every variant)", "runtime": "openvino-bf16", "device": "cpu",
+             "reason": "this CPU has no bf16 support (OpenVINO's OPTIMIZATION_CAPABILITIES lacks BF16): it would run f32"}]
+    assert {(r["variant"], r["runtime"]) for r in rows} == expected
+    assert len(rows) == len(expected) * 2  # x batch sizes 1, 4; one thread setting
     for r in rows:
         assert set(r) >= REQUIRED
         assert r["device"] == "cpu" and r["providers"]
@@ -63,6 +73,9 @@ def test_provenance_records_machine(bench_doc):
     prov = bench_doc["provenance"]
     assert prov["machine"]["cpu"] and prov["machine"]["cpu_count"]
     assert isinstance(prov["machine"]["cpu_flags"], list) and "gpus" in prov["machine"]
+    features = prov["machine"]["cpu_features"]  # what bench's conclusions may depend on, as detected
+    assert set(features) >= {"amx", "avx512", "avx512_vnni", "avx512_bf16", "amx_flags"}
+    assert features["amx"] == ("amx_int8" in prov["machine"]["cpu_flags"])
     assert prov["versions"]["onnxruntime"] and prov["versions"]["ai-edge-litert"]
     assert "git_commit" in prov and bench_doc["method"]["timer"].startswith("time.perf_counter_ns")
 

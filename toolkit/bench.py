@@ -107,7 +107,12 @@ def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
     if cfg.runtimes:
         wanted = [every[r] for r in cfg.runtimes]
     else:  # the default set; on the CPU without the runtimes that exist only for a GPU
-        wanted = [r for r in every.values() if r.in_default_set and (cfg.device != "cpu" or "cpu" in r.devices)]
+        wanted = [r for r in every.values() if (r.in_default_set or r.default_where_available)
+                  and (cfg.device != "cpu" or "cpu" in r.devices)]
+        for runtime in [r for r in wanted if r.default_where_available and r.why_not(cfg.device)]:
+            wanted.remove(runtime)
+            skipped.append({"variant": "(every variant)", "runtime": runtime.name, "device": cfg.device,
+                            "reason": runtime.why_not(cfg.device)})
     for target in _targets(cfg, manifest):
         for runtime in wanted:
             if target["format"] not in runtime.formats:

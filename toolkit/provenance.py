@@ -122,8 +122,11 @@ def cpu_description(m: dict) -> str:
     shown = [name.replace("_", "-").upper() for name in ("amx", "avx512", "avx512_vnni", "avx512_bf16", "avx_vnni")
              if feats.get(name)]
     vendor = m.get("cpu_vendor")
-    return (f"{m.get('cpu', 'unknown CPU')}" + (f" ({vendor})" if vendor else "")
-            + (f", {', '.join(shown)}" if shown else (", no AMX/AVX-512" if feats else "")))
+    if feats and not feats.get("amx"):
+        shown.append("no AMX")
+    if feats and not feats.get("avx512"):
+        shown.append("no AVX-512")
+    return f"{m.get('cpu', 'unknown CPU')}" + (f" ({vendor})" if vendor else "") + (f", {', '.join(shown)}" if shown else "")
 
 
 def machine() -> dict:

@@ -35,7 +35,9 @@ def bench_args(p: argparse.ArgumentParser) -> None:
                    help="runtimes: " + "; ".join(f"{r.name} ({', '.join(r.formats)}): {r.summary}"
                                                 for r in every.values())
                    + ". Default: " + ", ".join(r.name for r in every.values() if r.in_default_set)
-                   + ", each where it fits a variant's format")
+                   + "".join(f", and {r.name} where it can run here" for r in every.values()
+                             if r.default_where_available)
+                   + "; each where it fits a variant's format")
     p.add_argument("--device", default=d.device, choices=("cpu", "cuda"),
                    help="cpu, or cuda: exits 6 if no runtime really uses a GPU (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",

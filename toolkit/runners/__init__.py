@@ -39,6 +39,9 @@ class Runtime:
     unavailable: Callable[[str], str | None] = lambda device: None  # why it cannot run on device here
     default_for: tuple[str, ...] = ()  # formats it is the reference runtime of (parity, export checks)
     in_default_set: bool = True  # bench/parity use it when --runtimes is not given
+    # in bench's default set only where it can run here (e.g. OpenVINO's bf16 default, on CPUs with bf16);
+    # elsewhere it is left out of the plan with one line saying why, instead of a skipped row per variant
+    default_where_available: bool = False
     batch_sizes: tuple[int, ...] | None = None  # the only batch sizes it runs (TFLM: 1), else any
     threads: tuple[int, ...] | None = None  # the only thread counts it runs (TFLM: 1), else any
     reduced_precision: str | None = None  # computes float models in lower precision (e.g. "bf16")
