@@ -1,17 +1,19 @@
-"""Rewrite the report excerpt at the top of README.md from committed result files, so that every
-number in it comes from a JSON file a named command wrote:
+"""Rewrite the report excerpt at the top of README.md from the committed result files of one CPU
+benchmark run of one model (`python benchmarks/cpu.py --name NAME`, on the export in exports/):
 
-- results/pipeline.json (`python benchmarks/pipeline.py`): sizes and parity per variant;
-- results/cpu-run1.json (`python benchmarks/cpu.py`): latency and throughput per variant on its
-  reference runtime.
+- results/NAME-parity.json: parity and sizes per variant (each on its reference runtime);
+- results/NAME-run1.json: latency and throughput per variant on its reference runtime;
+- results/NAME-run2.json: the second run, back to back: a fastest row is called the winner only when
+  this run ranks it first too.
 
-    python benchmarks/readme_excerpt.py
+    python benchmarks/readme_excerpt.py [--name cpu-intel-amx]
 
 The block between ``<!-- excerpt:begin -->`` and ``<!-- excerpt:end -->`` is replaced.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import sys
@@ -20,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from toolkit.provenance import cpu_description  # noqa: E402
 from toolkit.report import recommendations  # noqa: E402
 
 REFERENCE_RUNTIME = {"tflite": "litert", "tflite-fp16": "litert", "tflite-dynamic": "litert", "tflite-int8": "litert",
@@ -28,51 +31,55 @@ REFERENCE_RUNTIME = {"tflite": "litert", "tflite-fp16": "litert", "tflite-dynami
 
 
 def main() -> int:
-    pipeline = json.loads((HERE / "results" / "pipeline.json").read_text())
-    bench = json.loads((HERE / "results" / "cpu-run1.json").read_text())
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="cpu-intel-amx")
+    args = parser.parse_args()
+    load = lambda suffix: json.loads((HERE / "results" / f"{args.name}-{suffix}.json").read_text())  # noqa: E731
+    parity, bench, second = load("parity"), load("run1"), load("run2")
+    if len({d["export_generation"] for d in (parity, bench, second)}) != 1:
+        raise SystemExit("the parity and bench files are not of one export generation")
     big = 32
-    rows = [r for r in bench["results"] if REFERENCE_RUNTIME.get(r["variant"]) == r["runtime"]
-            and r["batch_size"] in (1, big)]
+    keep = lambda doc: [r for r in doc["results"] if REFERENCE_RUNTIME.get(r["variant"]) == r["runtime"]  # noqa: E731
+                        and r["batch_size"] in (1, big)]
+    rows = keep(bench)
     threads = max(r["threads"] for r in rows)
-    import numpy as np
-
-    from toolkit.timing import quantile_interval
-
-    for r in rows:  # results written before bench recorded intervals: computed from the kept samples
-        r.setdefault("p50_ci95_ms", quantile_interval(np.sort(np.asarray(r["samples_ms"])), 0.5))
 
     def row(variant, batch, t):
         return next((r for r in rows if r["variant"] == variant and r["batch_size"] == batch and r["threads"] == t), None)
 
-    parity = pipeline["parity"]
+    # each variant on its reference runtime: the keys without '@'
+    variants = {name: v for name, v in parity["variants"].items() if "@" not in name and ":" not in name}
     lines = [
-        f"An excerpt of a real report: the seed CNN trained with the defaults, exported, checked and "
-        f"benchmarked on this project's 2-core machine ({bench['provenance']['machine']['cpu']}). Parity and sizes: "
-        f"`python benchmarks/pipeline.py` (results/pipeline.json, commit `{pipeline['provenance']['git_commit'][:12]}`); "
-        f"latency: `python benchmarks/cpu.py` (results/cpu-run1.json, commit "
-        f"`{bench['provenance']['git_commit'][:12]}`), {threads} threads, each variant on its reference runtime "
-        "(all runtimes: [benchmarks/RESULTS.md](benchmarks/RESULTS.md)); this block: `python benchmarks/readme_excerpt.py`.",
+        f"An excerpt of a real report: the seed CNN trained with the defaults, exported, checked and benchmarked "
+        f"on a 2-core machine ({cpu_description(bench['provenance']['machine'])}), one export (generation "
+        f"`{bench['export_generation']}`): `python benchmarks/cpu.py --name {args.name}` (parity: "
+        f"results/{args.name}-parity.json; latency: results/{args.name}-run1.json, {threads} threads, each variant on "
+        f"its reference runtime; a second run, results/{args.name}-run2.json, decides the winners; all runtimes: "
+        "[benchmarks/RESULTS.md](benchmarks/RESULTS.md)); this block: `python benchmarks/readme_excerpt.py`.",
         "",
         f"| variant | size (bytes) | accuracy | diff (pts) | 95% CI (pts) | agreement | gates | runtime | p50 ms batch 1 | "
         f"p50 ms batch {big} | img/s batch {big} |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     k1, kb = row("keras", 1, threads), row("keras", big, threads)
-    lines.append(f"| keras (reference) | - | {parity['reference_accuracy']:.2%} | - | - | - | - | tensorflow | "
+    lines.append(f"| keras (reference) | - | {parity['reference']['accuracy']:.2%} | - | - | - | - | tensorflow | "
                  f"{k1['p50_ms']:.3f} | {kb['p50_ms']:.3f} | {kb['throughput']:,.0f} |")
-    for variant, v in parity["variants"].items():
+    for variant, v in variants.items():
         lo, hi = v["accuracy_diff_ci95_points"]
         t = threads if row(variant, 1, threads) else 1
         b1, bb = row(variant, 1, t), row(variant, big, t)
-        sample = f" ({v['images']:,} images)" if v["images"] != 10_000 else ""
-        size = pipeline["export"][variant].get("model_bytes", pipeline["export"][variant]["bytes"])
+        sample = f" ({v['images']:,} images)" if v["images"] != parity["reference"]["images"] else ""
+        verdict = v.get("verdict") or ("pass" if v["passed"] else "fail")
         lines.append(
-            f"| {variant} | {size:,} | {v['accuracy']:.2%}{sample} | {v['accuracy_diff_points']:+.2f} | "
-            f"{lo:+.2f} to {hi:+.2f} | {v['agreement']:.2%} | {'pass' if v['passed'] else 'FAIL'} | "
-            f"{REFERENCE_RUNTIME[variant]} | {b1['p50_ms']:.3f} | "
+            f"| {variant} | {v.get('model_bytes', v['bytes']):,} | {v['accuracy']:.2%}{sample} | "
+            f"{v['accuracy_diff_points']:+.2f} | {lo:+.2f} to {hi:+.2f} | {v['agreement']:.2%} | "
+            f"{verdict if verdict == 'pass' else verdict.upper()} | {REFERENCE_RUNTIME[variant]} | "
+            + (f"{b1['p50_ms']:.3f} | " if b1 else "- | ")
             + (f"{bb['p50_ms']:.3f} | {bb['throughput']:,.0f} |" if bb else "- | - |"))
-    manifest = {"artifacts": [{"variant": k, **e} for k, e in pipeline["export"].items()]}
-    lines += ["", *[f"- {r}" for r in recommendations(manifest, {"variants": parity["variants"]}, {"results": rows})]]
+    manifest = {"artifacts": [{"variant": k, "bytes": v["bytes"], **({"model_bytes": v["model_bytes"]}
+                               if "model_bytes" in v else {})} for k, v in variants.items()]}
+    lines += ["", *[f"- {r}" for r in recommendations(manifest, {"variants": variants}, {"results": rows},
+                                                      second={"results": keep(second)})]]
     readme = HERE.parent / "README.md"
     text = readme.read_text()
     block = "<!-- excerpt:begin -->\n" + "\n".join(lines) + "\n<!-- excerpt:end -->"

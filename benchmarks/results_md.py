@@ -81,7 +81,7 @@ def both_runs(ranked: list[dict], second: list[dict], figure) -> str:
     leaders1 = [r for r in ranked if r is ranked[0] or tied(ranked[0], r)]
     leaders2 = {key(r) for r in other if r is other[0] or tied(other[0], r)}
     if len(leaders1) == 1 and leaders2 == {key(ranked[0])}:
-        return _winner(ranked, figure) + "; the fastest in the second run too"
+        return _winner(ranked, figure, second_run_agrees=True)
     tie = [r for r in ranked if r in leaders1 or key(r) in leaders2]
     names = ", ".join(f"`{r['variant']}` on {r['runtime']} ({figure(r)})" for r in tie)
     return f"a tie between {names}: a second run ranks them differently or their p50 intervals overlap"
@@ -95,6 +95,12 @@ def machine_text(m: dict) -> str:
     if not m.get("cpu_features") and m.get("cpu_flags"):
         m = {**m, "cpu_features": cpu_features(m["cpu_flags"])}
     return cpu_description(m)
+
+
+def short(m: dict) -> str:
+    """The CPU model with AMX or not: a column header."""
+    text = machine_text(m)
+    return m["cpu"] + (" (AMX)" if "AMX" in text and "no AMX" not in text else " (no AMX)")
 
 
 OTHER_CPU = "cpu-intel-amx"  # `python benchmarks/cpu.py --name cpu-intel-amx` on an Intel Xeon with AMX
@@ -134,10 +140,11 @@ def cpu_kinds_lines(first: str = "cpu", other: str = OTHER_CPU) -> list[str]:
              f"(`results/{other}-spread.json`). Full table: [results/{other}-run1.md](results/{other}-run1.md).", "",
              f"Fastest runtime for each variant ({threads} threads), counted only where both runs on that machine "
              "name the same one (else `runs disagree`):", "",
-             "| variant | batch | " + desc(ma).split(" (")[0] + " | " + desc(mb).split(" (")[0] + " | same? |",
+             f"| variant | batch | {short(ma)} | {short(mb)} | same? |",
              "|---|---:|---|---|---|"]
     differ = []
-    for v in variants:
+    several = {v for v in variants if len({r["runtime"] for r in b1["results"] if r["variant"] == v}) > 1}
+    for v in [v for v in variants if v in several]:  # a variant only one runtime runs has nothing to rank
         for batch in batches:
             wa, wb = _stable_fastest(a1["results"], a2["results"], v, batch, threads), \
                 _stable_fastest(b1["results"], b2["results"], v, batch, threads)
@@ -151,19 +158,19 @@ def cpu_kinds_lines(first: str = "cpu", other: str = OTHER_CPU) -> list[str]:
                 differ.append((v, batch, wa, wb))
             lines.append(f"| {v} | {batch} | {cell(wa, ra)} | {cell(wb, rb)} | {same} |")
     lines += ["", f"The two machines name different fastest runtimes in {len(differ)} of these rows"
-              + (": " + "; ".join(f"`{v}` at batch {b} ({wa} there, {wb} here)" for v, b, wa, wb in differ)
-                 if differ else "") + ".", ""]
+              + (": " + "; ".join(f"`{v}` at batch {b} ({short(ma)}: {wa}; {short(mb)}: {wb})"
+                                  for v, b, wa, wb in differ) if differ else "") + ".", ""]
     ov = [r for r in b1["results"] if r["variant"] == "onnx-int8" and r["runtime"].startswith("openvino")]
     if ov:
-        lines += [f"`onnx-int8` under OpenVINO on {desc(mb).split(' (')[0]}: "
+        lines += [f"`onnx-int8` under OpenVINO on {short(mb)}: "
                   + ", ".join(f"{r['runtime']} ({r.get('inference_precision', '?')}) batch {r['batch_size']} "
                               f"{r['p50_ms']:.3f} ms" for r in sorted(ov, key=lambda r: (r['runtime'], r['batch_size']))
                               if r["threads"] == threads)
                   + "; parity under the same settings: "
                   + ", ".join(f"{rt} {acc_b[('onnx-int8', rt)]:.2%}" for rt in ("openvino", "openvino-bf16")
                               if ("onnx-int8", rt) in acc_b)
-                  + " (the uint8-activation graph; the int8-activation graph measured on the first machine did not "
-                  "compile in OpenVINO's default configuration on AMX).", ""]
+                  + " (the uint8-activation graph the toolkit now writes; its earlier int8-activation graph did not "
+                  "compile in OpenVINO's default configuration, bf16, on this CPU).", ""]
     return lines
 
 
@@ -171,8 +178,8 @@ def main() -> int:
     bench = load("cpu-run1.json")
     spread = load("cpu-spread.json")
     overhead = load("harness-overhead.json")
-    pipeline = load("pipeline.json")
-    parity = pipeline["parity"]
+    pipeline = load("pipeline.json")  # the footprint only: flash and arena depend on the architecture, not the weights
+    parity = load("cpu-parity.json")  # the same export as cpu-run1/2: one model in every table
     rows = bench["results"]
     from toolkit.timing import quantile_interval
 
@@ -258,7 +265,8 @@ def main() -> int:
         "provider; choose it where the deployment stack is onnxruntime.",
         "",
         *micro_lines(rows, pipeline),
-        "Accuracy figures are from `toolkit parity` on all 10,000 test images (see [PIPELINE.md](PIPELINE.md)).",
+        "Accuracy figures are from `toolkit parity` on all 10,000 test images of the same export "
+        "(`results/cpu-parity.json`).",
         "",
         "## Run-to-run spread",
         "",

@@ -49,11 +49,19 @@ def _manifest(exports: Path) -> dict[str, dict]:
     return {e["variant"]: e for e in json.loads((exports / "manifest.json").read_text())["artifacts"]}
 
 
-def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(standardized_mlp, data_dir, tmp_path):
+def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(standardized_mlp, data_dir, tmp_path,
+                                                                                 capsys):
+    """The search accepts a step only by parity's rule (toolkit/verdicts.py) on the validation split: the loss
+    passes against the budget and agreement with Keras passes parity's 99.5% int8 gate. On this model
+    int8 weights move 1-2% of the predictions: ONNX keeps its weights int8 (one float layer), TFLite needs the
+    hidden layer's weights in float too, and TFLM, with integer steps only, cannot reach agreement: exit 4,
+    the best step kept."""
     exports = tmp_path / "controlled"
     common = ["--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet"]
-    assert main(["export", *common, "--exports", str(exports), "--format", "all", "--quantize", "fp16", "int8",
-                 "--max-accuracy-drop", "0.3"]) == 0
+    rc = main(["export", *common, "--exports", str(exports), "--format", "all", "--quantize", "fp16", "int8",
+               "--max-accuracy-drop", "0.3"])
+    err = capsys.readouterr().err
+    assert rc == 4 and "tflite-micro: budget not met" in err and "agreement" in err
     entries = _manifest(exports)
     recipe = json.loads((exports / "quantization-recipe.json").read_text())
     for variant in ("tflite-int8", "onnx-int8"):
@@ -61,21 +69,20 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
         assert record["plain"]["drop_upper_points"] > 0.3  # plain int8 really fails, on validation
         assert record["met"] and record["source"] == "search"
         assert 1 <= len(record["layers"]) <= 3
-        assert "standardize" in next(iter(record["layers"]))  # the outlier layer is the one changed
+        assert any("standardize" in layer for layer in record["layers"])  # the outlier layer is among those changed
         assert recipe["variants"][variant]["layers"] == record["layers"]
-        assert entries[variant]["bytes"] * 1.8 <= entries["tflite-fp16"]["bytes"]
         steps = record["steps"]
         assert steps[0]["step"] == 0 and all("bytes" in s and "p50_ms_batch1" in s for s in steps)
-    assert entries["tflite-int8"]["int8_only"] is True  # 16-bit activations: still full-integer
+    assert entries["onnx-int8"]["bytes"] * 1.8 <= entries["tflite-fp16"]["bytes"]
     assert entries["onnx-int8"]["int8_only"] is False  # a float layer, and the manifest says so
+    assert entries["tflite-int8"]["int8_only"] is False
 
-    # TFLM: integer steps only, the same bytes as tflite-int8 here (its result is full-integer), and
-    # TFLM's predictions on validation images are LiteRT's on those bytes
+    # TFLM: integer steps only; none brings agreement to a pass: the best step is kept, and TFLM's
+    # predictions on validation images are LiteRT's on those bytes
     micro = entries["tflite-micro"]["accuracy_control"]
-    assert micro["layers"] == entries["tflite-int8"]["accuracy_control"]["layers"]
-    assert micro["budget"]["allowed_levels"] == ["int8", "int16x8", "float"] and micro["shared_with"] == "tflite-int8"
-    assert micro["tflm_vs_litert"]["agreement"] >= 0.999 and micro["tflm_vs_litert"]["images"] == 1000
-    assert entries["tflite-micro"]["model_sha256"] == entries["tflite-int8"]["sha256"]
+    assert micro["met"] is False and micro["budget"]["allowed_levels"] == ["int8", "int16x8"]
+    assert all(level == "int16x8" for level in micro["layers"].values())
+    assert micro["tflm_vs_litert"]["verdict"]["status"] != "fail" and micro["tflm_vs_litert"]["images"] == 1000
 
     # the final figure is on the test set: the controlled variants pass the accuracy gate there,
     # the plain ones beside them do not
@@ -83,8 +90,8 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
           "--variants", "tflite-int8", "onnx-int8"])
     doc = json.loads((exports / "parity.json").read_text())
     for variant in ("tflite-int8", "onnx-int8"):
-        gate = next(g for g in doc["variants"][variant]["gates"] if g["metric"] == "accuracy_loss_points")
-        assert gate["passed"], gate
+        gates = {g["metric"]: g["status"] for g in doc["variants"][variant]["gates"]}
+        assert gates["accuracy_loss_points"] == "pass" and gates["agreement_percent"] != "fail", gates
         plain = doc["variants"][f"{variant}:plain"]
         assert plain["gates"] == []  # shown, not enforced
         assert not next(g for g in plain["gates_if_enforced"] if g["metric"] == "accuracy_loss_points")["passed"]
@@ -214,13 +221,15 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
 
     fake = _FakeBackend()
     val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")
-    # the drop alone: A at 16 bits is enough (B's 1% stays within 1.5 points)
-    content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=1.5), val)
+    # a loose agreement gate (98%): A at 16 bits is enough (B's 1% stays within 1.5 points and 98%)
+    content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=1.5, parity_min_agreement=98),
+                             val)
     assert record["met"] and record["layers"] == {"A": "int16x8"} and record["int8_only"]
     assert [s.get("layer") for s in record["steps"]] == [None, "A"]
-    # agreement too: B must go to float; C (ranked above B) was raised on the way and is lowered back
+    # agreement must pass at 99.8% (2,000 images all agreeing: Wilson lower bound 99.81%): B must go to float;
+    # C (ranked above B) was raised on the way and is lowered back
     content, record = search(None, "v", fake.backend, b"plain",
-                             ControlSettings(max_drop=1.5, min_agreement=99.9), val)
+                             ControlSettings(max_drop=1.5, min_agreement=99.8), val)
     assert record["met"] and record["layers"] == {"A": "int16x8", "B": "float"}, record["layers"]
     assert not record["int8_only"]
     lowered = [s for s in record["steps"] if s.get("why", "").startswith("lowered back")]
@@ -228,12 +237,12 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
     assert record["steps"][record["chosen_step"]]["agreement"] == 1.0
     # a layer limit the budget cannot be met within: exit-4 material, the best step kept
     content, record = search(None, "v", fake.backend, b"plain",
-                             ControlSettings(max_drop=1.5, min_agreement=99.9, max_layers=1), val)
+                             ControlSettings(max_drop=1.5, min_agreement=99.8, max_layers=1), val)
     assert not record["met"] and record["layers"] == {"A": "int16x8"}
     assert "budget not met" in record["outcome"]
     # integer-only targets never get a float layer
     content, record = search(None, "v", fake.backend, b"plain",
-                             ControlSettings(max_drop=1.5, min_agreement=99.9), val, allowed=("int8", "int16x8"))
+                             ControlSettings(max_drop=1.5, min_agreement=99.8), val, allowed=("int8", "int16x8"))
     assert not record["met"] and "float" not in record["layers"].values()
     # nothing can be raised and no step beats plain int8: the plain model is kept, and says so
     content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=0.1), val, allowed=("int8",))

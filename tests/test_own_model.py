@@ -153,7 +153,9 @@ def test_run_takes_the_model_through_everything(name, cases, runs):
         assert e["inputs"][0]["shape"] == [batch, *case.input_shape]
         assert e["outputs"][0]["shape"] == [batch, len(case.classes)]
     parity = json.loads((exports / "parity.json").read_text())
-    assert parity["passed"], {n: [g for g in v["gates"] if not g["passed"]] for n, v in parity["variants"].items()}
+    # a few dozen test images: gates may be inconclusive (the images cannot tell), never failed
+    assert parity["verdict"] != "fail", {n: [g for g in v["gates"] if g["status"] == "fail"]
+                                         for n, v in parity["variants"].items()}
     assert parity["class_names"] == case.classes and parity["reference"]["output"] == case.output
     assert parity["dataset"]["fingerprint"] == manifest["dataset"]["fingerprint"] and parity["dataset_matches_export"]
     assert set(parity["variants"]) == set(ALL)

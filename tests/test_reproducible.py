@@ -119,3 +119,25 @@ def test_verify_rebuild_passes_then_names_a_replaced_artifact(exports, tmp_path,
     assert "DIFFERS tflite:" in captured.out and "same    tflite-int8" in captured.out
     assert captured.err.strip().splitlines()[-1].startswith(
         "toolkit verify: error: 1 artifact(s) differ from a rebuild from the same model, data and settings: tflite")
+
+
+def test_model_keras_is_byte_identical_across_processes_after_bf16_training(tmp_path, data_dir):
+    """After bf16 training Keras writes shared_object_id (a Python object id) into config.json: the toolkit
+    renumbers those ids, so two processes give the same bytes."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLKIT_DATA_DIR": str(data_dir), "SOURCE_DATE_EPOCH": EPOCH}
+    for name in ("p1", "p2"):
+        subprocess.run([sys.executable, "-m", "toolkit", "train", "--arch", "cnn", "--precision", "bf16", "--epochs",
+                        "1", "--train-limit", "1000", "--quiet", "--out", str(tmp_path / name)], env=env, check=True,
+                       capture_output=True)
+    a, b = ((tmp_path / name / "model.keras").read_bytes() for name in ("p1", "p2"))
+    assert a == b
+
+
+def test_shared_object_ids_are_renumbered_in_order_of_appearance():
+    from toolkit.reproducible import renumber_shared_objects
+
+    config = {"layers": [{"dtype": {"shared_object_id": 140234}}, {"dtype": {"shared_object_id": 99}},
+                         {"dtype": {"shared_object_id": 140234}, "other": [1, {"shared_object_id": 7}]}]}
+    assert renumber_shared_objects(config) == {
+        "layers": [{"dtype": {"shared_object_id": 0}}, {"dtype": {"shared_object_id": 1}},
+                   {"dtype": {"shared_object_id": 0}, "other": [1, {"shared_object_id": 2}]}]}

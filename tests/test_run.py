@@ -41,7 +41,7 @@ def test_report_numbers_match_parity_and_bench(quick_run):
         assert cells[2].split(" (")[0] == f"{v['accuracy']:.2%}"  # tflite-micro adds its sample size
         assert cells[3] == f"{v['accuracy_diff_points']:+.2f}"
         assert cells[5] == f"{v['agreement']:.2%}"
-        assert cells[6] == ("pass" if v["passed"] else "**FAIL**")
+        assert cells[6] == {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**INCONCLUSIVE**"}[v["verdict"]]
         b1 = next(r for r in bench["results"] if r["variant"] == name and r["batch_size"] == 1
                   and r["threads"] in (threads, 1) and (r["threads"] == threads or r["runtime"] == "tflm"))
         assert f"{b1['p50_ms']:.3f}" in cells

@@ -3,7 +3,8 @@ import pytest
 
 from toolkit import stats
 from toolkit.config import Gates
-from toolkit.parity import compare, gates_for
+from toolkit.parity import compare
+from toolkit.verdicts import parity_gates
 
 
 def test_wilson_known_value():
@@ -72,11 +73,15 @@ def test_compare_counts_and_gates():
     assert m["accuracy_diff_points"] == pytest.approx(-0.6)
     assert m["max_abs_logit_diff"] == pytest.approx(5.0)
     assert np.array(m["confusion_matrix"]).sum() == 1000
-    float_gates = gates_for("none", m, Gates())
-    assert not all(g.passed for g in float_gates)
-    int8_gates = {g.metric: g.passed for g in gates_for("int8", m, Gates())}
-    assert int8_gates == {"accuracy_loss_points": False, "agreement_percent": False}
-    assert all(g.passed for g in gates_for("int8", m, Gates(int8_max_accuracy_loss=0.7, int8_min_agreement=99.0)))
+    float_gates = {g.metric: g.status for g in parity_gates("none", m, Gates())}
+    assert float_gates == {"agreement_percent": "fail", "max_abs_logit_diff": "fail"}  # 99.4% [98.7, 99.7] < 99.95
+    # 6 of 1,000 images lost: loss 0.6 points, 95% CI about 0.27 to 1.3; agreement 99.4%, CI 98.7 to 99.7
+    int8_gates = {g.metric: g.status for g in parity_gates("int8", m, Gates())}
+    assert int8_gates == {"accuracy_loss_points": "inconclusive", "agreement_percent": "inconclusive"}
+    assert {g.status for g in parity_gates("int8", m, Gates(int8_max_accuracy_loss=2.0, int8_min_agreement=98.0))} \
+        == {"pass"}
+    assert {g.status for g in parity_gates("int8", m, Gates(int8_max_accuracy_loss=0.05, int8_min_agreement=99.9))} \
+        == {"fail"}
 
 
 def test_quantile_interval_has_at_least_nominal_coverage_for_every_n():

@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.config import Gates
 from toolkit.errors import UsageError
-from toolkit.stats import paired_difference_interval
+from toolkit.stats import paired_difference_interval, wilson_interval
 
 LEVELS = ("int8", "int16x8", "float")
 INTEGER_LEVELS = ("int8", "int16x8")
@@ -46,27 +47,47 @@ MAX_STEPS_PER_LAYER = len(LEVELS) - 1
 
 @dataclass(frozen=True)
 class ControlSettings:
+    """The search's acceptance test is parity's int8 gates by parity's rule (toolkit/verdicts.py), on
+    the validation split: the accuracy loss must *pass* against the budget (its interval within
+    ``max_drop``) and agreement with Keras must *pass* against parity's int8 agreement gate (99.5%, or
+    ``min_agreement``). Pass, not merely "not fail": an agreement of 99.38% is inconclusive on 5,000
+    validation images but fails on 10,000 test images, so anything weaker than pass would accept
+    models parity then fails. So an export the search accepts is one `toolkit parity` passes."""
+
     max_drop: float | None  # percentage points; None: only --recipe replay
     max_layers: int = 5
     recipe: dict | None = None  # a recipe file's content to replay
     confidence: float = 0.95
     min_agreement: float | None = None  # percent of validation images on which it must agree with Keras
+    parity_min_agreement: float = Gates.int8_min_agreement  # parity's int8 agreement gate
+
+    def verdicts(self, m: dict) -> list:
+        from toolkit.verdicts import at_least, at_most
+
+        lo, hi = m["drop_ci95_points"]
+        agree_lo, agree_hi = m["agreement_ci95"]
+        bound = self.parity_min_agreement if self.min_agreement is None else self.min_agreement
+        return [at_most("accuracy_loss_points", m["drop_points"], self.max_drop, (lo, hi), m["images"]),
+                at_least("agreement_percent", 100.0 * m["agreement"], bound, (100.0 * agree_lo, 100.0 * agree_hi),
+                         m["images"])]
 
     def met(self, m: dict) -> bool:
-        return m["drop_upper_points"] <= self.max_drop and (
-            self.min_agreement is None or 100.0 * m["agreement"] >= self.min_agreement)
+        from toolkit.verdicts import PASS
+
+        return all(v.status == PASS for v in self.verdicts(m))
 
     def rank(self, m: dict) -> tuple:
         """Sort key, best first: meets the budget, then the smallest shortfall in drop, then in agreement."""
-        short_agreement = 0.0 if self.min_agreement is None else max(0.0, self.min_agreement - 100.0 * m["agreement"])
+        _, agreement = self.verdicts(m)
+        short_agreement = max(0.0, agreement.bound - 100.0 * m["agreement_ci95"][1])
         return (not self.met(m), max(0.0, m["drop_upper_points"] - self.max_drop), short_agreement,
                 m["drop_upper_points"], -m["agreement"])
 
     def describe(self, m: dict) -> str:
-        text = f"upper bound {m['drop_upper_points']:.2f} points (budget {self.max_drop})"
-        if self.min_agreement is not None:
-            text += f", agreement {100.0 * m['agreement']:.2f}% (at least {self.min_agreement}%)"
-        return text
+        loss, agreement = self.verdicts(m)
+        return (f"loss {loss.value:+.2f} points (95% CI {loss.interval[0]:+.2f} to {loss.interval[1]:+.2f}, budget "
+                f"{self.max_drop}: {loss.status}), agreement {agreement.value:.2f}% (at least {agreement.bound:g}%: "
+                f"{agreement.status})")
 
 
 @dataclass
@@ -130,6 +151,7 @@ def measure(val: Validation, predicted: np.ndarray, confidence: float = 0.95) ->
         "drop_ci95_points": [-100.0 * hi, -100.0 * lo],
         "drop_upper_points": -100.0 * lo,
         "agreement": float((predicted == ref).mean()),
+        "agreement_ci95": list(wilson_interval(int((predicted == ref).sum()), n, confidence)),
         "ref_right_variant_wrong": b,
         "ref_wrong_variant_right": c,
         "images": n,

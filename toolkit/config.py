@@ -89,7 +89,9 @@ class Gates:
     reduced_max_accuracy_loss: float = 0.1  # fp16, dynamic-range
     int8_max_accuracy_loss: float = 0.3
     int8_min_agreement: float = 99.5
-    micro_min_agreement_with_litert: float = 99.9  # TFLM vs the LiteRT interpreter, same model
+    # TFLM vs the LiteRT interpreter on the same model bytes. 99.5, not 99.9: parity's default TFLM sample of
+    # 1,000 images can show >= 99.5% (Wilson lower bound 99.62% when all agree) but never >= 99.9%
+    micro_min_agreement_with_litert: float = 99.5
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ class ParityConfig:
     device: str = "cpu"  # where variants and the reference run ("cuda": no silent fallback to the CPU)
     reference_runtime: str | None = None  # the runtime of the Keras reference; None: tensorflow
     seed: int = 0  # chooses the tflite-micro sample
+    strict: bool = False  # an inconclusive gate exits 4, not 0
     verbose: bool = True
 
 

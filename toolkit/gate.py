@@ -1,27 +1,35 @@
 """`toolkit gate`: is a new export at least as good as the release before it? For CI: fail the
 build (exit 4) when an export got less accurate, slower or bigger, and not because of noise.
 
-Checks, one line each in the verdict:
+Every check is a verdict of toolkit/verdicts.py (pass, fail or inconclusive on an interval), one
+line each:
 
 - presence: every variant of the baseline is still exported;
-- parity: every new variant passes its own parity gates;
+- parity: every new variant's own parity verdict;
 - accuracy: non-inferiority, new against old, paired on the same test images (the per-image
-  predictions both parity runs saved): the upper 95% bound of the drop (Newcombe's paired score
-  interval) must stay under ``--accuracy-margin`` points;
-- latency: p50 and p90 of every bench row present in both (variant, runtime, device, batch,
-  threads), judged with intervals from the kept samples (the distribution-free order-statistic
-  interval, widened to the spread of the quantile over ten contiguous blocks of the run, so that
-  a run that drifted is not read as precise): a regression only when the new interval lies wholly
-  above the old one's upper bound times 1 + ``--latency-margin``. Rows measured on another machine are reported, not gated,
-  unless ``--same-machine-only false``;
+  predictions both parity runs saved): the drop must be at most ``--accuracy-margin`` points on
+  Newcombe's paired interval. The same file (equal sha256) passes without sampling; identical
+  predictions are never a regression. A TFLM variant checked on a sample is compared on that sample;
+- latency: the shipped variants (``--ship``; default the int8 variants) at ``--latency-batch-sizes``
+  and ``--latency-threads`` are **re-measured**, baseline and new file in the same run, in turns
+  (ABAB within each of ``--latency-rounds`` fresh processes, the order reversed every other round):
+  the ratio new/old of the p50s, its interval from the rounds' log-ratios (Student's t), must be at
+  most 1 + ``--latency-margin``. Numbers stored in two bench.json files come from two runs on a
+  shared machine: they are shown as information, never gated;
 - size and memory: model bytes against ``--max-bytes VARIANT=N``, the TFLM arena against
-  ``--max-arena N``.
+  ``--max-arena N`` (exact).
 
-Writes ``gate.json`` and ``gate.md`` (``--json``) and, with ``--junit FILE``, JUnit XML.
+Family-wise error: the accuracy checks together, and the latency checks together, are each held to a
+5% chance of any false alarm (Bonferroni: each interval at confidence 1 - 0.05/m for m checks).
+
+Exit: 4 when a check fails (or, with ``--strict``, is inconclusive); 7 when rows of the new export
+could not be checked or measured; else 0. Writes ``gate.json`` and ``gate.md`` (``--json``) and,
+with ``--junit FILE``, JUnit XML.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,9 +39,20 @@ import numpy as np
 from toolkit import artifacts
 from toolkit.errors import DataError, UsageError
 from toolkit.provenance import provenance
-from toolkit.stats import newcombe_paired_interval
+from toolkit.verdicts import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Verdict,
+    combine,
+    non_inferior,
+    ratio_at_most,
+    same_file,
+)
 
 GATE_JSON = "gate.json"
+FAMILY_ALPHA = 0.05
+INFO, INCOMPLETE = "info", "incomplete"  # statuses besides a verdict's: shown, not gated; not measured
 
 
 @dataclass(frozen=True)
@@ -41,26 +60,37 @@ class GateConfig:
     baseline: Path
     exports: Path = Path("exports")
     accuracy_margin_points: float = 0.1
-    latency_margin: float = 0.10  # relative
-    same_machine_only: bool = True
+    latency_margin: float = 0.10  # relative: new p50 at most (1 + margin) x old
+    ship: tuple[str, ...] = ()  # VARIANT or VARIANT@RUNTIME whose latency is gated; () = the int8 variants
+    latency_batch_sizes: tuple[int, ...] = (1,)
+    latency_threads: tuple[int, ...] = (1,)
+    latency_rounds: int = 5  # fresh processes, each timing both files in turns; 0 = no latency checks
+    latency_block_seconds: float = 0.1  # per turn; 4 turns per file per round
+    data_dir: Path | None = None
     max_bytes: dict = field(default_factory=dict)  # variant -> bytes
     max_arena: int | None = None
     json_path: Path | None = None
     junit: Path | None = None
+    strict: bool = False
     verbose: bool = True
 
 
 @dataclass
 class Check:
-    kind: str  # presence, parity, accuracy, latency, size, memory
-    name: str  # what is checked, e.g. "tflite-int8" or "tflite-int8/litert/cpu/b1/t2 p50"
-    passed: bool | None  # None: reported, not gated
+    kind: str  # presence, parity, accuracy, latency, size, memory, incomplete
+    name: str  # what is checked, e.g. "tflite-int8" or "tflite-int8/litert/batch 1/1 thr"
+    status: str  # pass, fail, inconclusive; info (shown, not gated); incomplete (could not be checked)
     detail: str
     values: dict = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, kind: str, name: str, verdict: Verdict, detail: str, values: dict | None = None) -> Check:
+        return cls(kind, name, verdict.status, detail, {**(values or {}), "verdict": verdict.to_json()})
+
     @property
-    def status(self) -> str:
-        return {True: "pass", False: "FAIL", None: "not gated"}[self.passed]
+    def passed(self) -> bool | None:
+        """True for pass, False for fail, None otherwise (inconclusive, info, incomplete)."""
+        return {PASS: True, FAIL: False}.get(self.status)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -89,61 +119,51 @@ def _machine(doc: dict) -> tuple:
 
 # ----------------------------------------------------------------------------- checks
 def accuracy_checks(old: dict, new: dict, old_pred: dict | None, new_pred: dict | None, margin: float) -> list[Check]:
-    checks = []
     # the plain int8 models shown beside accuracy-controlled variants are not shipped: not gated
     common = [v for v in new["variants"] if v in old["variants"] and "informational" not in new["variants"][v]]
+    confidence = 1 - FAMILY_ALPHA / max(1, len(common))
     same_data = (old.get("dataset", {}).get("fingerprint") == new.get("dataset", {}).get("fingerprint")
                  and old_pred is not None and new_pred is not None
                  and np.array_equal(old_pred["labels"], new_pred["labels"]))
+    checks = []
     for v in common:
         key = f"variant:{v}"
+        old_sha, new_sha = old["variants"][v].get("sha256"), new["variants"][v].get("sha256")
+        if old_sha and old_sha == new_sha:
+            checks.append(Check.of("accuracy", v, same_file("accuracy_drop_points"),
+                                   "the same file as the baseline's (equal sha256): the same predictions on any image"))
+            continue
         if not same_data or key not in old_pred or key not in new_pred:
             why = ("the two parity runs did not save per-image predictions (re-run `toolkit parity`)"
                    if old_pred is None or new_pred is None or key not in old_pred or key not in new_pred
                    else "the two parity runs used different test images")
-            checks.append(Check("accuracy", v, False, f"cannot compare: {why}"))
+            checks.append(Check("accuracy", v, INCONCLUSIVE, f"cannot compare: {why}"))
             continue
         labels = new_pred["labels"]
         old_idx, new_idx = old_pred.get(f"indices:{v}"), new_pred.get(f"indices:{v}")
         if (old_idx is None) != (new_idx is None) or (old_idx is not None and not np.array_equal(old_idx, new_idx)):
-            checks.append(Check("accuracy", v, False, "cannot compare: the runs used different image samples"))
+            checks.append(Check("accuracy", v, INCONCLUSIVE, "cannot compare: the runs used different image samples"))
             continue
         y = labels if new_idx is None else labels[new_idx]
         old_ok, new_ok = old_pred[key] == y, new_pred[key] == y
-        e, f = int((old_ok & new_ok).sum()), int((old_ok & ~new_ok).sum())  # f: old right, new wrong
-        g, h = int((~old_ok & new_ok).sum()), int((~old_ok & ~new_ok).sum())
-        lo, hi = newcombe_paired_interval(e, f, g, h)  # p1 - p2 = old - new = the drop
-        drop, upper = (f - g) / len(y) * 100, hi * 100
-        checks.append(Check(
-            "accuracy", v, upper < margin,
-            f"accuracy {old_ok.mean():.2%} -> {new_ok.mean():.2%}, drop {drop:+.2f} pts, upper 95% bound "
-            f"{upper:+.2f} (must be < {margin:g}); {f} images newly wrong, {g} newly right of {len(y):,}",
-            {"old_accuracy": float(old_ok.mean()), "new_accuracy": float(new_ok.mean()), "drop_points": drop,
-             "drop_ci95_points": [lo * 100, upper], "newly_wrong": f, "newly_right": g, "images": len(y),
-             "margin_points": margin}))
+        verdict = non_inferior("accuracy_drop_points", old_ok, new_ok, margin, confidence=confidence)
+        f, g = int((old_ok & ~new_ok).sum()), int((~old_ok & new_ok).sum())
+        lo, hi = verdict.interval
+        detail = (f"accuracy {old_ok.mean():.2%} -> {new_ok.mean():.2%}, drop {verdict.value:+.2f} pts, "
+                  f"{confidence:.2%} CI {lo:+.2f} to {hi:+.2f} (must be <= {margin:g}); {f} images newly wrong, "
+                  f"{g} newly right of {len(y):,}")
+        if verdict.status == INCONCLUSIVE:
+            detail += (f": inconclusive, about {verdict.images_to_decide:,} images would decide it"
+                       if verdict.images_to_decide else ": inconclusive")
+        checks.append(Check.of("accuracy", v, verdict, detail, {
+            "old_accuracy": float(old_ok.mean()), "new_accuracy": float(new_ok.mean()), "drop_points": verdict.value,
+            "drop_interval_points": [lo, hi], "confidence": confidence, "newly_wrong": f, "newly_right": g,
+            "images": len(y), "margin_points": margin}))
     return checks
 
 
-BLOCKS = 10  # contiguous blocks of a row's samples, in the order they were taken
-
-
-def interval(row: dict, stat: str) -> list[float]:
-    """A row's p50 or p90 interval: the order-statistic 95% interval of all its samples, widened to
-    the range of the same quantile over 10 contiguous blocks of them. The order-statistic interval
-    assumes independent samples; a run whose speed drifts (another job on the machine for part of
-    it) shows that drift between its blocks, and the gate must not call it a regression."""
-    from toolkit.timing import quantile_interval
-
-    q = {"p50": 0.5, "p90": 0.9}[stat]
-    samples = np.asarray(row["samples_ms"], dtype=np.float64)
-    lo, hi = quantile_interval(np.sort(samples), q)
-    if len(samples) >= 5 * BLOCKS:
-        blocks = [np.quantile(block, q) for block in np.array_split(samples, BLOCKS)]
-        lo, hi = min(lo, float(min(blocks))), max(hi, float(max(blocks)))
-    return [lo, hi]
-
-
-def latency_checks(old: dict, new: dict, margin: float, same_machine_only: bool) -> list[Check]:
+def stored_latency_checks(old: dict, new: dict) -> list[Check]:
+    """Rows of two stored bench.json files: two runs on a shared machine, compared as information only."""
     key = lambda r: (r["variant"], r["runtime"], r["device"], r["batch_size"], r["threads"])  # noqa: E731
     old_rows = {key(r): r for r in old.get("results", [])}
     same_machine = _machine(old) == _machine(new)
@@ -153,20 +173,86 @@ def latency_checks(old: dict, new: dict, margin: float, same_machine_only: bool)
         if o is None:
             continue
         name = f"{r['variant']}/{r['runtime']}/{r['device']}/batch {r['batch_size']}/{r['threads']} thr"
-        for stat in ("p50", "p90"):
-            (olo, ohi), (nlo, nhi) = interval(o, stat), interval(r, stat)
-            regressed = nlo > ohi * (1 + margin)
-            ratio = r[f"{stat}_ms"] / o[f"{stat}_ms"]
-            detail = (f"{stat} {o[f'{stat}_ms']:.4g} -> {r[f'{stat}_ms']:.4g} ms ({ratio:.2f}x); 95% CI "
-                      f"{olo:.4g}-{ohi:.4g} -> {nlo:.4g}-{nhi:.4g} ms; a regression when the new interval lies "
-                      f"above the old upper bound x {1 + margin:g}")
-            passed: bool | None = not regressed
-            if not same_machine and same_machine_only:
-                passed = None
-                detail += f"; measured on another machine ({_machine(old)[0]} vs {_machine(new)[0]}): not gated"
-            checks.append(Check("latency", f"{name} {stat}", passed, detail,
-                                {"old_ms": o[f"{stat}_ms"], "new_ms": r[f"{stat}_ms"], "old_ci95_ms": [olo, ohi],
-                                 "new_ci95_ms": [nlo, nhi], "ratio": ratio, "margin": margin}))
+        ratio = r["p50_ms"] / o["p50_ms"]
+        checks.append(Check("stored latency", name, INFO,
+                            f"p50 {o['p50_ms']:.4g} -> {r['p50_ms']:.4g} ms ({ratio:.2f}x) in the two stored bench.json "
+                            "runs" + ("" if same_machine else f" (on another machine: {_machine(old)[0]} vs "
+                                                               f"{_machine(new)[0]})")
+                            + ": information only, two runs on a shared machine are not compared",
+                            {"old_p50_ms": o["p50_ms"], "new_p50_ms": r["p50_ms"], "ratio": ratio}))
+    return checks
+
+
+def _ship_targets(cfg: GateConfig, old_manifest: dict, new_manifest: dict) -> list[tuple[dict, dict, str]]:
+    """(old entry, new entry, runtime) for every shipped variant present in both exports."""
+    from toolkit import runners
+
+    old = {e["variant"]: e for e in old_manifest["artifacts"]}
+    new = {e["variant"]: e for e in new_manifest["artifacts"]}
+    wanted = list(cfg.ship) or [v for v in new if v in old and new[v]["quantization"] == "int8"
+                                and new[v]["format"] != "tflite-micro"] or [v for v in new if v in old][:1]
+    targets = []
+    for item in wanted:
+        variant, _, runtime = item.partition("@")
+        if variant not in new or variant not in old:
+            raise UsageError(f"--ship {item}: variant {variant!r} is not in both exports "
+                             f"(in both: {', '.join(v for v in new if v in old)})")
+        runtime = runtime or runners.default_for(new[variant]["format"]).name
+        if new[variant]["format"] not in runners.get(runtime).formats:
+            raise UsageError(f"--ship {item}: {runtime} does not run format {new[variant]['format']}")
+        targets.append((old[variant], new[variant], runtime))
+    return targets
+
+
+def remeasured_latency_checks(cfg: GateConfig, old_manifest: dict, new_manifest: dict) -> list[Check]:
+    """The shipped variants' baseline and new files, timed in turns in the same run (toolkit.bench's
+    ``run_interleaved``); the ratio of p50s per round; a t interval on the rounds' mean log-ratio at
+    the family-wise level."""
+    from scipy.stats import t as student
+
+    from toolkit.bench import bench_inputs, run_interleaved
+    from toolkit.config import BenchConfig
+    from toolkit.progress import say
+
+    targets = _ship_targets(cfg, old_manifest, new_manifest)
+    settings = [(b, th) for b in cfg.latency_batch_sizes for th in cfg.latency_threads]
+    m = len(targets) * len(settings)
+    if not m:
+        return []
+    confidence = 1 - FAMILY_ALPHA / m
+    images = bench_inputs(BenchConfig(exports=cfg.exports, data_dir=cfg.data_dir), new_manifest,
+                          max(cfg.latency_batch_sizes))
+    bound = 1 + cfg.latency_margin
+    checks = []
+    for old_entry, new_entry, runtime in targets:
+        paths = [artifacts.verify_entry(cfg.baseline, old_entry), artifacts.verify_entry(cfg.exports, new_entry)]
+        for batch, threads in settings:
+            name = f"{new_entry['variant']}/{runtime}/batch {batch}/{threads} thr"
+            say(f"  re-measuring {name}: baseline and new in turns, {cfg.latency_rounds} fresh processes", cfg.verbose)
+            try:
+                rounds = run_interleaved(runtime, paths, threads, batch, images, rounds=cfg.latency_rounds,
+                                         block_seconds=cfg.latency_block_seconds)
+            except Exception as exc:  # the runtime cannot load or run one of the files: that row, not the gate
+                from toolkit.errors import first_line
+
+                checks.append(Check(INCOMPLETE, name, INCOMPLETE, f"could not re-measure it: {first_line(exc)}",
+                                    {"incomplete": True}))
+                continue
+            p50 = np.array([[np.median(s) / 1e6 for s in r] for r in rounds])  # rounds x (old, new), ms
+            logs = np.log(p50[:, 1] / p50[:, 0])
+            mean, sd, k = float(logs.mean()), float(logs.std(ddof=1)), len(logs)
+            half = float(student.ppf(1 - (1 - confidence) / 2, k - 1)) * sd / math.sqrt(k)
+            ratio, interval = math.exp(mean), (math.exp(mean - half), math.exp(mean + half))
+            verdict = ratio_at_most("p50_ratio_new_over_old", ratio, interval, bound, k)
+            detail = (f"p50 {np.median(p50[:, 0]):.4g} -> {np.median(p50[:, 1]):.4g} ms, ratio {ratio:.3f} "
+                      f"({confidence:.2%} CI {interval[0]:.3f} to {interval[1]:.3f}; must be <= {bound:g}), "
+                      f"re-measured in turns over {k} fresh processes")
+            if verdict.status == INCONCLUSIVE:
+                detail += ": inconclusive (more --latency-rounds narrow it)"
+            checks.append(Check.of("latency", name, verdict, detail, {
+                "old_p50_ms_per_round": p50[:, 0].tolist(), "new_p50_ms_per_round": p50[:, 1].tolist(),
+                "ratio": ratio, "ratio_interval": list(interval), "confidence": confidence, "bound": bound,
+                "rounds": k, "samples_per_round": [[len(s) for s in r] for r in rounds]}))
     return checks
 
 
@@ -176,18 +262,28 @@ def failed_row_checks(parity: dict, bench: dict | None) -> list[Check]:
     else failed."""
     checks = []
     for f in parity.get("failed") or []:
-        checks.append(Check("incomplete", f"{f['key']} on {f['runtime']}", None,
+        checks.append(Check(INCOMPLETE, f"{f['key']} on {f['runtime']}", INCOMPLETE,
                             f"parity could not check it ({f['stage']}): {f['reason']}", {"incomplete": True}))
     for f in (bench or {}).get("failed") or []:
-        checks.append(Check("incomplete", f"{f['variant']}/{f['runtime']}/{f['device']}/batch "
-                            f"{','.join(map(str, f['batch_sizes']))}/{f['threads']} thr", None,
+        checks.append(Check(INCOMPLETE, f"{f['variant']}/{f['runtime']}/{f['device']}/batch "
+                            f"{','.join(map(str, f['batch_sizes']))}/{f['threads']} thr", INCOMPLETE,
                             f"bench could not measure it ({f['stage']}): {f['reason']}", {"incomplete": True}))
     return checks
+
+
+def _parity_check(name: str, v: dict) -> Check:
+    gates = [Verdict.from_json(g) for g in v["gates"]]
+    status = v.get("verdict") or combine(gates)
+    shown = [g for g in gates if g.status == status and status != PASS]
+    return Check("parity", name, status, "passes its parity gates" if status == PASS else
+                 f"parity {status}: " + "; ".join(str(g) for g in shown))
 
 
 def run_gate(cfg: GateConfig) -> dict:
     if cfg.accuracy_margin_points <= 0 or cfg.latency_margin < 0:
         raise UsageError("--accuracy-margin must be positive and --latency-margin not negative")
+    if cfg.latency_rounds and cfg.latency_rounds < 3:
+        raise UsageError("--latency-rounds must be 0 (no latency checks) or at least 3 (an interval needs them)")
     with artifacts.reading(cfg.baseline) as old_manifest, artifacts.reading(cfg.exports) as new_manifest:
         old_parity = _load(cfg.baseline, "parity.json", required=True)
         new_parity = _load(cfg.exports, "parity.json", required=True)
@@ -196,19 +292,17 @@ def run_gate(cfg: GateConfig) -> dict:
         new_variants = {e["variant"]: e for e in new_manifest["artifacts"]}
         for e in old_manifest["artifacts"]:
             present = e["variant"] in new_variants
-            checks.append(Check("presence", e["variant"], present,
+            checks.append(Check("presence", e["variant"], PASS if present else FAIL,
                                 "still exported" if present else "exported by the baseline, missing from the new export"))
         for name, v in new_parity["variants"].items():
-            if "informational" in v:  # a plain int8 model kept beside its accuracy-controlled variant
-                continue
-            failed = [g for g in v["gates"] if not g["passed"]]
-            checks.append(Check("parity", name, not failed, "passes its parity gates" if not failed else
-                                "fails its parity gates: " + "; ".join(
-                                    f"{g['metric']} = {g['value']:.6g} (must be {g['op']} {g['bound']:g})" for g in failed)))
+            if "informational" not in v:  # a plain int8 model kept beside its accuracy-controlled variant
+                checks.append(_parity_check(name, v))
         checks += accuracy_checks(old_parity, new_parity, _predictions(cfg.baseline, old_parity),
                                   _predictions(cfg.exports, new_parity), cfg.accuracy_margin_points)
+        if cfg.latency_rounds:
+            checks += remeasured_latency_checks(cfg, old_manifest, new_manifest)
         if old_bench and new_bench:
-            checks += latency_checks(old_bench, new_bench, cfg.latency_margin, cfg.same_machine_only)
+            checks += stored_latency_checks(old_bench, new_bench)
         checks += failed_row_checks(new_parity, new_bench)
         unknown = sorted(set(cfg.max_bytes) - set(new_variants))
         if unknown:
@@ -216,65 +310,90 @@ def run_gate(cfg: GateConfig) -> dict:
                              f"(exported: {', '.join(new_variants)})")
         for variant, budget in cfg.max_bytes.items():
             size = new_variants[variant].get("model_bytes", new_variants[variant]["bytes"])
-            checks.append(Check("size", variant, size <= budget, f"{size:,} bytes (budget {budget:,})",
+            checks.append(Check("size", variant, PASS if size <= budget else FAIL, f"{size:,} bytes (budget {budget:,})",
                                 {"bytes": size, "budget": budget}))
         if cfg.max_arena is not None:
             arenas = {v: e["arena"]["arena_bytes"] for v, e in new_variants.items() if e.get("arena")}
             if not arenas:
-                checks.append(Check("memory", "tflm arena", False, "--max-arena given but the export has no "
+                checks.append(Check("memory", "tflm arena", FAIL, "--max-arena given but the export has no "
                                     "tflite-micro variant with a measured arena"))
             for variant, arena in arenas.items():
-                checks.append(Check("memory", f"{variant} arena", arena <= cfg.max_arena,
+                checks.append(Check("memory", f"{variant} arena", PASS if arena <= cfg.max_arena else FAIL,
                                     f"TFLM arena {arena:,} bytes (budget {cfg.max_arena:,})",
                                     {"arena_bytes": arena, "budget": cfg.max_arena}))
-    gated = [c for c in checks if c.passed is not None]
+    verdict = combine(c.status for c in checks if c.status in (PASS, FAIL, INCONCLUSIVE))
+    count = lambda status: sum(c.status == status for c in checks)  # noqa: E731
     return {
-        "passed": all(c.passed for c in gated),
+        "verdict": verdict,
+        "passed": verdict == PASS,
         "baseline": str(cfg.baseline), "exports": str(cfg.exports),
         "baseline_generation": old_manifest.get("generation"), "export_generation": new_manifest.get("generation"),
-        "summary": {"checks": len(checks), "failed": sum(c.passed is False for c in checks),
-                    "not_gated": sum(c.passed is None for c in checks),
-                    "incomplete": sum(c.kind == "incomplete" for c in checks)},
-        "checks": [asdict(c) | {"status": c.status} for c in checks],
+        "summary": {"checks": len(checks), "passed": count(PASS), "failed": count(FAIL),
+                    "inconclusive": count(INCONCLUSIVE), "info": count(INFO), "incomplete": count(INCOMPLETE)},
+        "checks": [asdict(c) for c in checks],
         "settings": {"accuracy_margin_points": cfg.accuracy_margin_points, "latency_margin": cfg.latency_margin,
-                     "same_machine_only": cfg.same_machine_only, "max_bytes": cfg.max_bytes,
-                     "max_arena": cfg.max_arena},
-        "statistics": {"accuracy": "Newcombe (1998) paired score interval on per-image correctness, old vs new",
-                       "latency": "order-statistic 95% interval of p50/p90 from every kept sample, widened to the "
-                                  f"range of the quantile over {BLOCKS} contiguous blocks of the run"},
+                     "ship": list(cfg.ship) or "the int8 variants in both exports",
+                     "latency_batch_sizes": list(cfg.latency_batch_sizes),
+                     "latency_threads": list(cfg.latency_threads), "latency_rounds": cfg.latency_rounds,
+                     "latency_block_seconds": cfg.latency_block_seconds, "max_bytes": cfg.max_bytes,
+                     "max_arena": cfg.max_arena, "strict": cfg.strict},
+        "statistics": {
+            "rule": "each check is pass, fail or inconclusive on its interval (toolkit/verdicts.py); the gate fails "
+                    "when a check fails; inconclusive exits 0 unless --strict",
+            "accuracy": "Newcombe (1998) paired score interval on per-image correctness, old vs new; the same file "
+                        "(equal sha256) passes without sampling",
+            "latency": "baseline and new file re-measured in the same run, in turns (ABAB) within each of "
+                       "--latency-rounds fresh processes, order reversed every other round; Student's t interval "
+                       "of the rounds' mean log p50 ratio; stored bench.json rows are information only",
+            "family_wise": f"the accuracy checks together and the latency checks together each at a {FAMILY_ALPHA:.0%} "
+                           "chance of any false alarm (Bonferroni: each interval at 1 - 0.05/m)",
+        },
         "provenance": provenance(),
     }
 
 
 # ----------------------------------------------------------------------------- outputs
+def _status_cell(status: str) -> str:
+    return {FAIL: "**FAIL**", INCONCLUSIVE: "**INCONCLUSIVE**", INCOMPLETE: "**INCOMPLETE**"}.get(status, status)
+
+
 def markdown(doc: dict) -> str:
+    s = doc["summary"]
     lines = ["# Gate: new export against the baseline", "",
              f"New `{doc['exports']}` (generation {doc['export_generation']}) against baseline `{doc['baseline']}` "
-             f"(generation {doc['baseline_generation']}): **{'PASS' if doc['passed'] else 'FAIL'}** "
-             f"({doc['summary']['failed']} failed, {doc['summary']['not_gated']} not gated, "
-             f"{doc['summary']['checks']} checks).", "",
+             f"(generation {doc['baseline_generation']}): **{doc['verdict'].upper()}** "
+             f"({s['passed']} passed, {s['failed']} failed, {s['inconclusive']} inconclusive, "
+             f"{s['incomplete']} incomplete, {s['info']} information only; {s['checks']} checks).", "",
              "| check | what | status | detail |", "|---|---|---|---|"]
-    for c in doc["checks"]:
-        status = "**FAIL**" if c["passed"] is False else c["status"]
-        lines.append(f"| {c['kind']} | {c['name']} | {status} | {c['detail']} |")
-    lines += ["", f"Statistics: accuracy: {doc['statistics']['accuracy']}; latency: {doc['statistics']['latency']}.", ""]
+    order = {FAIL: 0, INCOMPLETE: 1, INCONCLUSIVE: 2, PASS: 3, INFO: 4}
+    for c in sorted(doc["checks"], key=lambda c: order.get(c["status"], 5)):
+        lines.append(f"| {c['kind']} | {c['name']} | {_status_cell(c['status'])} | {c['detail']} |")
+    st = doc["statistics"]
+    lines += ["", f"Rule: {st['rule']}. Accuracy: {st['accuracy']}. Latency: {st['latency']}. "
+              f"Family-wise: {st['family_wise']}.", ""]
     return "\n".join(lines)
 
 
 def junit_xml(doc: dict) -> str:
-    """JUnit XML (the format CI systems read): one testcase per check."""
+    """JUnit XML (the format CI systems read): one testcase per check; inconclusive and information-only
+    checks are skipped with their detail (a failure under --strict), incomplete ones are errors."""
     import xml.etree.ElementTree as ET
 
     checks = doc["checks"]
+    strict = doc.get("settings", {}).get("strict", False)
+    failing = lambda c: c["status"] == FAIL or (strict and c["status"] == INCONCLUSIVE)  # noqa: E731
     suite = ET.Element("testsuite", name="toolkit gate", tests=str(len(checks)),
-                       failures=str(sum(c["passed"] is False for c in checks)),
-                       skipped=str(sum(c["passed"] is None for c in checks)), errors="0")
+                       failures=str(sum(failing(c) for c in checks)),
+                       skipped=str(sum(c["status"] in (INFO, INCONCLUSIVE) and not failing(c) for c in checks)),
+                       errors=str(sum(c["status"] == INCOMPLETE for c in checks)))
     for c in checks:
-        case = ET.SubElement(suite, "testcase", classname=f"toolkit.gate.{c['kind']}", name=c["name"])
-        if c["passed"] is False:
+        case = ET.SubElement(suite, "testcase", classname=f"toolkit.gate.{c['kind'].replace(' ', '_')}", name=c["name"])
+        if failing(c):
             ET.SubElement(case, "failure", message=c["detail"]).text = c["detail"]
-        elif c["passed"] is None:
-            ET.SubElement(case, "skipped", message=c["detail"])
+        elif c["status"] == INCOMPLETE:
+            ET.SubElement(case, "error", message=c["detail"]).text = c["detail"]
+        elif c["status"] in (INFO, INCONCLUSIVE):
+            ET.SubElement(case, "skipped", message=f"{c['status']}: {c['detail']}")
         ET.SubElement(case, "system-out").text = c["detail"]
     root = ET.Element("testsuites")
     root.append(suite)
@@ -294,4 +413,5 @@ def write_outputs(doc: dict, cfg: GateConfig) -> dict[str, Path]:
 
 def print_verdict(doc: dict, stream=sys.stdout) -> None:
     for c in doc["checks"]:
-        print(f"{c['status']:<9} {c['kind']:<8} {c['name']}: {c['detail']}", file=stream)
+        print(f"{c['status'].upper() if c['status'] != PASS else c['status']:<12} {c['kind']:<8} {c['name']}: "
+              f"{c['detail']}", file=stream)

@@ -1,7 +1,9 @@
 """Accuracy parity of every exported artifact against the Keras model it came from, on the
 whole test split of the dataset (MNIST's 10,000 images by default), with statistics and gates.
 
-A ``ParityReport`` is truthy when every gate passed (like Polygraphy's comparator results).
+Every gate is a verdict of toolkit/verdicts.py: pass, fail or inconclusive, decided on an interval.
+A ``ParityReport`` is truthy unless a gate failed (like Polygraphy's comparator results); its
+``verdict`` says which of the three.
 """
 
 from __future__ import annotations
@@ -25,29 +27,11 @@ from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
 from toolkit.provenance import provenance
 from toolkit.stats import mcnemar_exact, paired_difference_interval, wilson_interval
+from toolkit.verdicts import FAIL, INCONCLUSIVE, PASS, Verdict, agreement_between, combine, parity_gates
 
 PARITY_JSON = "parity.json"
 PARITY_MD = "parity.md"
 PARITY_PNG = "parity-disagreements.png"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    metric: str
-    value: float
-    op: str  # ">=" or "<="
-    bound: float
-
-    @property
-    def passed(self) -> bool:
-        return self.value >= self.bound if self.op == ">=" else self.value <= self.bound
-
-    def __str__(self) -> str:
-        return f"{self.metric} = {self.value:.6g} (must be {self.op} {self.bound:g})"
-
-    def to_json(self) -> dict:
-        return {"metric": self.metric, "value": self.value, "op": self.op, "bound": self.bound,
-                "passed": self.passed}
 
 
 @dataclass
@@ -55,18 +39,28 @@ class VariantParity:
     variant: str
     quantization: str
     metrics: dict
-    gates: list[GateResult]
+    gates: list[Verdict]
     predictions: np.ndarray = field(repr=False)
     indices: np.ndarray | None = field(default=None, repr=False)  # test images used; None = all
 
-    def __bool__(self) -> bool:
-        return all(g.passed for g in self.gates)
+    @property
+    def verdict(self) -> str:
+        """pass, fail or inconclusive (toolkit/verdicts.py)."""
+        return combine(self.gates)
 
-    def failures(self) -> list[GateResult]:
-        return [g for g in self.gates if not g.passed]
+    def __bool__(self) -> bool:
+        """True unless a gate failed (an inconclusive variant is not a failure)."""
+        return self.verdict != FAIL
+
+    def failures(self) -> list[Verdict]:
+        return [g for g in self.gates if g.failed]
+
+    def inconclusive(self) -> list[Verdict]:
+        return [g for g in self.gates if g.status == INCONCLUSIVE]
 
     def to_json(self) -> dict:
-        return {**self.metrics, "passed": bool(self), "gates": [g.to_json() for g in self.gates]}
+        return {**self.metrics, "passed": self.verdict == PASS, "verdict": self.verdict,
+                "gates": [g.to_json() for g in self.gates]}
 
 
 @dataclass
@@ -81,21 +75,34 @@ class ParityReport:
     context: dict = field(default_factory=dict)  # dataset, preprocessing, model: for the JSON
     export_generation: str | None = None
 
-    def __bool__(self) -> bool:
-        return all(bool(v) for v in self.variants.values())
+    @property
+    def verdict(self) -> str:
+        return combine(v.verdict for v in self.variants.values())
 
-    def failures(self) -> list[tuple[str, GateResult]]:
+    def __bool__(self) -> bool:
+        """True unless a gate failed."""
+        return self.verdict != FAIL
+
+    def failures(self) -> list[tuple[str, Verdict]]:
         return [(name, g) for name, v in self.variants.items() for g in v.failures()]
 
-    def raise_if_failed(self, command: str, details: Path) -> None:
-        """One stderr line per failed gate, then GateError (exit 4)."""
-        if self:
-            return
+    def inconclusive(self) -> list[tuple[str, Verdict]]:
+        return [(name, g) for name, v in self.variants.items() for g in v.inconclusive()]
+
+    def raise_if_failed(self, command: str, details: Path, strict: bool = False) -> None:
+        """One stderr line per failed gate and per inconclusive one, then GateError (exit 4) if a gate
+        failed, or, with ``strict``, if one is inconclusive."""
         from toolkit.errors import GateError
 
+        for name, gate in self.inconclusive():
+            print(f"toolkit {command}: INCONCLUSIVE: {name}: {gate}", file=sys.stderr)
         for name, gate in self.failures():
             print(f"toolkit {command}: gate failed: {name}: {gate}", file=sys.stderr)
-        raise GateError(f"{len(self.failures())} parity gate(s) failed; see {details}")
+        if self.failures():
+            raise GateError(f"{len(self.failures())} parity gate(s) failed; see {details}")
+        if strict and self.inconclusive():
+            raise GateError(f"{len(self.inconclusive())} parity gate(s) inconclusive (--strict); see {details}",
+                            hint="more test images decide them: each line says about how many")
 
     def raise_if_incomplete(self, command: str, details: Path) -> None:
         """One stderr line per check the runtime could not make, then PartialError (exit 7)."""
@@ -189,28 +196,6 @@ def compare_predictions(ref_pred: np.ndarray, scores: Scores, labels: np.ndarray
                                            for v, r in zip(var_class, ref_class, strict=True)],
         "confusion_matrix": confusion.tolist(),
     }
-
-
-def gates_for(quantization: str, metrics: dict, gates: Gates, reduced_precision: str | None = None) -> list[GateResult]:
-    """The gates of a variant's quantization; a float variant run by a runtime that computes in
-    reduced precision (OpenVINO's bf16) is judged like the reduced-precision variants."""
-    loss = -metrics["accuracy_diff_points"]
-    agreement = metrics["agreement"] * 100
-    if quantization == "none" and reduced_precision:
-        quantization = "fp16"
-    if quantization == "none":
-        return [
-            GateResult("agreement_percent", agreement, ">=", gates.float_min_agreement),
-            GateResult("max_abs_logit_diff", metrics["max_abs_logit_diff"], "<=", gates.float_max_logit_diff),
-        ]
-    if quantization in ("fp16", "dynamic"):
-        return [GateResult("accuracy_loss_points", loss, "<=", gates.reduced_max_accuracy_loss)]
-    if quantization == "int8":
-        return [
-            GateResult("accuracy_loss_points", loss, "<=", gates.int8_max_accuracy_loss),
-            GateResult("agreement_percent", agreement, ">=", gates.int8_min_agreement),
-        ]
-    raise ValueError(f"no gates for quantization {quantization!r}")
 
 
 def _log(cfg: ParityConfig, message: str) -> None:
@@ -458,7 +443,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
             idx = samples.get(variant)
             sel = slice(None) if idx is None else idx
             metrics = compare_predictions(ref_pred[sel], scores[variant], labels[sel], info.classes)
-            gates = gates_for(entry["quantization"], metrics, cfg.gates, runtime.reduced_precision)
+            gates = parity_gates(entry["quantization"], metrics, cfg.gates, runtime.reduced_precision)
             if entry.get("informational"):
                 # the plain int8 model that accuracy control replaced: shown beside it, not enforced
                 metrics["informational"] = entry["informational"]
@@ -478,8 +463,9 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
                     "disagreements_with_litert": int((~same).sum()),
                     "max_abs_logit_diff_vs_litert": twin.max_abs_diff,
                 })
-                gates.append(GateResult("agreement_with_litert_percent", metrics["agreement_with_litert"] * 100,
-                                        ">=", cfg.gates.micro_min_agreement_with_litert))
+                gates.append(agreement_between("agreement_with_litert_percent", int(same.sum()), len(same),
+                                               cfg.gates.micro_min_agreement_with_litert,
+                                               note="TFLM against LiteRT on the same model bytes"))
             metrics.update({
                 "variant": entry["variant"],
                 "format": entry["format"],
@@ -498,7 +484,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
                 cfg,
                 f"  {variant:<15} accuracy {metrics['accuracy']:.2%}  "
                 f"diff {metrics['accuracy_diff_points']:+.2f} pts  agreement {metrics['agreement']:.2%}  "
-                f"{'PASS' if result else 'FAIL'}",
+                f"{result.verdict.upper()}",
             )
         for s in skipped:
             _log(cfg, f"  skipped {s['variant']} on {s['runtime']}: {s['reason']}")
@@ -513,7 +499,8 @@ def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
     return {
         "reference": report.reference,
         "variants": {name: v.to_json() for name, v in report.variants.items()},
-        "passed": bool(report) and not report.context.get("failed"),  # a check not made is not a pass
+        "passed": report.verdict == PASS and not report.context.get("failed"),  # a check not made is not a pass
+        "verdict": report.verdict,
         "class_names": report.class_names,
         **report.context,
         "gates": vars(cfg.gates),
@@ -527,6 +514,14 @@ def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
         },
         "provenance": provenance(),
     }
+
+
+def verdict_cell(verdict: str, gates: list[Verdict]) -> str:
+    """A table cell: pass, or the failed / inconclusive gates with how many images would decide."""
+    if verdict == PASS:
+        return "pass"
+    shown = [g for g in gates if g.status == verdict]
+    return f"**{verdict.upper()}**: " + "; ".join(str(g) for g in shown)
 
 
 def markdown(report: ParityReport, gates: Gates) -> str:
@@ -558,12 +553,13 @@ def markdown(report: ParityReport, gates: Gates) -> str:
         m = v.metrics
         lo, hi = m["accuracy_ci95"]
         dlo, dhi = m["accuracy_diff_ci95_points"]
-        verdict = "pass" if v else "**FAIL**: " + "; ".join(str(g) for g in v.failures())
+        verdict = verdict_cell(v.verdict, v.gates)
         if "informational" in m:
-            failed = [g for g in m["gates_if_enforced"] if not g["passed"]]
-            verdict = "not enforced (plain int8 before accuracy control): " + (
-                "would fail " + "; ".join(f"{g['metric']} = {g['value']:.4g}" for g in failed) if failed
-                else "would pass")
+            would = [Verdict.from_json(g) for g in m["gates_if_enforced"]]
+            status = combine(would)
+            verdict = "not enforced (plain int8 before accuracy control): would " + (
+                "pass" if status == PASS else f"be {status}: " + "; ".join(
+                    f"{g.metric} = {g.value:.4g}" for g in would if g.status == status))
         lines.append(
             f"| {name} | {m['bytes']:,} | {m['accuracy']:.2%} | {lo:.2%} to {hi:.2%} | "
             f"{m['accuracy_diff_points']:+.2f} | {dlo:+.2f} to {dhi:+.2f} | {m['agreement']:.2%} | "
@@ -595,7 +591,10 @@ def markdown(report: ParityReport, gates: Gates) -> str:
         f"{gates.float_min_agreement}% of images and max abs {scores} diff <= {gates.float_max_logit_diff:g}; "
         f"fp16 and dynamic lose at most {gates.reduced_max_accuracy_loss} points; int8 variants lose at most "
         f"{gates.int8_max_accuracy_loss} points and agree on >= {gates.int8_min_agreement}%; TFLM agrees with "
-        f"LiteRT on >= {gates.micro_min_agreement_with_litert}%.",
+        f"LiteRT on >= {gates.micro_min_agreement_with_litert}%. Each is a verdict on its 95% interval: pass when "
+        "the interval lies within the bound, fail when it lies beyond it, inconclusive when it straddles it (the "
+        "images cannot tell; the line says about how many would); the largest logit difference is measured on "
+        "every image and decides on its value. Inconclusive exits 0, or 4 with `--strict`.",
         "",
         "## Per-class accuracy",
         "",

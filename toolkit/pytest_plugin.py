@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.verdicts import Verdict
+
 
 def pytest_addoption(parser) -> None:
     group = parser.getgroup("toolkit", "toolkit parity and gate checks of an export")
@@ -21,6 +23,18 @@ def pytest_addoption(parser) -> None:
     group.addoption("--toolkit-data-dir", default=None, metavar="DIR", help="MNIST IDX directory, if needed")
     group.addoption("--toolkit-max-bytes", action="append", default=[], metavar="VARIANT=N",
                     help="size budget for `toolkit gate`; repeatable")
+    group.addoption("--toolkit-accuracy-margin", type=float, default=0.1, metavar="PTS",
+                    help="`toolkit gate --accuracy-margin` (default: %(default)s)")
+    group.addoption("--toolkit-ship", nargs="+", default=(), metavar="VARIANT[@RUNTIME]",
+                    help="`toolkit gate --ship`: variants whose latency is re-measured and gated")
+    group.addoption("--toolkit-latency-margin", type=float, default=0.10, metavar="FRACTION",
+                    help="`toolkit gate --latency-margin` (default: %(default)s)")
+    group.addoption("--toolkit-latency-rounds", type=int, default=5, metavar="N",
+                    help="`toolkit gate --latency-rounds`; 0: no latency checks (default: %(default)s)")
+    group.addoption("--toolkit-max-arena", type=int, default=None, metavar="N",
+                    help="`toolkit gate --max-arena`: TFLM arena budget in bytes")
+    group.addoption("--toolkit-strict", action="store_true",
+                    help="an inconclusive verdict fails its test item (default: it is skipped, with why)")
 
 
 class _Results:
@@ -60,9 +74,14 @@ class _Results:
 
             self.parity()  # the new export's parity results and predictions must exist
             budgets = dict(item.split("=", 1) for item in self.config.getoption("--toolkit-max-bytes"))
-            self._gate = run_gate(GateConfig(baseline=Path(self.config.getoption("--toolkit-baseline")),
-                                             exports=self.exports, verbose=False,
-                                             max_bytes={k: int(v) for k, v in budgets.items()}))
+            option = self.config.getoption
+            data_dir = option("--toolkit-data-dir")
+            self._gate = run_gate(GateConfig(
+                baseline=Path(option("--toolkit-baseline")), exports=self.exports, verbose=False,
+                max_bytes={k: int(v) for k, v in budgets.items()}, max_arena=option("--toolkit-max-arena"),
+                accuracy_margin_points=option("--toolkit-accuracy-margin"), ship=tuple(option("--toolkit-ship")),
+                latency_margin=option("--toolkit-latency-margin"), latency_rounds=option("--toolkit-latency-rounds"),
+                data_dir=Path(data_dir) if data_dir else None, strict=option("--toolkit-strict")))
         return self._gate
 
 
@@ -84,18 +103,23 @@ class ToolkitItem(pytest.Item):
             gate = next((g for g in parity["variants"][variant]["gates"] if g["metric"] == metric), None)
             if gate is None:
                 pytest.skip(f"{variant}: gate {metric} does not apply to this run")
-            if not gate["passed"]:
-                raise ToolkitCheckFailed(f"{variant}: {metric} = {gate['value']:.6g} (must be {gate['op']} "
-                                         f"{gate['bound']:g})")
+            verdict = Verdict.from_json(gate)
+            self._decide(verdict.status, f"{variant}: {verdict}")
         else:
             _, index = self.check
             c = self.results.gate()["checks"][index]
-            if c["kind"] == "incomplete":  # a row the runtime could not load or run: the CLI exits 7
+            if c["status"] == "incomplete":  # a row the runtime could not load or run: the CLI exits 7
                 raise ToolkitCheckFailed(f"{c['name']}: {c['detail']}")
-            if c["passed"] is None:
+            if c["status"] == "info":
                 pytest.skip(c["detail"])
-            if not c["passed"]:
-                raise ToolkitCheckFailed(f"{c['kind']} {c['name']}: {c['detail']}")
+            self._decide(c["status"], f"{c['kind']} {c['name']}: {c['detail']}")
+
+    def _decide(self, status: str, text: str) -> None:
+        """The CLI's rule: fail fails; inconclusive is shown (a skip saying why) or, strict, fails."""
+        if status == "fail" or (status == "inconclusive" and self.config.getoption("--toolkit-strict")):
+            raise ToolkitCheckFailed(text)
+        if status == "inconclusive":
+            pytest.skip(f"INCONCLUSIVE: {text}")
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, ToolkitCheckFailed):
@@ -113,13 +137,14 @@ class ToolkitCheckFailed(AssertionError):
 def _parity_items(session, results: _Results) -> list[ToolkitItem]:
     from toolkit import artifacts
     from toolkit.config import Gates
-    from toolkit.parity import gates_for
+    from toolkit.verdicts import parity_gates
 
     manifest = artifacts.read_manifest(results.exports)
     items = []
     for e in manifest["artifacts"]:
-        metrics = {"accuracy_diff_points": 0.0, "agreement": 1.0, "max_abs_logit_diff": 0.0}
-        names = [g.metric for g in gates_for(e["quantization"], metrics, Gates())]
+        metrics = {"accuracy_diff_points": 0.0, "accuracy_diff_ci95_points": [0.0, 0.0], "agreement": 1.0,
+                   "max_abs_logit_diff": 0.0, "images": 1}
+        names = [g.metric for g in parity_gates(e["quantization"], metrics, Gates())]
         if e["format"] == "tflite-micro":
             names.append("agreement_with_litert_percent")
         for metric in names:

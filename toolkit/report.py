@@ -11,29 +11,46 @@ from toolkit.provenance import cpu_description, provenance
 REPORT = "report.md"
 
 
-def _winner(ranked: list[dict], figure) -> str:
-    """The fastest row, or the tie of every row whose p50 interval overlaps the fastest one's: a
-    winner is named only where a second run would not swap it."""
+def _winner(ranked: list[dict], figure, second_run_agrees: bool | None = None) -> str:
+    """The fastest row of one run, or the tie of every row whose p50 interval overlaps the fastest
+    one's. Within-run intervals say nothing about the next run on a shared machine, so a row is
+    called the winner only when a second run also ranks it first (``second_run_agrees``); from one
+    run it is "the fastest in this run"."""
     from toolkit.timing import tied
 
     best = ranked[0]
     if "p50_ci95_ms" not in best:  # results from before intervals were recorded
-        return f"`{best['variant']}` on {best['runtime']}, {figure(best)}"
+        return f"`{best['variant']}` on {best['runtime']}, {figure(best)} (fastest in this run)"
     leaders = [r for r in ranked if r is best or tied(best, r)]
     if len(leaders) == 1:
         lo, hi = best["p50_ci95_ms"]
-        return (f"`{best['variant']}` on {best['runtime']}, {figure(best)} (p50 95% CI {lo:.3f} to {hi:.3f} ms, "
-                f"clear of the next)")
+        text = (f"`{best['variant']}` on {best['runtime']}, {figure(best)} (p50 95% CI {lo:.3f} to {hi:.3f} ms, "
+                "apart from the next in this run")
+        if second_run_agrees:
+            return text + "; a second run ranks it first too: the winner)"
+        if second_run_agrees is False:
+            return text + "; a second run ranks another first: no winner)"
+        return text + "; one run: a second run may rank them differently)"
     names = ", ".join(f"`{r['variant']}` on {r['runtime']} ({figure(r)})" for r in leaders)
     return f"a tie between {names}: their p50 95% intervals overlap, so a second run could swap them"
 
 
-def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
-    """Which variant to ship for which need, derived from the measurements."""
+def _fastest_in(rows: list[dict], batch: int, threads: int, passed: set) -> tuple | None:
+    mine = [r for r in rows if r["batch_size"] == batch and r["threads"] == threads and r["variant"] in passed]
+    best = min(mine, key=lambda r: r["p50_ms"], default=None)
+    return (best["variant"], best["runtime"]) if best else None
+
+
+def recommendations(manifest: dict, parity: dict, bench: dict, second: dict | None = None) -> list[str]:
+    """Which variant to ship for which need, derived from the measurements. A fastest row is called
+    the winner only when a ``second`` bench run (same settings) ranks it first too."""
     passed = {name for name, v in parity["variants"].items() if v["passed"]}
     rows = [r for r in bench.get("results", []) if r["variant"] in passed]
+    undecided = sorted(n for n, v in parity["variants"].items() if _verdict(v) == "inconclusive")
     if not rows:
-        return ["No variant passed its parity gates: ship nothing until `toolkit parity` passes."]
+        return ["No variant passed its parity gates: ship nothing until `toolkit parity` passes."
+                + (f" Inconclusive on these test images: {', '.join(f'`{n}`' for n in undecided)}." if undecided
+                   else "")]
     threads = max(r["threads"] for r in rows)
     big = max(r["batch_size"] for r in rows)
     b1 = sorted((r for r in rows if r["batch_size"] == 1 and r["threads"] == threads), key=lambda r: r["p50_ms"])
@@ -41,10 +58,18 @@ def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
     sizes = {e["variant"]: e.get("model_bytes", e["bytes"]) for e in manifest["artifacts"] if e["variant"] in passed}
     smallest = min(sizes, key=sizes.get)
     out = []
+    def agrees(ranked: list[dict], batch: int) -> bool | None:
+        if second is None:
+            return None
+        return _fastest_in(second.get("results", []), batch, threads, passed) == (ranked[0]["variant"],
+                                                                                   ranked[0]["runtime"])
+
     if b1:
-        out.append(f"**Lowest latency (batch 1, {threads} thread(s))**: " + _winner(b1, lambda r: f"{r['p50_ms']:.3f} ms p50") + ".")
+        out.append(f"**Lowest latency (batch 1, {threads} thread(s))**: "
+                   + _winner(b1, lambda r: f"{r['p50_ms']:.3f} ms p50", agrees(b1, 1)) + ".")
     if bb and big != 1:
-        out.append(f"**Highest throughput (batch {big})**: " + _winner(bb, lambda r: f"{r['throughput']:,.0f} images/s") + ".")
+        out.append(f"**Highest throughput (batch {big})**: "
+                   + _winner(bb, lambda r: f"{r['throughput']:,.0f} images/s", agrees(bb, big)) + ".")
     ties = sorted(n for n in sizes if sizes[n] == sizes[smallest])
     out.append(f"**Smallest model**: {', '.join(f'`{n}`' for n in ties)}, {sizes[smallest]:,} bytes.")
     if "tflite-int8" in passed:
@@ -58,10 +83,18 @@ def recommendations(manifest: dict, parity: dict, bench: dict) -> list[str]:
         worst = max(parity["variants"][n]["max_abs_logit_diff"] for n in floats)
         out.append(f"**Closest to the trained model**: {', '.join(f'`{n}`' for n in floats)} (max abs logit "
                    f"difference {worst:.2g}).")
-    failed = sorted(set(parity["variants"]) - passed)
+    if undecided:
+        out.append(f"**Not proven on these test images**: {', '.join(f'`{n}`' for n in undecided)} (an inconclusive "
+                   "gate: the images cannot tell whether its bound holds; parity.md says about how many would).")
+    failed = sorted(n for n, v in parity["variants"].items() if _verdict(v) == "fail")
     if failed:
         out.append(f"**Do not ship**: {', '.join(f'`{n}`' for n in failed)} (failed parity gates).")
     return out
+
+
+def _verdict(v: dict) -> str:
+    """A parity.json variant's verdict (files from before verdicts: passed or failed)."""
+    return v.get("verdict") or ("pass" if v["passed"] else "fail")
 
 
 def build_report(exports: Path, bench_json: Path | None = None) -> str:
@@ -133,7 +166,7 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
                 sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
                 cells = [name, f"{e.get('model_bytes', e['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
                          f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
-                         "pass" if v["passed"] else "**FAIL**"]
+                         {"pass": "pass", "fail": "**FAIL**"}.get(_verdict(v), "**INCONCLUSIVE**")]
             else:
                 continue
             # one line per runtime the variant was timed on, at the most threads that runtime ran with
@@ -176,11 +209,15 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
             from toolkit.parity import control_markdown
 
             lines += control_markdown(parity["accuracy_control"], parity["variants"], heading="###") + [""]
-        failed = [(n, g) for n, v in parity["variants"].items() for g in v["gates"] if not g["passed"]]
-        if failed:
-            lines += ["### Failed gates", ""]
-            lines += [f"- `{n}`: {g['metric']} = {g['value']:.6g}, must be {g['op']} {g['bound']:g}" for n, g in failed]
-            lines.append("")
+        from toolkit.verdicts import Verdict
+
+        for status, title in (("fail", "Failed gates"), ("inconclusive", "Inconclusive gates (the test images cannot "
+                                                                        "tell; exit 0 unless --strict)")):
+            shown = [(n, Verdict.from_json(g)) for n, v in parity["variants"].items() if "informational" not in v
+                     for g in v["gates"]]
+            shown = [(n, g) for n, g in shown if g.status == status]
+            if shown:
+                lines += [f"### {title}", ""] + [f"- `{n}`: {g}" for n, g in shown] + [""]
         lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
         footprint_path = exports / "footprint.json"
         if footprint_path.is_file():

@@ -3,8 +3,9 @@
 written into a file. The JSON records keep the real time in their own provenance fields.
 
 A ``.keras`` archive carries two times: the zip entry of its weights file and ``date_saved`` in its
-``metadata.json``. With ``SOURCE_DATE_EPOCH`` set, both are set to that time (UTC), so the same
-weights give the same bytes.
+``metadata.json``. With ``SOURCE_DATE_EPOCH`` set, both are set to that time (UTC), and the Python
+object ids Keras writes as ``shared_object_id`` are renumbered, so the same weights give the same bytes
+in any process.
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ def source_date_epoch() -> int | None:
     return epoch
 
 
+def renumber_shared_objects(config):
+    """Keras writes ``shared_object_id`` (a Python ``id()``) where layers share one object (the dtype
+    policy layers share after bf16 training): a number that differs in every process. Renumbered
+    0, 1, 2, ... in the order the ids first appear, which keeps what they mean (equal ids, one object)."""
+    numbers: dict = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: (numbers.setdefault(v, len(numbers)) if k == "shared_object_id" else walk(v))
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(config)
+
+
 def normalize_keras_archive(path: Path, epoch: int) -> None:
     """Rewrite a .keras zip in place with every entry dated ``epoch`` and ``date_saved`` set to it."""
     path = Path(path)
@@ -45,6 +63,8 @@ def normalize_keras_archive(path: Path, epoch: int) -> None:
     with zipfile.ZipFile(path) as src, zipfile.ZipFile(buf, "w") as dst:
         for info in src.infolist():
             data = src.read(info.filename)
+            if info.filename == "config.json":
+                data = json.dumps(renumber_shared_objects(json.loads(data))).encode()
             if info.filename == "metadata.json":
                 meta = json.loads(data)
                 if "date_saved" in meta:

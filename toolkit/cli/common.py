@@ -166,3 +166,9 @@ def train_config(args: argparse.Namespace, out: Path):
         dataset=args.dataset, test_fraction=args.test_fraction, preprocess=preprocess_options(args),
         verbose=not getattr(args, "quiet", False),
     )
+
+
+def strict_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="an inconclusive verdict (the images cannot tell whether a bound holds) exits 4 like a "
+                   "failed one; without it inconclusive verdicts are shown prominently and exit 0")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from toolkit.cli.common import exports_arg
+from toolkit.cli.common import exports_arg, quiet_arg, strict_arg
 
 
 def _budget(text: str) -> tuple[str, int]:
@@ -18,28 +19,31 @@ def _budget(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected VARIANT=BYTES, got {text!r}") from None
 
 
-def _bool(text: str) -> bool:
-    if text.lower() in ("true", "yes", "1"):
-        return True
-    if text.lower() in ("false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def gate_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     p.add_argument("--baseline", type=Path, required=True, metavar="OLD_DIR",
                    help="the export to compare against (a directory with manifest.json, parity.json and its "
-                   "predictions, and optionally bench.json, as the commands write them)")
+                   "predictions, as the commands write them)")
     exports_arg(p)
+    p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
+                   help="MNIST IDX directory, for the images the latency re-measurement feeds (default: "
+                   "$TOOLKIT_DATA_DIR)")
     p.add_argument("--accuracy-margin", type=float, default=0.1, metavar="PTS",
-                   help="non-inferiority margin: the upper 95%% bound of each variant's accuracy drop, new against "
-                   "old on the same images, must stay under this many points (default: %(default)s)")
+                   help="non-inferiority margin: each variant's accuracy drop, new against old on the same images, "
+                   "must be at most this many points on its interval (default: %(default)s)")
+    p.add_argument("--ship", nargs="+", default=(), metavar="VARIANT[@RUNTIME]",
+                   help="the variants whose latency is gated, each on its format's reference runtime or the one "
+                   "named (default: the int8 variants in both exports)")
+    p.add_argument("--latency-batch-sizes", type=_int_list, default=(1,), metavar="N,N,...",
+                   help="batch sizes of the latency checks (default: 1)")
+    p.add_argument("--latency-threads", type=_int_list, default=(1,), metavar="N,N,...",
+                   help="thread counts of the latency checks (default: 1)")
     p.add_argument("--latency-margin", type=float, default=0.10, metavar="FRACTION",
-                   help="relative margin: a p50/p90 regression only when the new 95%% interval lies above the old "
-                   "upper bound times 1 + FRACTION (default: %(default)s)")
-    p.add_argument("--same-machine-only", type=_bool, default=True, metavar="true|false",
-                   help="gate latency only on rows measured on the same kind of machine as the baseline (CPU model, "
-                   "cores, GPUs); other rows are reported (default: true)")
+                   help="the new p50 may be at most 1 + FRACTION times the old, on the interval of the re-measured "
+                   "ratio (default: %(default)s)")
+    p.add_argument("--latency-rounds", type=int, default=5, metavar="N",
+                   help="fresh processes re-measuring baseline and new file in turns; 0: no latency checks "
+                   "(default: %(default)s; at least 3)")
     p.add_argument("--max-bytes", type=_budget, action="append", default=[], metavar="VARIANT=N",
                    help="size budget for a variant's model bytes; repeatable")
     p.add_argument("--max-arena", type=int, default=None, metavar="N",
@@ -47,6 +51,17 @@ def gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON verdict (default: DIR/gate.json; .md beside it)")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="also write the verdict as JUnit XML")
+    strict_arg(p)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def gate_run(args: argparse.Namespace) -> int:
@@ -54,20 +69,29 @@ def gate_run(args: argparse.Namespace) -> int:
     from toolkit.gate import GateConfig, print_verdict, run_gate, write_outputs
 
     cfg = GateConfig(baseline=args.baseline, exports=args.exports, accuracy_margin_points=args.accuracy_margin,
-                     latency_margin=args.latency_margin, same_machine_only=args.same_machine_only,
-                     max_bytes=dict(args.max_bytes), max_arena=args.max_arena, json_path=args.json, junit=args.junit)
+                     latency_margin=args.latency_margin, ship=tuple(args.ship),
+                     latency_batch_sizes=args.latency_batch_sizes, latency_threads=args.latency_threads,
+                     latency_rounds=args.latency_rounds, data_dir=args.data_dir, max_bytes=dict(args.max_bytes),
+                     max_arena=args.max_arena, json_path=args.json, junit=args.junit, strict=args.strict,
+                     verbose=not args.quiet)
     doc = run_gate(cfg)
     paths = write_outputs(doc, cfg)
     print_verdict(doc)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
-    if not doc["passed"]:
-        raise GateError(f"{doc['summary']['failed']} gate check(s) failed against {args.baseline}",
-                        hint=f"see {paths['markdown']}")
-    if doc["summary"]["incomplete"]:
+    s = doc["summary"]
+    if s["failed"]:
+        raise GateError(f"{s['failed']} gate check(s) failed against {args.baseline}", hint=f"see {paths['markdown']}")
+    if s["incomplete"]:
         from toolkit.errors import PartialError
 
-        raise PartialError(f"{doc['summary']['incomplete']} row(s) of the new export could not be checked or "
-                           "measured; every other check passed", hint=f"see {paths['markdown']}")
+        raise PartialError(f"{s['incomplete']} row(s) of the new export could not be checked or "
+                           "measured; no other check failed", hint=f"see {paths['markdown']}")
+    if s["inconclusive"]:
+        print(f"INCONCLUSIVE: {s['inconclusive']} check(s) cannot be decided on these measurements (each line says "
+              "what would decide it)", file=sys.stderr)
+        if args.strict:
+            raise GateError(f"{s['inconclusive']} gate check(s) inconclusive (--strict)",
+                            hint=f"see {paths['markdown']}")
     return 0
 
 
@@ -75,9 +99,13 @@ COMMANDS = {
     "gate": (
         gate_args, gate_run,
         "compare an export with a baseline for CI: accuracy, latency, size",
-        "Compare DIR (the new export) with --baseline OLD_DIR and fail (exit 4) when a variant got less "
-        "accurate (non-inferiority on the same test images), slower (p50/p90 intervals beyond a relative "
-        "margin), bigger than a budget, stopped passing its own parity gates, or disappeared. Writes a "
-        "Markdown and JSON verdict with one line per check, and --junit XML.",
+        "Compare DIR (the new export) with --baseline OLD_DIR and fail (exit 4) when the data show a variant "
+        "got less accurate (non-inferiority on the same test images: the same file passes without sampling), "
+        "slower (the shipped variants are re-measured, baseline and new in turns in fresh processes, and the "
+        "interval of their p50 ratio lies beyond 1 + --latency-margin), bigger than a budget, stopped passing "
+        "its own parity gates, or disappeared. Each check is pass, fail or inconclusive on its interval; "
+        "inconclusive exits 0 unless --strict; the accuracy and the latency checks are each held to a 5%% "
+        "family-wise false-alarm rate. Writes a Markdown and JSON verdict with one line per check, and "
+        "--junit XML.",
     ),
 }

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from toolkit.cli.common import dataset_args, exports_arg, positive_int, quiet_arg
+from toolkit.cli.common import dataset_args, exports_arg, positive_int, quiet_arg, strict_arg
 
 
 def _gate_help() -> str:
@@ -45,6 +45,7 @@ def parity_args(p: argparse.ArgumentParser) -> None:
                    "time): a fixed-seed sample of N, or all (default: %(default)s)")
     p.add_argument("--diagnose", metavar="VARIANT", default=None,
                    help="for an int8 variant: per-layer quantization error table instead of parity")
+    strict_arg(p)
 
 
 def _count_or_all(text: str) -> int | None:
@@ -79,7 +80,7 @@ def parity_run(args: argparse.Namespace) -> int:
         model=args.model, variants=tuple(args.variants), runtimes=tuple(args.runtimes),
         device=args.device, reference_runtime=args.reference_runtime,
         json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
-        diagnose=args.diagnose, micro_images=args.micro_images, verbose=not args.quiet,
+        diagnose=args.diagnose, micro_images=args.micro_images, strict=args.strict, verbose=not args.quiet,
     )
     if cfg.diagnose:
         from toolkit.diagnose import diagnose, format_table
@@ -103,10 +104,10 @@ def parity_run(args: argparse.Namespace) -> int:
         lo, hi = m["accuracy_diff_ci95_points"]
         print(f"{name:<{w}} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} {m['disagreements']:>8} "
-              f"{m['mcnemar_p']:>9.3g}  {'pass' if v else 'FAIL'}"
+              f"{m['mcnemar_p']:>9.3g}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}"
               + (f"  (TFLM, {m['images']} images)" if m.get("images") != len(report.labels) else ""))
     print(f"wrote {paths['json']}, {paths['markdown']} and {paths['png']}")
-    report.raise_if_failed("parity", paths['markdown'])
+    report.raise_if_failed("parity", paths['markdown'], strict=args.strict)
     report.raise_if_incomplete("parity", paths['markdown'])
     return 0
 

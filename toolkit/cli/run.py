@@ -13,6 +13,7 @@ from toolkit.cli.common import (
     preprocess_args,
     preprocess_options,
     quiet_arg,
+    strict_arg,
     train_config,
 )
 
@@ -34,6 +35,7 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-fallback", action="store_true",
                    help="with --device cuda: benchmark on the CPU where the GPU is unusable")
     preprocess_args(p)
+    strict_arg(p)
 
 
 def run_run(args: argparse.Namespace) -> int:
@@ -46,7 +48,7 @@ def run_run(args: argparse.Namespace) -> int:
         raise UsageError("--resize needs a model to take the size from: give --model (or --skip-train); "
                          "training builds the model for the images' own size")
     options = preprocess_options(args)
-    train_options = replace(options, resize=False)
+    train_options = replace(options, resize=False, input_size=None)
     train_cfg = replace(train_config(args, exports), preprocess=train_options)
     cfg = RunConfig(
         train=train_cfg,
@@ -73,13 +75,13 @@ def run_run(args: argparse.Namespace) -> int:
         size = m.get("model_bytes", m["bytes"])
         sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
         print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
-              f"{m['agreement']:>10.2%}  {'pass' if v else 'FAIL'}{sample}")
+              f"{m['agreement']:>10.2%}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}{sample}")
     from toolkit.export import failure_lines
 
     for line in failure_lines(result["manifest"]):
         print(line)
     print(f"\nreport: {result['paths']['report']}")
-    report.raise_if_failed("run", result['paths']['report'])
+    report.raise_if_failed("run", result['paths']['report'], strict=args.strict)
     if result["manifest"]["failed"]:
         from toolkit.errors import PartialExportError
 

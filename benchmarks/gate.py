@@ -1,0 +1,264 @@
+"""`toolkit gate` measured: does it pass unchanged artifacts (A/A) and catch real regressions (A/B),
+with its defaults, on this shared 2-core machine while other work runs on it?
+
+    python benchmarks/gate.py [--exports exports] [--work DIR] [--rounds 20] [--out benchmarks/results]
+
+- **A/A (latency and accuracy)**: a byte-for-byte copy of the export in ``--exports`` (with its parity
+  results), gated against the original ``--rounds`` times with the defaults (every run re-measures the
+  shipped variants, baseline and new file in turns in fresh processes) while a background process
+  loads one core in bursts (a single-threaded matrix product, on for 0.5-2 s, off for 0-1 s, seeded).
+  Each run is independent. Expected: at least 19 of 20 pass.
+- **A/B latency**: the same network with conv2 1.3x wider (83 filters instead of 64; 1.3x the
+  multiply-adds of the layers that dominate), trained with the same recipe and exported; its
+  int8 files replace the shipped int8 variants of a copy. Gated ``--rounds`` times with the defaults
+  under the same load. Expected: exit 4 with the latency checks failing, every time. The ratio the
+  gate measured is reported.
+- **A/B accuracy**: a copy whose int8 files come from the same CNN trained for one epoch instead of six
+  (about half a point less accurate on 10,000 test images; measured and reported). Gated with the defaults
+  ``--rounds`` times (accuracy is deterministic; latency is measured too). Expected: exit 4 with the
+  accuracy checks failing, every time.
+
+Writes results/gate.json and GATE.md (every number from the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_manifest  # noqa: E402
+from toolkit.provenance import provenance, sha256_file  # noqa: E402
+
+LOAD_SCRIPT = """
+import time, numpy as np
+rng = np.random.default_rng(0)
+a = rng.random((384, 384), dtype=np.float32)
+while True:
+    end = time.perf_counter() + rng.uniform(0.5, 2.0)
+    while time.perf_counter() < end:
+        a = np.tanh(a @ a)
+    time.sleep(rng.uniform(0.0, 1.0))
+"""
+
+
+def toolkit(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SystemExit(f"toolkit {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def background_load(env: dict) -> subprocess.Popen:
+    single = {**env, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT], env=single, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def replace_int8(target: Path, source: Path) -> list[str]:
+    """Put the int8 files (and their records) of export ``source`` in place of ``target``'s."""
+    manifest = read_manifest(target)
+    theirs = {e["variant"]: e for e in read_manifest(source)["artifacts"]}
+    replaced = []
+    for entry in manifest["artifacts"]:
+        other = theirs.get(entry["variant"])
+        if entry["quantization"] != "int8" or other is None or entry["format"] == "tflite-micro":
+            continue
+        shutil.copyfile(source / other["path"], target / entry["path"])
+        entry.update({k: other[k] for k in ("bytes", "sha256", "inputs", "outputs", "calibration") if k in other})
+        if "model_bytes" in other:
+            entry["model_bytes"] = other["model_bytes"]
+        replaced.append(entry["variant"])
+    atomic_write_json(target / "manifest.json", manifest)
+    return replaced
+
+
+def train_variant(out: Path, env: dict, *, wide: bool, epochs: int | None) -> Path:
+    """The seed CNN (or its conv2 1.3x wider), trained with the toolkit's recipe (``epochs``: None for the
+    default), exported."""
+    out.mkdir(parents=True, exist_ok=True)
+    script = f"""
+import sys
+sys.path.insert(0, {str(HERE.parent)!r})
+from pathlib import Path
+from toolkit.config import TrainConfig
+from toolkit import model as m, train
+if {wide}:
+    def wide_cnn(dropout=0.5, shape=m.MNIST_SHAPE, classes=m.MNIST_CLASSES):
+        import keras
+        from keras import layers
+        inputs = keras.Input(shape=tuple(shape), name=m.INPUT_NAME)
+        x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
+        x = layers.MaxPooling2D(2, name="pool1")(x)
+        x = layers.Conv2D(83, 5, padding="same", activation="relu", name="conv2")(x)
+        x = layers.MaxPooling2D(2, name="pool2")(x)
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(1024, activation="relu", name="fc1")(x)
+        x = layers.Dropout(0.5 if dropout is None else dropout, name="dropout")(x)
+        return keras.Model(inputs, layers.Dense(classes, name=m.OUTPUT_NAME)(x), name="seed_cnn")
+    import dataclasses
+    m.ARCHITECTURES["cnn"] = dataclasses.replace(m.ARCHITECTURES["cnn"], build=wide_cnn)
+train.train(TrainConfig.for_arch("cnn", out=Path({str(out)!r}), epochs={epochs!r}, verbose=False))
+"""
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    toolkit("export", "--exports", str(out), "--format", "all", "--quantize", "int8", "--force", env=env)
+    return out
+
+
+def gate(baseline: Path, new: Path, work: Path, env: dict, tag: str) -> dict:
+    start = time.perf_counter()
+    proc = toolkit("gate", "--baseline", str(baseline), "--exports", str(new), "--json", str(work / f"{tag}.json"),
+                   "--quiet", env=env, check=False)
+    doc = json.loads((work / f"{tag}.json").read_text())
+    checks = [c for c in doc["checks"] if c["kind"] in ("accuracy", "latency")]
+    return {"exit_code": proc.returncode, "verdict": doc["verdict"], "seconds": round(time.perf_counter() - start, 1),
+            "checks": [{"kind": c["kind"], "name": c["name"], "status": c["status"],
+                        **({"ratio": c["values"]["ratio"], "ratio_interval": c["values"]["ratio_interval"]}
+                           if c["kind"] == "latency" else {}),
+                        **({"drop_points": c["values"]["drop_points"], "drop_interval_points":
+                            c["values"]["drop_interval_points"]} if c["kind"] == "accuracy" and "drop_points"
+                           in c.get("values", {}) else {})} for c in checks]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", type=Path, default=Path("exports"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/toolkit-gate-bench"))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    args = parser.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    work = args.work
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    baseline = work / "baseline"
+    shutil.copytree(args.exports, baseline, ignore=shutil.ignore_patterns("bench*", "gate*", "report*"))
+    if not (baseline / "parity.json").is_file():
+        toolkit("parity", "--exports", str(baseline), "--quiet", env=env)
+
+    same = work / "same"
+    shutil.copytree(baseline, same)
+    slow_src = train_variant(work / "wide-src", env, wide=True, epochs=None)
+    slow = work / "slower"
+    shutil.copytree(baseline, slow)
+    slow_replaced = replace_int8(slow, slow_src)
+    toolkit("parity", "--exports", str(slow), "--quiet", env=env, check=False)
+    weak_src = train_variant(work / "weak-src", env, wide=False, epochs=1)
+    weak = work / "worse"
+    shutil.copytree(baseline, weak)
+    weak_replaced = replace_int8(weak, weak_src)
+    toolkit("parity", "--exports", str(weak), "--quiet", env=env, check=False)
+    parity = {name: json.loads((d / "parity.json").read_text()) for name, d in
+              (("baseline", baseline), ("slower", slow), ("worse", weak))}
+
+    load = background_load(env)
+    runs: dict[str, list[dict]] = {"aa": [], "ab_latency": [], "ab_accuracy": []}
+    try:
+        for i in range(args.rounds):
+            for key, new in (("aa", same), ("ab_latency", slow), ("ab_accuracy", weak)):
+                runs[key].append(gate(baseline, new, work, env, f"{key}-{i}"))
+                r = runs[key][-1]
+                print(f"{key} {i + 1}/{args.rounds}: exit {r['exit_code']} ({r['verdict']}, {r['seconds']} s)",
+                      flush=True)
+    finally:
+        load.kill()
+
+    def summary(key: str) -> dict:
+        rs = runs[key]
+        latency = [c for r in rs for c in r["checks"] if c["kind"] == "latency"]
+        return {"runs": len(rs), "exit_0": sum(r["exit_code"] == 0 for r in rs),
+                "exit_4": sum(r["exit_code"] == 4 for r in rs),
+                "verdicts": {v: sum(r["verdict"] == v for r in rs) for v in ("pass", "inconclusive", "fail")},
+                "latency_statuses": {s: sum(c["status"] == s for c in latency) for s in ("pass", "inconclusive", "fail")},
+                "latency_ratio_median": float(np.median([c["ratio"] for c in latency])) if latency else None,
+                "latency_ratio_range": [float(min(c["ratio"] for c in latency)), float(max(c["ratio"] for c in latency))]
+                if latency else None,
+                "accuracy_failed_runs": sum(any(c["kind"] == "accuracy" and c["status"] == "fail" for c in r["checks"])
+                                            for r in rs),
+                "seconds_median": float(np.median([r["seconds"] for r in rs]))}
+
+    acc = lambda p, v: p["variants"][v]["accuracy"]  # noqa: E731
+    doc = {
+        "rounds": args.rounds,
+        "defaults": "toolkit gate --baseline B --exports N (accuracy margin 0.1 points, latency margin 10%, the int8 "
+                    "variants at batch 1, 1 thread, 5 re-measurement rounds)",
+        "load": "a single-threaded 384x384 float32 matrix product loop in bursts of 0.5-2 s, idle 0-1 s between, "
+                "running for the whole benchmark",
+        "cases": {
+            "aa": {"what": "a byte-for-byte copy of the export", **summary("aa")},
+            "ab_latency": {"what": "the int8 files of the same CNN with conv2 1.3x wider (83 filters), trained with "
+                                   "the same recipe", "replaced": slow_replaced, **summary("ab_latency")},
+            "ab_accuracy": {"what": "the int8 files of the same CNN trained for one epoch instead of six",
+                            "replaced": weak_replaced, **summary("ab_accuracy"),
+                            "test_accuracy": {v: {"baseline": acc(parity["baseline"], v), "new": acc(parity["worse"], v)}
+                                              for v in weak_replaced}},
+        },
+        "runs": runs,
+        "export": {"path": str(args.exports), "generation": read_manifest(args.exports).get("generation"),
+                   "model_sha256": sha256_file(args.exports / "model.keras")},
+        "provenance": provenance(),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "gate.json", doc)
+    atomic_write_text(HERE / "GATE.md", markdown(doc))
+    print(f"wrote {args.out / 'gate.json'} and {HERE / 'GATE.md'}")
+    return 0
+
+
+def markdown(doc: dict) -> str:
+    from toolkit.provenance import cpu_description
+
+    m = doc["provenance"]["machine"]
+    c = doc["cases"]
+    aa, lat, acc = c["aa"], c["ab_latency"], c["ab_accuracy"]
+    lines = [
+        "# The CI gate, measured: A/A and A/B",
+        "",
+        "Generated by `python benchmarks/gate.py` from `results/gate.json`; every number below is read from it.",
+        "",
+        f"**Machine**: {cpu_description(m)}, {m['cpu_count']} cores, shared. Commit "
+        f"`{doc['provenance']['git_commit']}`, {doc['provenance']['created']}. **Defaults**: {doc['defaults']}. "
+        f"**Background load** during every run: {doc['load']}.",
+        "",
+        "| case | what | runs | exit 0 | exit 4 | verdict pass / inconclusive / fail | latency checks pass / "
+        "inconclusive / fail | measured p50 ratio, median (range) | median seconds per gate run |",
+        "|---|---|---:|---:|---:|---|---|---|---:|",
+    ]
+    for name, case in (("A/A", aa), ("A/B latency", lat), ("A/B accuracy", acc)):
+        v, ls = case["verdicts"], case["latency_statuses"]
+        ratio = (f"{case['latency_ratio_median']:.3f} ({case['latency_ratio_range'][0]:.3f} to "
+                 f"{case['latency_ratio_range'][1]:.3f})") if case["latency_ratio_median"] else "-"
+        lines.append(f"| {name} | {case['what']} | {case['runs']} | {case['exit_0']} | {case['exit_4']} | "
+                     f"{v['pass']} / {v['inconclusive']} / {v['fail']} | {ls['pass']} / {ls['inconclusive']} / "
+                     f"{ls['fail']} | {ratio} | {case['seconds_median']:.0f} |")
+    lines += ["", "Test accuracy of the A/B accuracy case (parity on all test images):", "",
+              "| variant | baseline | new | drop (points) |", "|---|---:|---:|---:|"]
+    for variant, a in acc["test_accuracy"].items():
+        lines.append(f"| {variant} | {a['baseline']:.2%} | {a['new']:.2%} | {(a['baseline'] - a['new']) * 100:+.2f} |")
+    passed_aa = aa["exit_0"]
+    lines += [
+        "",
+        f"- **A/A**: {passed_aa} of {aa['runs']} runs exit 0 ({aa['verdicts']['pass']} pass, "
+        f"{aa['verdicts']['inconclusive']} inconclusive); none may fail more often than the 5% family-wise "
+        "rate the gate is built for.",
+        f"- **A/B latency**: {lat['exit_4']} of {lat['runs']} runs exit 4; the latency checks failed "
+        f"{lat['latency_statuses']['fail']} times of {sum(lat['latency_statuses'].values())}.",
+        f"- **A/B accuracy**: {acc['accuracy_failed_runs']} of {acc['runs']} runs fail an accuracy check "
+        f"({acc['exit_4']} exit 4).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
