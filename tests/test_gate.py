@@ -179,6 +179,19 @@ def test_pytest_plugin_one_item_per_variant_and_gate(pytester, export_copy, data
     result.stdout.fnmatch_lines(["FAILED*toolkit::parity::onnx::agreement_percent*"])
 
 
+def test_pytest_plugin_passes_a_copy_of_an_export_against_itself(pytester, baseline, tmp_path, data_dir):
+    """The plugin asks the gate's questions with the gate's rules: a byte-for-byte copy, TFLM included, has no
+    failing item (the same file passes; the re-measured shipped variant is no regression)."""
+    copy = shutil.copytree(baseline, tmp_path / "copy")
+    result = pytester.runpytest("--toolkit-exports", str(copy), "--toolkit-baseline", str(baseline),
+                                "--toolkit-data-dir", str(data_dir.resolve()), "--toolkit-ship", "tflite-int8",
+                                "--toolkit-latency-rounds", "3", "-p", "no:cacheprovider", "-rA")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 10, result.stdout.lines[-30:]
+    result.stdout.fnmatch_lines(["PASSED*toolkit::gate::accuracy::tflite-micro*"])
+    result.stdout.fnmatch_lines(["*toolkit::gate::latency::tflite-int8/litert/batch 1/1 thr*"])
+
+
 # ----------------------------------------------------------------------------- jobs side by side
 def _toolkit(*args: str, data_dir: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLKIT_DATA_DIR": str(data_dir)}
