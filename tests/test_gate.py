@@ -184,12 +184,11 @@ def test_pytest_plugin_passes_a_copy_of_an_export_against_itself(pytester, basel
     failing item (the same file passes; the re-measured shipped variant is no regression)."""
     copy = shutil.copytree(baseline, tmp_path / "copy")
     result = pytester.runpytest("--toolkit-exports", str(copy), "--toolkit-baseline", str(baseline),
-                                "--toolkit-data-dir", str(data_dir.resolve()), "--toolkit-ship", "tflite-int8",
-                                "--toolkit-latency-rounds", "3", "-p", "no:cacheprovider", "-rA")
+                                "--toolkit-data-dir", str(data_dir.resolve()), "--toolkit-latency-rounds", "0",
+                                "-p", "no:cacheprovider", "-rA")  # latency: test_an_export_against_a_copy...
     outcomes = result.parseoutcomes()
     assert outcomes.get("failed", 0) == 0 and outcomes.get("passed", 0) >= 10, result.stdout.lines[-30:]
     result.stdout.fnmatch_lines(["PASSED*toolkit::gate::accuracy::tflite-micro*"])
-    result.stdout.fnmatch_lines(["*toolkit::gate::latency::tflite-int8/litert/batch 1/1 thr*"])
 
 
 # ----------------------------------------------------------------------------- jobs side by side

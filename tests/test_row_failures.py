@@ -144,3 +144,27 @@ def test_gate_and_report_list_the_failed_rows(export_copy, refusing_runtime, tmp
     assert "### Rows that failed" in report
     assert "parity: `onnx-int8@refuses-int8` on refuses-int8 (load)" in report
     assert "bench: onnx-int8 on refuses-int8 (cpu, threads 1, batch 1,4, load)" in report
+
+
+def test_one_helper_for_an_exception_message():
+    """Never empty (the type name for an empty message), OpenVINO's location lines skipped, the real reason kept
+    when the first informative line stops at a nested location (EfficientNetB0's tflite-dynamic, measured)."""
+    from toolkit.errors import first_line, whole_message
+
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert first_line(ValueError("bad value\nmore")) == "bad value"
+    openvino = ("Exception from src/inference/src/cpp/core.cpp:117:\nException from src/core/src/pass/graph_rewrite.cpp:"
+                "298:\n[TransposeToReshape] END: node: Transpose_3550 CALLBACK HAS THROWN: Exception from "
+                "src/core/src/shape_util.cpp:66:\nAccessing out-of-range dimension\n")
+    assert first_line(RuntimeError(openvino), None) == ("[TransposeToReshape] END: node: Transpose_3550 CALLBACK HAS "
+                                                        "THROWN: Exception from src/core/src/shape_util.cpp:66: ... "
+                                                        "Accessing out-of-range dimension")
+    assert len(first_line(RuntimeError("x" * 1000))) == 300
+    assert whole_message(RuntimeError(openvino)).endswith("| Accessing out-of-range dimension")
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "toolkit"
+    for path in package.rglob("*.py"):  # the idiom the helper replaced: nowhere else
+        assert "splitlines()[0]" not in path.read_text() and "splitlines() or [" not in path.read_text(), path
+        ast.parse(path.read_text())

@@ -34,7 +34,13 @@ def first_line(exc: BaseException | str, limit: int | None = 300) -> str:
     lines = message_lines(exc)
     informative = [line for line in lines if not line.startswith(_WHERE)]
     line = (informative or lines or [type(exc).__name__ if not isinstance(exc, str) else ""])[0]
-    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."
+    if len(informative) > 1 and line.endswith(":"):
+        # the line stops at a nested location (OpenVINO: "... CALLBACK HAS THROWN: Exception from x.cpp:66:"):
+        # the reason is the last line ("Accessing out-of-range dimension")
+        line = f"{line} ... {informative[-1]}"
+    if limit is not None and len(line) > limit:
+        line = line[: limit - 3] + "..."
+    return line
 
 
 def whole_message(exc: BaseException | str, limit: int = 4000) -> str:

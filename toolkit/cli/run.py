@@ -34,6 +34,9 @@ def run_args(p: argparse.ArgumentParser) -> None:
                    help="benchmark device (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="with --device cuda: benchmark on the CPU where the GPU is unusable")
+    p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME",
+                   help="the runtimes the benchmark times (default: bench's default set; `toolkit bench --help` "
+                   "lists them)")
     preprocess_args(p)
     strict_arg(p)
 
@@ -47,6 +50,12 @@ def run_run(args: argparse.Namespace) -> int:
     if args.resize and not (args.model or args.skip_train):
         raise UsageError("--resize needs a model to take the size from: give --model (or --skip-train); "
                          "training builds the model for the images' own size")
+    if args.runtimes:  # checked before anything is trained, not after
+        from toolkit import runners
+
+        unknown = [r for r in args.runtimes if r not in runners.names()]
+        if unknown:
+            raise UsageError(f"--runtimes: unknown runtime(s) {', '.join(unknown)} (known: {', '.join(runners.names())})")
     options = preprocess_options(args)
     train_options = replace(options, resize=False, input_size=None)
     train_cfg = replace(train_config(args, exports), preprocess=train_options)
@@ -57,6 +66,7 @@ def run_run(args: argparse.Namespace) -> int:
                             verbose=not args.quiet),
         parity=ParityConfig(exports=exports, data_dir=args.data_dir, verbose=not args.quiet),
         bench=BenchConfig(exports=exports, data_dir=args.data_dir, batch_sizes=(1, 32), device=args.device,
+                          runtimes=tuple(args.runtimes),
                           allow_fallback=args.allow_fallback, verbose=not args.quiet),
         skip_train=args.skip_train or args.model is not None, skip_bench=args.skip_bench, verbose=not args.quiet,
     )
