@@ -129,12 +129,12 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     baseline = work / "baseline"
-    shutil.copytree(args.exports, baseline, ignore=shutil.ignore_patterns("bench*", "gate*", "report*"))
+    shutil.copytree(args.exports, baseline, ignore=shutil.ignore_patterns("bench*", "gate*", "report*"), symlinks=True)
     if not (baseline / "parity.json").is_file():
         toolkit("parity", "--exports", str(baseline), "--quiet", env=env)
 
     same = work / "same"
-    shutil.copytree(baseline, same)
+    shutil.copytree(baseline, same, symlinks=True)
     slow = train_variant(work / "slower", env, wide=True, epochs=None)
     weak = train_variant(work / "worse", env, wide=False, epochs=1, train_limit=WEAK_TRAIN_LIMIT)
     parity = {name: json.loads((d / "parity.json").read_text()) for name, d in

@@ -75,7 +75,7 @@ def quick_export(quick_model, data_dir) -> Path:
 def export_copy(quick_export, tmp_path) -> Path:
     """A private copy of the quick export, safe to modify."""
     dest = tmp_path / "exports"
-    shutil.copytree(quick_export, dest)
+    shutil.copytree(quick_export, dest, symlinks=True)
     return dest
 
 

@@ -153,8 +153,26 @@ def test_force_replaces_and_cleans_old_generation(export_copy, data_dir):
                       exporters.select("onnx", ("int8",)))
     assert [e["variant"] for e in manifest["artifacts"]] == ["onnx-int8"]
     assert manifest["artifacts"][0]["calibration"]["method"] == "entropy"
-    dirs = sorted(p.name for p in export_copy.iterdir() if p.is_dir())
+    dirs = sorted(p.name for p in export_copy.iterdir() if p.is_dir() and not p.is_symlink())
     assert dirs == [f"artifacts-{manifest['generation']}"] and old not in dirs[0]
+    # the file to ship under a path that does not change: DIR/current follows the live generation
+    assert (export_copy / "current").resolve() == (export_copy / dirs[0]).resolve()
+    assert (export_copy / "current" / "onnx-int8.onnx").is_file()
+
+
+def test_labels_file_and_the_files_to_ship_in_the_report(quick_export):
+    """labels.txt holds the class names in output order; the report names each file under current/ with its
+    input/output dtype, scale and zero point."""
+    manifest = _manifest(quick_export)
+    labels = (quick_export / "current" / "labels.txt").read_text().splitlines()
+    assert labels == [str(k) for k in range(10)] and manifest["labels"]["classes"] == 10
+    from toolkit.report import shipping_table
+
+    text = "\n".join(shipping_table(manifest, {"variants": {}}))
+    entry = _entry(quick_export, "tflite-int8")
+    scale, zero = entry["inputs"][0]["scale"], entry["inputs"][0]["zero_point"]
+    assert "`current/tflite-int8.tflite`" in text and f"int8 Nx28x28x1, scale {scale:.6g}, zero point {zero}" in text
+    assert "`current/labels.txt`" in text
 
 
 def test_quantized_inputs_round_trip(quick_export, mnist):

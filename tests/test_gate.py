@@ -27,7 +27,7 @@ LATENCY = ["--ship", "tflite-int8", "--latency-rounds", "3"]  # the default is 5
 @pytest.fixture(scope="module")
 def baseline(quick_export, tmp_path_factory, data_dir):
     d = tmp_path_factory.mktemp("gate") / "baseline"
-    shutil.copytree(quick_export, d)
+    shutil.copytree(quick_export, d, symlinks=True)
     assert main(["parity", "--exports", str(d), "--data-dir", str(data_dir), *PARITY]) == 0
     assert main(["bench", "--exports", str(d), "--data-dir", str(data_dir), *BENCH]) == 0
     return d
@@ -47,7 +47,7 @@ def _failed(doc: dict) -> set[tuple[str, str]]:
 def test_an_export_against_a_copy_of_itself_passes_tflm_included(baseline, tmp_path):
     """A byte-for-byte copy: every file is the same file (accuracy passes without sampling, the 1,000-image
     TFLM sample included), and the shipped variant, re-measured against itself, is not a regression."""
-    copy = shutil.copytree(baseline, tmp_path / "copy")
+    copy = shutil.copytree(baseline, tmp_path / "copy", symlinks=True)
     rc, doc = _gate(baseline, copy, tmp_path, latency=LATENCY)
     assert rc == 0 and not _failed(doc), [c["detail"] for c in doc["checks"] if c["status"] != "pass"]
     kinds = {c["kind"] for c in doc["checks"]}
@@ -68,7 +68,7 @@ def test_an_export_against_a_copy_of_itself_passes_tflm_included(baseline, tmp_p
 def test_a_slower_shipped_file_fails_on_latency(baseline, tmp_path):
     """A real regression: the new export's tflite-int8 is the float model's file (the same network, about 2.5x
     slower at batch 1 on LiteRT), re-measured against the baseline's in turns."""
-    new = shutil.copytree(baseline, tmp_path / "new")
+    new = shutil.copytree(baseline, tmp_path / "new", symlinks=True)
     manifest = artifacts.read_manifest(new)
     by = {e["variant"]: e for e in manifest["artifacts"]}
     shutil.copyfile(new / by["tflite"]["path"], new / by["tflite-int8"]["path"])
@@ -98,7 +98,7 @@ def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, d
     shutil.copy(baseline / "model.keras", weak / "model.keras")
     assert main(["export", "--exports", str(weak), "--data-dir", str(data_dir), "--format", "tflite", "--quantize",
                  "int8", "--calibration-samples", "1"]) == 0
-    new = shutil.copytree(baseline, tmp_path / "new")
+    new = shutil.copytree(baseline, tmp_path / "new", symlinks=True)
     _replace_tflite_int8(baseline, new, weak)
     assert main(["parity", "--exports", str(new), "--data-dir", str(data_dir), *PARITY]) == 0  # passes its own gates
     capsys.readouterr()
@@ -115,7 +115,7 @@ def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, d
                  "--out", str(other), "--quiet"]) == 0
     assert main(["export", "--exports", str(other), "--data-dir", str(data_dir), "--format", "tflite", "--quantize",
                  "int8", "--quiet"]) == 0
-    worse = shutil.copytree(baseline, tmp_path / "worse")
+    worse = shutil.copytree(baseline, tmp_path / "worse", symlinks=True)
     _replace_tflite_int8(baseline, worse, other)
     main(["parity", "--exports", str(worse), "--data-dir", str(data_dir), *PARITY, "--quiet"])
     rc, doc = _gate(baseline, worse, tmp_path)
@@ -127,7 +127,7 @@ def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, d
 def test_stored_bench_numbers_are_information_never_gated(baseline, tmp_path, data_dir):
     """Two stored bench runs (here the second 3x slower, as if from another machine) are shown, not gated:
     within-run intervals say nothing about the next run on a shared machine."""
-    new = shutil.copytree(baseline, tmp_path / "new")
+    new = shutil.copytree(baseline, tmp_path / "new", symlinks=True)
     bench = json.loads((new / "bench.json").read_text())
     bench["provenance"]["machine"]["cpu"] = "Some Other CPU"
     for row in bench["results"]:
@@ -154,7 +154,7 @@ def test_budgets_one_byte_below_fail(baseline, tmp_path, capsys):
 def test_a_disappeared_variant_and_a_failing_one_fail(baseline, tmp_path, data_dir):
     from test_parity import _break_input_scale
 
-    new = shutil.copytree(baseline, tmp_path / "new")
+    new = shutil.copytree(baseline, tmp_path / "new", symlinks=True)
     manifest = artifacts.read_manifest(new)
     manifest["artifacts"] = [e for e in manifest["artifacts"] if e["variant"] != "tflite-fp16"]
     artifacts.atomic_write_json(new / "manifest.json", manifest)
@@ -182,7 +182,7 @@ def test_pytest_plugin_one_item_per_variant_and_gate(pytester, export_copy, data
 def test_pytest_plugin_passes_a_copy_of_an_export_against_itself(pytester, baseline, tmp_path, data_dir):
     """The plugin asks the gate's questions with the gate's rules: a byte-for-byte copy, TFLM included, has no
     failing item (the same file passes; the re-measured shipped variant is no regression)."""
-    copy = shutil.copytree(baseline, tmp_path / "copy")
+    copy = shutil.copytree(baseline, tmp_path / "copy", symlinks=True)
     result = pytester.runpytest("--toolkit-exports", str(copy), "--toolkit-baseline", str(baseline),
                                 "--toolkit-data-dir", str(data_dir.resolve()), "--toolkit-latency-rounds", "0",
                                 "-p", "no:cacheprovider", "-rA")  # latency: test_an_export_against_a_copy...
@@ -230,7 +230,7 @@ def test_readers_finish_on_their_generation_while_an_export_replaces_it(export_c
     assert json.loads((tmp_path / "p.json").read_text())["export_generation"] == old
     assert json.loads((tmp_path / "b.json").read_text())["export_generation"] == old
     assert main(["export", "--exports", str(export_copy), "--force", "--format", "onnx"]) == 0  # cleans up
-    dirs = sorted(p.name for p in export_copy.iterdir() if p.is_dir())
+    dirs = sorted(p.name for p in export_copy.iterdir() if p.is_dir() and not p.is_symlink())
     assert dirs == [f"artifacts-{artifacts.read_manifest(export_copy)['generation']}"]
 
 
@@ -239,7 +239,7 @@ def test_two_exports_at_once_leave_one_consistent_export(export_copy, data_dir):
     b = _toolkit("export", "--exports", str(export_copy), "--force", "--format", "onnx", data_dir=data_dir)
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0, (a.stderr.read(), b.stderr.read())
     assert main(["verify", "--exports", str(export_copy)]) == 0
-    names = sorted(p.name for p in export_copy.iterdir() if p.is_dir())
+    names = sorted(p.name for p in export_copy.iterdir() if p.is_dir() and not p.is_symlink())
     assert len(names) == 1 and names[0].startswith("artifacts-")  # no staging, no stale generation
     variants = [e["variant"] for e in artifacts.read_manifest(export_copy)["artifacts"]]
     assert variants in (["tflite", "tflite-int8"], ["onnx", "onnx-int8"])  # one of them, whole

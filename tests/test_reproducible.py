@@ -102,7 +102,7 @@ def test_verify_rebuild_passes_then_names_a_replaced_artifact(exports, tmp_path,
 
     from toolkit.provenance import sha256_file
 
-    d = shutil.copytree(exports["p1"], tmp_path / "e")
+    d = shutil.copytree(exports["p1"], tmp_path / "e", symlinks=True)
     assert main(["verify", "--exports", str(d), "--rebuild"]) == 0
     assert "9 artifact(s) rebuilt byte-identical" in capsys.readouterr().out
     # replace tflite.tflite by the same variant of another model, manifest updated so plain verify passes

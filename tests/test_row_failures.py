@@ -126,7 +126,7 @@ def test_parity_checks_every_other_row_and_exits_7(export_copy, refusing_runtime
 
 def test_gate_and_report_list_the_failed_rows(export_copy, refusing_runtime, tmp_path, capsys):
     baseline = tmp_path / "baseline"
-    shutil.copytree(export_copy, baseline)
+    shutil.copytree(export_copy, baseline, symlinks=True)
     assert main(["parity", "--exports", str(baseline), "--variants", "onnx", "onnx-int8", "--quiet"]) == 0
     assert main(["parity", "--exports", str(export_copy), "--variants", "onnx", "onnx-int8", "--runtimes",
                  "onnxruntime", "refuses-int8", "--quiet"]) == 7

@@ -282,7 +282,25 @@ def commit_generation(exports: Path, staging: Path, gen_id: str, manifest: dict)
     except WriteError:
         shutil.rmtree(final, ignore_errors=True)
         raise
+    point_current(exports, final.name)
     return final
+
+
+CURRENT = "current"  # DIR/current -> the live generation: a path to ship from that does not change
+
+
+def point_current(exports: Path, generation_dir: str) -> None:
+    """Point the ``DIR/current`` symlink at the live generation, atomically (a new link renamed over
+    the old). After the manifest: the manifest is the commit, the link a convenience that follows it."""
+    exports = Path(exports)
+    link, tmp = exports / CURRENT, exports / f".{CURRENT}-{generation_dir}"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(generation_dir, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError as exc:  # a file system without symlinks: say so, the export itself is committed
+        print(f"note: could not point {link} at {generation_dir}: {exc.strerror or exc}", file=sys.stderr)
 
 
 def remove_stale(exports: Path, keep: set[str]) -> None:

@@ -89,6 +89,19 @@ def _train_record(model_path: Path) -> dict | None:
     return record if record.get("model", {}).get("sha256") == sha256_file(model_path) else None
 
 
+LABELS_FILE = "labels.txt"
+
+
+def _write_labels(staging: Path, gen_id: str, data, info) -> dict:
+    """labels.txt beside the artifacts: the class name of each output, in output order (one per line;
+    outputs beyond the dataset's classes are named by their index), what an app on the device reads."""
+    names = list(data.class_names) + [str(k) for k in range(len(data.class_names), info.classes)]
+    path = staging / LABELS_FILE
+    artifacts.atomic_write_text(path, "".join(f"{n}\n" for n in names[: info.classes]))
+    return {"path": f"{artifacts.GENERATION_PREFIX}{gen_id}/{LABELS_FILE}", "sha256": sha256_file(path),
+            "bytes": path.stat().st_size, "classes": info.classes}
+
+
 def fixed_size(model, input_shape: tuple):
     """The model with its dynamic height and width fixed (``--input-size``): a new input of that shape
     calling the same layers (the same weights, nothing copied). Every format then gets one size
@@ -312,6 +325,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                                    else None},
                 },
                 "artifacts": entries,
+                "labels": _write_labels(staging, gen_id, data, info),
                 "failed": failed,
                 "provenance": provenance(),
             }

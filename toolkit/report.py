@@ -92,6 +92,31 @@ def recommendations(manifest: dict, parity: dict, bench: dict, second: dict | No
     return out
 
 
+def shipping_table(manifest: dict, parity: dict) -> list[str]:
+    """Each variant's file under the stable ``DIR/current`` path, with what an app must know to feed it:
+    input and output dtype, shape, and the int8 scale and zero point (real = scale * (q - zero_point))."""
+    from toolkit.artifacts import CURRENT
+
+    def tensor(spec: dict) -> str:
+        shape = "x".join("N" if d is None else str(d) for d in spec.get("shape", []))
+        quant = f", scale {spec['scale']:.6g}, zero point {spec['zero_point']}" if spec.get("scale") is not None else ""
+        return f"{spec.get('dtype', '?')} {shape}{quant}"
+
+    rows = ["### The files", "",
+            f"Under `{CURRENT}/` (a link to the live generation, the same path after every export); the class names, "
+            "in output order, are in `" + (f"{CURRENT}/{Path(manifest['labels']['path']).name}" if manifest.get("labels")
+                                           else "the manifest") + "`.", "",
+            "| variant | file | bytes | parity | input | output |", "|---|---|---:|---|---|---|"]
+    for e in manifest["artifacts"]:
+        v = parity["variants"].get(e["variant"])
+        verdict = _verdict(v) if v else "not checked"
+        name = Path(e["path"]).name
+        rows.append(f"| {e['variant']} | `{CURRENT}/{name}` | {e.get('model_bytes', e['bytes']):,} | {verdict} | "
+                    f"{tensor(e['inputs'][0]) if e.get('inputs') else '-'} | "
+                    f"{tensor(e['outputs'][0]) if e.get('outputs') else '-'} |")
+    return rows + [""]
+
+
 def _verdict(v: dict) -> str:
     """A parity.json variant's verdict (files from before verdicts: passed or failed)."""
     return v.get("verdict") or ("pass" if v["passed"] else "fail")
@@ -219,6 +244,7 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
             if shown:
                 lines += [f"### {title}", ""] + [f"- `{n}`: {g}" for n, g in shown] + [""]
         lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
+        lines += shipping_table(manifest, parity)
         footprint_path = exports / "footprint.json"
         if footprint_path.is_file():
             from toolkit.footprint import markdown as footprint_markdown

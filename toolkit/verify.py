@@ -19,6 +19,10 @@ def verify(exports: Path) -> list[str]:
             path = artifacts.verify_entry(exports, entry)
             runner_for(entry["format"], path)
             lines.append(f"ok  {entry['variant']:<15} {entry['bytes']:>10} bytes  sha256 {entry['sha256'][:16]}")
+        if manifest.get("labels"):
+            artifacts.verify_entry(exports, {"variant": "labels", **manifest["labels"]})
+            lines.append(f"ok  {'labels.txt':<15} {manifest['labels']['bytes']:>10} bytes  "
+                         f"{manifest['labels']['classes']} class names")
         lines.append(f"{len(manifest['artifacts'])} artifact(s) in {Path(exports) / artifacts.MANIFEST} verified")
         return lines
 
