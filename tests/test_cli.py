@@ -80,3 +80,13 @@ def test_train_cli_end_to_end(tmp_path, data_dir, capsys):
     record = json.loads((tmp_path / "train.json").read_text())
     assert record["hyperparameters"]["batch_size"] == 50
     assert f"{record['test_accuracy'] * 100:.2f}%" in out
+
+
+def test_docs_cli_md_is_current():
+    """docs/cli.md is every command's --help as the parsers print it: regenerate with `python docs/cli_md.py`."""
+    from pathlib import Path
+
+    from toolkit.cli import reference_markdown
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    assert path.read_text() == reference_markdown(), "docs/cli.md is out of date: run `python docs/cli_md.py`"

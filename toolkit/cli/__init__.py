@@ -48,6 +48,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def reference_markdown(width: int = 100) -> str:
+    """docs/cli.md: every command's --help, as argparse prints it at ``width`` columns (written by
+    `python docs/cli_md.py`; tests/test_cli.py keeps it current)."""
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(width)  # argparse's formatter reads the width from here
+    try:
+        parser = build_parser()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        lines = ["# Command reference", "",
+                 "Every command's `--help`, generated from the parsers by `python docs/cli_md.py` (a test fails when "
+                 "this file is out of date). Task-first guides: [README.md](../README.md).", "",
+                 "```text", parser.format_help().rstrip(), "```", ""]
+        for name, child in sub.choices.items():
+            lines += [f"## `toolkit {name}`", "", "```text", child.format_help().rstrip(), "```", ""]
+        return "\n".join(lines)
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
