@@ -95,7 +95,7 @@ def main() -> int:
             folders[n] = make_folder(work, n)
             print(f"folder with {n:,} test images: {time.perf_counter() - start:.0f} s", file=sys.stderr)
         exports = work / "exports"
-        toolkit("train", "--arch", "mlp", "--epochs", "2", "--dataset", str(folders[sizes[0]]), "--out", str(exports))
+        toolkit("train", "--arch", "mlp", "--epochs", "2", "--dataset", str(folders[sizes[0]]), "--exports", str(exports))
         toolkit("export", "--exports", str(exports), "--force")
         runs = []
         for r in range(args.rounds):

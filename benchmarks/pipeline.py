@@ -46,10 +46,10 @@ def main() -> int:
     records = []
     for seed in seeds[1:]:  # the other seeds first, each in its own process, into exports/seed-N
         out = args.exports / f"seed-{seed}"
-        timed(["train", "--out", str(out), "--seed", str(seed)])
+        timed(["train", "--exports", str(out), "--seed", str(seed)])
         records.append(json.loads((out / "train.json").read_text()))
     walls = {
-        "train": timed(["train", "--out", ex, "--seed", str(seeds[0])]),
+        "train": timed(["train", "--exports", ex, "--seed", str(seeds[0])]),
         "export": timed(["export", "--exports", ex, "--force"]),
         "parity": timed(["parity", "--exports", ex]),
         "footprint": timed(["footprint", "--exports", ex]),

@@ -63,7 +63,7 @@ def test_small_architectures_export_and_pass_parity(small_export, data_dir):
 
 
 def test_cli_train_arch(tmp_path, data_dir, capsys):
-    assert main(["train", "--arch", "softmax", "--epochs", "1", "--train-limit", "2000", "--out", str(tmp_path),
+    assert main(["train", "--arch", "softmax", "--epochs", "1", "--train-limit", "2000", "--exports", str(tmp_path),
                  "--data-dir", str(data_dir)]) == 0
     record = json.loads((tmp_path / "train.json").read_text())
     assert record["model"]["architecture"] == "softmax" and record["hyperparameters"]["dropout"] is None

@@ -112,7 +112,7 @@ def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, d
         assert check["status"] == "fail" and rc == 4
     other = tmp_path / "other-model"
     assert main(["train", "--arch", "softmax", "--epochs", "1", "--train-limit", "2000", "--data-dir", str(data_dir),
-                 "--out", str(other), "--quiet"]) == 0
+                 "--exports", str(other), "--quiet"]) == 0
     assert main(["export", "--exports", str(other), "--data-dir", str(data_dir), "--format", "tflite", "--quantize",
                  "int8", "--quiet"]) == 0
     worse = shutil.copytree(baseline, tmp_path / "worse", symlinks=True)

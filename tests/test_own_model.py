@@ -242,7 +242,7 @@ def test_train_on_a_folder_then_export_without_naming_it_again(data, tmp_path):
     classes, streams the folder, is reproducible, and export reads the dataset from train.json."""
     out_a, out_b = tmp_path / "a", tmp_path / "b"
     for out in (out_a, out_b):
-        assert main(["train", "--arch", "mlp", "--dataset", str(data["gray"]), "--epochs", "1", "--out", str(out)]) == 0
+        assert main(["train", "--arch", "mlp", "--dataset", str(data["gray"]), "--epochs", "1", "--exports", str(out)]) == 0
     a = json.loads((out_a / "train.json").read_text())
     assert a["model"]["weights_sha256"] == json.loads((out_b / "train.json").read_text())["model"]["weights_sha256"]
     assert a["dataset"]["kind"] == "folder" and a["dataset"]["class_names"] == GRAY_CLASSES
@@ -256,7 +256,7 @@ def test_train_on_a_folder_then_export_without_naming_it_again(data, tmp_path):
 def test_training_preprocessing_carries_over_to_export(data, tmp_path):
     out = tmp_path / "m"
     assert main(["train", "--arch", "softmax", "--dataset", str(data["npz4"]), "--epochs", "1", "--scale",
-                 "symmetric", "--out", str(out)]) == 0
+                 "symmetric", "--exports", str(out)]) == 0
     assert json.loads((out / "train.json").read_text())["preprocessing"]["scale"] == "symmetric"
     assert main(["export", "--exports", str(out), "--format", "onnx", "--quantize", "none"]) == 0
     assert json.loads((out / "manifest.json").read_text())["preprocessing"]["scale"] == "symmetric"

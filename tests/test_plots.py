@@ -124,7 +124,7 @@ def _env(data_dir: Path) -> dict:
 
 def test_progress_bars_on_a_terminal(tmp_path, data_dir):
     main_fd, child_fd = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "toolkit", *TRAIN, "--out", str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-m", "toolkit", *TRAIN, "--exports", str(tmp_path)],
                             stdin=child_fd, stdout=child_fd, stderr=child_fd, env=_env(data_dir), close_fds=True)
     os.close(child_fd)
     out = b""
@@ -147,11 +147,11 @@ def test_progress_bars_on_a_terminal(tmp_path, data_dir):
 
 
 def test_no_bars_in_a_captured_log_and_quiet_is_quiet(tmp_path, data_dir):
-    proc = subprocess.run([sys.executable, "-m", "toolkit", *TRAIN, "--out", str(tmp_path / "a")],
+    proc = subprocess.run([sys.executable, "-m", "toolkit", *TRAIN, "--exports", str(tmp_path / "a")],
                           capture_output=True, text=True, env=_env(data_dir), timeout=300)
     assert proc.returncode == 0
     assert "epoch 1/1" in proc.stderr  # the one-line summaries stay
     assert "%|" not in proc.stderr and "\r" not in proc.stderr and "█" not in proc.stderr
-    quiet = subprocess.run([sys.executable, "-m", "toolkit", *TRAIN, "--out", str(tmp_path / "b"), "--quiet"],
+    quiet = subprocess.run([sys.executable, "-m", "toolkit", *TRAIN, "--exports", str(tmp_path / "b"), "--quiet"],
                            capture_output=True, text=True, env=_env(data_dir), timeout=300)
     assert quiet.returncode == 0 and quiet.stderr.strip() == "" and "test accuracy" in quiet.stdout

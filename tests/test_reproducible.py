@@ -20,7 +20,7 @@ EPOCH = "1700000000"  # 2023-11-14T22:13:20Z
 
 def _train(out: Path, data_dir: Path, seed: int = 0) -> Path:
     assert main(["train", "--arch", "softmax", "--epochs", "1", "--train-limit", "2000", "--seed", str(seed),
-                 "--data-dir", str(data_dir), "--out", str(out)]) == 0
+                 "--data-dir", str(data_dir), "--exports", str(out)]) == 0
     return out / "model.keras"
 
 
@@ -92,7 +92,7 @@ def test_model_keras_is_byte_identical_with_source_date_epoch(tmp_path, data_dir
 def test_bad_source_date_epoch_exit_2(tmp_path, data_dir, monkeypatch, capsys):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
     assert main(["train", "--arch", "softmax", "--epochs", "1", "--train-limit", "100", "--data-dir", str(data_dir),
-                 "--out", str(tmp_path)]) == 2
+                 "--exports", str(tmp_path)]) == 2
     assert "$SOURCE_DATE_EPOCH must be a whole number" in capsys.readouterr().err
     assert not (tmp_path / "model.keras").exists()
 
@@ -127,7 +127,7 @@ def test_model_keras_is_byte_identical_across_processes_after_bf16_training(tmp_
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLKIT_DATA_DIR": str(data_dir), "SOURCE_DATE_EPOCH": EPOCH}
     for name in ("p1", "p2"):
         subprocess.run([sys.executable, "-m", "toolkit", "train", "--arch", "cnn", "--precision", "bf16", "--epochs",
-                        "1", "--train-limit", "1000", "--quiet", "--out", str(tmp_path / name)], env=env, check=True,
+                        "1", "--train-limit", "1000", "--quiet", "--exports", str(tmp_path / name)], env=env, check=True,
                        capture_output=True)
     a, b = ((tmp_path / name / "model.keras").read_bytes() for name in ("p1", "p2"))
     assert a == b

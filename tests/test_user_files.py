@@ -183,7 +183,7 @@ def test_a_bad_file_is_one_line_naming_it_and_the_export_is_untouched(gray, expo
 @pytest.mark.parametrize("case", list(BAD))
 def test_train_on_a_folder_with_a_bad_file_is_one_line(gray, tmp_path, capsys, case):
     data, bad = _bad_copy(gray, tmp_path, "train", BAD[case][0])
-    rc = main(["train", "--dataset", str(data), "--out", str(tmp_path / "t"), "--arch", "softmax", "--epochs", "1",
+    rc = main(["train", "--dataset", str(data), "--exports", str(tmp_path / "t"), "--arch", "softmax", "--epochs", "1",
                "--quiet"])
     _one_line(capsys, rc, 3, "train", str(bad), BAD[case][1])
     assert not (tmp_path / "t" / "model.keras").exists()

@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import dataset_args, exports_arg, quiet_arg
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+from toolkit.cli.common import dataset_args, exports_arg, int_list, quiet_arg
 
 
 def bench_args(p: argparse.ArgumentParser) -> None:
@@ -42,10 +32,8 @@ def bench_args(p: argparse.ArgumentParser) -> None:
                    help="cpu, or cuda: exits 6 if no runtime really uses a GPU (default: %(default)s)")
     p.add_argument("--allow-fallback", action="store_true",
                    help="with --device cuda: run on the CPU where the GPU is unusable; rows say cpu and why")
-    p.add_argument("--batch-sizes", type=_int_list, default=d.batch_sizes, metavar="N,N,...",
-                   help=f"batch sizes (default: {','.join(map(str, d.batch_sizes))})")
-    p.add_argument("--threads", type=_int_list, default=d.threads, metavar="N,N,...",
-                   help=f"intra-op thread counts (default: {','.join(map(str, d.threads))})")
+    int_list(p, "--batch-sizes", d.batch_sizes, "batch sizes")
+    int_list(p, "--threads", d.threads, "intra-op thread counts")
     p.add_argument("--warmup", type=int, default=d.warmup_runs, metavar="N",
                    help="warm-up runs before timing (default: %(default)s)")
     p.add_argument("--warmup-seconds", type=float, default=d.warmup_seconds, metavar="S",

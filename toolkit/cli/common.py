@@ -23,6 +23,48 @@ def positive_int(text: str) -> int:
     return value
 
 
+class IntList(argparse.Action):
+    """A list of positive integers given with spaces, commas or both: ``--batch-sizes 1 8``,
+    ``--batch-sizes 1,8`` and ``--batch-sizes 1, 8`` are the same (use with ``nargs="+"``)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        tokens = [t for v in (values if isinstance(values, list) else [values]) for t in str(v).split(",") if t.strip()]
+        try:
+            numbers = tuple(int(t) for t in tokens)
+        except ValueError:
+            parser.error(f"{option_string}: expected positive integers separated by spaces or commas, "
+                         f"got {' '.join(map(str, values))!r}")
+        if not numbers or min(numbers) < 1:
+            parser.error(f"{option_string}: expected positive integers, got {' '.join(map(str, values))!r}")
+        setattr(namespace, self.dest, numbers)
+
+
+def int_list(p, flag: str, default: tuple[int, ...], help: str) -> None:
+    p.add_argument(flag, nargs="+", action=IntList, default=tuple(default), metavar="N",
+                   help=f"{help}; spaces or commas between values (default: {' '.join(map(str, default))})")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: stores like the new one and says, on stderr, which one to use."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        new = "--" + self.dest.replace("_", "-")
+        print(f"toolkit: {option_string} is deprecated, use {new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def byte_size(text: str) -> int:
+    """Bytes with an optional K/M/G suffix (1024-based): 48K, 2M, 3400000."""
+    from toolkit.micro import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

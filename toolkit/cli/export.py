@@ -20,8 +20,10 @@ def export_args(p: argparse.ArgumentParser) -> None:
     from toolkit.config import ExportConfig
 
     d = ExportConfig()
-    p.add_argument("--format", default="all", choices=("tflite", "onnx", "tflite-micro", "openvino", "all"),
-                   help="what to export (default: %(default)s). Without --quantize: tflite -> tflite, "
+    p.add_argument("--format", nargs="+", default=["all"], choices=("tflite", "onnx", "tflite-micro", "openvino", "all"),
+                   metavar="FORMAT",
+                   help="what to export, one or more of tflite, onnx, tflite-micro, openvino, all (default: all). "
+                   "Without --quantize: tflite -> tflite, "
                    "tflite-int8; onnx -> onnx, onnx-int8; tflite-micro -> the int8 model as C source and "
                    "header for TFLM (needs [micro]); openvino -> OpenVINO IR .xml + .bin (needs [openvino]); "
                    "all -> every variant of every format whose dependency is installed")
@@ -70,7 +72,7 @@ def export_run(args: argparse.Namespace) -> int:
     from toolkit.errors import PartialExportError
     from toolkit.export import export, failure_lines
 
-    chosen = exporters.select(args.format, tuple(args.quantize) if args.quantize else None)
+    chosen = exporters.select(tuple(args.format), tuple(args.quantize) if args.quantize else None)
     cfg = ExportConfig(
         exports=args.exports, variants=tuple(e.variant for e in chosen), model=args.model,
         data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
@@ -108,6 +110,7 @@ def export_run(args: argparse.Namespace) -> int:
 
 
 def verify_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     exports_arg(p)
     p.add_argument("--rebuild", action="store_true",
                    help="also export again from the same model, data and settings into a temporary directory and "

@@ -5,23 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import exports_arg
-
-
-def _size(text: str) -> int:
-    from toolkit.micro import parse_bytes
-
-    try:
-        return parse_bytes(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+from toolkit.cli.common import byte_size, exports_arg, quiet_arg
 
 
 def footprint_args(p: argparse.ArgumentParser) -> None:
+    quiet_arg(p)
     exports_arg(p)
-    p.add_argument("--target-flash", type=_size, default=None, metavar="SIZE",
+    p.add_argument("--target-flash", type=byte_size, default=None, metavar="SIZE",
                    help="add your own device: flash for the model, e.g. 512K or 2M (K = 1024)")
-    p.add_argument("--target-ram", type=_size, default=None, metavar="SIZE",
+    p.add_argument("--target-ram", type=byte_size, default=None, metavar="SIZE",
                    help="and RAM for the tensor arena, e.g. 128K")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON (default: DIR/footprint.json; .md beside it)")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from toolkit.cli.common import exports_arg, quiet_arg, strict_arg
+from toolkit.cli.common import byte_size, exports_arg, int_list, quiet_arg, strict_arg
 
 
 def _budget(text: str) -> tuple[str, int]:
@@ -14,9 +14,9 @@ def _budget(text: str) -> tuple[str, int]:
     try:
         if not sep or not variant:
             raise ValueError
-        return variant, int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected VARIANT=BYTES, got {text!r}") from None
+        return variant, byte_size(value)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected VARIANT=SIZE (e.g. tflite-int8=3.4M), got {text!r}") from None
 
 
 def gate_args(p: argparse.ArgumentParser) -> None:
@@ -34,10 +34,8 @@ def gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ship", nargs="+", default=(), metavar="VARIANT[@RUNTIME]",
                    help="the variants whose latency is gated, each on its format's reference runtime or the one "
                    "named (default: the int8 variants in both exports)")
-    p.add_argument("--latency-batch-sizes", type=_int_list, default=(1,), metavar="N,N,...",
-                   help="batch sizes of the latency checks (default: 1)")
-    p.add_argument("--latency-threads", type=_int_list, default=(1,), metavar="N,N,...",
-                   help="thread counts of the latency checks (default: 1)")
+    int_list(p, "--latency-batch-sizes", (1,), "batch sizes of the latency checks")
+    int_list(p, "--latency-threads", (1,), "thread counts of the latency checks")
     p.add_argument("--latency-margin", type=float, default=0.10, metavar="FRACTION",
                    help="the new p50 may be at most 1 + FRACTION times the old, on the interval of the re-measured "
                    "ratio (default: %(default)s)")
@@ -45,23 +43,14 @@ def gate_args(p: argparse.ArgumentParser) -> None:
                    help="fresh processes re-measuring baseline and new file in turns; 0: no latency checks "
                    "(default: %(default)s; at least 3)")
     p.add_argument("--max-bytes", type=_budget, action="append", default=[], metavar="VARIANT=N",
-                   help="size budget for a variant's model bytes; repeatable")
-    p.add_argument("--max-arena", type=int, default=None, metavar="N",
-                   help="budget for the TFLM tensor arena of tflite-micro variants, in bytes")
+                   help="size budget for a variant's model bytes, e.g. tflite-int8=3.4M (K, M: 1024-based); "
+                   "repeatable")
+    p.add_argument("--max-arena", type=byte_size, default=None, metavar="SIZE",
+                   help="budget for the TFLM tensor arena of tflite-micro variants, e.g. 48K (K = 1024) or 49152")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON verdict (default: DIR/gate.json; .md beside it)")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="also write the verdict as JUnit XML")
     strict_arg(p)
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def gate_run(args: argparse.Namespace) -> int:

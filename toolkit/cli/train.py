@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import arch_args, dataset_args, preprocess_args, quiet_arg, train_config
+from toolkit.cli.common import (
+    DeprecatedAlias,
+    arch_args,
+    dataset_args,
+    preprocess_args,
+    quiet_arg,
+    train_config,
+)
 
 
 def train_args(p: argparse.ArgumentParser) -> None:
     quiet_arg(p)
     dataset_args(p, "mnist")
-    p.add_argument("--out", type=Path, default=Path("exports"), metavar="DIR",
-                   help="where to write model.keras and train.json (default: %(default)s)")
+    p.add_argument("--exports", type=Path, default=Path("exports"), metavar="DIR",
+                   help="where to write model.keras and train.json, the directory the other commands take as "
+                   "--exports (default: %(default)s)")
+    p.add_argument("--out", type=Path, dest="exports", action=DeprecatedAlias, metavar="DIR", help=argparse.SUPPRESS)
     arch_args(p)
     preprocess_args(p, resize=False)
 
@@ -20,7 +29,7 @@ def train_args(p: argparse.ArgumentParser) -> None:
 def train_run(args: argparse.Namespace) -> int:
     from toolkit.train import RECORD_FILE, train
 
-    cfg = train_config(args, args.out)
+    cfg = train_config(args, args.exports)
     record = train(cfg)
     print(
         f"test accuracy {record['test_accuracy'] * 100:.2f}%  "

@@ -71,12 +71,16 @@ def _load_all() -> None:
         importlib.import_module(module)
 
 
-def select(fmt: str, quantize: tuple[str, ...] | None) -> list[Exporter]:
-    """Variants for ``--format FMT [--quantize MODE ...]``."""
+def select(fmt: str | tuple[str, ...], quantize: tuple[str, ...] | None) -> list[Exporter]:
+    """Variants for ``--format FMT [FMT ...] [--quantize MODE ...]`` (a quantization mode must exist in
+    at least one of the formats)."""
     _load_all()
-    formats = FORMATS if fmt == "all" else (fmt,)
-    if fmt not in (*FORMATS, "all"):
-        raise UsageError(f"--format must be one of {', '.join((*FORMATS, 'all'))}, got {fmt!r}")
+    asked = (fmt,) if isinstance(fmt, str) else tuple(fmt)
+    unknown = [f for f in asked if f not in (*FORMATS, "all")]
+    if unknown or not asked:
+        raise UsageError(f"--format must be among {', '.join((*FORMATS, 'all'))}, got {' '.join(unknown) or 'none'}")
+    fmt = "all" if "all" in asked else " ".join(asked)
+    formats = FORMATS if fmt == "all" else asked
     chosen = []
     for exp in REGISTRY.values():
         if exp.format not in formats:
