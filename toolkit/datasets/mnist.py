@@ -3,7 +3,8 @@
 Where the data comes from, in order:
   1. ``--data-dir DIR`` (the CLI passes it here as ``data_dir``);
   2. the environment variable ``TOOLKIT_DATA_DIR``;
-  3. the Keras cache (``~/.keras/datasets/mnist.npz``), downloading it if online.
+  3. the Keras cache (``$KERAS_HOME/datasets/mnist.npz``, default ``~/.keras``), read directly when it is
+     there (offline too), else downloaded into it by Keras.
 
 Splits follow the seed tutorials (TensorFlow's old ``input_data.read_data_sets``): the first
 5,000 training images are the validation set, the other 55,000 the training set, and the
@@ -91,20 +92,49 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path | None:
     return path
 
 
-def _from_keras() -> tuple[dict[str, np.ndarray], str, dict]:
-    from toolkit._quiet import keras
+def keras_cache() -> Path:
+    """Where Keras keeps mnist.npz: $KERAS_HOME/datasets, else ~/.keras/datasets."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
 
+
+_NPZ_SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,), "x_test": (10000, 28, 28), "y_test": (10000,)}
+
+
+def _read_cache(cache: Path) -> dict[str, np.ndarray]:
+    """mnist.npz read directly, its shapes, dtypes and labels checked (as the IDX files are)."""
     try:
-        (xtr, ytr), (xte, yte) = keras().datasets.mnist.load_data()
-    except Exception as exc:  # network errors come in many types
-        raise DataError(
-            f"no MNIST data given and the Keras download failed ({type(exc).__name__}: {exc})",
-            hint=HOW_TO_PROVIDE,
-        ) from None
-    cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets" / "mnist.npz"
-    digest = {}
+        with np.load(cache, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in _NPZ_SHAPES}
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{cache} is not a readable MNIST .npz ({type(exc).__name__}: {exc})",
+                        hint="delete it to download it again, or " + HOW_TO_PROVIDE) from None
+    for key, shape in _NPZ_SHAPES.items():
+        if arrays[key].shape != shape or arrays[key].dtype != np.uint8:
+            raise DataError(f"{cache}: {key} is {arrays[key].dtype} {arrays[key].shape}, expected uint8 {shape}",
+                            hint="delete it to download it again")
+    if arrays["y_train"].max() > 9 or arrays["y_test"].max() > 9:
+        raise DataError(f"{cache}: labels outside 0..9")
+    return arrays
+
+
+def _from_keras() -> tuple[dict[str, np.ndarray], str, dict]:
+    """The Keras cache when it holds mnist.npz (read directly and checked: works offline), else Keras'
+    own download into it."""
+    cache = keras_cache()
     if cache.is_file():
-        digest["mnist.npz"] = hashlib.sha256(cache.read_bytes()).hexdigest()
+        a = _read_cache(cache)
+        xtr, ytr, xte, yte = a["x_train"], a["y_train"], a["x_test"], a["y_test"]
+    else:
+        from toolkit._quiet import keras
+
+        try:
+            (xtr, ytr), (xte, yte) = keras().datasets.mnist.load_data()
+        except Exception as exc:  # network errors come in many types
+            raise DataError(
+                f"no MNIST data given and the Keras download failed ({type(exc).__name__}: {exc})",
+                hint=HOW_TO_PROVIDE,
+            ) from None
+    digest = {"mnist.npz": hashlib.sha256(cache.read_bytes()).hexdigest()} if cache.is_file() else {}
     arrays = {"train_images": xtr, "train_labels": ytr, "test_images": xte, "test_labels": yte}
     return arrays, f"keras cache {cache}", digest
 
