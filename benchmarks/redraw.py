@@ -2,8 +2,9 @@
 
     python benchmarks/redraw.py
 
-results/cpu-run{1,2}-latency.png, -memory.png and -tradeoff.png from results/cpu-run{1,2}.json and
-results/cpu-parity.json (the accuracy of every variant under the runtime it was timed on).
+results/<machine>-run{1,2}-latency.png, -memory.png and -tradeoff.png from results/<machine>-run{1,2}.json
+and results/<machine>-parity.json (the accuracy of every variant under the runtime it was timed on), for
+each machine with committed results (cpu: AMD EPYC; cpu-intel-amx: Intel Xeon with AMX).
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ from toolkit.plots import plot_latency, plot_memory, plot_tradeoff  # noqa: E402
 
 def main() -> int:
     results = HERE / "results"
-    parity = json.loads((results / "cpu-parity.json").read_text())
-    for run in ("cpu-run1", "cpu-run2"):
-        doc = json.loads((results / f"{run}.json").read_text())
-        plot_latency(doc, results / f"{run}-latency.png")
-        plot_memory(doc, results / f"{run}-memory.png")
-        plot_tradeoff(doc, parity, results / f"{run}-tradeoff.png")
-        print(f"redrew results/{run}-*.png")
+    for machine in ("cpu", "cpu-intel-amx"):
+        parity = json.loads((results / f"{machine}-parity.json").read_text())
+        for run in (f"{machine}-run1", f"{machine}-run2"):
+            doc = json.loads((results / f"{run}.json").read_text())
+            plot_latency(doc, results / f"{run}-latency.png")
+            plot_memory(doc, results / f"{run}-memory.png")
+            plot_tradeoff(doc, parity, results / f"{run}-tradeoff.png")
+            print(f"redrew results/{run}-*.png")
     return 0
 
 

@@ -57,24 +57,49 @@ def _legends_where_needed(fig) -> None:
     for ax in fig.axes:
         tagged = {(v, r) for a, v, r, _, _ in _series(fig) if a is ax}
         if len(tagged) > 1:
-            assert ax.get_legend() is not None, f"axes '{ax.get_title()}' has {len(tagged)} series and no legend"
+            assert ax.get_legend() is not None or fig.legends, f"axes '{ax.get_title()}' has {len(tagged)} series and no legend"
 
 
-def test_latency_figure_colours_styles_legends_and_bands(bench_doc):
+def test_latency_figure_is_a_grid_with_numbers_spread_and_the_fastest_marked(bench_doc):
+    """From the figure alone: the fastest runtime of each variant at each batch size, with its p50 and
+    spread written in the cell."""
     fig = plots.latency_figure(bench_doc)
-    series = _series(fig)
-    assert len(fig.axes) == 4  # per call and per image, for 1 and 2 threads
-    assert {v for _, v, _, _, _ in series} >= {"tflite", "tflite-int8", "onnx", "keras"}
-    _one_colour_per_variant(series)
-    _legends_where_needed(fig)
-    for _, _, runtime, _, linestyle in series:  # one line style per runtime, everywhere
-        from matplotlib.lines import Line2D
+    rows = [r for r in bench_doc["results"] if r.get("samples_ms")]
+    batches = sorted({r["batch_size"] for r in rows})
+    panels = [ax for ax in fig.axes if ax.get_title().startswith("batch ")]
+    assert 1 <= len(panels) <= 4 and panels[0].get_title().startswith(f"batch {batches[0]},")
+    assert panels[-1].get_title().startswith(f"batch {batches[-1]},")  # batch 1 and the largest
+    for ax in panels:
+        batch = int(ax.get_title().split(",")[0].split()[1])
+        threads = max(r["threads"] for r in rows if r["batch_size"] == batch)
+        cells = {p.get_gid(): p for p in ax.patches if p.get_gid() and p.get_gid().count("|") == 1}
+        texts = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid()}
+        boxed = {tuple(p.get_gid().split("|")[1:3]) for p in ax.patches if (p.get_gid() or "").startswith("fastest|")}
+        mine = [r for r in rows if r["batch_size"] == batch and r["threads"] == threads]
+        assert mine
+        for r in mine:  # every measured cell drawn, its p50 written, with a spread
+            assert f"{r['variant']}|{r['runtime']}" in cells
+            text = texts[f"text|{r['variant']}|{r['runtime']}|{batch}"]
+            assert f"{r['p50_ms']:.3g}" in text and "±" in text and "%" in text
+        for variant in {r["variant"] for r in mine}:  # exactly the row's fastest runtime is boxed
+            best = min((r for r in mine if r["variant"] == variant), key=lambda r: r["p50_ms"])
+            assert (variant, best["runtime"]) in boxed
+            assert sum(1 for v, _ in boxed if v == variant) == 1
+        starred = [g for g, t in texts.items() if "*" in t]
+        fastest = min(mine, key=lambda r: r["p50_ms"])
+        assert starred == [f"text|{fastest['variant']}|{fastest['runtime']}|{batch}"]
 
-        probe = Line2D([], [], **runtime_style(runtime))
-        assert linestyle == probe.get_linestyle()
-    for ax in fig.axes:  # a p10-p90 band behind every line
-        assert len(ax.collections) >= len([a for a in series if a[0] is ax])
-    assert "per image" in fig.axes[1].get_title() or "per image" in fig.axes[2].get_title()
+
+def test_latency_figure_names_the_fastest_int8_runtime_on_a_made_up_run():
+    """A made-up run where the answer is known: onnxruntime fastest at batch 1, openvino at batch 32."""
+    def row(variant, runtime, batch, p50):
+        return {"variant": variant, "runtime": runtime, "batch_size": batch, "threads": 1, "p50_ms": p50,
+                "samples_ms": [p50 * 0.9, p50, p50 * 1.1]}
+    doc = {"results": [row("onnx-int8", "onnxruntime", 1, 0.1), row("onnx-int8", "openvino", 1, 0.3),
+                       row("onnx-int8", "onnxruntime", 32, 3.0), row("onnx-int8", "openvino", 32, 1.0)]}
+    fig = plots.latency_figure(doc)
+    boxed = {p.get_gid() for ax in fig.axes for p in ax.patches if (p.get_gid() or "").startswith("fastest|")}
+    assert boxed == {"fastest|onnx-int8|onnxruntime|1", "fastest|onnx-int8|openvino|32"}
 
 
 def test_memory_figure_colours_and_legend(bench_doc):
@@ -88,15 +113,18 @@ def test_tradeoff_figure_intervals_axis_pareto_and_picks(bench_doc, parity_doc):
     _one_colour_per_variant(_series(fig))
     _legends_where_needed(fig)
     points = plots._accuracy_points(bench_doc, parity_doc)
-    widest = max(p["hi"] - p["lo"] for p in points)
+    full = [p for p in points if not p.get("sampled")]
+    assert full and len(full) < len(points)  # the TFLM variant is measured on a sample, drawn apart
+    widest = max(p["hi"] - p["lo"] for p in full)
     lo, hi = fig.axes[0].get_ylim()
     assert hi - lo >= widest  # a difference inside the noise looks like one
-    assert lo <= min(p["lo"] for p in points) and hi >= max(p["hi"] for p in points)  # every interval whole
+    assert lo <= min(p["lo"] for p in full) and hi >= max(p["hi"] for p in full)  # every full-set interval whole
+    assert hi - lo < max(p["hi"] - p["lo"] for p in points)  # not stretched by the sampled one
     for ax in fig.axes:
         assert ax.containers, "accuracy points are drawn with their error bars"
     front = plots.pareto(points)
     assert front and all(p in points for p in front)
-    texts = {t.get_text() for ax in fig.axes for t in ax.texts}
+    texts = {t.get_text() for t in [*fig.texts, *(t for ax in fig.axes for t in ax.texts)]}
     assert any("lowest latency" in t for t in texts) and any("smallest" in t for t in texts)
 
 
