@@ -229,7 +229,7 @@ def test_parity_decodes_each_test_image_once_a_batch_at_a_time(cases, runs, monk
     monkeypatch.setattr(folder, "_decode", lambda path, *a: decoded.append(path) or real_decode(path, *a))
     monkeypatch.setattr(folder, "_file_reader", counting_reader)
     _, exports = runs["quickstart"]
-    assert main(["parity", "--exports", str(exports), "--batch-size", "7", "--json", str(tmp_path / "p.json")]) == 0
+    assert main(["parity", "--exports", str(exports), "--images-per-call", "7", "--json", str(tmp_path / "p.json")]) == 0
     parity = json.loads((tmp_path / "p.json").read_text())
     n = parity["reference"]["images"]
     shown = sum(v["disagreements"] for v in parity["variants"].values())

@@ -50,14 +50,23 @@ def test_report_numbers_match_parity_and_bench(quick_run):
     assert "(bench-latency.png)" in report
 
 
-def test_skip_train_reuses_model(quick_run, data_dir):
+def test_skip_train_reuses_model_with_force_and_export_options(quick_run, data_dir, tmp_path, capsys):
+    """Last in this module: it replaces the quick run's export. Without --force, run refuses; with it and
+    export's own options, only the chosen variant is exported, and --json writes the summary."""
     _, exports = quick_run
     before = (exports / "model.keras").read_bytes()
-    assert main(["run", "--quick", "--skip-train", "--skip-bench", "--exports", str(exports),
-                 "--data-dir", str(data_dir)]) == 0
+    argv = ["run", "--quick", "--skip-train", "--skip-bench", "--exports", str(exports), "--data-dir", str(data_dir),
+            "--format", "tflite", "--quantize", "int8"]
+    assert main(argv) == 2 and "--force" in capsys.readouterr().err
+    assert main([*argv, "--force", "--json", str(tmp_path / "run.json")]) == 0
     assert (exports / "model.keras").read_bytes() == before
+    manifest = json.loads((exports / "manifest.json").read_text())
+    assert [e["variant"] for e in manifest["artifacts"]] == ["tflite-int8"]
+    summary = json.loads((tmp_path / "run.json").read_text())
+    assert summary["command"] == "run" and set(summary["variants"]) == {"tflite-int8"}
+    assert summary["variants"]["tflite-int8"]["verdict"] in ("pass", "inconclusive", "fail")
 
 
-def test_skip_train_without_model_is_usage_error(tmp_path, capsys):
-    assert main(["run", "--skip-train", "--exports", str(tmp_path)]) == 2
-    assert "--skip-train needs" in capsys.readouterr().err
+def test_skip_train_without_model_is_exit_3(tmp_path, capsys):
+    assert main(["run", "--skip-train", "--exports", str(tmp_path)]) == 3
+    assert "model.keras not found" in capsys.readouterr().err

@@ -7,11 +7,24 @@ for its current generation), and, with a baseline, one item per `toolkit gate` c
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from toolkit.verdicts import Verdict
+
+
+def _gate_options() -> list:
+    """The gate's own check options (`toolkit gate --help`), each offered here as --toolkit-NAME with the
+    same type, default and help, so that the plugin and the command never drift apart."""
+    import argparse
+
+    from toolkit.cli.gate import PLUGIN_EXCLUDED, gate_args
+
+    p = argparse.ArgumentParser(add_help=False)
+    gate_args(p)
+    return [a for a in p._actions if a.option_strings and a.option_strings[0] not in PLUGIN_EXCLUDED]
 
 
 def pytest_addoption(parser) -> None:
@@ -20,21 +33,15 @@ def pytest_addoption(parser) -> None:
                     help="check the export in DIR: one test per variant and parity gate")
     group.addoption("--toolkit-baseline", default=None, metavar="OLD_DIR",
                     help="also compare DIR with this export: one test per `toolkit gate` check")
-    group.addoption("--toolkit-data-dir", default=None, metavar="DIR", help="MNIST IDX directory, if needed")
-    group.addoption("--toolkit-max-bytes", action="append", default=[], metavar="VARIANT=N",
-                    help="size budget for `toolkit gate`; repeatable")
-    group.addoption("--toolkit-accuracy-margin", type=float, default=0.1, metavar="PTS",
-                    help="`toolkit gate --accuracy-margin` (default: %(default)s)")
-    group.addoption("--toolkit-ship", nargs="+", default=(), metavar="VARIANT[@RUNTIME]",
-                    help="`toolkit gate --ship`: variants whose latency is re-measured and gated")
-    group.addoption("--toolkit-latency-margin", type=float, default=0.10, metavar="FRACTION",
-                    help="`toolkit gate --latency-margin` (default: %(default)s)")
-    group.addoption("--toolkit-latency-rounds", type=int, default=5, metavar="N",
-                    help="`toolkit gate --latency-rounds`; 0: no latency checks (default: %(default)s)")
-    group.addoption("--toolkit-max-arena", type=int, default=None, metavar="N",
-                    help="`toolkit gate --max-arena`: TFLM arena budget in bytes")
-    group.addoption("--toolkit-strict", action="store_true",
-                    help="an inconclusive verdict fails its test item (default: it is skipped, with why)")
+    for action in _gate_options():
+        kwargs = {"dest": f"toolkit_{action.dest}", "default": action.default,
+                  "help": f"`toolkit gate {action.option_strings[0]}`: {action.help}"}
+        if action.nargs == 0:  # a switch
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=action.type, nargs=action.nargs, metavar=action.metavar)
+            kwargs["action"] = "append" if isinstance(action, argparse._AppendAction) else type(action)
+        group.addoption("--toolkit-" + action.option_strings[0][2:], **kwargs)
 
 
 class _Results:
@@ -70,18 +77,15 @@ class _Results:
 
     def gate(self) -> dict:
         if self._gate is None:
-            from toolkit.gate import GateConfig, run_gate
+            from toolkit.cli.gate import gate_config
+            from toolkit.gate import run_gate
 
             self.parity()  # the new export's parity results and predictions must exist
-            budgets = dict(item.split("=", 1) for item in self.config.getoption("--toolkit-max-bytes"))
-            option = self.config.getoption
-            data_dir = option("--toolkit-data-dir")
-            self._gate = run_gate(GateConfig(
-                baseline=Path(option("--toolkit-baseline")), exports=self.exports, verbose=False,
-                max_bytes={k: int(v) for k, v in budgets.items()}, max_arena=option("--toolkit-max-arena"),
-                accuracy_margin_points=option("--toolkit-accuracy-margin"), ship=tuple(option("--toolkit-ship")),
-                latency_margin=option("--toolkit-latency-margin"), latency_rounds=option("--toolkit-latency-rounds"),
-                data_dir=Path(data_dir) if data_dir else None, strict=option("--toolkit-strict")))
+            args = argparse.Namespace(baseline=Path(self.config.getoption("--toolkit-baseline")),
+                                      exports=self.exports, quiet=True)
+            for action in _gate_options():
+                setattr(args, action.dest, self.config.getoption(f"toolkit_{action.dest}"))
+            self._gate = run_gate(gate_config(args))
         return self._gate
 
 

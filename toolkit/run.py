@@ -9,7 +9,7 @@ from pathlib import Path
 
 from toolkit import exporters
 from toolkit.config import BenchConfig, ExportConfig, ParityConfig, TrainConfig
-from toolkit.errors import UsageError
+from toolkit.errors import DataError
 from toolkit.train import MODEL_FILE
 
 QUICK_TRAIN_LIMIT = 12_000
@@ -63,7 +63,8 @@ def run(cfg: RunConfig) -> dict:
     if cfg.skip_train:
         model = Path(cfg.export.model) if cfg.export.model else exports / MODEL_FILE
         if not model.is_file():
-            raise UsageError(f"--skip-train needs {model}", hint="run without --skip-train first, or give --model")
+            raise DataError(f"model file {model} not found",
+                            hint="give --model PATH, or run without --skip-train to train one into DIR")
         if cfg.verbose:
             print(f"\n[{stage}/{total}] train: skipped, using {model}", file=sys.stderr)
     else:
@@ -75,7 +76,8 @@ def run(cfg: RunConfig) -> dict:
     export_cfg = cfg.export
     if not cfg.skip_train and export_cfg.dataset is None:
         export_cfg = replace(export_cfg, dataset=cfg.train.dataset, test_fraction=cfg.train.test_fraction)
-    manifest = export(replace(export_cfg, force=True), exporters.select("all", None))
+    chosen = exporters.by_variant(export_cfg.variants) if export_cfg.variants else exporters.select("all", None)
+    manifest = export(export_cfg, chosen)
     seconds["export"] = time.perf_counter() - t
     stage += 1
     t = _stage(stage, total, "parity on the full test set", cfg.verbose)

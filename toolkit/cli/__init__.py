@@ -13,7 +13,7 @@ import os
 import sys
 
 from toolkit import __version__
-from toolkit.cli.common import EPILOG
+from toolkit.cli.common import epilog
 from toolkit.errors import ToolkitError, UsageError
 
 # command modules, in the order `toolkit --help` lists them
@@ -33,17 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train an image classifier or bring your own, export it to TFLite, ONNX, OpenVINO and TFLite "
         "Micro (float and int8), prove accuracy parity on the whole test set, and benchmark every format "
         "on every runtime.",
-        epilog=EPILOG,
+        epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (add_args, run, short, long) in commands().items():
         p = sub.add_parser(
-            name, help=short, description=long, epilog=EPILOG,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            name, help=short, description=long, formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         add_args(p)
+        p.epilog = epilog(p)
         p.set_defaults(_run=run)
     return parser
 

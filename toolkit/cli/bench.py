@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import dataset_args, exports_arg, int_list, quiet_arg
+from toolkit.cli.common import DeprecatedAlias, check_runtimes, dataset_args, exports_arg, int_list, quiet_arg
 
 
 def bench_args(p: argparse.ArgumentParser) -> None:
@@ -42,8 +42,9 @@ def bench_args(p: argparse.ArgumentParser) -> None:
                    help="timed runs per row, at least (default: %(default)s)")
     p.add_argument("--min-seconds", type=float, default=d.min_seconds, metavar="S",
                    help="timed seconds per row, at least (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, metavar="N",
-                   help="seed choosing the test images used as inputs (default: %(default)s)")
+    p.add_argument("--input-seed", type=int, default=d.seed, metavar="N", dest="input_seed",
+                   help="seed choosing the test images fed as inputs (default: %(default)s)")
+    p.add_argument("--seed", type=int, dest="input_seed", action=DeprecatedAlias, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="results JSON; .csv, .md and -latency/-tradeoff .png are written beside it "
                    "(default: DIR/bench.json)")
@@ -54,12 +55,13 @@ def bench_run(args: argparse.Namespace) -> int:
     from toolkit.bench import run_bench, write_outputs
     from toolkit.config import BenchConfig
 
+    check_runtimes(args)
     cfg = BenchConfig(
         exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
         model=args.model, variants=tuple(args.variants),
         runtimes=tuple(args.runtimes), device=args.device, batch_sizes=args.batch_sizes,
         threads=args.threads, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,
-        min_runs=args.min_runs, min_seconds=args.min_seconds, seed=args.seed, json_path=args.json,
+        min_runs=args.min_runs, min_seconds=args.min_seconds, seed=args.input_seed, json_path=args.json,
         allow_fallback=args.allow_fallback, plots=not args.no_plots, verbose=not args.quiet,
     )
     doc = run_bench(cfg)

@@ -7,10 +7,19 @@ from pathlib import Path
 
 from toolkit.errors import EXIT_CODES
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items()) + (
-    "\n\ndata: --dataset mnist (the default: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras "
-    "cache/download), --dataset DIR (images in class subfolders) or --dataset FILE.npz."
-)
+
+def epilog(p: argparse.ArgumentParser | None = None) -> str:
+    """A command's epilog: the exit codes, and the data sources where it takes --dataset; it names only
+    flags the command has (the root parser's names every command's)."""
+    flags = {o for a in p._actions for o in a.option_strings} if p is not None else None
+    codes = dict(EXIT_CODES)
+    if flags is not None and "--force" not in flags:
+        codes[2] = "usage error: a bad flag or value"
+    text = "exit codes:\n" + "\n".join(f"  {code}  {line}" for code, line in codes.items())
+    if flags is None or "--dataset" in flags:
+        text += ("\n\ndata: --dataset mnist (the default: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras "
+                 "cache/download), --dataset DIR (images in class subfolders) or --dataset FILE.npz.")
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -155,6 +164,24 @@ def quiet_arg(p: argparse.ArgumentParser) -> None:
                    "are drawn only when stderr is a terminal anyway)")
 
 
+def json_arg(p: argparse.ArgumentParser, what: str) -> None:
+    """--json PATH on a command whose results live in DIR: also write ``what`` as JSON to PATH, for scripts."""
+    p.add_argument("--json", type=Path, default=None, metavar="PATH",
+                   help=f"also write {what} as JSON to PATH (for scripts; the files in DIR are written anyway)")
+
+
+def write_json_result(args: argparse.Namespace, doc: dict) -> None:
+    if getattr(args, "json", None):
+        from toolkit import artifacts
+        from toolkit.provenance import provenance
+
+        artifacts.atomic_write_json(args.json, {"command": args.command, **doc, "provenance": provenance()})
+        if not getattr(args, "quiet", False):
+            import sys
+
+            print(f"wrote {args.json}", file=sys.stderr)
+
+
 def exports_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--exports", type=Path, default=Path("exports"), metavar="DIR",
@@ -214,3 +241,108 @@ def strict_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true",
                    help="an inconclusive verdict (the images cannot tell whether a bound holds) exits 4 like a "
                    "failed one; without it inconclusive verdicts are shown prominently and exit 0")
+
+
+# ----------------------------------------------------------------------------- export options (export, run)
+def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace an existing export in DIR") -> None:
+    """What to export and how to quantize it: the same options, names and defaults in `export` and `run`."""
+    from toolkit.config import ExportConfig
+
+    d = ExportConfig()
+    p.add_argument("--format", nargs="+", default=["all"], choices=("tflite", "onnx", "tflite-micro", "openvino", "all"),
+                   metavar="FORMAT",
+                   help="what to export, one or more of tflite, onnx, tflite-micro, openvino, all (default: all). "
+                   "Without --quantize: tflite -> tflite, "
+                   "tflite-int8; onnx -> onnx, onnx-int8; tflite-micro -> the int8 model as C source and "
+                   "header for TFLM (needs [micro]); openvino -> OpenVINO IR .xml + .bin (needs [openvino]); "
+                   "all -> every variant of every format whose dependency is installed")
+    p.add_argument("--quantize", nargs="+", metavar="MODE", choices=("none", "fp16", "dynamic", "int8"),
+                   help="only these quantizations: none (float32), fp16 (TFLite, OpenVINO), dynamic "
+                   "(dynamic-range int8 weights; TFLite), int8 (full-integer, calibrated)")
+    p.add_argument("--calibration-samples", type=positive_int, default=d.calibration_samples, metavar="N",
+                   help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
+                   "when the training split is smaller (default: %(default)s)")
+    p.add_argument("--calibration-method", default=d.calibration_method,
+                   choices=("minmax", "entropy", "percentile"),
+                   help="onnx-int8 calibration method (default: %(default)s); TFLite uses min/max")
+    p.add_argument("--opset", type=int, default=d.opset, metavar="N",
+                   help="ONNX opset, 17 or newer (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help=force_help)
+    control = p.add_argument_group(
+        "accuracy-controlled int8 (tflite-int8, tflite-micro, onnx-int8)",
+        "measure plain int8's accuracy drop against the Keras model on the validation split (never the test "
+        "set); when its upper 95% bound exceeds the budget, raise the precision of the layer that adds the most "
+        "quantization error (16-bit activations first, then float; TFLM: 16-bit only) and repeat, then lower back "
+        "what the budget does not need. The recipe goes "
+        "to the manifest and DIR/quantization-recipe.json; exit 4 when the budget cannot be met (the best model "
+        "found is kept)")
+    control.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+                         help="budget: the upper 95%% bound of the validation accuracy drop, in points (e.g. 0.3)")
+    control.add_argument("--min-agreement", type=float, default=d.min_agreement, metavar="PCT",
+                         help="also agree with Keras on at least PCT%% of validation images (parity's int8 gate is "
+                         "99.5); off by default: agreement is paid for in float layers, since int8 weights still "
+                         "move predictions that the accuracy budget lets through")
+    control.add_argument("--max-fallback-layers", type=positive_int, default=d.max_fallback_layers, metavar="N",
+                         help="at most N layers changed (default: %(default)s)")
+    control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
+                         help="replay a quantization-recipe.json without searching (the same bytes every time)")
+
+
+def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
+    """ExportConfig fields from the export options (the caller adds where the files come from and go), and
+    the chosen exporters."""
+    from toolkit import exporters
+
+    chosen = exporters.select(tuple(args.format), tuple(args.quantize) if args.quantize else None)
+    return dict(variants=tuple(e.variant for e in chosen), calibration_samples=args.calibration_samples,
+                calibration_method=args.calibration_method, opset=args.opset, force=args.force,
+                max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers,
+                recipe=args.recipe, min_agreement=args.min_agreement), chosen
+
+
+def check_export_flags(args: argparse.Namespace) -> None:
+    """The export options' usage errors, found before any file is read (exit 2, never hidden behind a
+    missing file's exit 3)."""
+    from toolkit.errors import UsageError
+
+    if args.opset < 17:
+        raise UsageError(f"--opset must be 17 or newer, got {args.opset}")
+    if args.max_accuracy_drop is not None and args.recipe is not None:
+        raise UsageError("--max-accuracy-drop searches, --recipe replays a search: give one of them")
+    if args.max_accuracy_drop is not None and not args.max_accuracy_drop > 0:
+        raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {args.max_accuracy_drop}")
+    if args.min_agreement is not None and not 0 < args.min_agreement <= 100:
+        raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {args.min_agreement}")
+    if args.max_accuracy_drop is not None or args.recipe is not None:
+        from toolkit import exporters
+        from toolkit.export import CONTROLLED
+
+        chosen = exporters.select(tuple(args.format), tuple(args.quantize) if args.quantize else None)
+        if not any(e.variant in CONTROLLED for e in chosen):
+            raise UsageError(f"accuracy control applies to {', '.join(CONTROLLED)}; none of them is being exported",
+                             hint="add --format tflite, onnx or tflite-micro (with int8)")
+
+
+def check_preprocess_flags(args: argparse.Namespace) -> None:
+    """--scale/--mean/--std usage errors that need no model or data (the rest need the model's input)."""
+    from toolkit.errors import UsageError
+
+    if args.scale == "standard" and (args.mean is None or args.std is None):
+        raise UsageError("--scale standard needs --mean and --std (one value, or one per channel)")
+    if args.scale != "standard" and (args.mean is not None or args.std is not None):
+        raise UsageError(f"--mean and --std apply to --scale standard, not {args.scale}")
+    if args.std is not None and min(args.std) <= 0:
+        raise UsageError(f"--std values must be positive, got {list(args.std)}")
+
+
+def check_runtimes(args: argparse.Namespace, flag: str = "--runtimes") -> None:
+    """Unknown runtime names are a usage error before any file is read."""
+    names = [n for n in (getattr(args, flag[2:].replace("-", "_"), None) or ()) if n]
+    if not names:
+        return
+    from toolkit import runners
+    from toolkit.errors import UsageError
+
+    unknown = [r for r in names if r not in runners.names()]
+    if unknown:
+        raise UsageError(f"{flag}: unknown runtime(s) {', '.join(unknown)} (known: {', '.join(runners.names())})")

@@ -6,82 +6,47 @@ import argparse
 from pathlib import Path
 
 from toolkit.cli.common import (
+    check_export_flags,
+    check_preprocess_flags,
     dataset_args,
+    export_options_args,
+    export_settings,
     exports_arg,
-    positive_int,
+    json_arg,
     preprocess_args,
     preprocess_options,
     quiet_arg,
+    write_json_result,
 )
 
 
 def export_args(p: argparse.ArgumentParser) -> None:
     quiet_arg(p)
-    from toolkit.config import ExportConfig
-
-    d = ExportConfig()
-    p.add_argument("--format", nargs="+", default=["all"], choices=("tflite", "onnx", "tflite-micro", "openvino", "all"),
-                   metavar="FORMAT",
-                   help="what to export, one or more of tflite, onnx, tflite-micro, openvino, all (default: all). "
-                   "Without --quantize: tflite -> tflite, "
-                   "tflite-int8; onnx -> onnx, onnx-int8; tflite-micro -> the int8 model as C source and "
-                   "header for TFLM (needs [micro]); openvino -> OpenVINO IR .xml + .bin (needs [openvino]); "
-                   "all -> every variant of every format whose dependency is installed")
-    p.add_argument("--quantize", nargs="+", metavar="MODE", choices=("none", "fp16", "dynamic", "int8"),
-                   help="only these quantizations: none (float32), fp16 (TFLite, OpenVINO), dynamic "
-                   "(dynamic-range int8 weights; TFLite), int8 (full-integer, calibrated)")
     exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
                    help="Keras image classifier (.keras) to export: any single-input model taking (H, W, C), "
                    "(H, W) or flat images and giving K class scores, logits or probabilities "
                    "(default: DIR/model.keras)")
     dataset_args(p, "the dataset the model was trained on by `toolkit train`, else mnist")
-    p.add_argument("--calibration-samples", type=positive_int, default=d.calibration_samples, metavar="N",
-                   help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
-                   "when the training split is smaller (default: %(default)s)")
-    p.add_argument("--calibration-method", default=d.calibration_method,
-                   choices=("minmax", "entropy", "percentile"),
-                   help="onnx-int8 calibration method (default: %(default)s); TFLite uses min/max")
-    p.add_argument("--opset", type=int, default=d.opset, metavar="N",
-                   help="ONNX opset, 17 or newer (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="replace an existing export in DIR")
-    control = p.add_argument_group(
-        "accuracy-controlled int8 (tflite-int8, tflite-micro, onnx-int8)",
-        "measure plain int8's accuracy drop against the Keras model on the validation split (never the test "
-        "set); when its upper 95% bound exceeds the budget, raise the precision of the layer that adds the most "
-        "quantization error (16-bit activations first, then float; TFLM: 16-bit only) and repeat, then lower back "
-        "what the budget does not need. The recipe goes "
-        "to the manifest and DIR/quantization-recipe.json; exit 4 when the budget cannot be met (the best model "
-        "found is kept)")
-    control.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
-                         help="budget: the upper 95%% bound of the validation accuracy drop, in points (e.g. 0.3)")
-    control.add_argument("--min-agreement", type=float, default=d.min_agreement, metavar="PCT",
-                         help="also agree with Keras on at least PCT%% of validation images (parity's int8 gate is "
-                         "99.5); off by default: agreement is paid for in float layers, since int8 weights still "
-                         "move predictions that the accuracy budget lets through")
-    control.add_argument("--max-fallback-layers", type=positive_int, default=d.max_fallback_layers, metavar="N",
-                         help="at most N layers changed (default: %(default)s)")
-    control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
-                         help="replay a quantization-recipe.json without searching (the same bytes every time)")
+    export_options_args(p)
+    json_arg(p, "the manifest (DIR/manifest.json) with each file's full path")
     preprocess_args(p)
 
 
 def export_run(args: argparse.Namespace) -> int:
-    from toolkit import exporters
     from toolkit.config import ExportConfig
     from toolkit.errors import PartialExportError
     from toolkit.export import export, failure_lines
 
-    chosen = exporters.select(tuple(args.format), tuple(args.quantize) if args.quantize else None)
-    cfg = ExportConfig(
-        exports=args.exports, variants=tuple(e.variant for e in chosen), model=args.model,
-        data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
-        preprocess=preprocess_options(args), calibration_samples=args.calibration_samples,
-        calibration_method=args.calibration_method, opset=args.opset, force=args.force, verbose=not args.quiet,
-        max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers, recipe=args.recipe,
-        min_agreement=args.min_agreement,
-    )
+    check_export_flags(args)
+    check_preprocess_flags(args)
+    settings, chosen = export_settings(args)
+    cfg = ExportConfig(exports=args.exports, model=args.model, data_dir=args.data_dir, dataset=args.dataset,
+                       test_fraction=args.test_fraction, preprocess=preprocess_options(args),
+                       verbose=not args.quiet, **settings)
     manifest = export(cfg, chosen)
+    write_json_result(args, {"manifest": manifest, "files": {e["variant"]: str(args.exports / e["path"])
+                                                             for e in manifest["artifacts"]}})
     print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")
     for e in manifest["artifacts"]:
         print(f"{e['variant']:<15} {e.get('model_bytes', e['bytes']):>11}  {e['conversion_seconds']:>7.1f}  "
@@ -117,12 +82,20 @@ def verify_args(p: argparse.ArgumentParser) -> None:
                    "name every artifact whose bytes differ from the manifest's sha256 (exit 3)")
     p.add_argument("--data-dir", type=Path, default=None, metavar="DIR",
                    help="with --rebuild of an MNIST export: the MNIST IDX directory (default: $TOOLKIT_DATA_DIR)")
+    json_arg(p, "what was checked ({\"verified\": true, \"lines\": [...]}; a failed check exits 3 and writes "
+             "{\"verified\": false, \"error\": ...})")
 
 
 def verify_run(args: argparse.Namespace) -> int:
+    from toolkit.errors import ToolkitError
     from toolkit.verify import rebuild, verify
 
-    lines = rebuild(args.exports, args.data_dir) if args.rebuild else verify(args.exports)
+    try:
+        lines = rebuild(args.exports, args.data_dir) if args.rebuild else verify(args.exports)
+    except ToolkitError as exc:
+        write_json_result(args, {"verified": False, "error": str(exc), "exit_code": exc.exit_code})
+        raise
+    write_json_result(args, {"verified": True, "lines": lines})
     for line in lines:
         print(line)
     return 0

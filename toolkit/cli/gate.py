@@ -53,16 +53,28 @@ def gate_args(p: argparse.ArgumentParser) -> None:
     strict_arg(p)
 
 
+# The options the pytest plugin offers as --toolkit-NAME, with the same types, defaults and help: every
+# check setting of the gate (not where files go, nor --quiet: the plugin reports through pytest).
+PLUGIN_EXCLUDED = ("-h", "--help", "--quiet", "--exports", "--baseline", "--json", "--junit")
+
+
+def gate_config(args: argparse.Namespace):
+    """The frozen GateConfig from parsed options (the command's or the pytest plugin's)."""
+    from toolkit.gate import GateConfig
+
+    return GateConfig(baseline=args.baseline, exports=args.exports, accuracy_margin_points=args.accuracy_margin,
+                      latency_margin=args.latency_margin, ship=tuple(args.ship),
+                      latency_batch_sizes=tuple(args.latency_batch_sizes), latency_threads=tuple(args.latency_threads),
+                      latency_rounds=args.latency_rounds, data_dir=args.data_dir, max_bytes=dict(args.max_bytes),
+                      max_arena=args.max_arena, json_path=getattr(args, "json", None),
+                      junit=getattr(args, "junit", None), strict=args.strict, verbose=not getattr(args, "quiet", True))
+
+
 def gate_run(args: argparse.Namespace) -> int:
     from toolkit.errors import GateError
-    from toolkit.gate import GateConfig, print_verdict, run_gate, write_outputs
+    from toolkit.gate import print_verdict, run_gate, write_outputs
 
-    cfg = GateConfig(baseline=args.baseline, exports=args.exports, accuracy_margin_points=args.accuracy_margin,
-                     latency_margin=args.latency_margin, ship=tuple(args.ship),
-                     latency_batch_sizes=args.latency_batch_sizes, latency_threads=args.latency_threads,
-                     latency_rounds=args.latency_rounds, data_dir=args.data_dir, max_bytes=dict(args.max_bytes),
-                     max_arena=args.max_arena, json_path=args.json, junit=args.junit, strict=args.strict,
-                     verbose=not args.quiet)
+    cfg = gate_config(args)
     doc = run_gate(cfg)
     paths = write_outputs(doc, cfg)
     print_verdict(doc)

@@ -6,7 +6,15 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from toolkit.cli.common import dataset_args, exports_arg, positive_int, quiet_arg, strict_arg
+from toolkit.cli.common import (
+    DeprecatedAlias,
+    check_runtimes,
+    dataset_args,
+    exports_arg,
+    positive_int,
+    quiet_arg,
+    strict_arg,
+)
 
 
 def _gate_help() -> str:
@@ -38,8 +46,13 @@ def parity_args(p: argparse.ArgumentParser) -> None:
                    help="where to write the JSON results (default: DIR/parity.json)")
     p.add_argument("--gate", action="append", default=[], metavar="NAME=VALUE",
                    help="override a gate bound; repeatable. Gates: " + _gate_help())
-    p.add_argument("--batch-size", type=positive_int, default=500, metavar="N",
+    p.add_argument("--images-per-call", type=positive_int, default=500, metavar="N", dest="images_per_call",
                    help="images per inference call (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, dest="images_per_call", action=DeprecatedAlias,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
+                   help="the int8 accuracy budget, the same name and rule as `toolkit export --max-accuracy-drop`: "
+                   "short for --gate int8_max_accuracy_loss=PTS")
     p.add_argument("--micro-images", type=_count_or_all, default=1000, metavar="N|all",
                    help="test images run under TFLM for tflite-micro (reference kernels, one image at a "
                    "time): a fixed-seed sample of N, or all (default: %(default)s)")
@@ -75,11 +88,22 @@ def parse_gates(items: list[str]):
 def parity_run(args: argparse.Namespace) -> int:
     from toolkit.config import ParityConfig
 
+    check_runtimes(args)
+    if args.reference_runtime:
+        args_ref = argparse.Namespace(reference_runtime=[args.reference_runtime])
+        check_runtimes(args_ref, "--reference-runtime")
+    gates = list(args.gate)
+    if args.max_accuracy_drop is not None:
+        if not args.max_accuracy_drop > 0:
+            from toolkit.errors import UsageError
+
+            raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {args.max_accuracy_drop}")
+        gates.append(f"int8_max_accuracy_loss={args.max_accuracy_drop}")
     cfg = ParityConfig(
         exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
         model=args.model, variants=tuple(args.variants), runtimes=tuple(args.runtimes),
         device=args.device, reference_runtime=args.reference_runtime,
-        json_path=args.json, gates=parse_gates(args.gate), batch_size=args.batch_size,
+        json_path=args.json, gates=parse_gates(gates), batch_size=args.images_per_call,
         diagnose=args.diagnose, micro_images=args.micro_images, strict=args.strict, verbose=not args.quiet,
     )
     if cfg.diagnose:

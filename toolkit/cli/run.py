@@ -8,13 +8,20 @@ from pathlib import Path
 
 from toolkit.cli.common import (
     arch_args,
+    check_export_flags,
+    check_preprocess_flags,
+    check_runtimes,
     dataset_args,
+    export_options_args,
+    export_settings,
     exports_arg,
+    json_arg,
     preprocess_args,
     preprocess_options,
     quiet_arg,
     strict_arg,
     train_config,
+    write_json_result,
 )
 
 
@@ -37,6 +44,8 @@ def run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtimes", nargs="+", default=(), metavar="RUNTIME",
                    help="the runtimes the benchmark times (default: bench's default set; `toolkit bench --help` "
                    "lists them)")
+    json_arg(p, "the run's summary: every stage's files, seconds and verdicts")
+    export_options_args(p, force_help="replace what DIR holds: its export, and its model.keras when training")
     preprocess_args(p)
     strict_arg(p)
 
@@ -47,15 +56,28 @@ def run_run(args: argparse.Namespace) -> int:
     from toolkit.run import RunConfig, quick, run
 
     exports: Path = args.exports
+    # every usage error before any file is read or anything is trained
     if args.resize and not (args.model or args.skip_train):
         raise UsageError("--resize needs a model to take the size from: give --model (or --skip-train); "
                          "training builds the model for the images' own size")
-    if args.runtimes:  # checked before anything is trained, not after
-        from toolkit import runners
+    check_runtimes(args)
+    check_export_flags(args)
+    check_preprocess_flags(args)
+    settings, _ = export_settings(args)
+    training = not (args.skip_train or args.model is not None)
+    if not args.force:
+        from toolkit import artifacts
+        from toolkit.train import MODEL_FILE
 
-        unknown = [r for r in args.runtimes if r not in runners.names()]
-        if unknown:
-            raise UsageError(f"--runtimes: unknown runtime(s) {', '.join(unknown)} (known: {', '.join(runners.names())})")
+        held = [exports / name for name in (artifacts.MANIFEST, *((MODEL_FILE,) if training else ()))
+                if (exports / name).exists()]
+        if held:
+            raise UsageError(f"{held[0]} already exists; refusing to overwrite it",
+                             hint="pass --force to replace it, or --exports DIR for a new run")
+    if args.model is not None and not args.model.exists():
+        from toolkit.errors import DataError
+
+        raise DataError(f"model file {args.model} not found", hint="give the path of a .keras file")
     options = preprocess_options(args)
     train_options = replace(options, resize=False, input_size=None)
     train_cfg = replace(train_config(args, exports), preprocess=train_options)
@@ -63,7 +85,7 @@ def run_run(args: argparse.Namespace) -> int:
         train=train_cfg,
         export=ExportConfig(exports=exports, data_dir=args.data_dir, dataset=args.dataset,
                             test_fraction=args.test_fraction, preprocess=options, model=args.model,
-                            verbose=not args.quiet),
+                            verbose=not args.quiet, **settings),
         parity=ParityConfig(exports=exports, data_dir=args.data_dir, verbose=not args.quiet),
         bench=BenchConfig(exports=exports, data_dir=args.data_dir, batch_sizes=(1, 32), device=args.device,
                           runtimes=tuple(args.runtimes),
@@ -91,6 +113,14 @@ def run_run(args: argparse.Namespace) -> int:
     for line in failure_lines(result["manifest"]):
         print(line)
     print(f"\nreport: {result['paths']['report']}")
+    write_json_result(args, {
+        "exports": str(exports), "verdict": report.verdict, "seconds": result["seconds"],
+        "paths": {k: str(v) for k, v in result["paths"].items()},
+        "variants": {name: {"verdict": v.verdict, "accuracy": v.metrics["accuracy"],
+                            "agreement": v.metrics["agreement"], "images": v.metrics["images"],
+                            "bytes": v.metrics.get("model_bytes", v.metrics["bytes"])}
+                     for name, v in report.variants.items()},
+        "export_failed": result["manifest"]["failed"], "bench_failed": result.get("bench_failed") or []})
     report.raise_if_failed("run", result['paths']['report'], strict=args.strict)
     if result["manifest"]["failed"]:
         from toolkit.errors import PartialExportError
@@ -115,8 +145,8 @@ COMMANDS = {
         run_args, run_run,
         "the whole pipeline: train, export, parity, bench, report",
         "Train the seed CNN or --arch ARCH on MNIST or --dataset (or take your own model with --model PATH, or reuse "
-        "DIR/model.keras with --skip-train), export every variant into DIR "
-        "(replacing an earlier export there), check parity on the full test set, benchmark "
+        "DIR/model.keras with --skip-train), export every variant (or --format/--quantize, with export's options) "
+        "into DIR (--force to replace an earlier run there), check parity on the full test set, benchmark "
         "batch 1 and 32 with 1 and 2 threads, and write DIR/report.md. Exits 4 if a parity gate "
         "failed, 3 if a variant could not be exported. --quick is a smoke run for trying the tool and for CI.",
     ),

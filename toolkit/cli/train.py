@@ -8,10 +8,13 @@ from pathlib import Path
 from toolkit.cli.common import (
     DeprecatedAlias,
     arch_args,
+    check_preprocess_flags,
     dataset_args,
+    json_arg,
     preprocess_args,
     quiet_arg,
     train_config,
+    write_json_result,
 )
 
 
@@ -23,14 +26,17 @@ def train_args(p: argparse.ArgumentParser) -> None:
                    "--exports (default: %(default)s)")
     p.add_argument("--out", type=Path, dest="exports", action=DeprecatedAlias, metavar="DIR", help=argparse.SUPPRESS)
     arch_args(p)
+    json_arg(p, "the training record (DIR/train.json)")
     preprocess_args(p, resize=False)
 
 
 def train_run(args: argparse.Namespace) -> int:
     from toolkit.train import RECORD_FILE, train
 
+    check_preprocess_flags(args)
     cfg = train_config(args, args.exports)
     record = train(cfg)
+    write_json_result(args, {"record": record})
     print(
         f"test accuracy {record['test_accuracy'] * 100:.2f}%  "
         f"validation accuracy {record['validation_accuracy'] * 100:.2f}%  "

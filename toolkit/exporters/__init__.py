@@ -71,6 +71,15 @@ def _load_all() -> None:
         importlib.import_module(module)
 
 
+def by_variant(names: tuple[str, ...]) -> list[Exporter]:
+    """The exporters of these variant names (as a config records them), in registry order."""
+    _load_all()
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise UsageError(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(REGISTRY)})")
+    return [e for e in REGISTRY.values() if e.variant in names]
+
+
 def select(fmt: str | tuple[str, ...], quantize: tuple[str, ...] | None) -> list[Exporter]:
     """Variants for ``--format FMT [FMT ...] [--quantize MODE ...]`` (a quantization mode must exist in
     at least one of the formats)."""
