@@ -68,7 +68,7 @@ class ExportConfig:
     test_fraction: float | None = None
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     calibration_samples: int = 500
-    calibration_method: str = "minmax"
+    calibration_method: str = "auto"  # toolkit/ranges.py: minmax, mean-minmax, tail-aware, chosen on validation
     calibration_seed: int = 0
     opset: int = 17
     force: bool = False

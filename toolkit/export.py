@@ -201,10 +201,11 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             calibration_method=cfg.calibration_method, opset=cfg.opset,
         )
         control = _control_settings(cfg, exporters)
+        # the validation split (loaded on first use): the int8 range estimator and accuracy control choose on it
+        ctx.validation = _validation_loader(data, prep, model)
+        ctx.log = lambda message: _log(cfg, message)
         if control is not None:
             ctx.control = control
-            ctx.validation = _validation_loader(data, prep, model)
-            ctx.log = lambda message: _log(cfg, message)
         entries, failed = [], []
         committed = False
         stack = contextlib.ExitStack()

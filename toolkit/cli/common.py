@@ -263,8 +263,13 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                    help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
                    "when the training split is smaller (default: %(default)s)")
     p.add_argument("--calibration-method", default=d.calibration_method,
-                   choices=("minmax", "entropy", "percentile"),
-                   help="onnx-int8 calibration method (default: %(default)s); TFLite uses min/max")
+                   choices=("auto", "minmax", "mean-minmax", "tail-aware", "entropy", "percentile"),
+                   help="how each activation's int8 range is set from the calibration images: minmax (the global "
+                   "min/max), mean-minmax (the mean of each image's min/max: rare outliers clipped, NNCF's "
+                   "default), tail-aware (mean-minmax only for tensors whose max is over 4x the median "
+                   "image's); auto builds each and keeps the one that agrees best with Keras on the validation "
+                   "split. entropy and percentile: onnxruntime's calibrators (onnx-int8 only; TFLite then uses "
+                   "minmax) (default: %(default)s)")
     p.add_argument("--opset", type=int, default=d.opset, metavar="N",
                    help="ONNX opset, 17 or newer (default: %(default)s)")
     p.add_argument("--force", action="store_true", help=force_help)

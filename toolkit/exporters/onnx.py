@@ -196,7 +196,49 @@ def _preprocessed(ctx: ExportContext) -> Path:
     return pre
 
 
-def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int16: tuple[str, ...] = ()) -> None:
+def _range_stats(ctx: ExportContext):
+    """Each float activation tensor's min and max on each calibration image (the graph input and every
+    node output of the pre-processed float model), computed once per export."""
+    cache = ctx.control_cache.setdefault("onnx", {})
+    if "range_stats" not in cache:
+        import onnx
+        import onnxruntime as ort
+
+        from toolkit.ranges import Stats
+
+        model = onnx.load(str(_preprocessed(ctx)))
+        floats = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
+                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+        inits = {i.name for i in model.graph.initializer}
+        outputs = {o.name for o in model.graph.output}
+        wanted = [o for n in model.graph.node for o in n.output if o in floats and o not in inits]
+        for name in wanted:
+            if name not in outputs:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # every tensor as written
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        stats = Stats()
+        images = ctx.calibration_images.astype(np.float32)
+        for i in range(0, len(images), 16):
+            batch = images[i : i + 16]
+            stats.add(INPUT_NAME, batch, batched=True)
+            for name, values in zip(names, session.run(names, {INPUT_NAME: batch}), strict=True):
+                stats.add(name, values, batched=True)
+        cache["range_stats"] = stats
+    return cache["range_stats"]
+
+
+def _estimator(ctx: ExportContext) -> str | None:
+    """The range estimator (toolkit/ranges.py) the current build uses, or None for onnxruntime's own
+    calibration (minmax, entropy, percentile)."""
+    chosen = ctx.control_cache.setdefault("onnx", {}).get("estimator")
+    return None if chosen in (None, "minmax") else chosen
+
+
+def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int16: tuple[str, ...] = (),
+              estimator: str | None = None) -> None:
     """onnxruntime static quantization (QDQ, per-channel symmetric int8 weights, asymmetric uint8
     activations); nodes in ``exclude`` stay float, the output activations of ``int16`` nodes are 16-bit.
 
@@ -216,11 +258,16 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
     )
 
     method = {
-        "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
-    }[ctx.calibration_method]
+    }.get(ctx.calibration_method, CalibrationMethod.MinMax)
+    estimator = estimator if estimator is not None else _estimator(ctx)
     images = ctx.calibration_images
+    overrides: dict = {}
+    if estimator not in (None, "minmax"):  # every activation's range set here; calibration only has to run
+        overrides = {name: {"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}
+                     for name, (lo, hi) in _range_stats(ctx).ranges(estimator).items()}
+        images = images[:10]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -234,8 +281,11 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
     extra: dict = {}
     if int16:
         outputs = _node_outputs(_preprocessed(ctx))
-        extra["TensorQuantOverrides"] = {outputs[n]: [{"quant_type": QuantType.QInt16}] for n in int16}
+        for n in int16:
+            overrides[outputs[n]] = {**overrides.get(outputs[n], {}), "quant_type": QuantType.QInt16}
         extra["UseQDQContribOps"] = ctx.opset < 21  # int16 Q/DQ: com.microsoft ops before opset 21
+    if overrides:
+        extra["TensorQuantOverrides"] = {name: [values] for name, values in overrides.items()}
     try:
         quantize_static(
             str(_preprocessed(ctx)), str(out), Reader(),
@@ -258,13 +308,23 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
 
 @register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True)
 def onnx_int8(ctx: ExportContext, path: Path) -> dict:
-    tmp = ctx.workdir / "int8.onnx"
-    _quantize(ctx, tmp)
-    plain = tmp.read_bytes()
+    from toolkit import ranges
+
+    method = ctx.calibration_method
+    ours = method in (*ranges.ESTIMATORS, "auto")
+    stats = _range_stats(ctx) if method == "auto" else None
+    candidates = {}
+    for name in ranges.estimators_for(method, stats) if ours else (None,):
+        tmp = ctx.workdir / f"int8-{name or method}.onnx"
+        _quantize(ctx, tmp, estimator=name or "minmax")
+        candidates[name or method] = tmp.read_bytes()
+    chosen, choice = ranges.pick(ctx, candidates, _control_predict, "onnx-int8", stats)
+    ctx.control_cache.setdefault("onnx", {})["estimator"] = chosen  # the search builds on the same ranges
+    plain = candidates[chosen]
     out = {
         "opset": ctx.opset,
         "shared_seconds": ctx.charge("onnx"),
-        "calibration": {"method": ctx.calibration_method},
+        "calibration": {"method": method, **choice},
         "quantization_scheme": "QDQ, per-channel symmetric int8 weights, asymmetric uint8 activations "
                                "(onnxruntime quantize_static)",
     }

@@ -52,12 +52,20 @@ def conversion_error(exc: Exception, mode: str) -> ConversionError:
 
 
 def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
-    """The TFLite model for a quantization mode, converted once per export (failures too)."""
-    key = f"tflite-{mode}"
+    """The TFLite model for a quantization mode, converted once per export (failures too). For int8,
+    the range estimator's candidates (toolkit/ranges.py) are built and the one that agrees best with
+    Keras on the validation split is kept."""
+    if mode == "int8":
+        return _int8(ctx)
+    return _converted(ctx, mode)
+
+
+def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax") -> tuple[bytes, dict]:
+    key = f"tflite-{mode}" if mode != "int8" or estimator == "minmax" else f"tflite-int8:{estimator}"
     if key in ctx.failures:
         raise ctx.failures[key]
-    if mode in ctx.tflite_bytes:
-        return ctx.tflite_bytes[mode]
+    if key in ctx.tflite_bytes:
+        return ctx.tflite_bytes[key]
     from toolkit._quiet import quiet_stderr, tf
 
     tf = tf()
@@ -90,10 +98,11 @@ def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        extra["calibration"] = {"method": "minmax (TFLite converter)"}
+        extra["calibration"] = {"method": "minmax (TFLite converter)" if estimator == "minmax" else
+                                f"{estimator} (toolkit/ranges.py, set in the TFLite converter's calibration)"}
     start = time.perf_counter()
     try:
-        with quiet_stderr():
+        with quiet_stderr(), _ranges_in_calibration(ctx, estimator if mode == "int8" else None):
             content = converter.convert()
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError...
         from toolkit.artifacts import as_write_error
@@ -102,9 +111,110 @@ def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
             raise
         ctx.failures[key] = conversion_error(exc, mode)
         raise ctx.failures[key] from None
-    ctx.timings[key] = time.perf_counter() - start
-    ctx.tflite_bytes[mode] = (content, extra)
+    ctx.timings[key] = ctx.timings.get(key, 0.0) + time.perf_counter() - start
+    ctx.tflite_bytes[key] = (content, extra)
     return content, extra
+
+
+def _int8(ctx: ExportContext) -> tuple[bytes, dict]:
+    """The plain int8 model: each range estimator the calibration method asks for, the one that agrees
+    best with Keras on the validation split kept (minmax alone when the data has no validation split)."""
+    if "tflite-int8" in ctx.tflite_bytes and "tflite-int8:chosen" in ctx.tflite_bytes:
+        return ctx.tflite_bytes["tflite-int8:chosen"]
+    from toolkit import ranges
+
+    method = ctx.calibration_method if ctx.calibration_method in (*ranges.ESTIMATORS, "auto") else "minmax"
+    start = time.perf_counter()
+    candidates = {"minmax": _converted(ctx, "int8", "minmax")[0]}  # its calibration measures every tensor
+    stats = ctx.control_cache.get("tflite-range-stats-last")
+    names = ranges.estimators_for(method, stats)
+    candidates.update({name: _converted(ctx, "int8", name)[0] for name in names if name != "minmax"})
+    candidates = {name: candidates[name] for name in names}
+    chosen, record = ranges.pick(ctx, candidates, _control_predict, "tflite-int8", stats)
+    content, extra = _converted(ctx, "int8", chosen)
+    extra = {**extra, "calibration": {**extra["calibration"], **record}}
+    ctx.timings["tflite-int8"] = time.perf_counter() - start
+    ctx.tflite_bytes["tflite-int8"] = ctx.tflite_bytes["tflite-int8:chosen"] = (content, extra)
+    return content, extra
+
+
+class _ranges_in_calibration:
+    """While the converter runs: its calibration's min/max per activation tensor (the global min/max of
+    the representative images) replaced by ``estimator``'s ranges, measured per image on the same
+    calibrated model. For minmax the converter's own ranges are kept (the per-image figures are measured
+    all the same: whether any tensor has a long tail decides whether other estimators are tried)."""
+
+    def __init__(self, ctx: ExportContext, estimator: str):
+        self.ctx, self.estimator = ctx, estimator
+
+    def __enter__(self):
+        if self.estimator is None:
+            return self
+        from tensorflow.lite.python.optimize import calibrator
+
+        self.cls, self.original = calibrator.Calibrator, calibrator.Calibrator.calibrate
+        ctx, estimator, original = self.ctx, self.estimator, self.original
+
+        def calibrate(this, dataset_gen):
+            return _set_ranges(ctx, original(this, dataset_gen), estimator)
+
+        self.cls.calibrate = calibrate
+        return self
+
+    def __exit__(self, *exc):
+        if self.estimator is not None:
+            self.cls.calibrate = self.original
+        return False
+
+
+def _set_ranges(ctx: ExportContext, calibrated: bytes, estimator: str) -> bytes:
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(calibrated))
+    tensors = model.subgraphs[0].tensors
+    calibrated_tensors = [i for i, t in enumerate(tensors)
+                          if t.quantization is not None and t.quantization.min is not None
+                          and len(t.quantization.min) == 1]
+    import hashlib
+
+    key = ("tflite-range-stats", hashlib.sha256(calibrated).hexdigest())
+    cache = ctx.control_cache
+    if key not in cache:
+        cache[key] = _per_image_stats(bytes(calibrated), calibrated_tensors, ctx.calibration_images)
+    cache["tflite-range-stats-last"] = cache[key]
+    if estimator == "minmax":
+        return calibrated
+    ranges = cache[key].ranges(estimator)
+    for i in calibrated_tensors:
+        if str(i) in ranges:
+            lo, hi = ranges[str(i)]
+            tensors[i].quantization.min = np.array([lo], np.float32)
+            tensors[i].quantization.max = np.array([hi], np.float32)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _per_image_stats(content: bytes, indices: list[int], images: np.ndarray):
+    """Each calibrated tensor's min and max on each calibration image, from the calibrated float model."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from toolkit.ranges import Stats
+
+    it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inp = it.get_input_details()[0]
+    if tuple(inp["shape"]) != (1, *images.shape[1:]):
+        it.resize_tensor_input(inp["index"], [1, *images.shape[1:]])
+    it.allocate_tensors()
+    stats = Stats()
+    for k in range(len(images)):
+        it.set_tensor(inp["index"], images[k : k + 1].astype(np.float32))
+        it.invoke()
+        for i in indices:
+            try:
+                stats.add(str(i), it.get_tensor(i))
+            except ValueError:  # a tensor without data (optional input)
+                continue
+    return stats
 
 
 @op_check("tflite", "LiteRT builtin ops (the TFLite converter, float32)")

@@ -1,0 +1,157 @@
+"""Activation ranges for int8: how the calibration images' values of each tensor become the one
+range its int8 steps cover (the *range estimator*, in NNCF's and AIMET's words).
+
+Every estimator here starts from the same statistics, each tensor's minimum and maximum on each
+calibration image (per sample, as NNCF collects them with batch size 1):
+
+- ``minmax``: the global minimum and maximum over all images (the TFLite converter's and
+  onnxruntime's default). One image with a rare large value sets the range for all.
+- ``mean-minmax``: the mean over images of each image's minimum and maximum (NNCF's default
+  ``MEAN_MINMAX`` for activations). Rare outliers are clipped; a typical image keeps its steps.
+- ``tail-aware``: per tensor, ``mean-minmax`` where the global maximum (or minimum) is more than
+  ``TAIL_RATIO`` times the median image's (a few images reach values far beyond the others: the
+  squeeze-excite and standardization tensors of issue #23), else ``minmax``: the clipping is paid
+  only where a long tail would otherwise take the steps of every image.
+
+No estimator is best for every model (averaging wins 4 points on EfficientNetB0 and costs a little
+on MobileNetV2), so the exporters build each candidate and keep the one that agrees best with the
+Keras model on the **validation split** (``auto``, the default; the test set is never used). The
+candidates' validation figures go to the manifest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+ESTIMATORS = ("minmax", "mean-minmax", "tail-aware")
+TAIL_RATIO = 4.0
+
+
+class Stats:
+    """Per-image minimum and maximum of named tensors, accumulated one image (or batch, reduced per
+    image) at a time: memory is two floats per tensor per image."""
+
+    def __init__(self) -> None:
+        self.mins: dict[str, list[float]] = {}
+        self.maxs: dict[str, list[float]] = {}
+
+    def add(self, name: str, values: np.ndarray, batched: bool = False) -> None:
+        """``values`` of one image, or of a batch with ``batched`` (the first axis is the image)."""
+        values = np.asarray(values)
+        if values.dtype.kind != "f" or values.size == 0:
+            return
+        rows = values.reshape(len(values), -1) if batched and values.ndim > 1 else values.reshape(1, -1)
+        self.mins.setdefault(name, []).extend(np.min(rows, axis=1).astype(float).tolist())
+        self.maxs.setdefault(name, []).extend(np.max(rows, axis=1).astype(float).tolist())
+
+    def names(self) -> list[str]:
+        return list(self.mins)
+
+    def ranges(self, estimator: str) -> dict[str, tuple[float, float]]:
+        """{tensor: (low, high)} by ``estimator``; every range contains 0 (an int8 zero point must exist)."""
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown range estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
+        out = {}
+        for name in self.mins:
+            mins, maxs = np.asarray(self.mins[name]), np.asarray(self.maxs[name])
+            lo_global, hi_global = float(mins.min()), float(maxs.max())
+            lo_mean, hi_mean = float(mins.mean()), float(maxs.mean())
+            if estimator == "minmax":
+                lo, hi = lo_global, hi_global
+            elif estimator == "mean-minmax":
+                lo, hi = lo_mean, hi_mean
+            else:
+                lo = lo_mean if _tail(-mins) else lo_global
+                hi = hi_mean if _tail(maxs) else hi_global
+            out[name] = (min(lo, 0.0), max(hi, 0.0))
+        return out
+
+    def tails(self) -> dict[str, float]:
+        """{tensor: its global max over the median image's max}, for the tensors with a long tail."""
+        out = {}
+        for name in self.maxs:
+            maxs = np.asarray(self.maxs[name])
+            median = float(np.median(maxs))
+            if median > 0 and _tail(maxs):
+                out[name] = round(float(maxs.max()) / median, 2)
+        return out
+
+
+def _tail(values: np.ndarray) -> bool:
+    """Whether the largest of ``values`` (one per image) is more than TAIL_RATIO times the median's."""
+    median = float(np.median(values))
+    return median > 0 and float(values.max()) > TAIL_RATIO * median
+
+
+def choose(candidates: dict[str, bytes], predict: Callable[[bytes, np.ndarray], np.ndarray], validation,
+           log: Callable[[str], None] = lambda s: None, what: str = "") -> tuple[str, dict]:
+    """The estimator whose model agrees best with the Keras model on the validation split (then the more
+    accurate; then the earlier in ESTIMATORS order: ``minmax`` on a tie), and every candidate's figures."""
+    from toolkit.accuracy_control import measure
+
+    figures = {}
+    for name, content in candidates.items():
+        m = measure(validation, predict(content, validation.images))
+        figures[name] = {"agreement": round(m["agreement"], 6), "accuracy": round(m["accuracy"], 6),
+                         "drop_points": round(m["drop_points"], 4), "images": m["images"]}
+        log(f"  {what}range estimator {name}: agreement {100 * m['agreement']:.2f}%, accuracy "
+            f"{100 * m['accuracy']:.2f}% on {validation.description}")
+    order = list(candidates)
+    best = max(order, key=lambda n: (figures[n]["agreement"], figures[n]["accuracy"], -order.index(n)))
+    return best, figures
+
+
+def pick(ctx, candidates: dict[str, bytes], predict: Callable, what: str, stats: Stats | None = None,
+         method: str | None = None) -> tuple[str, dict]:
+    """The estimator an exporter keeps among its candidates, and what the manifest records of the choice:
+    the validation figures of each (``ctx.validation``: the split, loaded once per export)."""
+    names = list(candidates)
+    tails = stats.tails() if stats is not None else {}
+    record: dict = {"long_tails": {"tensors": len(tails), "of": len(stats.names()),
+                                   "largest_ratio": max(tails.values(), default=None)}} if stats is not None else {}
+    method = method or getattr(ctx, "calibration_method", "auto")
+    if len(names) == 1:
+        why = ("asked for (--calibration-method)" if method != "auto" else
+               f"minmax kept: no activation has a long tail (a max over {TAIL_RATIO:g}x the median image's) for "
+               "another estimator to clip")
+        return names[0], {"estimator": names[0], "chosen_on": why, **record}
+    validation = _validation(ctx)
+    if validation is None:
+        return "minmax", {"estimator": "minmax", "chosen_on": "no validation split to choose on: minmax", **record}
+    chosen, figures = choose(candidates, predict, validation, log=ctx.log, what=f"{what}: ")
+    return chosen, {"estimator": chosen, "chosen_on": validation.description, "candidates": figures,
+                    "rule": "the highest agreement with Keras, then accuracy, then the first of "
+                            + ", ".join(ESTIMATORS), **record}
+
+
+def _validation(ctx):
+    from toolkit.errors import DataError
+
+    if ctx.validation is None:
+        return None
+    try:
+        return ctx.validation()
+    except DataError:
+        return None
+
+
+def estimators_for(method: str, stats: Stats | None = None) -> tuple[str, ...]:
+    """The candidates a ``--calibration-method`` asks for: the one asked, or for ``auto`` every estimator
+    when some tensor has a long tail, else minmax alone (without a tail, clipping to the mean can only
+    cost: the estimators differ where a few images reach far beyond the others)."""
+    if method != "auto":
+        return (method,)
+    if stats is not None and not stats.tails():
+        return ("minmax",)
+    return ESTIMATORS
+
+
+def collect(batches: Iterable[dict[str, np.ndarray]], stats: Stats | None = None, batched: bool = True) -> Stats:
+    """Accumulate ``{tensor: values}`` dicts (one per call of a model) into per-image statistics."""
+    stats = stats or Stats()
+    for outputs in batches:
+        for name, values in outputs.items():
+            stats.add(name, values, batched=batched)
+    return stats
