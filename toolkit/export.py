@@ -47,6 +47,10 @@ from toolkit.train import MODEL_FILE, RECORD_FILE
 # A fresh export must agree with Keras on at least this share of the check batch, or it is
 # broken beyond what parity's statistics are for (full parity is `toolkit parity`).
 GROSS_MIN_AGREEMENT = 0.95
+# An int8 variant below GROSS_MIN_AGREEMENT is a quantization-quality outcome, not a broken file: it is
+# committed with a warning (parity gives the verdict; --max-accuracy-drop can repair it) unless it is
+# this far off, where its predictions are no longer the model's (wrong scales or layout, or at chance).
+INT8_BROKEN_AGREEMENT = 0.5
 
 
 def _relative_or_absolute(path: Path, root: Path) -> str:
@@ -69,7 +73,11 @@ def _check_against_reference(exporter: Exporter, path: Path, images: np.ndarray,
         "agreement": agreement,
         "max_abs_logit_diff": float(np.abs(logits - ref).max()),
     }
-    if agreement < GROSS_MIN_AGREEMENT:
+    if exporter.calibrated and INT8_BROKEN_AGREEMENT <= agreement < GROSS_MIN_AGREEMENT:
+        check["warning"] = (f"agrees with Keras on only {agreement:.1%} of {len(images)} test images: int8 loses "
+                            "much of this model; `toolkit parity` gives the verdict, --max-accuracy-drop PTS searches "
+                            "for a model that keeps it, `toolkit parity --diagnose` names the layers")
+    elif agreement < GROSS_MIN_AGREEMENT:
         raise DataError(
             f"{exporter.variant}: agrees with Keras on only {agreement:.1%} of {len(images)} test images "
             f"(< {GROSS_MIN_AGREEMENT:.0%}): the conversion is broken"
@@ -284,6 +292,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     f"  {exporter.variant:<15} {entry.get('model_bytes', entry['bytes']) / 1e6:7.2f} MB  {seconds:6.1f} s  "
                     f"check: {check['agreement']:.1%} agreement on {check['images']} test images",
                 )
+
             if not entries:
                 raise ConversionError(
                     "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
@@ -399,6 +408,12 @@ def _validation_loader(data, prep, model):
         return cache[0]
 
     return load
+
+
+def warning_lines(manifest: dict) -> list[str]:
+    """One line per committed variant whose check agreement is low (int8 that loses much of the model)."""
+    return [f"WARNING {e['variant']}: {e['check']['warning']}" for e in manifest["artifacts"]
+            if e.get("check", {}).get("warning")]
 
 
 def failure_lines(manifest: dict) -> list[str]:

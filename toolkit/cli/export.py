@@ -36,7 +36,7 @@ def export_args(p: argparse.ArgumentParser) -> None:
 def export_run(args: argparse.Namespace) -> int:
     from toolkit.config import ExportConfig
     from toolkit.errors import PartialExportError
-    from toolkit.export import export, failure_lines
+    from toolkit.export import export, failure_lines, warning_lines
 
     check_export_flags(args)
     check_preprocess_flags(args)
@@ -51,7 +51,7 @@ def export_run(args: argparse.Namespace) -> int:
     for e in manifest["artifacts"]:
         print(f"{e['variant']:<15} {e.get('model_bytes', e['bytes']):>11}  {e['conversion_seconds']:>7.1f}  "
               f"{args.exports / e['path']}")
-    for line in failure_lines(manifest):
+    for line in [*warning_lines(manifest), *failure_lines(manifest)]:
         print(line)
     missed = []
     for e in manifest["artifacts"]:

@@ -108,9 +108,9 @@ def run_run(args: argparse.Namespace) -> int:
         sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
         print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{m['agreement']:>10.2%}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}{sample}")
-    from toolkit.export import failure_lines
+    from toolkit.export import failure_lines, warning_lines
 
-    for line in failure_lines(result["manifest"]):
+    for line in [*warning_lines(result["manifest"]), *failure_lines(result["manifest"])]:
         print(line)
     print(f"\nreport: {result['paths']['report']}")
     write_json_result(args, {
