@@ -19,27 +19,39 @@ import numpy as np
 import pytest
 
 from toolkit.accuracy_control import Validation, local_errors, measure
+
+SCALE = 1000.0  # the outlier unit of the fixture below
 from toolkit.cli import main
 
 
 @pytest.fixture(scope="module")
 def standardized_mlp(tmp_path_factory, mnist) -> Path:
+    """An MLP with one hidden unit scaled up SCALE times (incoming weights xSCALE, outgoing /SCALE: ReLU is
+    positively homogeneous, so the float model computes the same function). Every image's hidden tensor then
+    holds one channel about SCALE times the others: not a rare tail for a range estimator to clip, so per-tensor
+    int8 activations leave the other 383 channels a few steps, and plain int8 loses what only a wider
+    activation type or float can keep: what the search is for. (Per-pixel standardization, once this
+    fixture's difficulty, is handled by plain int8 since issue #23.)"""
     import keras
     from keras import layers
 
     keras.utils.set_random_seed(0)
     x, y = mnist.train.images[:12_000], mnist.train.labels[:12_000]
-    flat = x.reshape(len(x), -1).astype(np.float64)
-    mean, var = flat.mean(0), flat.var(0)
-    var[var == 0] = 1.0  # as StandardScaler does for constant features
     inp = keras.Input((28, 28, 1), name="image")
-    h = layers.Normalization(mean=mean, variance=var, name="standardize")(layers.Flatten()(inp))
     # 384 hidden units: over 256 KiB of int8 weights, where ai-edge-quantizer stores constants
     # outside the FlatBuffer unless the toolkit inlines them (TFLM would run on wrong weights)
-    h = layers.Dense(384, activation="relu", name="hidden")(h)
-    model = keras.Model(inp, layers.Dense(10, name="logits")(h), name="standardized_mlp")
+    h = layers.Dense(384, activation="relu", name="hidden")(layers.Flatten()(inp))
+    model = keras.Model(inp, layers.Dense(10, name="logits")(h), name="outlier_mlp")
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, batch_size=128, epochs=3, verbose=0)
+    hidden, logits = model.get_layer("hidden"), model.get_layer("logits")
+    (w1, b1), (w2, b2) = hidden.get_weights(), logits.get_weights()
+    unit = int(np.argmax(np.abs(w2).sum(1)))  # a unit the logits read
+    w1[:, unit] *= SCALE
+    b1[unit] *= SCALE
+    w2[unit] /= SCALE
+    hidden.set_weights([w1, b1])
+    logits.set_weights([w2, b2])
     path = tmp_path_factory.mktemp("sensitive") / "model.keras"
     model.save(path)
     return path
@@ -52,10 +64,9 @@ def _manifest(exports: Path) -> dict[str, dict]:
 def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(standardized_mlp, data_dir, tmp_path,
                                                                                  capsys):
     """The search accepts a step only by parity's rule (toolkit/verdicts.py) on the validation split: the loss
-    passes against the budget and agreement with Keras passes parity's 99.5% int8 gate. On this model
-    int8 weights move 1-2% of the predictions: ONNX keeps its weights int8 (one float layer), TFLite needs the
-    hidden layer's weights in float too, and TFLM, with integer steps only, cannot reach agreement: exit 4,
-    the best step kept."""
+    passes against the budget and agreement with Keras passes parity's 99.5% int8 gate. On this model one
+    activation channel is SCALE times the others: ONNX and TFLite put the layer reading it in float, and TFLM,
+    with integer steps only, cannot reach agreement: exit 4, the best step kept."""
     exports = tmp_path / "controlled"
     common = ["--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet"]
     rc = main(["export", *common, "--exports", str(exports), "--format", "all", "--quantize", "fp16", "int8",
@@ -69,7 +80,7 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
         assert record["plain"]["drop_upper_points"] > 0.3  # plain int8 really fails, on validation
         assert record["met"] and record["source"] == "search"
         assert 1 <= len(record["layers"]) <= 3
-        assert any("standardize" in layer for layer in record["layers"])  # the outlier layer is among those changed
+        assert "float" in record["layers"].values()  # the layer reading the outlier channel, at least
         assert recipe["variants"][variant]["layers"] == record["layers"]
         steps = record["steps"]
         assert steps[0]["step"] == 0 and all("bytes" in s and "p50_ms_batch1" in s for s in steps)
@@ -118,13 +129,14 @@ def test_budget_that_cannot_be_met_exits_4_and_keeps_the_best(standardized_mlp, 
     exports = tmp_path / "e"
     rc = main(["export", "--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet",
                "--exports", str(exports), "--format", "onnx", "--quantize", "int8",
-               "--max-accuracy-drop", "0.09", "--max-fallback-layers", "1"])
+               "--max-accuracy-drop", "0.09", "--min-agreement", "99.99", "--max-fallback-layers", "1"])
     assert rc == 4
     assert "budget not met" in capsys.readouterr().err
     record = _manifest(exports)["onnx-int8"]["accuracy_control"]
     assert record["met"] is False and len(record["layers"]) == 1
-    best = min(s["drop_upper_points"] for s in record["steps"])
-    assert record["steps"][record["chosen_step"]]["drop_upper_points"] == best < record["plain"]["drop_upper_points"]
+    # the best step by the search's ranking: the smallest shortfall in drop, then in agreement
+    best = min(record["steps"], key=lambda s: (max(0.0, s["drop_upper_points"] - 0.09), -s["agreement"]))
+    assert record["chosen_step"] == best["step"] and best["agreement"] > record["plain"]["agreement"]
 
 
 def test_seed_cnn_where_plain_int8_passes_is_unchanged(quick_model, data_dir, tmp_path):
@@ -264,3 +276,44 @@ def test_a_budget_the_validation_split_cannot_resolve_is_refused_up_front(standa
                "--max-accuracy-drop", "0.02"])
     assert rc == 2
     assert "cannot show a drop below 0.08 points" in capsys.readouterr().err
+
+
+def test_an_onnx_gemm_or_matmul_can_go_to_float(tmp_path):
+    """Every layer can go to float in ONNX: a Gemm or MatMul left out of onnxruntime's quantization reads
+    its float weight directly, which is what float means there, whatever its (dequantized) input."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from toolkit.exporters.onnx import _control_applied
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(4, 8)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(8,)).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.normal(size=(3, 8)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="matmul"),
+             helper.make_node("Add", ["h0", "b1"], ["h1"], name="add"),
+             helper.make_node("Relu", ["h1"], ["h2"], name="relu"),
+             helper.make_node("Gemm", ["h2", "w2"], ["y"], name="gemm", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    src, levels = tmp_path / "m.onnx", {"matmul": "int8", "relu": "int8", "gemm": "float"}
+    onnx.save(model, src)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter([{"x": rng.normal(size=(16, 4)).astype(np.float32)}])
+
+        def get_next(self):
+            return next(self._it, None)
+
+    for exclude, expect in (([], "int8"), (["gemm"], "float"), (["matmul"], None)):
+        out = tmp_path / f"q-{'-'.join(exclude)}.onnx"
+        quantize_static(str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
+        applied = _control_applied(None, out.read_bytes(), levels)
+        if expect:
+            assert applied["gemm"] == expect and applied["matmul"] == "int8", applied
+        else:
+            assert applied["matmul"] == "float", applied

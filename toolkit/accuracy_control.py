@@ -41,6 +41,8 @@ INTEGER_LEVELS = ("int8", "int16x8")
 RANK_IMAGES = 256  # validation images the per-layer error is measured on
 RECIPE_FILE = "quantization-recipe.json"
 RECIPE_SCHEMA = 1
+# a controlled model slower than this times plain int8 at batch 1 is named as such in its outcome
+SLOWER_THAN_PLAIN = 1.25
 # the step limit beyond the layer limit: each layer can be raised at most twice
 MAX_STEPS_PER_LAYER = len(LEVELS) - 1
 
@@ -203,6 +205,22 @@ class _Candidate:
     content: bytes
     metrics: dict
     applied: dict = field(default_factory=dict)
+    p50_ms: float | None = None  # batch-1 p50 on the variant's own runtime
+    step: int = 0
+    p50_ci95_ms: tuple | None = None
+
+
+def _ci(cost: dict) -> tuple | None:
+    return tuple(cost["p50_ci95_ms"]) if cost.get("p50_ci95_ms") else None
+
+
+def clearly_faster(a: _Candidate, b: _Candidate) -> bool:
+    """``a`` runs faster than ``b`` beyond re-measurement noise: at least 10% lower p50 and the p50 intervals
+    apart. Close costs keep the accuracy-ranked choice, so the search gives the same bytes on every run."""
+    if a.p50_ms is None or b.p50_ms is None:
+        return False
+    apart = a.p50_ci95_ms is None or b.p50_ci95_ms is None or a.p50_ci95_ms[1] < b.p50_ci95_ms[0]
+    return a.p50_ms < 0.9 * b.p50_ms and apart
 
 
 def _step_row(step: int, change: dict | None, cand: _Candidate, cost: dict, first: dict | None,
@@ -259,8 +277,11 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
     base = _Candidate(dict(levels), content, measure(val, backend.predict(content, val.images), settings.confidence))
     if backend.check:
         backend.check(content)
-    first = _step_row(0, {"change": f"every layer int8 ({backend.tool})"}, base, backend.latency(content), None, None)
+    base_cost = backend.latency(content)
+    base.p50_ms, base.p50_ci95_ms = base_cost["p50_ms"], _ci(base_cost)
+    first = _step_row(0, {"change": f"every layer int8 ({backend.tool})"}, base, base_cost, None, None)
     record["steps"].append(first)
+    met_steps: list[_Candidate] = [base] if settings.met(base.metrics) else []
     best, best_step = base, 0
     unavailable: set[tuple[str, str]] = set()  # (layer, level) the tool or target cannot make
     step = 0
@@ -306,13 +327,29 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
         change = {"layer": row["layer"], "op": row["op"], "from": old, "to": new,
                   "why": f"loses {row['loss_db']:.1f} dB of SQNR (output {row['sqnr_db']:.1f} dB vs inputs "
                          f"{row['input_sqnr_db']:.1f} dB), the most of any layer that can still be raised"}
-        record["steps"].append(_step_row(step, change, current, backend.latency(content), first, ranking))
+        cost = backend.latency(content)
+        current.p50_ms, current.step, current.p50_ci95_ms = cost["p50_ms"], step, _ci(cost)
+        if settings.met(current.metrics):
+            met_steps.append(current)
+        record["steps"].append(_step_row(step, change, current, cost, first, ranking))
         log(f"  {variant}: step {step}: {row['layer']} ({row['op']}) {old} -> {new}: {settings.describe(current.metrics)}")
         if settings.rank(current.metrics) < settings.rank(best.metrics):
             best, best_step = current, step
     if settings.met(best.metrics) and best.levels:
         best, best_step, step = _lower_back(ctx, variant, backend, settings, val, allowed, record, first, best,
-                                            best_step, step, log)
+                                            best_step, step, log, met_steps)
+        best, best_step, step = _cheaper_float(ctx, variant, backend, settings, val, allowed, record, first, best,
+                                               best_step, step, log, met_steps)
+    chosen_for = None
+    if met_steps and settings.met(best.metrics):  # cost-aware: a step that meets the budget and runs clearly faster
+        faster = [c for c in met_steps if clearly_faster(c, best)]
+        if faster:
+            fastest = min(faster, key=lambda c: (c.p50_ms, len(c.content), c.step))
+            log(f"  {variant}: step {fastest.step} meets the budget too and runs faster ({fastest.p50_ms:.3f} ms "
+                f"vs {best.p50_ms:.3f} ms at batch 1): it is kept")
+            best, best_step = fastest, fastest.step
+        chosen_for = ("of the steps that meet the budget, the one ranked best on accuracy unless another runs clearly "
+                      "faster at batch 1 on its own runtime (10% and the p50 intervals apart)")
     met = settings.met(best.metrics)
     if not met and settings.rank(plain_metrics) <= settings.rank(best.metrics):
         record.update(source="plain", met=False, chosen_step=None, layers={}, int8_only=True,
@@ -320,8 +357,10 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
                       outcome=(f"budget not met, and no step did better than plain int8, which is kept: "
                                f"{settings.describe(plain_metrics)}; the limit was {settings.max_layers} layer(s)"))
         return plain, record
+    slower = (best.p50_ms / plain_cost["p50_ms"]) if best.p50_ms and plain_cost["p50_ms"] else None
     record.update(
-        source="search", met=met, chosen_step=best_step, layers=best.levels,
+        source="search", met=met, chosen_step=best_step, layers=best.levels, chosen_for=chosen_for,
+        p50_vs_plain=round(slower, 3) if slower else None,
         search_seconds=round(time.perf_counter() - started, 3),
         int8_only=all(v in INTEGER_LEVELS for v in best.levels.values()),
         outcome=(f"budget met at step {best_step} with {len(best.levels)} layer(s) changed "
@@ -330,10 +369,58 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
                  f"{_levels_text(best.levels)}) has {settings.describe(best.metrics)}; the limit was "
                  f"{settings.max_layers} layer(s)"),
     )
+    if slower and slower > SLOWER_THAN_PLAIN:
+        record["outcome"] += (f"; it runs {slower:.2f}x plain int8's batch-1 p50 ({best.p50_ms:.3f} vs "
+                              f"{plain_cost['p50_ms']:.3f} ms): no cheaper step met the budget")
     return best.content, record
 
 
-def _lower_back(ctx, variant, backend, settings, val, allowed, record, first, best, best_step, step, log):
+def _cheaper_float(ctx, variant, backend, settings, val, allowed, record, first, best, best_step, step, log,
+                   met_steps):
+    """A 16-bit activation can cost more than float: onnxruntime dequantizes an int16x8 layer's weight on every
+    call. Each int16x8 layer of the chosen step is tried in float; kept where the budget still holds and
+    batch 1 runs faster."""
+    if "float" not in allowed:
+        return best, best_step, step
+    for layer, level in list(best.levels.items()):
+        if level != "int16x8":
+            continue
+        trial = {**best.levels, layer: "float"}
+        content = backend.build(ctx, trial)
+        applied = backend.applied(ctx, content, trial)
+        if any(applied.get(k) != v for k, v in trial.items()):
+            log(f"  {variant}: {layer} in float instead of int16x8: not applied by {backend.tool} ({applied})")
+            continue
+        if backend.check:
+            try:
+                backend.check(content)
+            except Exception as exc:  # the target refuses it
+                log(f"  {variant}: {layer} in float instead of int16x8: refused by the target ({exc})")
+                continue
+        metrics = measure(val, backend.predict(content, val.images), settings.confidence)
+        if not settings.met(metrics):
+            log(f"  {variant}: {layer} in float instead of int16x8: {settings.describe(metrics)}")
+            continue
+        cost = backend.latency(content)
+        cand = _Candidate(dict(trial), content, metrics, applied, cost["p50_ms"], step + 1, _ci(cost))
+        if not clearly_faster(cand, best):
+            log(f"  {variant}: {layer} in float instead of int16x8: not clearly faster ({cost['p50_ms']:.3f} vs "
+                f"{best.p50_ms:.3f} ms at batch 1)")
+            continue
+        step += 1
+        change = {"layer": layer, "op": next((s["op"] for s in record["steps"] if s.get("layer") == layer), ""),
+                  "from": "int16x8", "to": "float",
+                  "why": f"float runs faster here ({cost['p50_ms']:.3f} vs {best.p50_ms:.3f} ms at batch 1) and the "
+                         "budget holds"}
+        record["steps"].append(_step_row(step, change, cand, cost, first, None))
+        log(f"  {variant}: step {step}: {layer} int16x8 -> float (faster): {settings.describe(metrics)}")
+        met_steps.append(cand)
+        best, best_step = cand, step
+    return best, best_step, step
+
+
+def _lower_back(ctx, variant, backend, settings, val, allowed, record, first, best, best_step, step, log,
+                met_steps=None):
     """The forward pass raises greedily, so a layer raised early may not be needed once a later one
     is: try each changed layer, latest change first, at each lower level (int8 first) and keep the
     lowest at which the budget still holds."""
@@ -359,11 +446,15 @@ def _lower_back(ctx, variant, backend, settings, val, allowed, record, first, be
             if not settings.met(metrics):
                 continue
             step += 1
-            cand = _Candidate(dict(trial), content, metrics, applied)
+            cost = backend.latency(content)
+            cand = _Candidate(dict(trial), content, metrics, applied, cost["p50_ms"], step,
+                              _ci(cost))
+            if met_steps is not None:
+                met_steps.append(cand)
             change = {"layer": layer, "op": next((s["op"] for s in record["steps"] if s.get("layer") == layer), ""),
                       "from": current, "to": lower,
                       "why": "lowered back: the budget holds without raising this layer that far"}
-            record["steps"].append(_step_row(step, change, cand, backend.latency(content), first, None))
+            record["steps"].append(_step_row(step, change, cand, cost, first, None))
             log(f"  {variant}: step {step}: {layer} lowered back {current} -> {lower}: {settings.describe(metrics)}")
             best, best_step = cand, step
             break

@@ -196,6 +196,26 @@ def _preprocessed(ctx: ExportContext) -> Path:
     return pre
 
 
+_ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
+
+
+def _affine_arithmetic(ctx: ExportContext) -> list[str]:
+    """Elementwise nodes with a constant operand of more than one value: per-pixel or per-channel affine
+    arithmetic such as a Normalization layer's standardization. They stay float, as NNCF leaves them: as
+    int8 "weights" their constants share one scale, and the small ones (the 1/std of ordinary pixels
+    beside rarely inked ones) round to a step or two. What they feed is still quantized where a
+    quantized layer reads it."""
+    cache = ctx.control_cache.setdefault("onnx", {})
+    if "affine" not in cache:
+        import onnx
+
+        model = onnx.load(str(_preprocessed(ctx)))
+        sizes = {i.name: int(np.prod(i.dims)) if i.dims else 1 for i in model.graph.initializer}
+        cache["affine"] = [n.name for n in model.graph.node if n.op_type in _ELEMENTWISE
+                           and any(sizes.get(i, 0) > 1 for i in n.input)]
+    return cache["affine"]
+
+
 def _range_stats(ctx: ExportContext):
     """Each float activation tensor's min and max on each calibration image (the graph input and every
     node output of the pre-processed float model), computed once per export."""
@@ -240,7 +260,7 @@ def _estimator(ctx: ExportContext) -> str | None:
 def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int16: tuple[str, ...] = (),
               estimator: str | None = None) -> None:
     """onnxruntime static quantization (QDQ, per-channel symmetric int8 weights, asymmetric uint8
-    activations); nodes in ``exclude`` stay float, the output activations of ``int16`` nodes are 16-bit.
+    activations); nodes in ``exclude`` stay float, the activations ``int16`` nodes read and write are 16-bit.
 
     Why uint8 activations (onnxruntime's default for QDQ is int8): OpenVINO's CPU plugin in its
     default configuration on CPUs with bf16 (Intel AMX) cannot compile a Conv whose input is
@@ -279,13 +299,18 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     extra: dict = {}
-    if int16:
+    if int16:  # as a 16x8 kernel in LiteRT: the layer's activation inputs and its output in 16 bits
+        tensors = {name: [*inputs, output] for name, _, inputs, output in _control_graph(ctx)}
         outputs = _node_outputs(_preprocessed(ctx))
         for n in int16:
-            overrides[outputs[n]] = {**overrides.get(outputs[n], {}), "quant_type": QuantType.QInt16}
+            for tensor in tensors.get(n, [outputs[n]]):
+                overrides[tensor] = {**overrides.get(tensor, {}), "quant_type": QuantType.QInt16}
         extra["UseQDQContribOps"] = ctx.opset < 21  # int16 Q/DQ: com.microsoft ops before opset 21
     if overrides:
         extra["TensorQuantOverrides"] = {name: [values] for name, values in overrides.items()}
+    root = logging.getLogger()  # onnxruntime warns on the root logger that int16 moves the model to opset 21
+    level = root.level
+    root.setLevel(logging.ERROR)
     try:
         quantize_static(
             str(_preprocessed(ctx)), str(out), Reader(),
@@ -294,7 +319,7 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
-            nodes_to_exclude=list(exclude),
+            nodes_to_exclude=[*exclude, *(n for n in _affine_arithmetic(ctx) if n not in exclude)],
             extra_options=extra,
         )
     except Exception as exc:  # onnxruntime's quantizer raises many types
@@ -304,6 +329,8 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
             raise
         raise ConversionError(f"onnxruntime int8 quantization failed: {type(exc).__name__}: "
                               f"{first_line(exc)}", detail=whole_message(exc)) from None
+    finally:
+        root.setLevel(level)
 
 
 @register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True)
@@ -381,34 +408,47 @@ def _control_layers(ctx: ExportContext) -> list[dict]:
 
 def _control_build(ctx: ExportContext, levels: dict) -> bytes:
     out = ctx.workdir / "control.onnx"
-    # a float node's output is still quantized where a quantized node reads it: at 16 bits, so that
-    # "float" is never less precise than "int16x8"
+    # a float node's inputs and output are still quantized where a quantized node writes or reads them: at
+    # 16 bits, so that "float" is never less precise than "int16x8"
     _quantize(ctx, out, exclude=tuple(k for k, v in levels.items() if v == "float"),
               int16=tuple(k for k, v in levels.items() if v in ("int16x8", "float")))
     return out.read_bytes()
 
 
 def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
-    """The precision of each layer in the QDQ model: ``float`` when none of its inputs is
-    dequantized (it computes on float inputs and float weights), ``int16x8`` when its output is
-    quantized to 16 bits, else ``int8``."""
+    """The precision of each layer in the QDQ model. A layer with weights: ``float`` when it reads a weight
+    initializer directly (not through DequantizeLinear), else ``int16x8`` or ``int8`` by its output's
+    quantized type. A layer without weights (Add, Relu, Reshape...) computes on what it reads, which
+    onnxruntime dequantizes for every consumer alike: ``int8`` when its output is quantized to 8 bits,
+    else, 16-bit or not quantized, the level asked for (``float`` and ``int16x8`` are one graph there)."""
     import onnx
 
     model = onnx.load_from_string(content)
-    zero_types = {i.name: i.data_type for i in model.graph.initializer}
-    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_types = {name: i.data_type for name, i in inits.items()}
+    dequantized_weights = {n.output[0] for n in model.graph.node
+                           if n.op_type == "DequantizeLinear" and n.input[0] in inits}
     quantized = {n.input[0]: zero_types.get(n.input[2]) for n in model.graph.node
                  if n.op_type == "QuantizeLinear" and len(n.input) > 2}
     nodes = {n.name: n for n in model.graph.node}
     applied = {}
-    for layer in levels:
+    for layer, asked in levels.items():
         node = nodes.get(layer)
         if node is None:
             applied[layer] = "missing"
-        elif not any(i in dequantized for i in node.input):
+            continue
+        out_type = quantized.get(node.output[0])
+        float_weights = [i for i in node.input[1:] if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT
+                         and len(inits[i].dims) >= 2]
+        int_weights = [i for i in node.input[1:] if i in dequantized_weights]
+        if float_weights:
             applied[layer] = "float"
+        elif int_weights:
+            applied[layer] = "int16x8" if out_type == onnx.TensorProto.INT16 else "int8"
+        elif out_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+            applied[layer] = "int8"
         else:
-            applied[layer] = "int16x8" if quantized.get(node.output[0]) == onnx.TensorProto.INT16 else "int8"
+            applied[layer] = asked if asked in ("float", "int16x8") else "int8"
     return applied
 
 

@@ -70,7 +70,7 @@ def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax") -> tupl
 
     tf = tf()
     try:
-        saved_model = ctx.saved_model()
+        saved_model = _int8_saved_model(ctx) if mode == "int8" else ctx.saved_model()
     except Exception as exc:  # Keras/TensorFlow raise many types; a full disk is re-raised as such
         from toolkit.artifacts import as_write_error
 
@@ -116,6 +116,77 @@ def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax") -> tupl
     return content, extra
 
 
+# A Normalization whose per-channel scales span more than this ratio is rewritten for int8 (below)
+AFFINE_SPAN = 16.0
+
+
+def _int8_saved_model(ctx: ExportContext) -> Path:
+    """The SavedModel the int8 conversion reads: the model itself, or, where a Normalization layer's
+    per-channel scales span more than AFFINE_SPAN (per-pixel standardization: rarely inked pixels have
+    tiny variances), the same model with that layer computed as a 1x1 depthwise convolution. The numbers
+    are the same in float; in int8 a depthwise kernel is quantized per channel, where the converter gives
+    a Mul's constant one scale for all and rounds the small ones to a step or two. (ONNX leaves such
+    arithmetic in float instead: toolkit/exporters/onnx.py.)"""
+    cache = ctx.control_cache.setdefault("tflite", {})
+    if "int8_saved_model" in cache:
+        return cache["int8_saved_model"]
+    rewritten = _affine_as_depthwise(ctx.model)
+    if rewritten is None:
+        cache["int8_saved_model"], cache["int8_rewrites"] = ctx.saved_model(), []
+        return cache["int8_saved_model"]
+    model, names = rewritten
+    from toolkit._quiet import quiet_stderr
+
+    path = ctx.workdir / "saved_model_int8"
+    with quiet_stderr():
+        model.export(str(path), format="tf_saved_model", verbose=False)
+    cache["int8_saved_model"], cache["int8_rewrites"] = path, names
+    return path
+
+
+def _affine_as_depthwise(model):
+    """(the model with each wide-ranging last-axis Normalization as a depthwise 1x1 convolution, their
+    names), or None when the model has none."""
+    import keras
+
+    targets = {}
+    for layer in model.layers:
+        if type(layer).__name__ != "Normalization" or getattr(layer, "invert", False):
+            continue
+        axis = tuple(layer.axis) if isinstance(layer.axis, (list, tuple)) else (layer.axis,)
+        if axis not in ((-1,), (len(layer.input.shape) - 1,)):
+            continue
+        mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), np.float64).ravel()
+        std = np.sqrt(np.asarray(keras.ops.convert_to_numpy(layer.variance), np.float64).ravel())
+        scale = 1.0 / np.maximum(std, keras.backend.epsilon())
+        if len(scale) > 1 and scale.max() / scale.min() > AFFINE_SPAN:
+            targets[layer.name] = (scale.astype(np.float32), (-mean * scale).astype(np.float32))
+    if not targets:
+        return None
+
+    class DepthwiseAffine(keras.layers.Layer):
+        """y = x * scale + shift per last-axis channel, as a depthwise 1x1 convolution."""
+
+        def __init__(self, scale, shift, **kwargs):
+            super().__init__(**kwargs)
+            self.kernel = np.asarray(scale).reshape(1, 1, -1, 1)
+            self.shift = np.asarray(shift)
+
+        def call(self, x):
+            shape = keras.ops.shape(x)
+            channels = self.kernel.shape[2]
+            grid = keras.ops.reshape(x, (-1, 1, 1, channels)) if len(x.shape) == 2 else x
+            y = keras.ops.depthwise_conv(grid, self.kernel, strides=1, padding="valid") + self.shift
+            return keras.ops.reshape(y, shape) if len(x.shape) == 2 else y
+
+    def clone(layer):
+        if layer.name in targets:
+            return DepthwiseAffine(*targets[layer.name], name=layer.name)
+        return layer  # the same layer, the same weights
+
+    return keras.models.clone_model(model, clone_function=clone), sorted(targets)
+
+
 def _int8(ctx: ExportContext) -> tuple[bytes, dict]:
     """The plain int8 model: each range estimator the calibration method asks for, the one that agrees
     best with Keras on the validation split kept (minmax alone when the data has no validation split)."""
@@ -133,6 +204,11 @@ def _int8(ctx: ExportContext) -> tuple[bytes, dict]:
     chosen, record = ranges.pick(ctx, candidates, _control_predict, "tflite-int8", stats)
     content, extra = _converted(ctx, "int8", chosen)
     extra = {**extra, "calibration": {**extra["calibration"], **record}}
+    rewrites = ctx.control_cache.get("tflite", {}).get("int8_rewrites")
+    if rewrites:
+        extra["int8_graph"] = {"normalization_as_depthwise_conv": rewrites,
+                               "why": f"per-channel scales spanning over {AFFINE_SPAN:g}x: a depthwise kernel is "
+                                      "quantized per channel, a Mul's constant with one scale"}
     ctx.timings["tflite-int8"] = time.perf_counter() - start
     ctx.tflite_bytes["tflite-int8"] = ctx.tflite_bytes["tflite-int8:chosen"] = (content, extra)
     return content, extra
@@ -195,12 +271,16 @@ def _set_ranges(ctx: ExportContext, calibrated: bytes, estimator: str) -> bytes:
 
 def _per_image_stats(content: bytes, indices: list[int], images: np.ndarray):
     """Each calibrated tensor's min and max on each calibration image, from the calibrated float model."""
+    import warnings
+
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from toolkit.ranges import Stats
 
-    it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
-                     experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    with warnings.catch_warnings():  # "intended for debugging": every tensor kept is what is measured here
+        warnings.simplefilter("ignore", UserWarning)
+        it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     inp = it.get_input_details()[0]
     if tuple(inp["shape"]) != (1, *images.shape[1:]):
         it.resize_tensor_input(inp["index"], [1, *images.shape[1:]])
