@@ -3,11 +3,13 @@ per-step table, and the final test-set figures beside plain int8's.
 
     python benchmarks/accuracy_control.py [--work DIR] [--out benchmarks/results] [--data-dir DIR]
 
-The model: per-pixel standardization (scikit-learn's StandardScaler rule: mean 0 and variance 1
-per pixel, constant pixels left at scale 1) in a Keras Normalization layer, then an MLP
-(784-384-10, ReLU), 8 epochs of Adam on MNIST's 55,000 training images, seed 0. Rarely inked
-pixels have tiny variance, so the standardized tensor holds values in the hundreds beside
-ordinary ones within a few units: per-tensor int8 over that range loses most of the model.
+The model: an MLP (784-384-10, ReLU), 8 epochs of Adam on MNIST's 55,000 training images, seed 0,
+then one hidden unit scaled up 1000x (its incoming weights and bias x1000, its outgoing weights
+/1000: ReLU is positively homogeneous, so the float model computes the same function). Every
+image's hidden tensor holds one channel about 1000x the others: not a rare tail a range estimator
+could clip, so per-tensor int8 activations leave the other channels a few steps, and only a wider
+activation type or float keeps them. (The standardized-pixel MLP this benchmark used before issue
+#23 is handled by plain int8 now: `train_standardized`, measured in benchmarks/PTQ.md.)
 
 Runs `toolkit export --format all --quantize fp16 int8 --max-accuracy-drop 0.3` twice (two
 directories, to show the search's wall-time spread and that both runs give the same bytes), then
@@ -38,7 +40,52 @@ EPOCHS, HIDDEN = 8, 384
 VARIANTS = ("tflite-int8", "onnx-int8", "tflite-micro")
 
 
+SCALE = 1000.0
+
+
 def train(path: Path, data_dir: Path) -> dict:
+    """The outlier-channel MLP (see the module's docstring)."""
+    import gzip
+
+    import keras
+    from keras import layers
+
+    def idx(name: str, header: int) -> np.ndarray:
+        return np.frombuffer(gzip.decompress((data_dir / name).read_bytes()), np.uint8, offset=header)
+
+    x = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype(np.float32)[5000:] / 255.0
+    y = idx("train-labels-idx1-ubyte.gz", 8).astype(np.int64)[5000:]  # the toolkit's training split
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1), name="image")
+    h = layers.Dense(HIDDEN, activation="relu", name="hidden")(layers.Flatten()(inp))
+    model = keras.Model(inp, layers.Dense(10, name="logits")(h), name="outlier_mlp")
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = time.perf_counter()
+    model.fit(x, y, batch_size=128, epochs=EPOCHS, verbose=0)
+    seconds = time.perf_counter() - start
+    hidden, logits = model.get_layer("hidden"), model.get_layer("logits")
+    (w1, b1), (w2, b2) = hidden.get_weights(), logits.get_weights()
+    unit = int(np.argmax(np.abs(w2).sum(1)))
+    w1[:, unit] *= SCALE
+    b1[unit] *= SCALE
+    w2[unit] /= SCALE
+    hidden.set_weights([w1, b1])
+    logits.set_weights([w2, b2])
+    model.save(path)
+    acts = np.maximum(x[:2000].reshape(2000, -1) @ w1 + b1, 0)
+    others = np.delete(acts, unit, axis=1)
+    return {"path": path.name, "sha256": sha256_file(path), "train_seconds": round(seconds, 1),
+            "architecture": f"Flatten -> Dense({HIDDEN}, relu) -> Dense(10) logits, hidden unit {unit} scaled "
+                            f"{SCALE:g}x (outgoing weights /{SCALE:g}: the same function)",
+            "training": f"Adam 1e-3, batch 128, {EPOCHS} epochs on the 55,000 training images, seed 0",
+            "outlier_channel": {"unit": unit, "median_image_value": float(np.median(acts[:, unit])),
+                                "median_image_max_of_the_others": float(np.median(others.max(1))),
+                                "images": 2000}}
+
+
+def train_standardized(path: Path, data_dir: Path) -> dict:
+    """The standardized-pixel MLP: per-pixel standardization (scikit-learn's StandardScaler rule) in a
+    Normalization layer, then 784-384-10; rarely inked pixels standardize to values in the hundreds."""
     import gzip
 
     import keras
@@ -198,17 +245,16 @@ def readme_block(doc: dict) -> str:
 
     text = (
         f"Measured (`python benchmarks/accuracy_control.py`, [benchmarks/ACCURACY_CONTROL.md](benchmarks/ACCURACY_CONTROL.md)): "
-        f"an MLP behind per-pixel standardization (scikit-learn's StandardScaler rule; rarely inked pixels standardize "
-        f"to values in the hundreds, so one tensor's int8 range is set by outliers) scores "
+        f"an MLP whose hidden tensor holds one channel {SCALE:g}x the others (the same function in float; not a rare "
+        f"tail a range estimator could clip) scores "
         f"{doc['reference_test_accuracy']:.2%} on the test set in Keras and {t['test_plain']['accuracy']:.2%} as plain "
-        f"int8. With `--max-accuracy-drop {doc['budget_points']}` the search must make parity's int8 gates pass on the "
+        f"int8 ({t['test_plain']['agreement']:.2%} agreement). With `--max-accuracy-drop {doc['budget_points']}` the search must make parity's int8 gates pass on the "
         f"validation split, the loss within the budget and agreement with Keras at 99.5% "
         f"([docs/verdicts.md](docs/verdicts.md)): `onnx-int8` changes {changes(o['record']['layers'])} and scores "
         f"{o['test']['accuracy']:.2%} with {o['test']['agreement']:.2%} agreement ({o['bytes']:,} bytes, {size(o)}, "
         f"{'' if o['int8_only'] else 'not '}full-integer); `tflite-int8` changes {changes(t['record']['layers'])}, "
         f"budget {_outcome(t)}, and scores {t['test']['accuracy']:.2%} with {t['test']['agreement']:.2%} agreement "
-        f"({t['bytes']:,} bytes, {size(t)}, {'' if t['int8_only'] else 'not '}full-integer): int8 weights move "
-        "enough predictions here that agreement is paid for in size")
+        f"({t['bytes']:,} bytes, {size(t)}, {'' if t['int8_only'] else 'not '}full-integer)")
     if m.get("exported"):
         text += (f"; `tflite-micro`, with integer steps only, changes {changes(m['record']['layers'])}, budget "
                  f"{_outcome(m)} (TFLM agrees with LiteRT on {m['test']['agreement_with_litert']:.2%} of the test set)")
@@ -237,9 +283,10 @@ def markdown(doc: dict) -> str:
         f"{machine.get('cpu', machine) if isinstance(machine, dict) else machine}.",
         "",
         f"Model: {m['architecture']}; {m['training']} ({m['train_seconds']} s). Keras test accuracy "
-        f"{doc['reference_test_accuracy']:.2%}. Why int8 fails on it: standardized training pixels reach "
-        f"{m['standardized_training_pixels']['max']:.0f} while 99.9% of them are within "
-        f"{m['standardized_training_pixels']['p99.9_abs']:.1f}: one tensor's int8 range is set by outliers.",
+        f"{doc['reference_test_accuracy']:.2%}. Why int8 fails on it: on the median one of "
+        f"{m['outlier_channel']['images']:,} training images the scaled unit reads "
+        f"{m['outlier_channel']['median_image_value']:.0f} while the largest of the other channels reads "
+        f"{m['outlier_channel']['median_image_max_of_the_others']:.1f}: one per-tensor int8 range for both.",
         "",
         f"Budget: `--max-accuracy-drop {doc['budget_points']}`. The search accepts a step when parity's int8 gates "
         "pass on the validation split (the loss's 95% interval within the budget, agreement with Keras at 99.5%: "

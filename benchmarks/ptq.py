@@ -1,0 +1,361 @@
+"""Post-training int8 side by side: the toolkit's default against its old default and the peers, on
+models the toolkit did not train (issue #23).
+
+    python benchmarks/ptq.py [--models efficientnetb0 mobilenetv2 ...] [--work DIR] [--out benchmarks/results]
+
+The data: MNIST upsampled to 32x32 RGB (bilinear), an .npz the toolkit reads as it reads a user's: the
+first 20,000 training images (the toolkit holds out a fixed-seed 10% of them for validation) and the
+10,000 test images (an interval of about +-0.2 points at 99%). Each Keras Applications model is built
+with ``weights=None`` at 32x32x3 and trained briefly (Adam, seed 0); the seed CNN and the
+standardized-pixel MLP of benchmarks/accuracy_control.py are the project's own.
+
+Per model, in one run on this machine:
+
+- float (the toolkit's ``tflite``, ``onnx``);
+- the toolkit's default int8 (``toolkit export``: ``--calibration-method auto``, toolkit/ranges.py) and
+  its previous default (``--calibration-method minmax``: the TFLite converter's own calibration; for
+  ONNX onnxruntime's MinMax with the toolkit's uint8 activations and per-channel weights);
+- onnxruntime ``quantize_static`` with its defaults on the toolkit's float ONNX;
+- ai-edge-quantizer's default recipe (``static_wi8_ai8``) on the toolkit's float TFLite;
+- NNCF's default ``nncf.quantize`` (ONNX backend) on the toolkit's float ONNX, when a separate
+  virtualenv with NNCF is given (``--nncf-python``; NNCF is not a dependency of the toolkit).
+
+Every model is calibrated on the same 500 training images the toolkit samples. For each: test
+accuracy with its 95% Wilson interval, agreement with Keras, size, and batch-1 p50 latency on its
+natural runtime (LiteRT or onnxruntime, one thread; measured one after another, not interleaved:
+a second run decides any ranking). Writes results/ptq.json and PTQ.md (every number from the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
+from toolkit.provenance import provenance  # noqa: E402
+
+TRAIN_IMAGES = 20_000
+SIZE = 32
+APPLICATIONS = {  # name -> (constructor, epochs)
+    "efficientnetb0": ("EfficientNetB0", 3),
+    "mobilenetv2": ("MobileNetV2", 3),
+    "mobilenetv3small": ("MobileNetV3Small", 3),
+    "resnet50": ("ResNet50", 2),
+}
+OWN = ("seed-cnn", "standardized-mlp")
+
+
+def mnist_rgb(data_dir: Path, path: Path) -> Path:
+    """The .npz: 32x32 RGB uint8 images (bilinear upsampling of the 28x28 digits)."""
+    if path.exists():
+        return path
+    import tensorflow as tf
+
+    def idx(name: str, header: int) -> np.ndarray:
+        return np.frombuffer(gzip.decompress((data_dir / name).read_bytes()), np.uint8, offset=header)
+
+    def rgb(x: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), 2000):
+            up = tf.image.resize(x[i : i + 2000, ..., None].astype(np.float32), (SIZE, SIZE), "bilinear").numpy()
+            out.append(np.repeat(np.clip(np.round(up), 0, 255).astype(np.uint8), 3, axis=-1))
+        return np.concatenate(out)
+
+    x_train = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:TRAIN_IMAGES]
+    y_train = idx("train-labels-idx1-ubyte.gz", 8)[:TRAIN_IMAGES]
+    x_test = idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
+    y_test = idx("t10k-labels-idx1-ubyte.gz", 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x_train=rgb(x_train), y_train=y_train, x_test=rgb(x_test), y_test=y_test)
+    return path
+
+
+def train_application(name: str, npz: Path, out: Path) -> dict:
+    import keras
+
+    ctor, epochs = APPLICATIONS[name]
+    keras.utils.set_random_seed(0)
+    model = getattr(keras.applications, ctor)(weights=None, input_shape=(SIZE, SIZE, 3), classes=10,
+                                              classifier_activation=None)
+    data = np.load(npz)
+    # the toolkit's rule for these models: they start with their own Rescaling, so raw 0..255 pixels
+    x, y = data["x_train"].astype(np.float32), data["y_train"].astype(np.int64)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    start = time.perf_counter()
+    hist = model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    model.save(out)
+    return {"architecture": f"keras.applications.{ctor}(weights=None, input_shape=(32, 32, 3), classes=10)",
+            "training": f"Adam 1e-3, batch 64, {epochs} epochs on {len(x):,} images, seed 0",
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "final_train_accuracy": round(float(hist.history["accuracy"][-1]), 4)}
+
+
+def toolkit(*args: str) -> tuple[int, str]:
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TOOLKIT_NO_PROGRESS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True)
+    return proc.returncode, proc.stderr[-3000:]
+
+
+def _test_set(exports: Path, data_dir: Path):
+    """The test images as the export's manifest preprocesses them, their labels, and Keras' predictions."""
+    from toolkit import artifacts
+    from toolkit.datasets import reopen
+    from toolkit.preprocess import Preprocessing
+
+    manifest = artifacts.read_manifest(exports)
+    data = reopen(manifest.get("dataset"), data_dir=data_dir)
+    prep = Preprocessing.from_json(manifest["preprocessing"])
+    return manifest, data, prep
+
+
+def evaluate(kind: str, path: Path, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> dict:
+    from toolkit.accuracy_control import p50_latency
+    from toolkit.stats import wilson_interval
+
+    if kind == "tflite":
+        from toolkit.runners.litert import LiteRTRunner
+
+        runner, one = LiteRTRunner(path.read_bytes()), LiteRTRunner(path.read_bytes(), threads=1)
+    else:
+        from toolkit.runners.onnxrt import OnnxRuntimeRunner
+
+        runner, one = OnnxRuntimeRunner(path), OnnxRuntimeRunner(path, threads=1)
+    predicted = runner.infer_batched(images, 250).argmax(1)
+    right = int((predicted == labels).sum())
+    lo, hi = wilson_interval(right, len(labels), 0.95)
+    x = one.prepare(images[:1])
+    latency = p50_latency(lambda: one.run_raw(x))
+    return {"accuracy": right / len(labels), "accuracy_ci95": [lo, hi],
+            "agreement": float((predicted == reference).mean()), "bytes": path.stat().st_size,
+            "p50_ms_batch1": latency["p50_ms"], "p50_ci95_ms_batch1": latency["p50_ci95_ms"],
+            "runtime": "litert" if kind == "tflite" else "onnxruntime", "images": int(len(labels))}
+
+
+def peers(exports: Path, work: Path, calibration: np.ndarray, nncf_python: str | None) -> dict:
+    """The peers' int8 files made from the toolkit's float exports: {name: (kind, path) or error}."""
+    from toolkit import artifacts
+
+    manifest = artifacts.read_manifest(exports)
+    files = {e["variant"]: exports / e["path"] for e in manifest["artifacts"]}
+    out: dict = {}
+    # onnxruntime quantize_static, its defaults (QDQ, int8 activations and weights, per-tensor, MinMax)
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(range(0, len(calibration), 10))
+
+        def get_next(self):
+            i = next(self._it, None)
+            return None if i is None else {"image": calibration[i : i + 10]}
+
+    pre, ort_path = work / "float.pre.onnx", work / "ort-default.onnx"
+    quant_pre_process(str(files["onnx"]), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(ort_path), Reader())
+    out["onnxruntime quantize_static defaults"] = ("onnx", ort_path)
+    # ai-edge-quantizer, its default recipe on the float TFLite
+    from ai_edge_quantizer import quantizer, recipe
+
+    q = quantizer.Quantizer(files["tflite"].read_bytes())
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    from ai_edge_litert.interpreter import Interpreter
+
+    sig = Interpreter(model_content=files["tflite"].read_bytes()).get_signature_list()
+    key = next(iter(sig))
+    name = sig[key]["inputs"][0]
+    qsv = q.calibrate({key: [{name: calibration[i : i + 1]} for i in range(len(calibration))]})
+    aeq_path = work / "aeq-default.tflite"
+    aeq_path.write_bytes(bytes(q.quantize(qsv).quantized_model))
+    out["ai-edge-quantizer static_wi8_ai8"] = ("tflite", aeq_path)
+    # NNCF, in its own virtualenv
+    if nncf_python:
+        np.save(work / "calibration.npy", calibration)
+        nncf_path = work / "nncf-default.onnx"
+        script = ("import sys, numpy as np, onnx, nncf\n"
+                  "model = onnx.load(sys.argv[1]); x = np.load(sys.argv[2])\n"
+                  "ds = nncf.Dataset([{'image': x[i:i+1]} for i in range(len(x))])\n"
+                  "q = nncf.quantize(model, ds, subset_size=len(x))\n"
+                  "onnx.save(q, sys.argv[3]); print(nncf.__version__)\n")
+        proc = subprocess.run([nncf_python, "-c", script, str(files["onnx"]), str(work / "calibration.npy"),
+                               str(nncf_path)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            out[f"NNCF {proc.stdout.strip().splitlines()[-1]} nncf.quantize defaults"] = ("onnx", nncf_path)
+        else:
+            out["NNCF nncf.quantize defaults"] = f"failed: {proc.stderr.strip().splitlines()[-1][:300]}"
+    return out
+
+
+def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str | None, log) -> dict:
+    mwork = work / name
+    mwork.mkdir(parents=True, exist_ok=True)
+    model = mwork / "model.keras"
+    record: dict = {"model": name}
+    if name in APPLICATIONS:
+        dataset = str(npz)
+        if not model.exists():
+            log(f"{name}: training")
+            record["train"] = train_application(name, npz, model)
+            (mwork / "train-record.json").write_text(json.dumps(record["train"]))
+        else:
+            record["train"] = json.loads((mwork / "train-record.json").read_text())
+    elif name == "seed-cnn":
+        dataset = "mnist"
+        if not model.exists():
+            rc, err = toolkit("train", "--exports", str(mwork), "--data-dir", str(data_dir), "--quiet")
+            assert rc == 0, err
+        record["train"] = {"architecture": "the seed CNN (toolkit train defaults)"}
+    else:
+        dataset = "mnist"
+        sys.path.insert(0, str(HERE))
+        import accuracy_control
+
+        if not model.exists():
+            record["train"] = accuracy_control.train_standardized(model, data_dir)
+            (mwork / "train-record.json").write_text(json.dumps(record["train"], default=str))
+        else:
+            record["train"] = json.loads((mwork / "train-record.json").read_text())
+    record["dataset"] = "mnist (28x28 grayscale)" if dataset == "mnist" else \
+        f"MNIST upsampled to {SIZE}x{SIZE} RGB, {TRAIN_IMAGES:,} training images, 10,000 test images"
+    variants: dict = {}
+    for label, extra in (("toolkit default", []), ("toolkit minmax (previous default)", ["--calibration-method",
+                                                                                        "minmax"])):
+        exports = mwork / ("default" if not extra else "minmax")
+        start = time.perf_counter()
+        rc, err = toolkit("export", "--model", str(model), "--dataset", dataset, "--data-dir", str(data_dir),
+                          "--exports", str(exports), "--format", "tflite", "onnx", "--quantize", "none", "int8",
+                          "--force", "--quiet", *extra)
+        seconds = time.perf_counter() - start
+        log(f"{name}: export {label}: exit {rc} in {seconds:.0f} s")
+        if rc not in (0, 7):
+            variants[label] = {"error": err.strip().splitlines()[-1][:400]}
+            continue
+        variants[label] = {"export_seconds": round(seconds, 1), "exports": exports}
+    base = mwork / "default"
+    manifest, data, prep = _test_set(base, data_dir)
+    images, labels = prep.load(data.test), np.asarray(data.test.labels)
+    from toolkit.runners.keras import KerasRunner, load_keras_model
+
+    reference = KerasRunner(load_keras_model(model)).infer_batched(images, 250).argmax(1)
+    record["float_keras_accuracy"] = float((reference == labels).mean())
+    rows: dict = {}
+    for label, v in variants.items():
+        if "error" in v:
+            rows[label] = v
+            continue
+        from toolkit import artifacts
+
+        m = artifacts.read_manifest(v["exports"])
+        for e in m["artifacts"]:
+            if label != "toolkit default" and e["quantization"] != "int8":
+                continue
+            row_name = e["variant"] if label == "toolkit default" else f"{e['variant']} ({label})"
+            rows[row_name] = {**evaluate(e["format"], v["exports"] / e["path"], images, labels, reference),
+                              "made_by": label, "calibration": e.get("calibration", {}).get("estimator")}
+    # the calibration images: the toolkit's fixed-seed sample of the training split
+    from toolkit.datasets import sample_indices
+
+    n = min(500, len(data.train))
+    calib = prep.load(data.train, sample_indices(n, len(data.train), 0)).astype(np.float32)
+    for peer, made in peers(base, mwork, calib, nncf_python).items():
+        if isinstance(made, str):
+            rows[peer] = {"error": made}
+            continue
+        kind, path = made
+        rows[peer] = {**evaluate(kind, path, images, labels, reference), "made_by": peer}
+        log(f"{name}: {peer}: {rows[peer]['accuracy']:.4f}")
+    record["rows"] = rows
+    record["export_seconds"] = {k: v.get("export_seconds") for k, v in variants.items()}
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=[*OWN, *APPLICATIONS], choices=[*OWN, *APPLICATIONS])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/toolkit-ptq"))
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TOOLKIT_DATA_DIR", "")))
+    parser.add_argument("--nncf-python", default=None, help="a Python with nncf, onnx and onnxruntime installed")
+    args = parser.parse_args()
+
+    def log(line: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+    npz = mnist_rgb(args.data_dir.resolve(), args.work / "mnist32rgb.npz")
+    out_json = args.out / "ptq.json"
+    doc = json.loads(out_json.read_text()) if out_json.exists() else {"models": {}}
+    for name in args.models:
+        doc["models"][name] = run_model(name, npz, args.work, args.data_dir.resolve(), args.nncf_python, log)
+        doc["models"][name]["provenance"] = provenance()
+        doc["command"] = "python benchmarks/ptq.py " + " ".join(sys.argv[1:])
+        atomic_write_json(out_json, json.loads(json.dumps(doc, default=str)))
+        log(f"{name}: done, wrote {out_json}")
+    atomic_write_text(HERE / "PTQ.md", markdown(doc))
+    readme = HERE.parent / "README.md"
+    text = readme.read_text()
+    if README_BEGIN in text:
+        start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
+        atomic_write_text(readme, text[:start] + "\n" + readme_block(doc) + "\n" + text[end:])
+
+
+README_BEGIN, README_END = "<!-- ptq:begin -->", "<!-- ptq:end -->"
+PEERS = ("onnxruntime quantize_static defaults", "ai-edge-quantizer static_wi8_ai8", "NNCF")
+
+
+def readme_block(doc: dict) -> str:
+    """README's table: per model, float, the toolkit's default int8 (TFLite and ONNX), the best peer."""
+    lines = ["Measured (`python benchmarks/ptq.py`, [benchmarks/PTQ.md](benchmarks/PTQ.md); test accuracy, each "
+             "model from one run):", "",
+             "| model | Keras float | toolkit `tflite-int8` | toolkit `onnx-int8` | previous default (minmax) | best peer |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, m in doc["models"].items():
+        rows = m["rows"]
+        peers = {k: v for k, v in rows.items() if k.startswith(PEERS) and "accuracy" in v}
+        best = max(peers, key=lambda k: peers[k]["accuracy"]) if peers else None
+        old = rows.get("tflite-int8 (toolkit minmax (previous default))", {})
+        old_text = f"{100 * old['accuracy']:.2f}%" if old.get("accuracy") is not None else "-"
+        best_text = f"{100 * peers[best]['accuracy']:.2f}% ({best})" if best else "-"
+        lines.append(f"| {name} | {100 * m['float_keras_accuracy']:.2f}% | {100 * rows['tflite-int8']['accuracy']:.2f}% | "
+                     f"{100 * rows['onnx-int8']['accuracy']:.2f}% | {old_text} | {best_text} |")
+    return "\n".join(lines)
+
+
+def markdown(doc: dict) -> str:
+    lines = ["# Post-training int8 against the peers", "",
+             "Written by `python benchmarks/ptq.py` from [results/ptq.json](results/ptq.json) (one model per "
+             "table, each from one run; the machine of each is in its provenance). Accuracy is on the full test "
+             "set with its 95% Wilson interval; agreement is with the Keras model on the same images; p50 is "
+             "batch 1, one thread, on the file's natural runtime, measured one file after another (not "
+             "interleaved: differences under ~10% are not rankings).", ""]
+    for name, m in doc["models"].items():
+        cpu = m.get("provenance", {}).get("machine", {}).get("cpu", "")
+        lines += [f"## {name}", "", f"{m['train'].get('architecture', '')}; {m['dataset']}; Keras float test "
+                  f"accuracy {100 * m['float_keras_accuracy']:.2f}%. CPU: {cpu}.", "",
+                  "| file | made by | range estimator | test accuracy (95% CI) | agreement | size | p50 ms batch 1 |",
+                  "|---|---|---|---:|---:|---:|---:|"]
+        for row, r in m["rows"].items():
+            if "error" in r:
+                lines.append(f"| {row} | | | {r['error']} | | | |")
+                continue
+            lo, hi = r["accuracy_ci95"]
+            lines.append(f"| {row} | {r['made_by']} | {r.get('calibration') or '-'} | {100 * r['accuracy']:.2f}% "
+                         f"({100 * lo:.2f}-{100 * hi:.2f}) | {100 * r['agreement']:.2f}% | {r['bytes'] / 1e6:.2f} MB "
+                         f"| {r['p50_ms_batch1']:.3f} ({r['runtime']}) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
