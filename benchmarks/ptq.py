@@ -9,11 +9,12 @@ first 20,000 training images (the toolkit holds out a fixed-seed 10% of them for
 with ``weights=None`` at 32x32x3 and trained briefly (Adam, seed 0); the seed CNN and the
 standardized-pixel MLP of benchmarks/accuracy_control.py are the project's own.
 
-Per model, in one run on this machine:
+Per model, in one run on this machine (each toolkit export also checked by `toolkit parity`, its verdict
+in the table):
 
 - float (the toolkit's ``tflite``, ``onnx``);
-- the toolkit's default int8 (``toolkit export``: ``--calibration-method auto``, toolkit/ranges.py) and
-  its previous default (``--calibration-method minmax``: the TFLite converter's own calibration; for
+- the toolkit's default int8 (``toolkit export``: ``--calibration-method auto``, toolkit/ranges.py), with
+  ``--max-accuracy-drop 0.3`` (the search), and its previous default (``--calibration-method minmax``: the TFLite converter's own calibration; for
   ONNX onnxruntime's MinMax with the toolkit's uint8 activations and per-channel weights);
 - onnxruntime ``quantize_static`` with its defaults on the toolkit's float ONNX;
 - ai-edge-quantizer's default recipe (``static_wi8_ai8``) on the toolkit's float TFLite;
@@ -46,6 +47,7 @@ from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
 from toolkit.provenance import provenance  # noqa: E402
 
 TRAIN_IMAGES = 20_000
+BUDGET = 0.3
 SIZE = 32
 APPLICATIONS = {  # name -> (constructor, epochs)
     "efficientnetb0": ("EfficientNetB0", 3),
@@ -230,19 +232,25 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
     record["dataset"] = "mnist (28x28 grayscale)" if dataset == "mnist" else \
         f"MNIST upsampled to {SIZE}x{SIZE} RGB, {TRAIN_IMAGES:,} training images, 10,000 test images"
     variants: dict = {}
-    for label, extra in (("toolkit default", []), ("toolkit minmax (previous default)", ["--calibration-method",
-                                                                                        "minmax"])):
-        exports = mwork / ("default" if not extra else "minmax")
+    for label, extra, folder in (("toolkit default", [], "default"),
+                                 ("toolkit minmax (previous default)", ["--calibration-method", "minmax"], "minmax"),
+                                 (f"toolkit --max-accuracy-drop {BUDGET}", ["--max-accuracy-drop", str(BUDGET)],
+                                  "controlled")):
+        exports = mwork / folder
         start = time.perf_counter()
         rc, err = toolkit("export", "--model", str(model), "--dataset", dataset, "--data-dir", str(data_dir),
                           "--exports", str(exports), "--format", "tflite", "onnx", "--quantize", "none", "int8",
                           "--force", "--quiet", *extra)
         seconds = time.perf_counter() - start
         log(f"{name}: export {label}: exit {rc} in {seconds:.0f} s")
-        if rc not in (0, 7):
+        if rc not in (0, 4, 7):
             variants[label] = {"error": err.strip().splitlines()[-1][:400]}
             continue
-        variants[label] = {"export_seconds": round(seconds, 1), "exports": exports}
+        prc, perr = toolkit("parity", "--exports", str(exports), "--data-dir", str(data_dir), "--quiet",
+                            "--micro-images", "200")
+        log(f"{name}: parity {label}: exit {prc}")
+        variants[label] = {"export_seconds": round(seconds, 1), "exports": exports, "export_exit": rc,
+                           "parity": json.loads((exports / "parity.json").read_text())["variants"]}
     base = mwork / "default"
     manifest, data, prep = _test_set(base, data_dir)
     images, labels = prep.load(data.test), np.asarray(data.test.labels)
@@ -262,8 +270,15 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
             if label != "toolkit default" and e["quantization"] != "int8":
                 continue
             row_name = e["variant"] if label == "toolkit default" else f"{e['variant']} ({label})"
+            verdict = v["parity"].get(e["variant"], {})
+            control = e.get("accuracy_control") or {}
             rows[row_name] = {**evaluate(e["format"], v["exports"] / e["path"], images, labels, reference),
-                              "made_by": label, "calibration": e.get("calibration", {}).get("estimator")}
+                              "made_by": label, "calibration": e.get("calibration", {}).get("estimator"),
+                              "parity_verdict": verdict.get("verdict"),
+                              "parity_gates": {g["metric"]: g.get("status") for g in verdict.get("gates", [])},
+                              **({"control": {k: control.get(k) for k in ("met", "source", "layers", "int8_only",
+                                                                           "p50_vs_plain", "outcome")}}
+                                 if control else {})}
     # the calibration images: the toolkit's fixed-seed sample of the training split
     from toolkit.datasets import sample_indices
 
@@ -343,16 +358,21 @@ def markdown(doc: dict) -> str:
         cpu = m.get("provenance", {}).get("machine", {}).get("cpu", "")
         lines += [f"## {name}", "", f"{m['train'].get('architecture', '')}; {m['dataset']}; Keras float test "
                   f"accuracy {100 * m['float_keras_accuracy']:.2f}%. CPU: {cpu}.", "",
-                  "| file | made by | range estimator | test accuracy (95% CI) | agreement | size | p50 ms batch 1 |",
-                  "|---|---|---|---:|---:|---:|---:|"]
+                  "| file | made by | range estimator | test accuracy (95% CI) | agreement | `toolkit parity` | size | "
+                  "p50 ms batch 1 |",
+                  "|---|---|---|---:|---:|---|---:|---:|"]
         for row, r in m["rows"].items():
             if "error" in r:
-                lines.append(f"| {row} | | | {r['error']} | | | |")
+                lines.append(f"| {row} | | | {r['error']} | | | | |")
                 continue
             lo, hi = r["accuracy_ci95"]
             lines.append(f"| {row} | {r['made_by']} | {r.get('calibration') or '-'} | {100 * r['accuracy']:.2f}% "
-                         f"({100 * lo:.2f}-{100 * hi:.2f}) | {100 * r['agreement']:.2f}% | {r['bytes'] / 1e6:.2f} MB "
-                         f"| {r['p50_ms_batch1']:.3f} ({r['runtime']}) |")
+                         f"({100 * lo:.2f}-{100 * hi:.2f}) | {100 * r['agreement']:.2f}% | {r.get('parity_verdict') or '-'} "
+                         f"| {r['bytes'] / 1e6:.2f} MB | {r['p50_ms_batch1']:.3f} ({r['runtime']}) |")
+        lines.append("")
+        for row, r in m["rows"].items():
+            if r.get("control"):
+                lines.append(f"- `{row}`: {r['control']['outcome']}.")
         lines.append("")
     return "\n".join(lines)
 

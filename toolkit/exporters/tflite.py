@@ -60,8 +60,10 @@ def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     return _converted(ctx, mode)
 
 
-def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax") -> tuple[bytes, dict]:
+def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax", int8_graph: bool = False) -> tuple[bytes, dict]:
     key = f"tflite-{mode}" if mode != "int8" or estimator == "minmax" else f"tflite-int8:{estimator}"
+    if int8_graph and mode != "int8":
+        key += ":int8-graph"
     if key in ctx.failures:
         raise ctx.failures[key]
     if key in ctx.tflite_bytes:
@@ -70,7 +72,7 @@ def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax") -> tupl
 
     tf = tf()
     try:
-        saved_model = _int8_saved_model(ctx) if mode == "int8" else ctx.saved_model()
+        saved_model = _int8_saved_model(ctx) if mode == "int8" or int8_graph else ctx.saved_model()
     except Exception as exc:  # Keras/TensorFlow raise many types; a full disk is re-raised as such
         from toolkit.artifacts import as_write_error
 
@@ -341,12 +343,20 @@ def tflite_int8(ctx: ExportContext, path: Path) -> dict:
 
 # --- accuracy control (toolkit/accuracy_control.py): mixed precision through ai-edge-quantizer ---
 
+def _control_float(ctx: ExportContext) -> bytes:
+    """The float model the search quantizes layer by layer: the int8 conversion's graph (with its
+    Normalization rewrites, if any), in float."""
+    if _int8_saved_model(ctx) == ctx.saved_model():
+        return convert(ctx, "none")[0]
+    return _converted(ctx, "none", int8_graph=True)[0]
+
+
 def _float_graph(ctx: ExportContext) -> dict:
     """The float TFLite model's activation layers: ops with a float32 output, in graph order."""
     if "graph" not in ctx.control_cache.setdefault("tflite", {}):
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-        content, _ = convert(ctx, "none")
+        content = _control_float(ctx)
         it = Interpreter(model_content=content,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         tensors = {t["index"]: t for t in it.get_tensor_details()}
@@ -380,7 +390,7 @@ def _control_build(ctx: ExportContext, levels: dict) -> bytes:
     from toolkit.accuracy_control import exact
 
     cache = _float_graph(ctx)
-    content, _ = convert(ctx, "none")
+    content = _control_float(ctx)
     with quiet_stderr():
         q = quantizer.Quantizer(content)
         q.load_quantization_recipe(recipe.static_wi8_ai8())
@@ -469,7 +479,7 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
     cache = _float_graph(ctx)
     key = ("float_activations", images_key(images))  # the float model's: the same at every step
     if key not in cache:
-        cache[key] = _all_tensors(convert(ctx, "none")[0], images)
+        cache[key] = _all_tensors(_control_float(ctx), images)
     graph, reference = cache["graph"], cache[key]
     quantized = _all_tensors(content, images)
     sqnr = {name: sqnr_db(value, quantized[name]) for name, value in reference.items()
