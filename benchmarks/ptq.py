@@ -48,6 +48,15 @@ from toolkit.provenance import provenance  # noqa: E402
 
 TRAIN_IMAGES = 20_000
 BUDGET = 0.3
+MINMAX = "toolkit --calibration-method minmax"
+# labels of earlier runs, as the texts show them (the JSON keeps what the run wrote)
+DISPLAY = {"toolkit minmax (previous default)": MINMAX}
+
+
+def shown(label: str) -> str:
+    for old, new in DISPLAY.items():
+        label = label.replace(old, new)
+    return label
 SIZE = 32
 APPLICATIONS = {  # name -> (constructor, epochs)
     "efficientnetb0": ("EfficientNetB0", 3),
@@ -90,16 +99,21 @@ def train_application(name: str, npz: Path, out: Path) -> dict:
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, ctor)(weights=None, input_shape=(SIZE, SIZE, 3), classes=10,
                                               classifier_activation=None)
+    for layer in model.layers:  # trained briefly: BatchNormalization's moving statistics must keep up
+        if type(layer).__name__ == "BatchNormalization":
+            layer.momentum = 0.9
     data = np.load(npz)
-    # the toolkit's rule for these models: they start with their own Rescaling, so raw 0..255 pixels
-    x, y = data["x_train"].astype(np.float32), data["y_train"].astype(np.int64)
+    # the toolkit's rule: raw 0..255 pixels for a model that starts with its own Rescaling, else x / 255
+    rescales = any(type(layer).__name__ == "Rescaling" for layer in model.layers[:4])
+    x, y = data["x_train"].astype(np.float32) / (1.0 if rescales else 255.0), data["y_train"].astype(np.int64)
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     start = time.perf_counter()
     hist = model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
     model.save(out)
     return {"architecture": f"keras.applications.{ctor}(weights=None, input_shape=(32, 32, 3), classes=10)",
-            "training": f"Adam 1e-3, batch 64, {epochs} epochs on {len(x):,} images, seed 0",
+            "training": f"Adam 1e-3, batch 64, {epochs} epochs on {len(x):,} images, seed 0, BatchNormalization "
+                        f"momentum 0.9, pixels {'0..255 (the model rescales)' if rescales else 'x / 255'}",
             "train_seconds": round(time.perf_counter() - start, 1),
             "final_train_accuracy": round(float(hist.history["accuracy"][-1]), 4)}
 
@@ -233,7 +247,7 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
         f"MNIST upsampled to {SIZE}x{SIZE} RGB, {TRAIN_IMAGES:,} training images, 10,000 test images"
     variants: dict = {}
     for label, extra, folder in (("toolkit default", [], "default"),
-                                 ("toolkit minmax (previous default)", ["--calibration-method", "minmax"], "minmax"),
+                                 (MINMAX, ["--calibration-method", "minmax"], "minmax"),
                                  (f"toolkit --max-accuracy-drop {BUDGET}", ["--max-accuracy-drop", str(BUDGET)],
                                   "controlled")):
         exports = mwork / folder
@@ -303,7 +317,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TOOLKIT_DATA_DIR", "")))
     parser.add_argument("--nncf-python", default=None, help="a Python with nncf, onnx and onnxruntime installed")
+    parser.add_argument("--from-json", action="store_true", help="only rewrite PTQ.md and README's table")
     args = parser.parse_args()
+    if args.from_json:
+        write_texts(json.loads((args.out / "ptq.json").read_text()))
+        return
 
     def log(line: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
@@ -317,6 +335,10 @@ def main() -> None:
         doc["command"] = "python benchmarks/ptq.py " + " ".join(sys.argv[1:])
         atomic_write_json(out_json, json.loads(json.dumps(doc, default=str)))
         log(f"{name}: done, wrote {out_json}")
+    write_texts(doc)
+
+
+def write_texts(doc: dict) -> None:
     atomic_write_text(HERE / "PTQ.md", markdown(doc))
     readme = HERE.parent / "README.md"
     text = readme.read_text()
@@ -329,17 +351,50 @@ README_BEGIN, README_END = "<!-- ptq:begin -->", "<!-- ptq:end -->"
 PEERS = ("onnxruntime quantize_static defaults", "ai-edge-quantizer static_wi8_ai8", "NNCF")
 
 
+def summary(doc: dict) -> list[str]:
+    """Issue #23's three questions, per model, from the rows below."""
+    out = ["## What the tables show", "",
+           "| model | default int8 >= best peer - 0.3 pts | best peer | `onnx-int8` vs `onnx` p50, batch 1 | "
+           f"`--max-accuracy-drop {BUDGET}`: `toolkit parity` on the test set, p50 vs plain int8 |",
+           "|---|---|---|---|---|"]
+    for name, m in doc["models"].items():
+        rows = m["rows"]
+        peers = {k: v for k, v in rows.items() if k.startswith(PEERS) and "accuracy" in v}
+        best = max(peers, key=lambda k: peers[k]["accuracy"]) if peers else None
+        ours = min(rows["tflite-int8"]["accuracy"], rows["onnx-int8"]["accuracy"])
+        margin = f"{'yes' if best and ours >= peers[best]['accuracy'] - 0.003 else 'no'} ({100 * ours:.2f}% vs " \
+                 f"{100 * peers[best]['accuracy']:.2f}%)" if best else "-"
+        speed = rows["onnx-int8"]["p50_ms_batch1"] / rows["onnx"]["p50_ms_batch1"]
+        controlled = []
+        for variant in ("tflite-int8", "onnx-int8"):
+            r = next((v for k, v in rows.items() if k.startswith(f"{variant} (toolkit --max-accuracy-drop")), None)
+            if r:
+                ratio = r["p50_ms_batch1"] / rows[variant]["p50_ms_batch1"]
+                controlled.append(f"{variant} {r.get('parity_verdict')}, {ratio:.2f}x")
+        out.append(f"| {name} | {margin} | {shown(best) if best else '-'} | {speed:.2f}x "
+                   f"({'faster' if speed < 1 else 'slower'}) | {'; '.join(controlled)} |")
+    short = [name for name, m in doc["models"].items()
+             if max(v.get("agreement", 0.0) for k, v in m["rows"].items() if k not in ("tflite", "onnx")) < 0.995]
+    out += ["", "Agreement with Keras is what parity's int8 gate asks, at 99.5%"
+            + (f": on {', '.join(short)} no int8 file here, ours or a peer's, reaches it (see the tables), so neither "
+               "the plain nor the controlled models pass parity there" if short else "")
+            + "; where plain int8 is inconclusive, the search must *show* 99.5% on the validation split (5,000 "
+            "images for MNIST, 2,000 for the RGB set), which takes about 99.7% measured, and may find no step "
+            "that does.", ""]
+    return out
+
+
 def readme_block(doc: dict) -> str:
     """README's table: per model, float, the toolkit's default int8 (TFLite and ONNX), the best peer."""
     lines = ["Measured (`python benchmarks/ptq.py`, [benchmarks/PTQ.md](benchmarks/PTQ.md); test accuracy, each "
              "model from one run):", "",
-             "| model | Keras float | toolkit `tflite-int8` | toolkit `onnx-int8` | previous default (minmax) | best peer |",
+             "| model | Keras float | toolkit `tflite-int8` | toolkit `onnx-int8` | `--calibration-method minmax` | best peer |",
              "|---|---:|---:|---:|---:|---|"]
     for name, m in doc["models"].items():
         rows = m["rows"]
         peers = {k: v for k, v in rows.items() if k.startswith(PEERS) and "accuracy" in v}
         best = max(peers, key=lambda k: peers[k]["accuracy"]) if peers else None
-        old = rows.get("tflite-int8 (toolkit minmax (previous default))", {})
+        old = next((v for k, v in rows.items() if k.startswith("tflite-int8 (") and shown(k).endswith(f"({MINMAX})")), {})
         old_text = f"{100 * old['accuracy']:.2f}%" if old.get("accuracy") is not None else "-"
         best_text = f"{100 * peers[best]['accuracy']:.2f}% ({best})" if best else "-"
         lines.append(f"| {name} | {100 * m['float_keras_accuracy']:.2f}% | {100 * rows['tflite-int8']['accuracy']:.2f}% | "
@@ -354,6 +409,7 @@ def markdown(doc: dict) -> str:
              "set with its 95% Wilson interval; agreement is with the Keras model on the same images; p50 is "
              "batch 1, one thread, on the file's natural runtime, measured one file after another (not "
              "interleaved: differences under ~10% are not rankings).", ""]
+    lines += summary(doc)
     for name, m in doc["models"].items():
         cpu = m.get("provenance", {}).get("machine", {}).get("cpu", "")
         lines += [f"## {name}", "", f"{m['train'].get('architecture', '')}; {m['dataset']}; Keras float test "
@@ -363,16 +419,16 @@ def markdown(doc: dict) -> str:
                   "|---|---|---|---:|---:|---|---:|---:|"]
         for row, r in m["rows"].items():
             if "error" in r:
-                lines.append(f"| {row} | | | {r['error']} | | | | |")
+                lines.append(f"| {shown(row)} | | | {r['error']} | | | | |")
                 continue
             lo, hi = r["accuracy_ci95"]
-            lines.append(f"| {row} | {r['made_by']} | {r.get('calibration') or '-'} | {100 * r['accuracy']:.2f}% "
+            lines.append(f"| {shown(row)} | {shown(r['made_by'])} | {r.get('calibration') or '-'} | {100 * r['accuracy']:.2f}% "
                          f"({100 * lo:.2f}-{100 * hi:.2f}) | {100 * r['agreement']:.2f}% | {r.get('parity_verdict') or '-'} "
                          f"| {r['bytes'] / 1e6:.2f} MB | {r['p50_ms_batch1']:.3f} ({r['runtime']}) |")
         lines.append("")
         for row, r in m["rows"].items():
             if r.get("control"):
-                lines.append(f"- `{row}`: {r['control']['outcome']}.")
+                lines.append(f"- `{shown(row)}`: {r['control']['outcome']}.")
         lines.append("")
     return "\n".join(lines)
 

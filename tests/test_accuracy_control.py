@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from toolkit.accuracy_control import Validation, local_errors, measure
+from toolkit.cli import main
 
 SCALE = 1000.0  # the outlier unit of the fixture below
-from toolkit.cli import main
 
 
 @pytest.fixture(scope="module")
