@@ -65,7 +65,8 @@ def train(path: Path, data_dir: Path) -> dict:
     seconds = time.perf_counter() - start
     hidden, logits = model.get_layer("hidden"), model.get_layer("logits")
     (w1, b1), (w2, b2) = hidden.get_weights(), logits.get_weights()
-    unit = int(np.argmax(np.abs(w2).sum(1)))
+    active = np.maximum(x[:2000].reshape(2000, -1) @ w1 + b1, 0)
+    unit = int(np.argmax(np.median(active, axis=0)))  # the unit the median image uses most
     w1[:, unit] *= SCALE
     b1[unit] *= SCALE
     w2[unit] /= SCALE
