@@ -64,8 +64,8 @@ def test_application_through_export_parity_and_bench(application, rgb_npz, tmp_p
     doc = json.loads((exports / "parity.json").read_text())
     assert doc["reference"]["accuracy"] > 0.5  # a model that learned something (not a constant prediction)
     for name, v in doc["variants"].items():
-        if name in ("tflite", "onnx"):
-            assert v["verdict"] == "pass", (name, v["gates"])
+        if name in ("tflite", "onnx"):  # 2,000 images cannot *show* 99.95% agreement: pass or inconclusive
+            assert v["verdict"] != "fail" and v["agreement"] == 1.0, (name, v["gates"])
         else:
             assert abs(v["accuracy_diff_points"]) <= 1.0, (name, v["accuracy_diff_points"])
     assert main(["bench", "--exports", str(exports), "--batch-sizes", "1", "--threads", "1", "--min-runs", "20",

@@ -101,6 +101,9 @@ def unsupported_ops(log: str) -> tuple[list[str], str | None]:
     return [], None
 
 
+HOST_ARENA_BYTES = 64 << 20  # the arena TFLM gets on the host (not what a device needs: measure_arena says that)
+
+
 def interpreter(model: bytes):
     """A TFLM interpreter with the recording allocator (so the arena can be measured)."""
     require()
@@ -111,7 +114,9 @@ def interpreter(model: bytes):
 
     try:
         with captured_stderr() as log:
-            return runtime.Interpreter.from_bytes(model)
+            # TFLM's own default arena is 10x the model's bytes: too small for a small model on large images
+            # (a 3 KB convolution on 96x96 RGB). The recording allocator reports what is used, whatever is given.
+            return runtime.Interpreter.from_bytes(model, arena_size=max(len(model) * 10, HOST_ARENA_BYTES))
     except Exception as exc:  # TFLM raises RuntimeError/ValueError with its own text
         ops, reason = unsupported_ops(log["text"])
         if ops:
