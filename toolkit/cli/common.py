@@ -275,18 +275,18 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
     p.add_argument("--force", action="store_true", help=force_help)
     control = p.add_argument_group(
         "accuracy-controlled int8 (tflite-int8, tflite-micro, onnx-int8)",
-        "measure plain int8's accuracy drop against the Keras model on the validation split (never the test "
-        "set); when its upper 95% bound exceeds the budget, raise the precision of the layer that adds the most "
-        "quantization error (16-bit activations first, then float; TFLM: 16-bit only) and repeat, then lower back "
-        "what the budget does not need. The recipe goes "
+        "measure plain int8 against the Keras model on the validation split (never the test set); unless parity's "
+        "int8 gates pass there (the drop's 95% interval within the budget, agreement at 99.5%), raise the precision "
+        "of the layer that adds the most quantization error (16-bit activations first, then float; TFLM: 16-bit "
+        "only) and repeat, then lower back what the budget does not need; of the steps that pass, a clearly faster "
+        "one wins. The recipe goes "
         "to the manifest and DIR/quantization-recipe.json; exit 4 when the budget cannot be met (the best model "
         "found is kept)")
     control.add_argument("--max-accuracy-drop", type=float, default=None, metavar="PTS",
                          help="budget: the upper 95%% bound of the validation accuracy drop, in points (e.g. 0.3)")
     control.add_argument("--min-agreement", type=float, default=d.min_agreement, metavar="PCT",
-                         help="also agree with Keras on at least PCT%% of validation images (parity's int8 gate is "
-                         "99.5); off by default: agreement is paid for in float layers, since int8 weights still "
-                         "move predictions that the accuracy budget lets through")
+                         help="the agreement with Keras the search must show on the validation split (default: parity's "
+                         "int8 gate, 99.5%%)")
     control.add_argument("--max-fallback-layers", type=positive_int, default=d.max_fallback_layers, metavar="N",
                          help="at most N layers changed (default: %(default)s)")
     control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
