@@ -196,6 +196,20 @@ def _preprocessed(ctx: ExportContext) -> Path:
     return pre
 
 
+def _float_graph(ctx: ExportContext):
+    """The pre-processed float model, its float tensors and its initializer names: read once per export
+    (the range statistics, the affine rule and the accuracy search all look at it)."""
+    cache = ctx.control_cache.setdefault("onnx", {})
+    if "float_graph" not in cache:
+        import onnx
+
+        model = onnx.load(str(_preprocessed(ctx)))
+        floats = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
+                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+        cache["float_graph"] = (model, floats, {i.name for i in model.graph.initializer})
+    return cache["float_graph"]
+
+
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
 
 
@@ -207,9 +221,7 @@ def _affine_arithmetic(ctx: ExportContext) -> list[str]:
     quantized layer reads it."""
     cache = ctx.control_cache.setdefault("onnx", {})
     if "affine" not in cache:
-        import onnx
-
-        model = onnx.load(str(_preprocessed(ctx)))
+        model, _, _ = _float_graph(ctx)
         sizes = {i.name: int(np.prod(i.dims)) if i.dims else 1 for i in model.graph.initializer}
         cache["affine"] = [n.name for n in model.graph.node if n.op_type in _ELEMENTWISE
                            and any(sizes.get(i, 0) > 1 for i in n.input)]
@@ -226,10 +238,9 @@ def _range_stats(ctx: ExportContext):
 
         from toolkit.ranges import Stats
 
-        model = onnx.load(str(_preprocessed(ctx)))
-        floats = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
-                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-        inits = {i.name for i in model.graph.initializer}
+        source, floats, inits = _float_graph(ctx)
+        model = onnx.ModelProto()
+        model.CopyFrom(source)  # every tensor made an output, on a copy
         outputs = {o.name for o in model.graph.output}
         wanted = [o for n in model.graph.node for o in n.output if o in floats and o not in inits]
         for name in wanted:
@@ -301,7 +312,7 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
     extra: dict = {}
     if int16:  # as a 16x8 kernel in LiteRT: the layer's activation inputs and its output in 16 bits
         tensors = {name: [*inputs, output] for name, _, inputs, output in _control_graph(ctx)}
-        outputs = _node_outputs(_preprocessed(ctx))
+        outputs = {n.name: n.output[0] for n in _float_graph(ctx)[0].graph.node}
         for n in int16:
             for tensor in tensors.get(n, [outputs[n]]):
                 overrides[tensor] = {**overrides.get(tensor, {}), "quant_type": QuantType.QInt16}
@@ -381,21 +392,10 @@ def _opset(content: bytes) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _node_outputs(path: Path) -> dict[str, str]:
-    import onnx
-
-    return {n.name: n.output[0] for n in onnx.load(str(path)).graph.node}
-
-
 def _control_graph(ctx: ExportContext) -> list[tuple]:
     cache = ctx.control_cache.setdefault("onnx", {})
     if "graph" not in cache:
-        import onnx
-
-        model = onnx.load(str(_preprocessed(ctx)))
-        floats = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
-                  if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-        inits = {i.name for i in model.graph.initializer}
+        model, floats, inits = _float_graph(ctx)
         cache["graph"] = [(n.name, n.op_type, [i for i in n.input if i in floats and i not in inits], n.output[0])
                           for n in model.graph.node
                           if n.op_type not in _NOT_LAYERS and n.output and n.output[0] in floats]
