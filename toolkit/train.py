@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,26 +128,37 @@ def _as_float32(k, trained, cfg: TrainConfig, prep, data):
     return model
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, evaluate, save ``model.keras`` and ``train.json`` into ``cfg.out``; return the record."""
-    _validate(cfg)
-    source_date_epoch()  # a bad $SOURCE_DATE_EPOCH fails before training, not after
-    from toolkit.datasets import open_dataset
-    from toolkit.preprocess import for_training
+@dataclass
+class _Pipelines:
+    """The tf.data pipelines training reads, and the toolkit errors their streamed batches kept (see
+    ``_streamed``): a user's file that failed inside tf.data is re-raised as the toolkit's own error."""
 
-    data = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
-    prep = for_training(data, cfg.preprocess)
+    train: Any
+    validation: Any
+    decode_errors: list
 
-    from toolkit._quiet import keras, tf
-    from toolkit.model import ARCHITECTURES, build
 
-    tf, k = tf(), keras()
-    # Same seed + op determinism = bit-identical weights on CPU (checked by the tests).
-    k.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
+@dataclass
+class _Evaluation:
+    """The final figures: validation accuracy of the float32 model (None when training was float32:
+    the last epoch's figure is it), test loss and accuracy, and the seconds the test evaluation took."""
 
-    decode_errors: list = []  # a user's file that failed inside tf.data: re-raised as the toolkit's own error
-    train_split = data.train.head(cfg.train_limit)
+    validation_accuracy: float | None
+    test_loss: float
+    test_accuracy: float
+    seconds: float
+
+
+def _raise_decode_error(errors: list) -> None:
+    """Inside an ``except``: re-raise the first error a streamed pipeline kept, as it was, if any."""
+    if errors:
+        raise errors[0] from None
+
+
+def _pipelines(tf, *, cfg: TrainConfig, data, prep, train_split) -> _Pipelines:
+    """The training pipeline (shuffled by the seed, batched) and the validation one: in memory via
+    ``from_tensor_slices`` when the split is held in memory, streamed otherwise."""
+    decode_errors: list = []
     n = len(train_split)
     if not len(data.validation):
         raise UsageError(f"{data.source}: too few training images to hold out a validation split")
@@ -160,6 +173,12 @@ def train(cfg: TrainConfig) -> dict:
     else:
         dataset = _streamed(tf, train_split, prep, cfg.batch_size, cfg.seed, decode_errors)
         val = _streamed(tf, data.validation, prep, 1000, None, decode_errors)
+    return _Pipelines(train=dataset, validation=val, decode_errors=decode_errors)
+
+
+def _build_model(k, *, cfg: TrainConfig, prep, data):
+    """The architecture, built under Keras's mixed bfloat16 policy when ``cfg.precision`` is bf16."""
+    from toolkit.model import build
 
     if cfg.precision == "bf16":  # process-wide in Keras: set for building the model, restored right after
         from keras.src.backend.common import global_state  # the raw setting, restored as it was
@@ -167,11 +186,16 @@ def train(cfg: TrainConfig) -> dict:
         previous = global_state.get_global_attribute("dtype_policy", None)
         k.mixed_precision.set_global_policy("mixed_bfloat16")
         try:
-            model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+            return build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
         finally:
             global_state.set_global_attribute("dtype_policy", previous)
-    else:  # the policy is left untouched: setting it, even to float32, changes what model.keras holds
-        model = build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+    # the policy is left untouched: setting it, even to float32, changes what model.keras holds
+    return build(cfg.arch, cfg.dropout, prep.input_shape, data.num_classes)
+
+
+def _compile(k, model, cfg: TrainConfig, n: int) -> None:
+    """Compile ``model`` for training on ``n`` images: Adam at the configured (constant or cosine)
+    learning rate, sparse cross-entropy on logits, accuracy."""
     learning_rate = cfg.learning_rate
     if cfg.lr_schedule == "cosine":  # decays to 0 at the last step of the last epoch
         steps = -(-n // cfg.batch_size) * cfg.epochs
@@ -182,47 +206,67 @@ def train(cfg: TrainConfig) -> dict:
         metrics=["accuracy"],
         jit_compile=cfg.jit_compile,
     )
-    if cfg.verbose:
-        print(
-            f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} {data.kind} images "
-            f"({prep.describe()}), "
-            f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g} {cfg.lr_schedule}"
-            f"{', XLA' if cfg.jit_compile else ''}{', bf16 compute' if cfg.precision == 'bf16' else ''}, seed {cfg.seed}",
-            file=sys.stderr,
-        )
+
+
+def _announce(*, cfg: TrainConfig, model, n: int, data, prep) -> None:
+    """The one line on stderr saying what is about to be trained, on what, and how."""
+    print(
+        f"training {cfg.arch} ({model.count_params():,} parameters) on {n:,} {data.kind} images "
+        f"({prep.describe()}), "
+        f"{cfg.epochs} epoch(s), batch {cfg.batch_size}, Adam lr {cfg.learning_rate:g} {cfg.lr_schedule}"
+        f"{', XLA' if cfg.jit_compile else ''}{', bf16 compute' if cfg.precision == 'bf16' else ''}, seed {cfg.seed}",
+        file=sys.stderr,
+    )
+
+
+def _fit(k, model, cfg: TrainConfig, *, pipes: _Pipelines, n: int):
+    """Fit ``model``; return Keras's history and the seconds fitting took."""
     start = time.perf_counter()
     try:
         history = model.fit(
-            dataset, validation_data=val, epochs=cfg.epochs, verbose=0, shuffle=False,  # tf.data shuffles
+            pipes.train, validation_data=pipes.validation, epochs=cfg.epochs, verbose=0, shuffle=False,  # tf.data shuffles
             callbacks=[_progress_callback(k, cfg.epochs, -(-n // cfg.batch_size))] if cfg.verbose else [],
         )
     except Exception:
-        if decode_errors:
-            raise decode_errors[0] from None
+        _raise_decode_error(pipes.decode_errors)
         raise
-    train_seconds = time.perf_counter() - start
+    return history, time.perf_counter() - start
+
+
+def _evaluate(tf, k, model, *, cfg: TrainConfig, data, prep, pipes: _Pipelines):
+    """The model to save (a float32 rebuild when trained in bf16, validated again) and its final
+    figures on the test split."""
     validation_accuracy = None
-    start = time.perf_counter()
     try:
         if cfg.precision == "bf16":  # per-epoch validation figures were computed in bf16; the final one is float32
             model = _as_float32(k, model, cfg, prep, data)
-            validation_accuracy = float(model.evaluate(val, verbose=0)[1])
+            validation_accuracy = float(model.evaluate(pipes.validation, verbose=0)[1])
         start = time.perf_counter()
         if data.test.in_memory:
             test_loss, test_acc = model.evaluate(prep.load(data.test), data.test.labels, batch_size=1000, verbose=0)
         else:
-            test_loss, test_acc = model.evaluate(_streamed(tf, data.test, prep, 1000, None, decode_errors), verbose=0)
+            test = _streamed(tf, data.test, prep, 1000, None, pipes.decode_errors)
+            test_loss, test_acc = model.evaluate(test, verbose=0)
     except Exception:
-        if decode_errors:
-            raise decode_errors[0] from None
+        _raise_decode_error(pipes.decode_errors)
         raise
-    evaluate_seconds = time.perf_counter() - start
-    epochs = [
+    seconds = time.perf_counter() - start
+    return model, _Evaluation(validation_accuracy=validation_accuracy, test_loss=test_loss,
+                              test_accuracy=test_acc, seconds=seconds)
+
+
+def _epoch_rows(history) -> list[dict]:
+    """One row per epoch: its number and every figure Keras recorded for it."""
+    return [
         {"epoch": i + 1, **{key: float(values[i]) for key, values in history.history.items()}}
         for i in range(len(history.history["loss"]))
     ]
 
-    out = Path(cfg.out)
+
+def _save_model(model, out: Path) -> tuple[Path, int | None]:
+    """Save ``model`` as ``out/model.keras`` (beside it, then renamed, so a failure keeps the old
+    one; normalized for reproducible builds under $SOURCE_DATE_EPOCH); return its path and the
+    epoch used."""
     model_path = out / MODEL_FILE
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -239,8 +283,17 @@ def train(cfg: TrainConfig) -> dict:
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
         raise write_error(model_path, exc) from None
+    return model_path, epoch
 
-    record = {
+
+def _record(*, cfg: TrainConfig, model, model_path: Path, data, prep, n: int, source_epoch: int | None,
+            epochs: list[dict], evaluation: _Evaluation, train_seconds: float) -> dict:
+    """The contents of ``train.json``: the model, hyperparameters, data, per-epoch figures, final
+    accuracies, timings and provenance."""
+    from toolkit.model import ARCHITECTURES
+
+    validation_accuracy = evaluation.validation_accuracy
+    return {
         "model": {
             "path": MODEL_FILE,
             "architecture": cfg.arch,
@@ -270,16 +323,48 @@ def train(cfg: TrainConfig) -> dict:
         },
         "dataset": data.describe(),
         "preprocessing": prep.to_json(),
-        "source_date_epoch": epoch,
+        "source_date_epoch": source_epoch,
         "epochs": epochs,
         "validation_accuracy": epochs[-1]["val_accuracy"] if validation_accuracy is None else validation_accuracy,
         **({"epoch_validation_precision": "bf16 (the final validation_accuracy is the float32 model's)"}
            if cfg.precision == "bf16" else {}),
-        "test_accuracy": float(test_acc),
-        "test_loss": float(test_loss),
+        "test_accuracy": float(evaluation.test_accuracy),
+        "test_loss": float(evaluation.test_loss),
         "train_seconds": round(train_seconds, 3),
-        "evaluate_seconds": round(evaluate_seconds, 3),
+        "evaluate_seconds": round(evaluation.seconds, 3),
         "provenance": provenance(),
     }
-    atomic_write_json(out / RECORD_FILE, record)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, evaluate, save ``model.keras`` and ``train.json`` into ``cfg.out``; return the record."""
+    _validate(cfg)
+    source_date_epoch()  # a bad $SOURCE_DATE_EPOCH fails before training, not after
+    from toolkit.datasets import open_dataset
+    from toolkit.preprocess import for_training
+
+    data = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    prep = for_training(data, cfg.preprocess)
+
+    from toolkit._quiet import keras, tf
+
+    tf, k = tf(), keras()
+    # Same seed + op determinism = bit-identical weights on CPU (checked by the tests).
+    k.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    train_split = data.train.head(cfg.train_limit)
+    n = len(train_split)
+    pipes = _pipelines(tf, cfg=cfg, data=data, prep=prep, train_split=train_split)
+    model = _build_model(k, cfg=cfg, prep=prep, data=data)
+    _compile(k, model, cfg, n)
+    if cfg.verbose:
+        _announce(cfg=cfg, model=model, n=n, data=data, prep=prep)
+    history, train_seconds = _fit(k, model, cfg, pipes=pipes, n=n)
+    model, evaluation = _evaluate(tf, k, model, cfg=cfg, data=data, prep=prep, pipes=pipes)
+    model_path, source_epoch = _save_model(model, Path(cfg.out))
+    record = _record(cfg=cfg, model=model, model_path=model_path, data=data, prep=prep, n=n,
+                     source_epoch=source_epoch, epochs=_epoch_rows(history), evaluation=evaluation,
+                     train_seconds=train_seconds)
+    atomic_write_json(Path(cfg.out) / RECORD_FILE, record)
     return record
