@@ -13,8 +13,6 @@ Honest by construction:
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import multiprocessing
 import shutil
 import subprocess
@@ -25,11 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from toolkit import artifacts, runners
+from toolkit.bench_render import CSV_FIELDS, failed_line, to_csv, to_markdown  # noqa: F401 - importable from here
 from toolkit.config import BenchConfig
 from toolkit.errors import DataError, DeviceUnavailableError, UsageError
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
-from toolkit.provenance import cpu_description, cpu_flags, provenance
+from toolkit.provenance import cpu_flags, provenance
 from toolkit.timing import measure, summarize
 
 BENCH_JSON = "bench.json"
@@ -339,52 +338,95 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
     return rows
 
 
+def _check_gpu_usable(cfg: BenchConfig, *, groups: list[dict], skipped: list[dict], gpus: list[dict]) -> None:
+    """With --device cuda and no --allow-fallback: an error naming the GPUs and every runtime's reason
+    when no group would run on the GPU."""
+    if cfg.device == "cuda":
+        on_gpu = [g for g in groups if g["device"] == "cuda"]
+        if not on_gpu and not cfg.allow_fallback:
+            by_runtime = {s["runtime"]: s["reason"] for s in skipped}
+            reasons = "; ".join(f"{r}: {why}" for r, why in by_runtime.items()) or "no runtime selected"
+            gpu_text = ", ".join(g["name"] for g in gpus) or "no NVIDIA GPU found (nvidia-smi)"
+            raise DeviceUnavailableError(f"--device cuda: no runtime can use a GPU here ({gpu_text}; {reasons})",
+                                         hint="run on a CUDA machine with `pip install -e '.[gpu]'`, "
+                                         "or pass --allow-fallback to measure on the CPU")
+
+
+def _progress_reporter(bar, total: int, verbose: bool):
+    """The callback ``_run_group`` reports each row to (None for ``count`` failed rows): it advances
+    ``bar`` and says each measured row's figures."""
+    done = []
+
+    def progress(row: dict | None, count: int = 1) -> None:
+        done.extend([row] * count)
+        bar.update(count)
+        if row is None:
+            return
+        say(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
+            f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
+            f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
+            verbose)
+
+    return progress
+
+
+def _measure_groups(cfg: BenchConfig, *, manifest: dict, groups: list[dict], images: np.ndarray, progress,
+                    skipped: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Run every group on its verified file (the Keras reference model for ``keras``); return the
+    measured rows and the failed ones (groups found unusable on the GPU are appended to ``skipped``)."""
+    results, failed = [], []
+    for group in groups:
+        target = group["target"]
+        if target["variant"] == REFERENCE:
+            from toolkit.inputs import reference_model
+
+            path = reference_model(cfg, manifest)
+        else:
+            path = artifacts.verify_entry(Path(cfg.exports), target)
+        results += _run_group(group, path, images, cfg, progress, skipped, failed)
+    return results, failed
+
+
+def _method(cfg: BenchConfig, groups: list[dict]) -> dict:
+    """The bench document's ``method``: how every number was measured."""
+    return {
+        "timer": "time.perf_counter_ns around the inference call only",
+        "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
+                  "manifest says and prepared in the model's input dtype before timing",
+        "call": "each runtime's raw call on an input prepared beforehand (per runtime in 'calls')",
+        "calls": {g["runtime"]: runners.get(g["runtime"]).timed_call for g in groups},
+        "process": "each variant x runtime x thread count in a fresh worker process (spawn)",
+        "memory": "peak_rss_mb: the worker's peak resident set (VmHWM) after the row, so it includes "
+                  "Python and the runtime's libraries (rss_before_load_mb) and grows with batch size",
+        "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",
+        "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s (at most {cfg.max_runs:,} runs)",
+        "first_inference": "the first call at each batch size; at the first batch size of a process, the "
+                           "first inference after load",
+        "throughput": "batch_size / mean latency",
+    }
+
+
 def run_bench(cfg: BenchConfig) -> dict:
+    """Plan, measure every group in fresh worker processes, and return the bench document (rows,
+    skipped and failed ones, config, method, runtimes, provenance); nothing is written."""
     _check(cfg)
     exports = Path(cfg.exports)
     with contextlib.ExitStack() as stack:
         manifest = stack.enter_context(artifacts.reading(exports))  # hold this generation while reading it
         groups, skipped = plan(cfg, manifest)
         gpus = gpu_info()
-        if cfg.device == "cuda":
-            on_gpu = [g for g in groups if g["device"] == "cuda"]
-            if not on_gpu and not cfg.allow_fallback:
-                by_runtime = {s["runtime"]: s["reason"] for s in skipped}
-                reasons = "; ".join(f"{r}: {why}" for r, why in by_runtime.items()) or "no runtime selected"
-                gpu_text = ", ".join(g["name"] for g in gpus) or "no NVIDIA GPU found (nvidia-smi)"
-                raise DeviceUnavailableError(f"--device cuda: no runtime can use a GPU here ({gpu_text}; {reasons})",
-                                             hint="run on a CUDA machine with `pip install -e '.[gpu]'`, "
-                                             "or pass --allow-fallback to measure on the CPU")
+        _check_gpu_usable(cfg, groups=groups, skipped=skipped, gpus=gpus)
         if not groups:
             raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
                                                                   for s in skipped))
         images = _inputs(cfg, manifest)
         total = sum(len(g["batch_sizes"]) * len(g["threads"]) for g in groups)
-        done = []
         bar = stack.enter_context(progress_bar(total, "bench", unit="row", verbose=cfg.verbose))
-
-        def progress(row: dict | None, count: int = 1) -> None:
-            done.extend([row] * count)
-            bar.update(count)
-            if row is None:
-                return
-            say(f"  [{len(done)}/{total}] {row['variant']:<15} {row['runtime']:<16} {row['device']:<4} "
-                f"batch {row['batch_size']:>4} threads {row['threads']}: p50 {row['p50_ms']:.3f} ms  "
-                f"{row['throughput']:,.0f} img/s  peak RSS {row['peak_rss_mb']:.0f} MiB  ({row['runs']} runs)",
-                cfg.verbose)
-
+        progress = _progress_reporter(bar, total, cfg.verbose)
         say(f"benchmarking {len(groups)} variant/runtime pair(s) x {len(cfg.batch_sizes)} batch size(s) x "
             f"{len(cfg.threads)} thread setting(s) on {cfg.device}, each in a fresh process", cfg.verbose)
-        results, failed = [], []
-        for group in groups:
-            target = group["target"]
-            if target["variant"] == REFERENCE:
-                from toolkit.inputs import reference_model
-
-                path = reference_model(cfg, manifest)
-            else:
-                path = artifacts.verify_entry(exports, target)
-            results += _run_group(group, path, images, cfg, progress, skipped, failed)
+        results, failed = _measure_groups(cfg, manifest=manifest, groups=groups, images=images, progress=progress,
+                                          skipped=skipped)
         if cfg.device == "cuda" and not cfg.allow_fallback and not any(r["device"] == "cuda" for r in results):
             raise DeviceUnavailableError("--device cuda: nothing ran on the GPU (" + "; ".join(
                 f"{s['variant']}/{s['runtime']}: {s['reason']}" for s in skipped) + ")")
@@ -401,21 +443,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             "failed": failed,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
                        if k not in ("verbose", "plots")},
-            "method": {
-                "timer": "time.perf_counter_ns around the inference call only",
-                "inputs": f"{max(cfg.batch_sizes)} fixed-seed (seed {cfg.seed}) test images, preprocessed as the "
-                          "manifest says and prepared in the model's input dtype before timing",
-                "call": "each runtime's raw call on an input prepared beforehand (per runtime in 'calls')",
-                "calls": {g["runtime"]: runners.get(g["runtime"]).timed_call for g in groups},
-                "process": "each variant x runtime x thread count in a fresh worker process (spawn)",
-                "memory": "peak_rss_mb: the worker's peak resident set (VmHWM) after the row, so it includes "
-                          "Python and the runtime's libraries (rss_before_load_mb) and grows with batch size",
-                "warmup": f"at least {cfg.warmup_runs} runs and {cfg.warmup_seconds} s",
-                "measure": f"at least {cfg.min_runs} runs and {cfg.min_seconds} s (at most {cfg.max_runs:,} runs)",
-                "first_inference": "the first call at each batch size; at the first batch size of a process, the "
-                                   "first inference after load",
-                "throughput": "batch_size / mean latency",
-            },
+            "method": _method(cfg, groups),
             "runtimes": {g["runtime"]: runners.get(g["runtime"]).summary for g in groups},
             "export_generation": manifest.get("generation"),
             "provenance": prov,
@@ -423,71 +451,6 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 
 # ----------------------------------------------------------------------------- outputs
-CSV_FIELDS = ["variant", "runtime", "device", "providers", "batch_size", "threads", "runs", "min_ms", "p50_ms",
-              "p90_ms", "p99_ms", "mean_ms", "std_ms", "max_ms", "throughput", "load_ms",
-              "first_inference_ms", "peak_rss_mb", "rss_before_load_mb", "bytes", "sha256"]
-
-
-def to_csv(doc: dict) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in doc["results"]:
-        writer.writerow({**row, "providers": "+".join(row["providers"])})
-    return buf.getvalue()
-
-
-def to_markdown(doc: dict) -> str:
-    m = doc["provenance"]["machine"]
-    gpus = ", ".join(f"{g['name']} (driver {g['driver']})" for g in m.get("gpus", [])) or "none"
-    v = doc["provenance"]["versions"]
-    lines = [
-        "# Inference latency",
-        "",
-        f"Machine: {cpu_description(m)}, {m['cpu_count']} cores; GPU: {gpus}. "
-        f"{', '.join(f'{k} {v[k]}' for k in ('tensorflow', 'onnxruntime', 'onnxruntime-gpu', 'ai-edge-litert') if k in v)}. "
-        f"Commit {doc['provenance']['git_commit']}, {doc['provenance']['created']}.",
-        "",
-        f"Method: {doc['method']['measure']} after warm-up ({doc['method']['warmup']}); "
-        f"{doc['method']['timer']}; throughput = {doc['method']['throughput']}.",
-        "",
-        f"Memory: {doc['method'].get('memory', 'not measured')}.",
-        "",
-        "| variant | runtime | device | providers | batch | threads | p50 ms | p90 ms | p99 ms | mean ms | "
-        "std ms | img/s | runs | load ms | first ms | peak RSS MiB |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in doc["results"]:
-        device = r["device"] + (" (fallback)" if r.get("fallback_reason") else "")
-        lines.append(
-            f"| {r['variant']} | {r['runtime']} | {device} | {'+'.join(r['providers'])} | {r['batch_size']} | "
-            f"{r['threads']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | "
-            f"{r['std_ms']:.3f} | {r['throughput']:,.0f} | {r['runs']} | {r['load_ms']:.1f} | "
-            f"{r['first_inference_ms']:.2f} | {r.get('peak_rss_mb', float('nan')):.1f} |"
-        )
-    if doc.get("failed"):
-        lines += ["", f"**Failed rows ({len(doc['failed'])})**: the runtime could not load or run the file; "
-                  "every other row was measured.", ""]
-        lines += [failed_line(f) for f in doc["failed"]]
-    if doc["skipped"]:
-        lines += ["", "Skipped:", ""]
-        lines += [f"- {s['variant']} on {s['runtime']} ({s['device']}): {s['reason']}" for s in doc["skipped"]]
-    notes = {r["note"] for r in doc["results"] if r.get("note")}
-    if notes:
-        lines += ["", *[f"Note: {n}." for n in sorted(notes)]]
-    fallbacks = {r["fallback_reason"] for r in doc["results"] if r.get("fallback_reason")}
-    if fallbacks:
-        lines += ["", "Rows marked (fallback) ran on the CPU although CUDA was asked for:", ""]
-        lines += [f"- {reason}" for reason in sorted(fallbacks)]
-    return "\n".join(lines) + "\n"
-
-
-def failed_line(f: dict) -> str:
-    """One failed row for a summary: where, at which settings, at which stage, and the runtime's reason."""
-    return (f"- {f['variant']} on {f['runtime']} ({f['device']}, threads {f['threads']}, batch "
-            f"{','.join(map(str, f['batch_sizes']))}, {f['stage']}): {f['reason']}")
-
-
 def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:
     json_path = Path(cfg.json_path) if cfg.json_path else Path(cfg.exports) / BENCH_JSON
     paths = {"json": json_path, "csv": json_path.with_suffix(".csv"), "markdown": json_path.with_suffix(".md")}
