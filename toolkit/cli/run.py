@@ -50,13 +50,12 @@ def run_args(p: argparse.ArgumentParser) -> None:
     strict_arg(p)
 
 
-def run_run(args: argparse.Namespace) -> int:
-    from toolkit.config import BenchConfig, ExportConfig, ParityConfig
+def _checked_settings(args: argparse.Namespace) -> dict:
+    """Every usage error before any file is read or anything is trained (flags, an export or model
+    already in DIR without --force, a missing --model); return export's settings from the flags."""
     from toolkit.errors import UsageError
-    from toolkit.run import RunConfig, quick, run
 
     exports: Path = args.exports
-    # every usage error before any file is read or anything is trained
     if args.resize and not (args.model or args.skip_train):
         raise UsageError("--resize needs a model to take the size from: give --model (or --skip-train); "
                          "training builds the model for the images' own size")
@@ -78,6 +77,16 @@ def run_run(args: argparse.Namespace) -> int:
         from toolkit.errors import DataError
 
         raise DataError(f"model file {args.model} not found", hint="give the path of a .keras file")
+    return settings
+
+
+def _run_config(args: argparse.Namespace, settings: dict):
+    """The pipeline's settings from the flags: training (at the images' own size), export, parity,
+    bench (batch 1 and 32), shortened by --quick (an explicit --epochs still wins)."""
+    from toolkit.config import BenchConfig, ExportConfig, ParityConfig
+    from toolkit.run import RunConfig, quick
+
+    exports: Path = args.exports
     options = preprocess_options(args)
     train_options = replace(options, resize=False, input_size=None)
     train_cfg = replace(train_config(args, exports), preprocess=train_options)
@@ -96,9 +105,12 @@ def run_run(args: argparse.Namespace) -> int:
         cfg = quick(cfg)
         if args.epochs:  # an explicit --epochs wins over --quick's one epoch
             cfg = replace(cfg, train=replace(cfg.train, epochs=args.epochs))
-    result = run(cfg)
-    report = result["parity"]
-    print()
+    return cfg
+
+
+def _print_parity_table(report) -> None:
+    """The parity table on stdout: the Keras reference, then each variant's size, accuracy, difference,
+    agreement and verdict."""
     print(f"{'variant':<15} {'bytes':>10} {'accuracy':>9} {'diff pts':>9} {'agreement':>10}  gates")
     ref = report.reference
     print(f"{'keras (ref)':<15} {'':>10} {ref['accuracy']:>9.2%}")
@@ -108,20 +120,26 @@ def run_run(args: argparse.Namespace) -> int:
         sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
         print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{m['agreement']:>10.2%}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}{sample}")
-    from toolkit.export import failure_lines, warning_lines
 
-    for line in [*warning_lines(result["manifest"]), *failure_lines(result["manifest"])]:
-        print(line)
-    print(f"\nreport: {result['paths']['report']}")
-    write_json_result(args, {
+
+def _summary(exports: Path, result: dict) -> dict:
+    """The --json summary: every stage's files, seconds and verdicts."""
+    report = result["parity"]
+    return {
         "exports": str(exports), "verdict": report.verdict, "seconds": result["seconds"],
         "paths": {k: str(v) for k, v in result["paths"].items()},
         "variants": {name: {"verdict": v.verdict, "accuracy": v.metrics["accuracy"],
                             "agreement": v.metrics["agreement"], "images": v.metrics["images"],
                             "bytes": v.metrics.get("model_bytes", v.metrics["bytes"])}
                      for name, v in report.variants.items()},
-        "export_failed": result["manifest"]["failed"], "bench_failed": result.get("bench_failed") or []})
-    report.raise_if_failed("run", result['paths']['report'], strict=args.strict)
+        "export_failed": result["manifest"]["failed"], "bench_failed": result.get("bench_failed") or []}
+
+
+def _raise_for_failures(result: dict, *, strict: bool) -> None:
+    """Raise the run's error, in order of precedence: a failed parity gate, a variant that could not be
+    exported, an incomplete parity check, a benchmark row that failed (each printed first)."""
+    report = result["parity"]
+    report.raise_if_failed("run", result['paths']['report'], strict=strict)
     if result["manifest"]["failed"]:
         from toolkit.errors import PartialExportError
 
@@ -137,6 +155,22 @@ def run_run(args: argparse.Namespace) -> int:
             print("FAILED " + failed_line(f)[2:])
         raise PartialError(f"{len(bench_failed)} benchmark row(s) failed; every other row was measured",
                            hint=f"see {result['paths']['report']}")
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from toolkit.run import run
+
+    settings = _checked_settings(args)
+    result = run(_run_config(args, settings))
+    print()
+    _print_parity_table(result["parity"])
+    from toolkit.export import failure_lines, warning_lines
+
+    for line in [*warning_lines(result["manifest"]), *failure_lines(result["manifest"])]:
+        print(line)
+    print(f"\nreport: {result['paths']['report']}")
+    write_json_result(args, _summary(args.exports, result))
+    _raise_for_failures(result, strict=args.strict)
     return 0
 
 
