@@ -20,41 +20,39 @@ benchmarks/ACCURACY_CONTROL.md (every number from the JSON).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import BENCHMARKS, README, RESULTS, mnist_array, replace_block, run_toolkit
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from toolkit.provenance import provenance, sha256_file  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.provenance import provenance, sha256_file
 
 BUDGET = 0.3
 EPOCHS, HIDDEN = 8, 384
-VARIANTS = ("tflite-int8", "onnx-int8", "tflite-micro")
 
 
 SCALE = 1000.0
 
 
+def training_split(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The toolkit's MNIST training split (the 55,000 images after the validation split), x / 255."""
+    from toolkit.datasets.mnist import VALIDATION_SIZE
+
+    x = mnist_array(data_dir, "train_images").reshape(-1, 28, 28, 1).astype(np.float32)[VALIDATION_SIZE:] / 255.0
+    return x, mnist_array(data_dir, "train_labels").astype(np.int64)[VALIDATION_SIZE:]
+
+
 def train(path: Path, data_dir: Path) -> dict:
     """The outlier-channel MLP (see the module's docstring)."""
-    import gzip
-
     import keras
     from keras import layers
 
-    def idx(name: str, header: int) -> np.ndarray:
-        return np.frombuffer(gzip.decompress((data_dir / name).read_bytes()), np.uint8, offset=header)
-
-    x = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype(np.float32)[5000:] / 255.0
-    y = idx("train-labels-idx1-ubyte.gz", 8).astype(np.int64)[5000:]  # the toolkit's training split
+    x, y = training_split(data_dir)
     keras.utils.set_random_seed(0)
     inp = keras.Input((28, 28, 1), name="image")
     h = layers.Dense(HIDDEN, activation="relu", name="hidden")(layers.Flatten()(inp))
@@ -87,16 +85,10 @@ def train(path: Path, data_dir: Path) -> dict:
 def train_standardized(path: Path, data_dir: Path) -> dict:
     """The standardized-pixel MLP: per-pixel standardization (scikit-learn's StandardScaler rule) in a
     Normalization layer, then 784-384-10; rarely inked pixels standardize to values in the hundreds."""
-    import gzip
-
     import keras
     from keras import layers
 
-    def idx(name: str, header: int) -> np.ndarray:
-        return np.frombuffer(gzip.decompress((data_dir / name).read_bytes()), np.uint8, offset=header)
-
-    x = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1).astype(np.float32)[5000:] / 255.0
-    y = idx("train-labels-idx1-ubyte.gz", 8).astype(np.int64)[5000:]  # the toolkit's training split
+    x, y = training_split(data_dir)
     keras.utils.set_random_seed(0)
     flat = x.reshape(len(x), -1).astype(np.float64)
     mean, var = flat.mean(0), flat.var(0)
@@ -120,20 +112,73 @@ def train_standardized(path: Path, data_dir: Path) -> dict:
 
 def toolkit(*args: str, env: dict) -> tuple[int, float, str]:
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True)
+    proc = run_toolkit(*args, env=env, capture=True)
     return proc.returncode, time.perf_counter() - start, proc.stdout + proc.stderr[-2000:]
+
+
+def controlled_variants() -> list[str]:
+    """The variants `--format all --quantize int8` makes: the ones the search runs on, in the registry's order."""
+    from toolkit import exporters
+
+    return [e.variant for e in exporters.select("all", ("int8",))]
+
+
+def export_twice(model: Path, work: Path, env: dict) -> list[dict]:
+    """`toolkit export --max-accuracy-drop` into two directories: the search's wall-time spread, the same bytes."""
+    runs = []
+    for run in (1, 2):
+        exports = work / f"exports-{run}"
+        command = ["export", "--quiet", "--model", str(model), "--exports", str(exports), "--force",
+                   "--format", "all", "--quantize", "fp16", "int8", "--max-accuracy-drop", str(BUDGET)]
+        rc, wall, output = toolkit(*command, env=env)
+        manifest = schema.Manifest.read(exports)
+        runs.append({"run": run, "command": "toolkit " + " ".join(command[:3] + ["MODEL"] + command[4:5] + ["DIR"]
+                                                                    + command[6:]),
+                     "exit_code": rc, "wall_seconds": round(wall, 2), "manifest": manifest, "output_tail": output[-1500:]})
+        print(f"export run {run}: exit {rc} in {wall:.1f} s", flush=True)
+    return runs
+
+
+def variant_records(runs: list[dict], parity: schema.Parity) -> dict:
+    """Per controlled variant: its search record, bytes, and the test-set figures beside plain int8's."""
+    first = runs[0]["manifest"].by_variant()
+    second = runs[1]["manifest"].by_variant()
+    variants = {}
+    for name in controlled_variants():
+        entry = first.get(name)
+        if entry is None:
+            failed = next((f for f in runs[0]["manifest"].failed if f["variant"] == name), None)
+            variants[name] = {"exported": False, "reason": failed["reason"] if failed else "not exported"}
+            continue
+        test = parity.variants.get(name, {})
+        plain = parity.variants.get(f"{name}:plain", {})
+        variants[name] = {
+            "exported": True,
+            "bytes": entry.size,
+            "sha256": entry.sha256,
+            "same_bytes_in_run_2": (second[name].sha256 if name in second else None) == entry.sha256,
+            "int8_only": entry.get("int8_only"),
+            "record": entry["accuracy_control"],
+            "search_seconds": [r["manifest"].by_variant()[name]["accuracy_control"].get("search_seconds") for r in runs],
+            "test": {k: test.get(k) for k in ("accuracy", "accuracy_diff_points", "accuracy_diff_ci95_points",
+                                              "agreement", "disagreements", "gates", "passed",
+                                              "agreement_with_litert", "images_used")},
+            "test_plain": {k: plain.get(k) for k in ("accuracy", "accuracy_diff_points", "accuracy_diff_ci95_points",
+                                                     "agreement", "gates_if_enforced")} if plain else None,
+        }
+    return variants
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TOOLKIT_DATA_DIR", "../shared/data/mnist")))
     ap.add_argument("--from-json", action="store_true",
                     help="only rewrite ACCURACY_CONTROL.md and the README block from results/accuracy-control.json")
     args = ap.parse_args()
     if args.from_json:
-        write_texts(json.loads((args.out / "accuracy-control.json").read_text()))
+        write_texts(read_json(args.out / "accuracy-control.json"))
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="toolkit-accuracy-control-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -142,63 +187,22 @@ def main() -> None:
     model = work / "model.keras"
     info = train(model, data_dir)
     print(f"trained {info['architecture']} in {info['train_seconds']} s", flush=True)
-
-    runs = []
-    for run in (1, 2):
-        exports = work / f"exports-{run}"
-        command = ["export", "--quiet", "--model", str(model), "--exports", str(exports), "--force",
-                   "--format", "all", "--quantize", "fp16", "int8", "--max-accuracy-drop", str(BUDGET)]
-        rc, wall, output = toolkit(*command, env=env)
-        manifest = json.loads((exports / "manifest.json").read_text())
-        runs.append({"run": run, "command": "toolkit " + " ".join(command[:3] + ["MODEL"] + command[4:5] + ["DIR"]
-                                                                    + command[6:]),
-                     "exit_code": rc, "wall_seconds": round(wall, 2), "manifest": manifest, "output_tail": output[-1500:]})
-        print(f"export run {run}: exit {rc} in {wall:.1f} s", flush=True)
-    first = {e["variant"]: e for e in runs[0]["manifest"]["artifacts"]}
-    second = {e["variant"]: e for e in runs[1]["manifest"]["artifacts"]}
-
-    parity_json = work / "parity.json"
+    runs = export_twice(model, work, env)
+    parity_json = work / schema.PARITY
     rc, wall, output = toolkit("parity", "--quiet", "--exports", str(work / "exports-1"), "--json", str(parity_json),
                                "--micro-images", "all", env=env)
-    parity = json.loads(parity_json.read_text())
+    parity = schema.Parity.read_file(parity_json)
     print(f"parity: exit {rc} in {wall:.1f} s", flush=True)
-
-    variants = {}
-    for name in VARIANTS:
-        entry = first.get(name)
-        if entry is None:
-            failed = next((f for f in runs[0]["manifest"]["failed"] if f["variant"] == name), None)
-            variants[name] = {"exported": False, "reason": failed["reason"] if failed else "not exported"}
-            continue
-        record = entry["accuracy_control"]
-        test = parity["variants"].get(name, {})
-        plain = parity["variants"].get(f"{name}:plain", {})
-        variants[name] = {
-            "exported": True,
-            "bytes": entry.get("model_bytes", entry["bytes"]),
-            "sha256": entry["sha256"],
-            "same_bytes_in_run_2": second.get(name, {}).get("sha256") == entry["sha256"],
-            "int8_only": entry.get("int8_only"),
-            "record": record,
-            "search_seconds": [r["manifest"]["artifacts"][[e["variant"] for e in r["manifest"]["artifacts"]].index(name)]
-                               ["accuracy_control"].get("search_seconds") for r in runs],
-            "test": {k: test.get(k) for k in ("accuracy", "accuracy_diff_points", "accuracy_diff_ci95_points",
-                                              "agreement", "disagreements", "gates", "passed",
-                                              "agreement_with_litert", "images_used")},
-            "test_plain": {k: plain.get(k) for k in ("accuracy", "accuracy_diff_points", "accuracy_diff_ci95_points",
-                                                     "agreement", "gates_if_enforced")} if plain else None,
-        }
-    fp16 = first["tflite-fp16"]["bytes"]
     doc = {
         "what": "accuracy-controlled int8 on a model where plain int8 fails",
         "command": "python benchmarks/accuracy_control.py",
         "budget_points": BUDGET,
         "model": info,
-        "reference_test_accuracy": parity["reference"]["accuracy"],
-        "tflite_fp16_bytes": fp16,
+        "reference_test_accuracy": parity.reference["accuracy"],
+        "tflite_fp16_bytes": runs[0]["manifest"].by_variant()["tflite-fp16"].size,
         "export_runs": [{k: v for k, v in r.items() if k != "manifest"} for r in runs],
         "parity": {"exit_code": rc, "wall_seconds": round(wall, 2), "passed": parity["passed"]},
-        "variants": variants,
+        "variants": variant_records(runs, parity),
         "provenance": provenance(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -206,18 +210,10 @@ def main() -> None:
     write_texts(doc)
     print(f"wrote {args.out / 'accuracy-control.json'}")
 
-
-README_BEGIN, README_END = "<!-- accuracy-control:begin -->", "<!-- accuracy-control:end -->"
-
-
 def write_texts(doc: dict) -> None:
     """benchmarks/ACCURACY_CONTROL.md and README's measured paragraph, from the JSON alone."""
-    here = Path(__file__).resolve().parent
-    atomic_write_text(here / "ACCURACY_CONTROL.md", markdown(doc))
-    readme = here.parent / "README.md"
-    text = readme.read_text()
-    start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
-    atomic_write_text(readme, text[:start] + "\n" + readme_block(doc) + "\n" + text[end:])
+    atomic_write_text(BENCHMARKS / "ACCURACY_CONTROL.md", markdown(doc))
+    replace_block(README, "accuracy-control", readme_block(doc))
     print("wrote benchmarks/ACCURACY_CONTROL.md and README.md's accuracy-control block")
 
 

@@ -9,66 +9,72 @@ footprint.json into results/architectures.json and ARCHITECTURES.md.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import RESULTS, parser, run_toolkit
 
-from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from toolkit.model import ARCHITECTURES  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.model import ARCHITECTURES
+from toolkit.provenance import provenance
 
 
-def load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def summarize(arch: str, exit_code: int, d: Path) -> dict:
+    """One architecture's row, read from the files `toolkit run` wrote into ``d``."""
+    train = read_json(d / schema.TRAIN)
+    parity, manifest = schema.Parity.read(d), schema.Manifest.read(d)
+    bench, fp = schema.Bench.read(d), schema.Footprint.read(d, required=False)
+    threads = max(r["threads"] for r in bench.results)
+    latency = {}
+    for r in bench.results:
+        if r["batch_size"] == 1 and (r["threads"] == threads or r["runtime"] == "tflm"):
+            latency[r["variant"]] = {"runtime": r["runtime"], "p50_ms": r["p50_ms"], "threads": r["threads"]}
+    return {
+        "exit_code": exit_code,
+        "parameters": train["model"]["parameters"],
+        "epochs": train["hyperparameters"]["epochs"],
+        "train_seconds": train["train_seconds"],
+        "test_accuracy": train["test_accuracy"],
+        "tutorial_accuracy": ARCHITECTURES[arch].tutorial_accuracy,
+        "all_gates_passed": parity["passed"],
+        "variants": {
+            a.variant: {
+                "bytes": a.size,
+                "accuracy": parity.variants[a.variant]["accuracy"],
+                "images": parity.variants[a.variant]["images"],
+                "passed": parity.variants[a.variant]["passed"],
+                "batch1": latency.get(a.variant),
+            }
+            for a in manifest.artifacts
+        },
+        "keras_batch1": latency.get("keras"),
+        "footprint": {r["variant"]: {"arena_bytes": r["arena_bytes"],
+                                     "fits": [f["device"] for f in r.get("devices", []) if f["fits"]]}
+                      for r in (fp or {}).get("variants", []) if r["variant"] == "tflite-int8"},
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=Path("exports/arch"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--root", type=Path, default=Path("exports/arch"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--archs", nargs="+", default=list(ARCHITECTURES))
+    args = p.parse_args()
     summary = {}
     for arch in args.archs:
         d = args.root / arch
-        rc = subprocess.run([sys.executable, "-m", "toolkit", "run", "--arch", arch, "--exports", str(d)]).returncode
-        train, parity = load(d / "train.json"), load(d / "parity.json")
-        manifest, bench, fp = load(d / "manifest.json"), load(d / "bench.json"), load(d / "footprint.json")
-        threads = max(r["threads"] for r in bench["results"])
-        latency = {}
-        for r in bench["results"]:
-            if r["batch_size"] == 1 and (r["threads"] == threads or r["runtime"] == "tflm"):
-                latency[r["variant"]] = {"runtime": r["runtime"], "p50_ms": r["p50_ms"], "threads": r["threads"]}
-        summary[arch] = {
-            "exit_code": rc,
-            "parameters": train["model"]["parameters"],
-            "epochs": train["hyperparameters"]["epochs"],
-            "train_seconds": train["train_seconds"],
-            "test_accuracy": train["test_accuracy"],
-            "tutorial_accuracy": ARCHITECTURES[arch].tutorial_accuracy,
-            "all_gates_passed": parity["passed"],
-            "variants": {
-                e["variant"]: {
-                    "bytes": e.get("model_bytes", e["bytes"]),
-                    "accuracy": parity["variants"][e["variant"]]["accuracy"],
-                    "images": parity["variants"][e["variant"]]["images"],
-                    "passed": parity["variants"][e["variant"]]["passed"],
-                    "batch1": latency.get(e["variant"]),
-                }
-                for e in manifest["artifacts"]
-            },
-            "keras_batch1": latency.get("keras"),
-            "footprint": {r["variant"]: {"arena_bytes": r["arena_bytes"],
-                                         "fits": [f["device"] for f in r.get("devices", []) if f["fits"]]}
-                          for r in (fp or {}).get("variants", []) if r["variant"] == "tflite-int8"},
-        }
+        rc = run_toolkit("run", "--arch", arch, "--exports", d).returncode
+        summary[arch] = summarize(arch, rc, d)
     doc = {"architectures": summary, "provenance": provenance()}
     atomic_write_json(args.out / "architectures.json", doc)
-    prov = doc["provenance"]
+    atomic_write_text(args.out.parent / "ARCHITECTURES.md", markdown(doc))
+    print(f"wrote {args.out / 'architectures.json'} and {args.out.parent / 'ARCHITECTURES.md'}")
+    return 0 if all(s["exit_code"] == 0 for s in summary.values()) else 1
+
+
+def markdown(doc: dict) -> str:
+    summary, prov = doc["architectures"], doc["provenance"]
     lines = [
         "# The tutorial architectures compared",
         "",
@@ -100,9 +106,7 @@ def main() -> int:
         cells += [f"{s['variants'][v]['batch1']['p50_ms']:.3f}" if s["variants"][v]["batch1"] else "-" for v in variants]
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
     lines.append("")
-    atomic_write_text(args.out.parent / "ARCHITECTURES.md", "\n".join(lines))
-    print(f"wrote {args.out / 'architectures.json'} and {args.out.parent / 'ARCHITECTURES.md'}")
-    return 0 if all(s["exit_code"] == 0 for s in summary.values()) else 1
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,40 +15,47 @@ results/cpu-parity.json. `python benchmarks/results_md.py` turns them into RESUL
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import RESULTS, parser, row_key, run_toolkit
 
-from toolkit.artifacts import atomic_write_json  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json
+from toolkit.provenance import provenance
+
+
+def cpu_runtimes() -> list[str]:
+    """bench's default runtimes that run on a CPU, those it measures only where the CPU has what they need
+    (OpenVINO's bf16 default) included: the same rows on every CPU kind."""
+    from toolkit import runners
+
+    return [r.name for r in runners.load_all().values()
+            if "cpu" in r.devices and (r.in_default_set or r.default_where_available)]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exports", type=Path, default=Path("exports"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--runtimes", nargs="+",
-                        default=["litert", "onnxruntime", "tflm", "tensorflow", "openvino", "openvino-bf16"])
-    parser.add_argument("--name", default="cpu", help="prefix of the result files (default: %(default)s)")
-    parser.add_argument("extra", nargs="*", help="extra `toolkit bench` arguments (after --)")
-    args = parser.parse_args()
-    subprocess.run([sys.executable, "-m", "toolkit", "parity", "--exports", str(args.exports), "--runtimes",
-                    *args.runtimes, "--json", str(args.out / f"{args.name}-parity.json")], check=True)
+    p = parser(__doc__)
+    p.add_argument("--exports", type=Path, default=Path("exports"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--runtimes", nargs="+", default=None,
+                   help="default: bench's default runtimes that run on a CPU, openvino-bf16 included")
+    p.add_argument("--name", default="cpu", help="prefix of the result files (default: %(default)s)")
+    p.add_argument("extra", nargs="*", help="extra `toolkit bench` arguments (after --)")
+    args = p.parse_args()
+    runtimes = args.runtimes or cpu_runtimes()
+    run_toolkit("parity", "--exports", args.exports, "--runtimes", *runtimes,
+                "--json", args.out / f"{args.name}-parity.json", check=True)
     runs = []
     for i in (1, 2):
         path = args.out / f"{args.name}-run{i}.json"
-        subprocess.run([sys.executable, "-m", "toolkit", "bench", "--exports", str(args.exports),
-                        "--runtimes", *args.runtimes, "--json", str(path), *args.extra], check=True)
-        runs.append(json.loads(path.read_text()))
-    key = lambda r: (r["variant"], r["runtime"], r["batch_size"], r["threads"])  # noqa: E731
-    second = {key(r): r for r in runs[1]["results"]}
+        run_toolkit("bench", "--exports", args.exports, "--runtimes", *runtimes, "--json", path, *args.extra,
+                    check=True)
+        runs.append(schema.Bench.read_file(path))
+    second = {row_key(r): r for r in runs[1].results}
     rows = []
-    for r in runs[0]["results"]:
-        other = second[key(r)]
+    for r in runs[0].results:
+        other = second[row_key(r)]
         a, b = r["p50_ms"], other["p50_ms"]
         rows.append({"variant": r["variant"], "runtime": r["runtime"], "batch_size": r["batch_size"],
                      "threads": r["threads"], "p50_ms_run1": a, "p50_ms_run2": b,

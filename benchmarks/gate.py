@@ -23,8 +23,7 @@ Writes results/gate.json and GATE.md (every number from the JSON).
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -33,14 +32,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import BENCHMARKS, RESULTS, cpu_text, parser, run_toolkit
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json, atomic_write_text
+from toolkit.provenance import provenance, sha256_file
 
-from toolkit.artifacts import atomic_write_json, atomic_write_text, read_manifest  # noqa: E402
-from toolkit.provenance import provenance, sha256_file  # noqa: E402
-
-SHIPPED = ("tflite-int8", "onnx-int8")  # the gate's default --ship
+RESULT = Path(__file__).with_suffix(".json").name  # results/gate.json, named after this script
 WEAK_TRAIN_LIMIT = 40_000  # one epoch on these: validation 98.68% against the six-epoch model's 99.3% (about half a point)
 
 LOAD_SCRIPT = """
@@ -55,10 +53,10 @@ while True:
 """
 
 
-def toolkit(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True)
+def toolkit(*args, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    proc = run_toolkit(*args, env=env, capture=True)
     if check and proc.returncode != 0:
-        raise SystemExit(f"toolkit {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"toolkit {' '.join(map(str, args))} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
 
 
@@ -73,8 +71,6 @@ def train_variant(out: Path, env: dict, *, wide: bool, epochs: int | None, train
     for the default), exported to every variant, checked by parity against its own model."""
     out.mkdir(parents=True, exist_ok=True)
     script = f"""
-import sys
-sys.path.insert(0, {str(HERE.parent)!r})
 from pathlib import Path
 from toolkit.config import TrainConfig
 from toolkit import model as m, train
@@ -104,10 +100,10 @@ train.train(TrainConfig.for_arch("cnn", out=Path({str(out)!r}), epochs={epochs!r
 
 def gate(baseline: Path, new: Path, work: Path, env: dict, tag: str) -> dict:
     start = time.perf_counter()
-    proc = toolkit("gate", "--baseline", str(baseline), "--exports", str(new), "--json", str(work / f"{tag}.json"),
+    proc = toolkit("gate", "--baseline", baseline, "--exports", new, "--json", work / f"{tag}.json",
                    "--quiet", env=env, check=False)
-    doc = json.loads((work / f"{tag}.json").read_text())
-    checks = [c for c in doc["checks"] if c["kind"] in ("accuracy", "latency")]
+    doc = schema.Gate.read_file(work / f"{tag}.json")
+    checks = [c for c in doc.checks if c["kind"] in ("accuracy", "latency")]
     return {"exit_code": proc.returncode, "verdict": doc["verdict"], "seconds": round(time.perf_counter() - start, 1),
             "checks": [{"kind": c["kind"], "name": c["name"], "status": c["status"],
                         **({"ratio": c["values"]["ratio"], "ratio_interval": c["values"]["ratio_interval"]}
@@ -117,27 +113,44 @@ def gate(baseline: Path, new: Path, work: Path, env: dict, tag: str) -> dict:
                            in c.get("values", {}) else {})} for c in checks]}
 
 
+def gate_defaults() -> str:
+    """What `toolkit gate` does when given only --baseline and --exports, from its settings' defaults."""
+    from toolkit.gate import GateConfig
+
+    d = {f.name: f.default for f in dataclasses.fields(GateConfig) if f.default is not dataclasses.MISSING}
+    batches, threads = d["latency_batch_sizes"], d["latency_threads"]
+    return (f"toolkit gate --baseline B --exports N (accuracy margin {d['accuracy_margin_points']:g} points, latency "
+            f"margin {d['latency_margin']:.0%}, {', '.join(d['ship']) or 'the int8 variants'} at batch "
+            f"{', '.join(map(str, batches))}, {', '.join(map(str, threads))} thread{'s' if threads != (1,) else ''}, "
+            f"{d['latency_rounds']} re-measurement rounds)")
+
+
+def shipped(runs: list[dict]) -> list[str]:
+    """The variants the gate timed (its default --ship), as its latency checks ("VARIANT/RUNTIME/...") name them."""
+    return list(dict.fromkeys(c["name"].split("/")[0] for r in runs for c in r["checks"] if c["kind"] == "latency"))
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exports", type=Path, default=Path("exports"))
-    parser.add_argument("--work", type=Path, default=Path("/tmp/toolkit-gate-bench"))
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    p = parser(__doc__)
+    p.add_argument("--exports", type=Path, default=Path("exports"))
+    p.add_argument("--work", type=Path, default=Path("/tmp/toolkit-gate-bench"))
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    env = dict(os.environ)
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     baseline = work / "baseline"
     shutil.copytree(args.exports, baseline, ignore=shutil.ignore_patterns("bench*", "gate*", "report*"), symlinks=True)
-    if not (baseline / "parity.json").is_file():
+    if not (baseline / schema.PARITY).is_file():
         toolkit("parity", "--exports", str(baseline), "--quiet", env=env)
 
     same = work / "same"
     shutil.copytree(baseline, same, symlinks=True)
     slow = train_variant(work / "slower", env, wide=True, epochs=None)
     weak = train_variant(work / "worse", env, wide=False, epochs=1, train_limit=WEAK_TRAIN_LIMIT)
-    parity = {name: json.loads((d / "parity.json").read_text()) for name, d in
+    parity = {name: schema.Parity.read(d) for name, d in
               (("baseline", baseline), ("slower", slow), ("worse", weak))}
 
     load = background_load(env)
@@ -169,8 +182,7 @@ def main() -> int:
     acc = lambda p, v: p["variants"][v]["accuracy"]  # noqa: E731
     doc = {
         "rounds": args.rounds,
-        "defaults": "toolkit gate --baseline B --exports N (accuracy margin 0.1 points, latency margin 10%, the int8 "
-                    "variants at batch 1, 1 thread, 5 re-measurement rounds)",
+        "defaults": gate_defaults(),
         "load": "a single-threaded 384x384 float32 matrix product loop in bursts of 0.5-2 s, idle 0-1 s between, "
                 "running for the whole benchmark",
         "cases": {
@@ -178,27 +190,25 @@ def main() -> int:
             "ab_latency": {"what": "a new release: the CNN with conv2 1.3x wider (83 filters), trained with the same "
                                    "recipe, every variant", **summary("ab_latency"),
                            "test_accuracy": {v: {"baseline": acc(parity["baseline"], v), "new": acc(parity["slower"], v)}
-                                             for v in SHIPPED}},
+                                             for v in shipped(runs["aa"])}},
             "ab_accuracy": {"what": f"a new release: the CNN trained for one epoch on {WEAK_TRAIN_LIMIT:,} images "
                                     "instead of six on 55,000, every variant", **summary("ab_accuracy"),
                             "test_accuracy": {v: {"baseline": acc(parity["baseline"], v), "new": acc(parity["worse"], v)}
-                                              for v in SHIPPED}},
+                                              for v in shipped(runs["aa"])}},
         },
         "runs": runs,
-        "export": {"path": str(args.exports), "generation": read_manifest(args.exports).get("generation"),
+        "export": {"path": str(args.exports), "generation": schema.Manifest.read(args.exports).get("generation"),
                    "model_sha256": sha256_file(args.exports / "model.keras")},
         "provenance": provenance(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "gate.json", doc)
-    atomic_write_text(HERE / "GATE.md", markdown(doc))
-    print(f"wrote {args.out / 'gate.json'} and {HERE / 'GATE.md'}")
+    atomic_write_json(args.out / RESULT, doc)
+    atomic_write_text(BENCHMARKS / "GATE.md", markdown(doc))
+    print(f"wrote {args.out / RESULT} and {BENCHMARKS / 'GATE.md'}")
     return 0
 
 
 def markdown(doc: dict) -> str:
-    from toolkit.provenance import cpu_description
-
     m = doc["provenance"]["machine"]
     c = doc["cases"]
     aa, lat, acc = c["aa"], c["ab_latency"], c["ab_accuracy"]
@@ -207,7 +217,7 @@ def markdown(doc: dict) -> str:
         "",
         "Generated by `python benchmarks/gate.py` from `results/gate.json`; every number below is read from it.",
         "",
-        f"**Machine**: {cpu_description(m)}, {m['cpu_count']} cores, shared. Commit "
+        f"**Machine**: {cpu_text(m)}, {m['cpu_count']} cores, shared. Commit "
         f"`{doc['provenance']['git_commit']}`, {doc['provenance']['created']}. **Defaults**: {doc['defaults']}. "
         f"**Background load** during every run: {doc['load']}.",
         "",

@@ -29,7 +29,6 @@ GPU.md from both.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -38,10 +37,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import parser, run_toolkit, toolkit_command
 
-from toolkit.artifacts import atomic_write_json  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import artifact_path, atomic_write_json, read_json, reference_model_path
+from toolkit.provenance import provenance
 
 TARGETS = {"cuda": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax"),
                     ("onnx", "onnxruntime-tf32"), ("keras", "keras-jax-tf32")],
@@ -83,11 +83,10 @@ def _run(cmd: list[str], log: list[dict], check: bool = True) -> subprocess.Comp
     return proc
 
 
-def _path(exports: Path, manifest: dict, variant: str) -> Path:
+def _path(exports: Path, manifest: schema.Manifest, variant: str) -> Path:
     if variant == "keras":
-        return exports / manifest["source_model"]["path"]
-    entry = next(e for e in manifest["artifacts"] if e["variant"] == variant)
-    return exports / entry["path"]
+        return reference_model_path(exports, manifest)
+    return artifact_path(exports, manifest.by_variant()[variant])
 
 
 def prepare(source: Path, dest: Path) -> int:
@@ -101,46 +100,28 @@ def prepare(source: Path, dest: Path) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     load_keras_model(source / "model.keras").save(dest / "model.keras")
     normalize_keras_archive(dest / "model.keras", source_date_epoch())
-    if (source / "train.json").is_file():  # the training record: dataset and preprocessing carry over
-        shutil.copyfile(source / "train.json", dest / "train.json")
-    return subprocess.run([sys.executable, "-m", "toolkit", "export", "--exports", str(dest), "--format", "onnx",
-                           "--force"]).returncode
+    if (source / schema.TRAIN).is_file():  # the training record: dataset and preprocessing carry over
+        shutil.copyfile(source / schema.TRAIN, dest / schema.TRAIN)
+    return run_toolkit("export", "--exports", dest, "--format", "onnx", "--force").returncode
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exports", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=None, help="where gpu.json (or gpu-cpu-side.json) goes")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    parser.add_argument("--max-probe", type=int, default=2**20, help="the probe's largest batch (default: 2^20)")
-    parser.add_argument("--prepare-from", type=Path, default=None, metavar="DIR",
-                        help="make --exports from DIR/model.keras (weights only, no optimizer) with its ONNX variants")
-    args = parser.parse_args()
-    if args.prepare_from:
-        return prepare(args.prepare_from, args.exports)
-    if args.out is None:
-        parser.error("--out is required (except with --prepare-from)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="toolkit-gpu-"))  # each command's own outputs; only gpu*.json kept
-    log: list[dict] = []
-    doc: dict = {"device": args.device, "commands": log}
-    toolkit = [sys.executable, "-m", "toolkit"]
-    targets = TARGETS[args.device]
-    batches = list(BATCHES)
-    if args.device == "cuda":
-        probes = []
-        manifest = json.loads((args.exports / "manifest.json").read_text())
-        for variant, runtime in targets:
-            if runtime.endswith("-tf32"):
-                continue  # the same memory as float32
-            proc = _run([sys.executable, "-c", PROBE, variant, runtime, str(_path(args.exports, manifest, variant)),
-                         str(args.max_probe)], log)
-            if proc.returncode == 0:
-                probes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        doc["largest_batch"] = probes
-        largest = [p["largest_batch"] for p in probes if p["largest_batch"]]
-        if largest:  # the largest batch every target ran (one bench plan for all of them)
-            batches.append(min(largest))
+def probe_largest(exports: Path, targets: list[tuple[str, str]], max_probe: int, log: list[dict]) -> list[dict]:
+    """Per target, the largest batch that runs on the GPU (each in a fresh process)."""
+    manifest = schema.Manifest.read(exports)
+    probes = []
+    for variant, runtime in targets:
+        if runtime.endswith("-tf32"):
+            continue  # the same memory as float32
+        proc = _run([sys.executable, "-c", PROBE, variant, runtime, str(_path(exports, manifest, variant)),
+                     str(max_probe)], log)
+        if proc.returncode == 0:
+            probes.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return probes
+
+
+def measure(args, targets: list[tuple[str, str]], batches: list[int], work: Path, log: list[dict]) -> dict:
+    """`toolkit bench` twice and `toolkit parity` once on ``args.device``; their files, read back."""
+    toolkit = toolkit_command()
     runtimes = sorted({r for _, r in targets} | ({"onnxruntime-trt"} if args.device == "cuda" else set()))
     variants = sorted({v for v, _ in targets})
     runs = []
@@ -149,23 +130,48 @@ def main() -> int:
         _run([*toolkit, "bench", "--exports", str(args.exports), "--device", args.device, "--variants", *variants,
               "--runtimes", *runtimes, "--batch-sizes", ",".join(map(str, batches)), "--threads",
               "1" if args.device == "cuda" else "2", "--json", str(json_path), "--quiet"], log, check=False)
-        runs.append(json.loads(json_path.read_text()) if json_path.is_file() else None)
-    doc["bench"] = runs
+        runs.append(read_json(json_path) if json_path.is_file() else None)
     parity_path = work / f"parity-{args.device}.json"
     reference = "keras-jax" if args.device == "cuda" else "tensorflow"
     _run([*toolkit, "parity", "--exports", str(args.exports), "--device", args.device, "--variants", "onnx",
           "onnx-int8", "--runtimes", *sorted({r for _, r in targets if r != reference}),
           "--reference-runtime", reference, "--json", str(parity_path), "--quiet"], log, check=False)
-    doc["parity"] = json.loads(parity_path.read_text()) if parity_path.is_file() else None
     predictions = parity_path.with_name(parity_path.stem + "-predictions.npz")
     if predictions.is_file():  # per-image labels and predictions: the GPU and CPU references compared image by image
         shutil.copyfile(predictions, args.out / f"gpu-predictions-{args.device}.npz")
+    return {"bench": runs, "parity": read_json(parity_path) if parity_path.is_file() else None}
+
+
+def main() -> int:
+    p = parser(__doc__)
+    p.add_argument("--exports", type=Path, required=True)
+    p.add_argument("--out", type=Path, default=None, help="where gpu.json (or gpu-cpu-side.json) goes")
+    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    p.add_argument("--max-probe", type=int, default=2**20, help="the probe's largest batch (default: 2^20)")
+    p.add_argument("--prepare-from", type=Path, default=None, metavar="DIR",
+                   help="make --exports from DIR/model.keras (weights only, no optimizer) with its ONNX variants")
+    args = p.parse_args()
+    if args.prepare_from:
+        return prepare(args.prepare_from, args.exports)
+    if args.out is None:
+        p.error("--out is required (except with --prepare-from)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="toolkit-gpu-"))  # each command's own outputs; only gpu*.json kept
+    log: list[dict] = []
+    doc: dict = {"device": args.device, "commands": log}
+    targets = TARGETS[args.device]
+    batches = list(BATCHES)
+    if args.device == "cuda":
+        doc["largest_batch"] = probes = probe_largest(args.exports, targets, args.max_probe, log)
+        largest = [p["largest_batch"] for p in probes if p["largest_batch"]]
+        if largest:  # the largest batch every target ran (one bench plan for all of them)
+            batches.append(min(largest))
+    doc.update(measure(args, targets, batches, work, log))
     doc["provenance"] = provenance()
     name = "gpu.json" if args.device == "cuda" else "gpu-cpu-side.json"
     atomic_write_json(args.out / name, doc)
     print(f"wrote {args.out / name}")
     return 0 if all(c["exit_code"] == 0 for c in log) else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

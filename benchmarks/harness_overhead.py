@@ -9,21 +9,20 @@ code): LiteRT set_tensor/invoke/get_tensor, onnxruntime session.run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, artifact_files, parser
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from toolkit.artifacts import atomic_write_json, read_manifest  # noqa: E402
-from toolkit.bench import run_bench  # noqa: E402
-from toolkit.config import BenchConfig  # noqa: E402
-from toolkit.datasets import open_dataset  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json
+from toolkit.bench import run_bench
+from toolkit.config import BenchConfig
+from toolkit.datasets import open_dataset
+from toolkit.provenance import provenance
 
 RUNS, WARMUP = 2000, 200
 
@@ -67,14 +66,13 @@ def minimal_onnxruntime(path: Path, image: np.ndarray, threads: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exports", type=Path, default=Path("exports"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    manifest = read_manifest(args.exports)
-    paths = {e["variant"]: args.exports / e["path"] for e in manifest["artifacts"]}
+    p = parser(__doc__)
+    p.add_argument("--exports", type=Path, default=Path("exports"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    paths = artifact_files(args.exports, schema.Manifest.read(args.exports))
     # the toolkit's inputs: the first of its fixed-seed images
     test = open_dataset("mnist").test
     idx = np.random.default_rng(0).choice(len(test), size=1, replace=False)

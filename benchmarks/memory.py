@@ -14,8 +14,6 @@ benchmarks/results/memory.json and benchmarks/MEMORY.md (every number from the J
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import subprocess
 import sys
@@ -24,11 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, parser, run_toolkit, toolkit_command
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.config import ParityConfig
+from toolkit.provenance import provenance
 
 CLASSES, SIZE, TRAIN_PER_CLASS = 10, 28, 200
 LIMIT_MB = 100.0  # the growth from 10k to 100k images must stay under this
@@ -63,28 +62,28 @@ def make_folder(work: Path, test_images: int) -> Path:
     return root
 
 
-def toolkit(*argv: str) -> None:
-    subprocess.run([sys.executable, "-m", "toolkit", *argv], check=True)
+def toolkit(*argv) -> None:
+    run_toolkit(*argv, check=True)
 
 
 def peak_rss(argv: list[str]) -> tuple[int, float, float]:
     """(exit code, peak RSS in MiB, wall seconds) of one toolkit command in a fresh process."""
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", WRAPPER, sys.executable, "-m", "toolkit", *argv],
+    out = subprocess.run([sys.executable, "-c", WRAPPER, *toolkit_command(*argv)],
                          check=True, capture_output=True, text=True).stdout.split()
     return int(out[-2]), int(out[-1]) / 1024, time.perf_counter() - start
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=None, help="where the generated folders go (default: a temp dir)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--rounds", type=int, default=2, help="parity runs per size, alternating (default: 2)")
-    parser.add_argument("--markdown-only", action="store_true")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--work", type=Path, default=None, help="where the generated folders go (default: a temp dir)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--sizes", default="10000,100000")
+    p.add_argument("--rounds", type=int, default=2, help="parity runs per size, alternating (default: 2)")
+    p.add_argument("--markdown-only", action="store_true")
+    args = p.parse_args()
     if args.markdown_only:
-        render(json.loads((args.out / "memory.json").read_text()), args.out)
+        render(read_json(args.out / "memory.json"), args.out)
         return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,20 +101,20 @@ def main() -> int:
             for n in sizes:
                 rc, mb, wall = peak_rss(["parity", "--exports", str(exports), "--dataset", str(folders[n]),
                                          "--json", str(work / f"parity-{n}.json")])
-                parity = json.loads((work / f"parity-{n}.json").read_text())
+                parity = schema.Parity.read_file(work / f"parity-{n}.json")
                 runs.append({"round": r + 1, "test_images": n, "exit_code": rc, "peak_rss_mb": round(mb, 1),
                              "wall_seconds": round(wall, 1), "reference_images": parity["reference"]["images"],
                              "variants": len(parity["variants"])})
                 print(f"round {r + 1}: {n:,} images: peak RSS {mb:.1f} MiB, {wall:.0f} s, exit {rc}", file=sys.stderr)
-        manifest = json.loads((exports / "manifest.json").read_text())
+        manifest = schema.Manifest.read(exports)
     peak = {n: max(x["peak_rss_mb"] for x in runs if x["test_images"] == n) for n in sizes}
     low = {n: min(x["peak_rss_mb"] for x in runs if x["test_images"] == n) for n in sizes}
     growth = peak[sizes[-1]] - low[sizes[0]]  # the largest growth the runs allow
     doc = {
         "what": "peak RSS of `toolkit parity --dataset FOLDER` (every exported variant and the Keras reference)",
-        "model": {"arch": "mlp", "variants": [e["variant"] for e in manifest["artifacts"]]},
+        "model": {"arch": "mlp", "variants": [a.variant for a in manifest.artifacts]},
         "images": f"{SIZE}x{SIZE} grayscale PNG, {CLASSES} classes, generated",
-        "batch_size": 500,
+        "batch_size": ParityConfig().batch_size,  # parity's default: the runs above do not set it
         "runs": runs,
         "peak_rss_mb": {str(n): peak[n] for n in sizes},
         "growth_mb": round(growth, 1),

@@ -10,36 +10,34 @@ the Markdown comes from those files.
 
 from __future__ import annotations
 
-import argparse
-import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _common import RESULTS, parser, run_toolkit
 
-from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.provenance import provenance
 
 
 def timed(argv: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "toolkit", *argv], check=True)
+    run_toolkit(*argv, check=True)
     return time.perf_counter() - start
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--exports", type=Path, default=Path("exports"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--seeds", default="0,1,2",
-                        help="train the defaults with each seed (default: %(default)s); the first is exported and checked")
-    parser.add_argument("--markdown-only", action="store_true",
-                        help="only re-render PIPELINE.md from an existing results/pipeline.json")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--exports", type=Path, default=Path("exports"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--seeds", default="0,1,2",
+                   help="train the defaults with each seed (default: %(default)s); the first is exported and checked")
+    p.add_argument("--markdown-only", action="store_true",
+                   help="only re-render PIPELINE.md from an existing results/pipeline.json")
+    args = p.parse_args()
     if args.markdown_only:
-        render(json.loads((args.out / "pipeline.json").read_text()), args.out)
+        render(read_json(args.out / "pipeline.json"), args.out)
         return 0
     ex = str(args.exports)
     seeds = [int(v) for v in args.seeds.split(",")]
@@ -47,18 +45,18 @@ def main() -> int:
     for seed in seeds[1:]:  # the other seeds first, each in its own process, into exports/seed-N
         out = args.exports / f"seed-{seed}"
         timed(["train", "--exports", str(out), "--seed", str(seed)])
-        records.append(json.loads((out / "train.json").read_text()))
+        records.append(read_json(out / schema.TRAIN))
     walls = {
         "train": timed(["train", "--exports", ex, "--seed", str(seeds[0])]),
         "export": timed(["export", "--exports", ex, "--force"]),
         "parity": timed(["parity", "--exports", ex]),
         "footprint": timed(["footprint", "--exports", ex]),
     }
-    train = json.loads((args.exports / "train.json").read_text())
+    train = read_json(args.exports / schema.TRAIN)
     records.insert(0, train)
-    manifest = json.loads((args.exports / "manifest.json").read_text())
-    parity = json.loads((args.exports / "parity.json").read_text())
-    footprint = json.loads((args.exports / "footprint.json").read_text())
+    manifest = schema.Manifest.read(args.exports)
+    parity = schema.Parity.read(args.exports)
+    footprint = schema.Footprint.read(args.exports)
     doc = {
         "wall_seconds": walls,
         "seeds": [{"seed": r["hyperparameters"]["seed"], "hyperparameters": r["hyperparameters"],

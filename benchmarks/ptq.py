@@ -29,8 +29,6 @@ a second run decides any ranking). Writes results/ptq.json and PTQ.md (every num
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import json
 import os
 import subprocess
@@ -39,12 +37,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import (
+    BENCHMARKS,
+    README,
+    RESULTS,
+    artifact_files,
+    mnist_array,
+    parser,
+    replace_block,
+    run_toolkit,
+)
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from toolkit.artifacts import atomic_write_json, atomic_write_text  # noqa: E402
-from toolkit.provenance import provenance  # noqa: E402
+from toolkit import schema
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.provenance import provenance
 
 TRAIN_IMAGES = 20_000
 BUDGET = 0.3
@@ -73,9 +79,6 @@ def mnist_rgb(data_dir: Path, path: Path) -> Path:
         return path
     import tensorflow as tf
 
-    def idx(name: str, header: int) -> np.ndarray:
-        return np.frombuffer(gzip.decompress((data_dir / name).read_bytes()), np.uint8, offset=header)
-
     def rgb(x: np.ndarray) -> np.ndarray:
         out = []
         for i in range(0, len(x), 2000):
@@ -83,10 +86,10 @@ def mnist_rgb(data_dir: Path, path: Path) -> Path:
             out.append(np.repeat(np.clip(np.round(up), 0, 255).astype(np.uint8), 3, axis=-1))
         return np.concatenate(out)
 
-    x_train = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:TRAIN_IMAGES]
-    y_train = idx("train-labels-idx1-ubyte.gz", 8)[:TRAIN_IMAGES]
-    x_test = idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)
-    y_test = idx("t10k-labels-idx1-ubyte.gz", 8)
+    x_train = mnist_array(data_dir, "train_images")[:TRAIN_IMAGES]
+    y_train = mnist_array(data_dir, "train_labels")[:TRAIN_IMAGES]
+    x_test = mnist_array(data_dir, "test_images")
+    y_test = mnist_array(data_dir, "test_labels")
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, x_train=rgb(x_train), y_train=y_train, x_test=rgb(x_test), y_test=y_test)
     return path
@@ -119,21 +122,19 @@ def train_application(name: str, npz: Path, out: Path) -> dict:
 
 
 def toolkit(*args: str) -> tuple[int, str]:
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "TOOLKIT_NO_PROGRESS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "toolkit", *args], env=env, capture_output=True, text=True)
+    proc = run_toolkit(*args, env={**os.environ, "TOOLKIT_NO_PROGRESS": "1"}, capture=True)
     return proc.returncode, proc.stderr[-3000:]
 
 
 def _test_set(exports: Path, data_dir: Path):
-    """The test images as the export's manifest preprocesses them, their labels, and Keras' predictions."""
-    from toolkit import artifacts
+    """The export's dataset and the preprocessing its manifest records."""
     from toolkit.datasets import reopen
     from toolkit.preprocess import Preprocessing
 
-    manifest = artifacts.read_manifest(exports)
+    manifest = schema.Manifest.read(exports)
     data = reopen(manifest.get("dataset"), data_dir=data_dir)
     prep = Preprocessing.from_json(manifest["preprocessing"])
-    return manifest, data, prep
+    return data, prep
 
 
 def evaluate(kind: str, path: Path, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> dict:
@@ -161,10 +162,7 @@ def evaluate(kind: str, path: Path, images: np.ndarray, labels: np.ndarray, refe
 
 def peers(exports: Path, work: Path, calibration: np.ndarray, nncf_python: str | None) -> dict:
     """The peers' int8 files made from the toolkit's float exports: {name: (kind, path) or error}."""
-    from toolkit import artifacts
-
-    manifest = artifacts.read_manifest(exports)
-    files = {e["variant"]: exports / e["path"] for e in manifest["artifacts"]}
+    files = artifact_files(exports, schema.Manifest.read(exports))
     out: dict = {}
     # onnxruntime quantize_static, its defaults (QDQ, int8 activations and weights, per-tensor, MinMax)
     from onnxruntime.quantization import CalibrationDataReader, quantize_static
@@ -214,37 +212,34 @@ def peers(exports: Path, work: Path, calibration: np.ndarray, nncf_python: str |
     return out
 
 
-def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str | None, log) -> dict:
-    mwork = work / name
-    mwork.mkdir(parents=True, exist_ok=True)
+def train_model(name: str, npz: Path, mwork: Path, data_dir: Path, log) -> tuple[dict, str]:
+    """The model's training record and the dataset its exports read (the model trained first when missing)."""
     model = mwork / "model.keras"
-    record: dict = {"model": name}
+    record_path = mwork / "train-record.json"
     if name in APPLICATIONS:
-        dataset = str(npz)
         if not model.exists():
             log(f"{name}: training")
-            record["train"] = train_application(name, npz, model)
-            (mwork / "train-record.json").write_text(json.dumps(record["train"]))
-        else:
-            record["train"] = json.loads((mwork / "train-record.json").read_text())
-    elif name == "seed-cnn":
-        dataset = "mnist"
+            train = train_application(name, npz, model)
+            record_path.write_text(json.dumps(train))
+            return train, str(npz)
+        return read_json(record_path), str(npz)
+    if name == "seed-cnn":
         if not model.exists():
             rc, err = toolkit("train", "--exports", str(mwork), "--data-dir", str(data_dir), "--quiet")
             assert rc == 0, err
-        record["train"] = {"architecture": "the seed CNN (toolkit train defaults)"}
-    else:
-        dataset = "mnist"
-        sys.path.insert(0, str(HERE))
-        import accuracy_control
+        return {"architecture": "the seed CNN (toolkit train defaults)"}, "mnist"
+    import accuracy_control  # benchmarks/accuracy_control.py, beside this script
 
-        if not model.exists():
-            record["train"] = accuracy_control.train_standardized(model, data_dir)
-            (mwork / "train-record.json").write_text(json.dumps(record["train"], default=str))
-        else:
-            record["train"] = json.loads((mwork / "train-record.json").read_text())
-    record["dataset"] = "mnist (28x28 grayscale)" if dataset == "mnist" else \
-        f"MNIST upsampled to {SIZE}x{SIZE} RGB, {TRAIN_IMAGES:,} training images, 10,000 test images"
+    if not model.exists():
+        train = accuracy_control.train_standardized(model, data_dir)
+        record_path.write_text(json.dumps(train, default=str))
+        return train, "mnist"
+    return read_json(record_path), "mnist"
+
+
+def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path, log) -> dict:
+    """The toolkit's three int8 exports of the model (default, previous default, the search), each checked by
+    `toolkit parity`: {label: its export directory, seconds and parity rows, or the error}."""
     variants: dict = {}
     for label, extra, folder in (("toolkit default", [], "default"),
                                  (MINMAX, ["--calibration-method", "minmax"], "minmax"),
@@ -264,40 +259,59 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
                             "--micro-images", "200")
         log(f"{name}: parity {label}: exit {prc}")
         variants[label] = {"export_seconds": round(seconds, 1), "exports": exports, "export_exit": rc,
-                           "parity": json.loads((exports / "parity.json").read_text())["variants"]}
-    base = mwork / "default"
-    manifest, data, prep = _test_set(base, data_dir)
-    images, labels = prep.load(data.test), np.asarray(data.test.labels)
-    from toolkit.runners.keras import KerasRunner, load_keras_model
+                           "parity": schema.Parity.read(exports).variants}
+    return variants
 
-    reference = KerasRunner(load_keras_model(model)).infer_batched(images, 250).argmax(1)
-    record["float_keras_accuracy"] = float((reference == labels).mean())
+
+def toolkit_rows(variants: dict, images: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> dict:
+    """A row per file of the toolkit's exports (every file of the default export, the int8 files of the others)."""
     rows: dict = {}
     for label, v in variants.items():
         if "error" in v:
             rows[label] = v
             continue
-        from toolkit import artifacts
-
-        m = artifacts.read_manifest(v["exports"])
-        for e in m["artifacts"]:
+        manifest = schema.Manifest.read(v["exports"])
+        files = artifact_files(v["exports"], manifest)
+        for e in manifest["artifacts"]:
             if label != "toolkit default" and e["quantization"] != "int8":
                 continue
             row_name = e["variant"] if label == "toolkit default" else f"{e['variant']} ({label})"
             verdict = v["parity"].get(e["variant"], {})
             control = e.get("accuracy_control") or {}
-            rows[row_name] = {**evaluate(e["format"], v["exports"] / e["path"], images, labels, reference),
+            rows[row_name] = {**evaluate(e["format"], files[e["variant"]], images, labels, reference),
                               "made_by": label, "calibration": e.get("calibration", {}).get("estimator"),
                               "parity_verdict": verdict.get("verdict"),
                               "parity_gates": {g["metric"]: g.get("status") for g in verdict.get("gates", [])},
                               **({"control": {k: control.get(k) for k in ("met", "source", "layers", "int8_only",
                                                                            "p50_vs_plain", "outcome")}}
                                  if control else {})}
-    # the calibration images: the toolkit's fixed-seed sample of the training split
+    return rows
+
+
+def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str | None, log) -> dict:
+    mwork = work / name
+    mwork.mkdir(parents=True, exist_ok=True)
+    model = mwork / "model.keras"
+    record: dict = {"model": name}
+    record["train"], dataset = train_model(name, npz, mwork, data_dir, log)
+    record["dataset"] = "mnist (28x28 grayscale)" if dataset == "mnist" else \
+        f"MNIST upsampled to {SIZE}x{SIZE} RGB, {TRAIN_IMAGES:,} training images, 10,000 test images"
+    variants = export_all(name, model, dataset, mwork, data_dir, log)
+    base = mwork / "default"
+    data, prep = _test_set(base, data_dir)
+    images, labels = prep.load(data.test), np.asarray(data.test.labels)
+    from toolkit.runners.keras import KerasRunner, load_keras_model
+
+    reference = KerasRunner(load_keras_model(model)).infer_batched(images, 250).argmax(1)
+    record["float_keras_accuracy"] = float((reference == labels).mean())
+    rows = toolkit_rows(variants, images, labels, reference)
+    # the calibration images: the toolkit's sample of the training split, as `toolkit export` draws it by default
+    from toolkit.config import ExportConfig
     from toolkit.datasets import sample_indices
 
-    n = min(500, len(data.train))
-    calib = prep.load(data.train, sample_indices(n, len(data.train), 0)).astype(np.float32)
+    defaults = ExportConfig()
+    n = min(defaults.calibration_samples, len(data.train))
+    calib = prep.load(data.train, sample_indices(n, len(data.train), defaults.calibration_seed)).astype(np.float32)
     for peer, made in peers(base, mwork, calib, nncf_python).items():
         if isinstance(made, str):
             rows[peer] = {"error": made}
@@ -311,16 +325,16 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=[*OWN, *APPLICATIONS], choices=[*OWN, *APPLICATIONS])
-    parser.add_argument("--work", type=Path, default=Path("/tmp/toolkit-ptq"))
-    parser.add_argument("--out", type=Path, default=HERE / "results")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TOOLKIT_DATA_DIR", "")))
-    parser.add_argument("--nncf-python", default=None, help="a Python with nncf, onnx and onnxruntime installed")
-    parser.add_argument("--from-json", action="store_true", help="only rewrite PTQ.md and README's table")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--models", nargs="+", default=[*OWN, *APPLICATIONS], choices=[*OWN, *APPLICATIONS])
+    p.add_argument("--work", type=Path, default=Path("/tmp/toolkit-ptq"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TOOLKIT_DATA_DIR", "")))
+    p.add_argument("--nncf-python", default=None, help="a Python with nncf, onnx and onnxruntime installed")
+    p.add_argument("--from-json", action="store_true", help="only rewrite PTQ.md and README's table")
+    args = p.parse_args()
     if args.from_json:
-        write_texts(json.loads((args.out / "ptq.json").read_text()))
+        write_texts(read_json(args.out / "ptq.json"))
         return
 
     def log(line: str) -> None:
@@ -328,7 +342,7 @@ def main() -> None:
 
     npz = mnist_rgb(args.data_dir.resolve(), args.work / "mnist32rgb.npz")
     out_json = args.out / "ptq.json"
-    doc = json.loads(out_json.read_text()) if out_json.exists() else {"models": {}}
+    doc = read_json(out_json) if out_json.exists() else {"models": {}}
     for name in args.models:
         doc["models"][name] = run_model(name, npz, args.work, args.data_dir.resolve(), args.nncf_python, log)
         doc["models"][name]["provenance"] = provenance()
@@ -339,15 +353,10 @@ def main() -> None:
 
 
 def write_texts(doc: dict) -> None:
-    atomic_write_text(HERE / "PTQ.md", markdown(doc))
-    readme = HERE.parent / "README.md"
-    text = readme.read_text()
-    if README_BEGIN in text:
-        start, end = text.index(README_BEGIN) + len(README_BEGIN), text.index(README_END)
-        atomic_write_text(readme, text[:start] + "\n" + readme_block(doc) + "\n" + text[end:])
+    atomic_write_text(BENCHMARKS / "PTQ.md", markdown(doc))
+    replace_block(README, "ptq", readme_block(doc), required=False)
 
 
-README_BEGIN, README_END = "<!-- ptq:begin -->", "<!-- ptq:end -->"
 PEERS = ("onnxruntime quantize_static defaults", "ai-edge-quantizer static_wi8_ai8", "NNCF")
 
 

@@ -13,33 +13,25 @@ The block between ``<!-- excerpt:begin -->`` and ``<!-- excerpt:end -->`` is rep
 
 from __future__ import annotations
 
-import argparse
-import json
-import re
-import sys
-from pathlib import Path
+from _common import README, RESULTS, cpu_text, parser, replace_block
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from toolkit.provenance import cpu_description  # noqa: E402
-from toolkit.report import recommendations  # noqa: E402
-
-REFERENCE_RUNTIME = {"tflite": "litert", "tflite-fp16": "litert", "tflite-dynamic": "litert", "tflite-int8": "litert",
-                     "onnx": "onnxruntime", "onnx-int8": "onnxruntime", "tflite-micro": "tflm",
-                     "openvino": "openvino", "openvino-fp16": "openvino", "keras": "tensorflow"}
+from toolkit import schema
+from toolkit.report import recommendations
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", default="cpu-intel-amx")
-    args = parser.parse_args()
-    load = lambda suffix: json.loads((HERE / "results" / f"{args.name}-{suffix}.json").read_text())  # noqa: E731
-    parity, bench, second = load("parity"), load("run1"), load("run2")
+    p = parser(__doc__)
+    p.add_argument("--name", default="cpu-intel-amx")
+    args = p.parse_args()
+    parity = schema.Parity.read_file(RESULTS / f"{args.name}-parity.json")
+    bench, second = (schema.Bench.read_file(RESULTS / f"{args.name}-{run}.json") for run in ("run1", "run2"))
     if len({d["export_generation"] for d in (parity, bench, second)}) != 1:
         raise SystemExit("the parity and bench files are not of one export generation")
     big = 32
-    keep = lambda doc: [r for r in doc["results"] if REFERENCE_RUNTIME.get(r["variant"]) == r["runtime"]  # noqa: E731
+    # each variant on its reference runtime (the keys without '@'), as parity recorded it, and the Keras reference's
+    variants = {name: v for name, v in parity.variants.items() if "@" not in name and ":" not in name}
+    reference_runtime = {name: v["runtime"] for name, v in variants.items()} | {"keras": parity.reference["runtime"]}
+    keep = lambda doc: [r for r in doc.results if reference_runtime.get(r["variant"]) == r["runtime"]  # noqa: E731
                         and r["batch_size"] in (1, big)]
     rows = keep(bench)
     threads = max(r["threads"] for r in rows)
@@ -47,11 +39,9 @@ def main() -> int:
     def row(variant, batch, t):
         return next((r for r in rows if r["variant"] == variant and r["batch_size"] == batch and r["threads"] == t), None)
 
-    # each variant on its reference runtime: the keys without '@'
-    variants = {name: v for name, v in parity["variants"].items() if "@" not in name and ":" not in name}
     lines = [
         f"An excerpt of a real report: the seed CNN trained with the defaults, exported, checked and benchmarked "
-        f"on a 2-core machine ({cpu_description(bench['provenance']['machine'])}), one export (generation "
+        f"on a 2-core machine ({cpu_text(bench['provenance']['machine'])}), one export (generation "
         f"`{bench['export_generation']}`): `python benchmarks/cpu.py --name {args.name}` (parity: "
         f"results/{args.name}-parity.json; latency: results/{args.name}-run1.json, {threads} threads, each variant on "
         f"its reference runtime; a second run, results/{args.name}-run2.json, decides the winners; all runtimes: "
@@ -62,7 +52,7 @@ def main() -> int:
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
     k1, kb = row("keras", 1, threads), row("keras", big, threads)
-    lines.append(f"| keras (reference) | - | {parity['reference']['accuracy']:.2%} | - | - | - | - | tensorflow | "
+    lines.append(f"| keras (reference) | - | {parity['reference']['accuracy']:.2%} | - | - | - | - | {reference_runtime['keras']} | "
                  f"{k1['p50_ms']:.3f} | {kb['p50_ms']:.3f} | {kb['throughput']:,.0f} |")
     for variant, v in variants.items():
         lo, hi = v["accuracy_diff_ci95_points"]
@@ -71,23 +61,17 @@ def main() -> int:
         sample = f" ({v['images']:,} images)" if v["images"] != parity["reference"]["images"] else ""
         verdict = v.get("verdict") or ("pass" if v["passed"] else "fail")
         lines.append(
-            f"| {variant} | {v.get('model_bytes', v['bytes']):,} | {v['accuracy']:.2%}{sample} | "
+            f"| {variant} | {schema.model_bytes(v):,} | {v['accuracy']:.2%}{sample} | "
             f"{v['accuracy_diff_points']:+.2f} | {lo:+.2f} to {hi:+.2f} | {v['agreement']:.2%} | "
-            f"{verdict if verdict == 'pass' else verdict.upper()} | {REFERENCE_RUNTIME[variant]} | "
+            f"{verdict if verdict == 'pass' else verdict.upper()} | {reference_runtime[variant]} | "
             + (f"{b1['p50_ms']:.3f} | " if b1 else "- | ")
             + (f"{bb['p50_ms']:.3f} | {bb['throughput']:,.0f} |" if bb else "- | - |"))
     manifest = {"artifacts": [{"variant": k, "bytes": v["bytes"], **({"model_bytes": v["model_bytes"]}
                                if "model_bytes" in v else {})} for k, v in variants.items()]}
     lines += ["", *[f"- {r}" for r in recommendations(manifest, {"variants": variants}, {"results": rows},
                                                       second={"results": keep(second)})]]
-    readme = HERE.parent / "README.md"
-    text = readme.read_text()
-    block = "<!-- excerpt:begin -->\n" + "\n".join(lines) + "\n<!-- excerpt:end -->"
-    new, count = re.subn(r"<!-- excerpt:begin -->.*?<!-- excerpt:end -->", lambda _: block, text, flags=re.S)
-    if count != 1:
-        raise SystemExit("README.md has no <!-- excerpt:begin --> ... <!-- excerpt:end --> block")
-    readme.write_text(new)
-    print(f"rewrote the excerpt in {readme}")
+    replace_block(README, "excerpt", "\n".join(lines))
+    print(f"rewrote the excerpt in {README}")
     return 0
 
 

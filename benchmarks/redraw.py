@@ -9,25 +9,21 @@ each machine with committed results (cpu: AMD EPYC; cpu-intel-amx: Intel Xeon wi
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
+from _common import RESULTS, parser
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
-
-from toolkit.plots import plot_latency, plot_memory, plot_tradeoff  # noqa: E402
+from toolkit import schema
+from toolkit.plots import plot_latency, plot_memory, plot_tradeoff
 
 
 def main() -> int:
-    results = HERE / "results"
+    parser(__doc__).parse_args()  # --help answers without redrawing
     for machine in ("cpu", "cpu-intel-amx"):
-        parity = json.loads((results / f"{machine}-parity.json").read_text())
+        parity = schema.Parity.read_file(RESULTS / f"{machine}-parity.json")
         for run in (f"{machine}-run1", f"{machine}-run2"):
-            doc = json.loads((results / f"{run}.json").read_text())
-            plot_latency(doc, results / f"{run}-latency.png")
-            plot_memory(doc, results / f"{run}-memory.png")
-            plot_tradeoff(doc, parity, results / f"{run}-tradeoff.png")
+            doc = schema.Bench.read_file(RESULTS / f"{run}.json")
+            plot_latency(doc, RESULTS / f"{run}-latency.png")
+            plot_memory(doc, RESULTS / f"{run}-memory.png")
+            plot_tradeoff(doc, parity, RESULTS / f"{run}-tradeoff.png")
             print(f"redrew results/{run}-*.png")
     return 0
 

@@ -11,11 +11,9 @@ ties). Test accuracy is not used for the choice and not shown for the candidates
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from _common import BENCHMARKS, RESULTS
 
-HERE = Path(__file__).resolve().parent
-
+from toolkit.artifacts import atomic_write_text, read_json
 
 BUDGET_S = 150.0
 
@@ -27,7 +25,7 @@ def recipe(h: dict) -> str:
 
 
 def main() -> int:
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted((HERE / "results" / "training-search").glob("*.json"))}
+    runs = {p.stem: read_json(p) for p in sorted((RESULTS / "training-search").glob("*.json"))}
     score = {k: sum(e["val_accuracy"] for e in r["epochs"][-3:]) / 3 for k, r in runs.items()}
     within = [k for k, r in runs.items() if r["train_seconds"] <= BUDGET_S]
     best = max(within or score, key=score.get)
@@ -45,9 +43,9 @@ def main() -> int:
         mark = " **(chosen)**" if k == best else ""
         lines.append(f"| {k}{mark} | {recipe(r['hyperparameters'])} | {curve} | {score[k]:.3%} | "
                      f"{r['train_seconds']:.0f} |")
-    pipeline_path = HERE / "results" / "pipeline.json"
+    pipeline_path = RESULTS / "pipeline.json"
     if pipeline_path.is_file():
-        p = json.loads(pipeline_path.read_text())
+        p = read_json(pipeline_path)
         seeds = p.get("seeds", [])
         if seeds:
             mean = sum(s["test_accuracy"] for s in seeds) / len(seeds)
@@ -62,8 +60,8 @@ def main() -> int:
                              f"{s['evaluate_seconds']:.1f} | {s['train_seconds'] + s['evaluate_seconds']:.1f} |")
             lines += ["", f"Mean test accuracy over the three seeds: **{mean:.2%}**."]
     lines.append("")
-    (HERE / "TRAINING.md").write_text("\n".join(lines))
-    print(f"wrote {HERE / 'TRAINING.md'}")
+    atomic_write_text(BENCHMARKS / "TRAINING.md", "\n".join(lines))
+    print(f"wrote {BENCHMARKS / 'TRAINING.md'}")
     return 0
 
 

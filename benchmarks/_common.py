@@ -1,0 +1,95 @@
+"""What the benchmark scripts share: where results go, how the toolkit is run, how its files and the
+scripts' own result files are read and written, and the few readings of them more than one script makes.
+
+A script run as ``python benchmarks/NAME.py`` has benchmarks/ on ``sys.path`` (``import _common``); the
+toolkit itself is the installed package (``pip install -e .``), never a path put in front of it.
+The names of the files the toolkit writes come from ``toolkit.schema``; a script's own result files
+(``ptq.json``, ``gate.json`` in results/, ...) are named where they are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from toolkit.artifacts import atomic_write_text
+
+BENCHMARKS = Path(__file__).resolve().parent
+REPO = BENCHMARKS.parent
+RESULTS = BENCHMARKS / "results"
+README = REPO / "README.md"
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    """A script's argument parser, its module docstring as the help text (kept as written)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+# --- running the toolkit: as a user does, `toolkit ...` in a fresh process ---------------------------------
+
+
+def toolkit_command(*args) -> list[str]:
+    """The command line of `toolkit ARGS` (this Python, ``-m toolkit``: the toolkit of this environment)."""
+    return [sys.executable, "-m", "toolkit", *map(str, args)]
+
+
+def run_toolkit(*args, env: Mapping | None = None, check: bool = False,
+                capture: bool = False) -> subprocess.CompletedProcess:
+    """Run `toolkit ARGS` in a fresh process; ``capture`` keeps its output (text) instead of showing it."""
+    return subprocess.run(toolkit_command(*args), env=None if env is None else dict(env), check=check,
+                          capture_output=capture, text=True)
+
+
+# --- result files -------------------------------------------------------------------------------------------
+
+
+def replace_block(path: Path, name: str, body: str, required: bool = True) -> bool:
+    """Replace what lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path`` with
+    ``body`` (on lines of its own). False, or an error when ``required``, where the markers are missing."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = Path(path).read_text()
+    start = text.find(begin)
+    stop = text.find(end, start + len(begin)) if start >= 0 else -1
+    if stop < 0:
+        if required:
+            raise SystemExit(f"{path} has no {begin} ... {end} block")
+        return False
+    atomic_write_text(path, text[: start + len(begin)] + "\n" + body + "\n" + text[stop:])
+    return True
+
+
+# --- readings of the toolkit's records ----------------------------------------------------------------------
+
+
+def row_key(row: Mapping) -> tuple:
+    """A bench row's identity: the same measurement in another run of `toolkit bench` has the same key."""
+    return (row["variant"], row["runtime"], row["batch_size"], row["threads"])
+
+
+def artifact_files(exports: Path, manifest: Mapping) -> dict[str, Path]:
+    """Every artifact of an export, checked against its manifest entry (inside the export, size, sha256)."""
+    from toolkit.artifacts import verify_entry
+
+    return {e["variant"]: verify_entry(exports, e) for e in manifest["artifacts"]}
+
+
+def cpu_text(machine: Mapping) -> str:
+    """The CPU and the features behind runtime choices, from a provenance machine record (records written
+    before features were summarised carry only the raw flags: the same summary is made from them)."""
+    from toolkit.provenance import cpu_description, cpu_features
+
+    if not machine.get("cpu_features") and machine.get("cpu_flags"):
+        machine = {**machine, "cpu_features": cpu_features(machine["cpu_flags"])}
+    return cpu_description(machine)
+
+
+def mnist_array(data_dir: Path, part: str):
+    """One of MNIST's four IDX arrays (``train_images``, ``train_labels``, ``test_images``,
+    ``test_labels``) as uint8, read and checked by the toolkit's own reader."""
+    from toolkit.datasets import mnist
+
+    name, magic, count = mnist.FILES[part]
+    return mnist.read_idx(Path(data_dir) / name, magic, count)
