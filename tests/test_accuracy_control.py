@@ -286,7 +286,7 @@ def test_an_onnx_gemm_or_matmul_can_go_to_float(tmp_path):
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from toolkit.exporters.onnx import _control_applied
+    from toolkit.exporters.onnx.control import _control_applied
 
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.normal(size=(4, 8)).astype(np.float32), "w1"),

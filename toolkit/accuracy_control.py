@@ -104,7 +104,7 @@ class Validation:
 
 @dataclass
 class Backend:
-    format: str  # "tflite" or "onnx"
+    format: str  # the format it builds (toolkit/exporters: Format.control names the module)
     tool: str  # what builds the mixed-precision models, with its version
     layers: Callable  # layers(ctx) -> list[dict(name, op)] in graph order
     build: Callable  # build(ctx, levels: {layer: level}) -> bytes
@@ -124,14 +124,18 @@ def register(backend: Backend) -> Backend:
 
 
 def backend_for(fmt: str) -> Backend:
+    """The format's backend: the module its ``Format.control`` names registers it on first use."""
     if fmt not in BACKENDS:
-        # formats register their backend in their exporter module
         import importlib
 
-        importlib.import_module({"tflite": "toolkit.exporters.tflite", "onnx": "toolkit.exporters.onnx"}.get(
-            fmt, "toolkit.exporters"))
+        from toolkit import exporters
+
+        module = exporters.get_format(fmt).control
+        if module is not None:
+            importlib.import_module(module).backend()
     if fmt not in BACKENDS:
-        raise UsageError(f"accuracy control has no backend for format {fmt!r} (it has: {', '.join(BACKENDS)})")
+        raise UsageError(f"accuracy control has no backend for format {fmt!r} (formats with one: "
+                         f"{', '.join(n for n, f in exporters.load_all().items() if f.control)})")
     return BACKENDS[fmt]
 
 

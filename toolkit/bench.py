@@ -17,14 +17,13 @@ import multiprocessing
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts, runners
+from toolkit import artifacts, runners, schema
 from toolkit.bench_render import CSV_FIELDS, failed_line, to_csv, to_markdown  # noqa: F401 - importable from here
-from toolkit.config import BenchConfig
+from toolkit.config import BenchConfig, config_json
 from toolkit.errors import DataError, DeviceUnavailableError, UsageError
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
@@ -437,17 +436,16 @@ def run_bench(cfg: BenchConfig) -> dict:
             # nothing measured at all: the outputs would hold no row; say so with every reason
             raise DataError("no row could be measured: " + "; ".join(
                 f"{f['variant']} on {f['runtime']}: {f['reason']}" for f in failed))
-        return {
+        return schema.versioned(schema.BENCH, {
             "results": results,
             "skipped": skipped,
             "failed": failed,
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()
-                       if k not in ("verbose", "plots")},
+            "config": {k: v for k, v in config_json(cfg).items() if k not in ("verbose", "plots")},
             "method": _method(cfg, groups),
             "runtimes": {g["runtime"]: runners.get(g["runtime"]).summary for g in groups},
             "export_generation": manifest.get("generation"),
             "provenance": prov,
-        }
+        })
 
 
 # ----------------------------------------------------------------------------- outputs

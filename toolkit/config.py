@@ -38,7 +38,7 @@ class TrainConfig:
     train_limit: int | None = None
     dropout: float | None = 0.5  # None: the architecture has no dropout layer
     dataset: str | None = None  # None: mnist
-    test_fraction: float | None = None  # image folders without train/ and test/
+    dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     verbose: bool = True
 
@@ -65,7 +65,7 @@ class ExportConfig:
     model: Path | None = None
     data_dir: Path | None = None
     dataset: str | None = None  # None: the model's training dataset (train.json beside it), else mnist
-    test_fraction: float | None = None
+    dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
     preprocess: PreprocessOptions = field(default_factory=PreprocessOptions)
     calibration_samples: int = 500
     calibration_method: str = "auto"  # toolkit/ranges.py: minmax, mean-minmax, tail-aware, chosen on validation
@@ -99,7 +99,7 @@ class ParityConfig:
     exports: Path = Path("exports")
     data_dir: Path | None = None
     dataset: str | None = None  # None: the dataset recorded in the manifest
-    test_fraction: float | None = None
+    dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
     model: Path | None = None  # the reference model; None: the one the manifest names
     variants: tuple[str, ...] = ()
     json_path: Path | None = None
@@ -120,7 +120,7 @@ class BenchConfig:
     exports: Path = Path("exports")
     data_dir: Path | None = None
     dataset: str | None = None  # None: the dataset recorded in the manifest
-    test_fraction: float | None = None
+    dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
     model: Path | None = None  # the reference model; None: the one the manifest names
     variants: tuple[str, ...] = ()  # manifest variants plus "keras" (the reference); () = all
     runtimes: tuple[str, ...] = ()  # () = every runtime that fits a variant
@@ -137,3 +137,19 @@ class BenchConfig:
     allow_fallback: bool = False
     plots: bool = True
     verbose: bool = True
+
+
+def config_json(cfg) -> dict:
+    """A config as JSON: tuples as lists, the dataset source's options under their own keys (where
+    ``dataset_options`` stands), each recorded option present (None when not given)."""
+    from dataclasses import asdict
+
+    from toolkit.datasets import recorded_options
+
+    out = {}
+    for k, v in asdict(cfg).items():
+        if k == "dataset_options":
+            out.update(recorded_options(dict(v)))
+        else:
+            out[k] = list(v) if isinstance(v, tuple) else v
+    return out

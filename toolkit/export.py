@@ -25,7 +25,7 @@ import numpy as np
 from toolkit import artifacts
 from toolkit.accuracy_control import RECIPE_FILE, RECIPE_SCHEMA
 from toolkit.config import ExportConfig, PreprocessOptions
-from toolkit.datasets import open_dataset, reopen, sample_indices
+from toolkit.datasets import open_dataset, recorded_options, reopen, sample_indices
 from toolkit.errors import (
     ConversionError,
     DataError,
@@ -34,7 +34,7 @@ from toolkit.errors import (
     WriteError,
     first_line,
 )
-from toolkit.exporters import OP_CHECKS, ExportContext, Exporter
+from toolkit.exporters import OP_CHECKS, ExportContext, Exporter, get_format, require_controllable
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import resolve
 from toolkit.progress import bar as progress_bar
@@ -125,7 +125,7 @@ def _dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
     """The dataset and preprocessing for this model: as given, else as it was trained with."""
     record = _train_record(model_path)
     if cfg.dataset is not None:
-        dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+        dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
     elif record and record.get("dataset"):
         dataset = reopen(record["dataset"], data_dir=cfg.data_dir)
     else:
@@ -282,7 +282,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                         "indices_sha256": sha256_bytes(idx.astype(np.int64).tobytes()),
                         **extra.get("calibration", {}),
                     }
-                if exporter.format in ("tflite", "tflite-micro"):
+                if get_format(exporter.format).lists_ops:
                     entry["ops"] = sorted(set(runner.op_names()))
                 for companion in entry.get("companions", []):  # files that belong to the artifact
                     companion["path"] = f"{artifacts.GENERATION_PREFIX}{gen_id}/{companion['path']}"
@@ -327,7 +327,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     "min_agreement": cfg.min_agreement,
                     "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
                     "dataset": data.spec,
-                    "test_fraction": data.options.get("test_fraction"),
+                    **recorded_options(data.options),
                     "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
                                    "mean": list(prep.mean) if prep.mean else None,
                                    "std": list(prep.std) if prep.std else None,
@@ -364,9 +364,6 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         return manifest
 
 
-CONTROLLED = ("tflite-int8", "tflite-micro", "onnx-int8")
-
-
 def _control_settings(cfg: ExportConfig, exporters: list[Exporter]):
     """Accuracy-control settings from the flags, or None when neither flag is given."""
     if cfg.max_accuracy_drop is None and cfg.recipe is None:
@@ -379,10 +376,7 @@ def _control_settings(cfg: ExportConfig, exporters: list[Exporter]):
         raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {cfg.max_accuracy_drop}")
     if cfg.max_fallback_layers < 1:
         raise UsageError(f"--max-fallback-layers must be at least 1, got {cfg.max_fallback_layers}")
-    controlled = [e.variant for e in exporters if e.variant in CONTROLLED]
-    if not controlled:
-        raise UsageError(f"accuracy control applies to {', '.join(CONTROLLED)}; none of them is being exported",
-                         hint="add --format tflite, onnx or tflite-micro (with int8)")
+    require_controllable(exporters)
     if cfg.min_agreement is not None and not 0 < cfg.min_agreement <= 100:
         raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {cfg.min_agreement}")
     return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,

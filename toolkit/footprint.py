@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit import artifacts, micro
-from toolkit.errors import DataError
+from toolkit import artifacts, exporters, schema
+from toolkit import tflm as micro
 from toolkit.provenance import provenance
 
-FOOTPRINT_JSON = "footprint.json"
+FOOTPRINT_JSON = schema.FOOTPRINT
 
 
 def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES) -> dict:
@@ -22,32 +22,21 @@ def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVI
                 continue
             path = artifacts.verify_entry(exports, entry)
             row = {"variant": entry["variant"], "format": entry["format"]}
-            if entry["format"] == "tflite":
-                micro.require()
-                model = path.read_bytes()
-                row.update(model_bytes=len(model), ops=entry.get("ops", []))
-                try:
-                    row.update(micro.measure_arena(model))
-                except DataError as exc:  # an op TFLM has no kernel for: the model does not run on a microcontroller
-                    row.update(arena_bytes=None, note=f"TFLM cannot run it: {exc}")
-                    rows.append(row)
-                    continue
-            elif entry["format"] == "tflite-micro":
-                row.update(model_bytes=entry["model_bytes"], ops=entry.get("ops", []), **entry["arena"])
-            elif entry["format"] in ("onnx", "openvino"):
-                row.update(model_bytes=entry.get("model_bytes", entry["bytes"]), arena_bytes=None,
+            declared = exporters.get_format(entry["format"]).footprint
+            if declared is None:
+                row.update(model_bytes=schema.model_bytes(entry), arena_bytes=None,
                            note=f"TFLM runs TFLite models only; no arena measured for {entry['format']}")
+            else:
+                row.update(declared(entry, path))
+            if row["arena_bytes"] is None:
                 rows.append(row)
                 continue
-            else:
-                raise DataError(f"{entry['variant']}: no microcontroller footprint is known for format "
-                                f"{entry['format']!r} (known: tflite, tflite-micro, onnx, openvino)")
             row["devices"] = [micro.fits(row["model_bytes"], row["arena_bytes"], d) for d in devices]
             rows.append(row)
-        return {"variants": rows, "devices": [vars(d) for d in devices],
-                "counted": "flash = model bytes; RAM = TFLM tensor arena. Not counted: interpreter code, "
-                           "stack, application",
-                "provenance": provenance()}
+        return schema.versioned(schema.FOOTPRINT, {
+            "variants": rows, "devices": [vars(d) for d in devices],
+            "counted": "flash = model bytes; RAM = TFLM tensor arena. Not counted: interpreter code, stack, application",
+            "provenance": provenance()})
 
 
 def markdown(doc: dict) -> str:

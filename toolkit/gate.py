@@ -190,7 +190,7 @@ def _ship_targets(cfg: GateConfig, old_manifest: dict, new_manifest: dict) -> li
     old = {e["variant"]: e for e in old_manifest["artifacts"]}
     new = {e["variant"]: e for e in new_manifest["artifacts"]}
     wanted = list(cfg.ship) or [v for v in new if v in old and new[v]["quantization"] == "int8"
-                                and new[v]["format"] != "tflite-micro"] or [v for v in new if v in old][:1]
+                                and runners.default_for(new[v]["format"]).gate_retimes] or [v for v in new if v in old][:1]
     targets = []
     for item in wanted:
         variant, _, runtime = item.partition("@")

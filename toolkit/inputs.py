@@ -32,7 +32,7 @@ def data_for(cfg, manifest: dict, info) -> tuple:
     preprocessing unless ``--dataset`` names another dataset (then it must fit the model)."""
     recorded = manifest.get("dataset")
     if cfg.dataset is not None:
-        dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+        dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
     else:
         dataset = reopen(recorded, data_dir=cfg.data_dir)
     if manifest.get("preprocessing"):

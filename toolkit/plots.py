@@ -58,11 +58,11 @@ def latency_figure(doc: dict, max_panels: int = 4):
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
 
-    from toolkit import runners
-    from toolkit.style import VARIANT_STYLE
+    from toolkit import exporters, runners
 
     plt = _plt()
-    VARIANT_ORDER, RUNTIME_ORDER = list(VARIANT_STYLE), list(runners.load_all())  # noqa: N806
+    exporters.load_all()
+    VARIANT_ORDER, RUNTIME_ORDER = ["keras", *exporters.REGISTRY], list(runners.load_all())  # noqa: N806
     rows = [r for r in doc["results"] if r.get("samples_ms")]
     batches = sorted({r["batch_size"] for r in rows})
     if len(batches) > max_panels:  # batch 1, the largest, and evenly between

@@ -111,7 +111,7 @@ def check_classes(dataset, info) -> None:
         raise DataError(f"model '{info.name}' has {info.classes} outputs but dataset {dataset.source} has "
                         f"{dataset.num_classes} classes (labels 0..{dataset.num_classes - 1})",
                         hint="use the dataset the model was trained for")
-    if dataset.kind == "folder" and dataset.num_classes != info.classes:
+    if dataset.classes_by_name and dataset.num_classes != info.classes:
         raise DataError(f"model '{info.name}' has {info.classes} outputs but dataset {dataset.source} has "
                         f"{dataset.num_classes} class folders ({', '.join(dataset.class_names)}): folder "
                         "order would not match the model's classes")

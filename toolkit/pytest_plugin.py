@@ -139,7 +139,7 @@ class ToolkitCheckFailed(AssertionError):
 
 
 def _parity_items(session, results: _Results) -> list[ToolkitItem]:
-    from toolkit import artifacts
+    from toolkit import artifacts, runners
     from toolkit.config import Gates
     from toolkit.verdicts import parity_gates
 
@@ -149,8 +149,7 @@ def _parity_items(session, results: _Results) -> list[ToolkitItem]:
         metrics = {"accuracy_diff_points": 0.0, "accuracy_diff_ci95_points": [0.0, 0.0], "agreement": 1.0,
                    "max_abs_logit_diff": 0.0, "images": 1}
         names = [g.metric for g in parity_gates(e["quantization"], metrics, Gates())]
-        if e["format"] == "tflite-micro":
-            names.append("agreement_with_litert_percent")
+        names += runners.default_for(e["format"]).parity.gate_names  # what its runtime's parity hooks add
         for metric in names:
             name = f"toolkit::parity::{e['variant']}::{metric}"
             items.append(ToolkitItem.from_parent(session, name=name, nodeid=name,

@@ -45,7 +45,7 @@ def _stage(n: int, total: int, title: str, verbose: bool = True) -> float:
 
 def run(cfg: RunConfig) -> dict:
     """Run every stage; return the paths and the parity report (gates decide the exit code)."""
-    from toolkit import micro
+    from toolkit import tflm as micro
     from toolkit.bench import run_bench
     from toolkit.bench import write_outputs as write_bench
     from toolkit.export import export
@@ -75,7 +75,7 @@ def run(cfg: RunConfig) -> dict:
     t = _stage(stage, total, "export (every variant)", cfg.verbose)
     export_cfg = cfg.export
     if not cfg.skip_train and export_cfg.dataset is None:
-        export_cfg = replace(export_cfg, dataset=cfg.train.dataset, test_fraction=cfg.train.test_fraction)
+        export_cfg = replace(export_cfg, dataset=cfg.train.dataset, dataset_options=cfg.train.dataset_options)
     chosen = exporters.by_variant(export_cfg.variants) if export_cfg.variants else exporters.select("all", None)
     manifest = export(export_cfg, chosen)
     seconds["export"] = time.perf_counter() - t

@@ -2,7 +2,7 @@
 runtime, the same in every figure, every run and every architecture, so that a reader who learned
 that orange circles are tflite-int8 can trust it everywhere.
 
-Known variants have fixed entries here; each runtime declares its line style next to its code
+Each export variant declares its colour and marker next to its exporter; each runtime declares its line style next to its code
 (``Runtime.linestyle``, so that adding a runtime stays one module); any other name (a user's runtime plugin, a new
 variant) gets a colour and style chosen from its name's hash, so it too is stable across runs.
 """
@@ -11,19 +11,8 @@ from __future__ import annotations
 
 import hashlib
 
-# tab10 colours, assigned once; float and int8 siblings share a hue family where possible
-VARIANT_STYLE = {
-    "keras": ("#7f7f7f", "*"),  # grey star: the reference
-    "tflite": ("#1f77b4", "o"),
-    "tflite-fp16": ("#17becf", "v"),
-    "tflite-dynamic": ("#9467bd", "D"),
-    "tflite-int8": ("#ff7f0e", "s"),
-    "tflite-micro": ("#8c564b", "P"),
-    "onnx": ("#2ca02c", "^"),
-    "onnx-int8": ("#d62728", "X"),
-    "openvino": ("#bcbd22", "<"),
-    "openvino-fp16": ("#e377c2", ">"),
-}
+# the reference's look; each export variant declares its own next to its exporter (``register(style=...)``)
+REFERENCE_STYLE = ("#7f7f7f", "*")  # grey star: the Keras reference
 _FALLBACK_COLOURS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
 _FALLBACK_MARKERS = ("h", "p", "d", "8", "H", "1", "2", "3")
 _FALLBACK_LINES = ((0, (2, 2)), (0, (4, 2, 1, 2)), (0, (6, 2)), (0, (1, 3)))
@@ -36,8 +25,16 @@ def _pick(name: str, options: tuple):
 def variant_style(variant: str) -> dict:
     """Matplotlib keyword arguments (colour and marker) for a variant, a VARIANT@RUNTIME parity key
     included (the variant part decides)."""
+    from toolkit import exporters
+
     name = variant.split("@")[0]
-    colour, marker = VARIANT_STYLE.get(name, (_pick(name, _FALLBACK_COLOURS), _pick(name, _FALLBACK_MARKERS)))
+    declared = exporters.load_all() and exporters.REGISTRY.get(name)
+    if name == "keras":
+        colour, marker = REFERENCE_STYLE
+    elif declared and declared.style:
+        colour, marker = declared.style
+    else:
+        colour, marker = _pick(name, _FALLBACK_COLOURS), _pick(name, _FALLBACK_MARKERS)
     return {"color": colour, "marker": marker}
 
 

@@ -316,7 +316,7 @@ def _record(*, cfg: TrainConfig, model, model_path: Path, data, prep, n: int, so
         },
         "data": {
             "source": data.source,
-            "sha256": data.fingerprint.get("files") if data.kind == "mnist" else data.fingerprint["sha256"],
+            "sha256": data.fingerprint.get(data.digest_key),
             "train_images": n,
             "validation_images": len(data.validation),
             "test_images": len(data.test),
@@ -343,7 +343,7 @@ def train(cfg: TrainConfig) -> dict:
     from toolkit.datasets import open_dataset
     from toolkit.preprocess import for_training
 
-    data = open_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    data = open_dataset(cfg.dataset, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
     prep = for_training(data, cfg.preprocess)
 
     from toolkit._quiet import keras, tf

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from toolkit import artifacts
+from toolkit.datasets import source_options
 from toolkit.errors import DataError
 from toolkit.runners import runner_for
 
@@ -48,13 +49,13 @@ def rebuild(exports: Path, data_dir: Path | None = None, verbose: bool = False) 
         raise DataError(f"{exports / artifacts.MANIFEST} does not record how it was made (an export older than "
                         "--rebuild)", hint="re-export it, then verify --rebuild")
     model = artifacts.reference_model_path(exports, manifest)
-    exporters.select("all", None)  # load the registry
+    exporters.load_all()
     chosen = [exporters.REGISTRY[v] for v in recorded["variants"] if v in exporters.REGISTRY]
     prep = recorded["preprocess"]
     with tempfile.TemporaryDirectory(prefix="toolkit-rebuild-") as tmp:
         again = export(ExportConfig(
             exports=Path(tmp), model=model, data_dir=data_dir, dataset=recorded["dataset"],
-            test_fraction=recorded.get("test_fraction"),
+            dataset_options=tuple((o.dest, recorded[o.dest]) for o in source_options() if recorded.get(o.dest) is not None),
             preprocess=PreprocessOptions(scale=prep["scale"], color_mode=prep["color_mode"], resize=prep["resize"],
                                          mean=tuple(prep["mean"]) if prep.get("mean") else None,
                                          std=tuple(prep["std"]) if prep.get("std") else None,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit.cli.common import DeprecatedAlias, check_runtimes, dataset_args, exports_arg, int_list, quiet_arg
+from toolkit.cli.common import (
+    DeprecatedAlias,
+    check_runtimes,
+    dataset_args,
+    dataset_options,
+    exports_arg,
+    int_list,
+    quiet_arg,
+)
 
 
 def bench_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +65,7 @@ def bench_run(args: argparse.Namespace) -> int:
 
     check_runtimes(args)
     cfg = BenchConfig(
-        exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
+        exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, dataset_options=dataset_options(args),
         model=args.model, variants=tuple(args.variants),
         runtimes=tuple(args.runtimes), device=args.device, batch_sizes=args.batch_sizes,
         threads=args.threads, warmup_runs=args.warmup, warmup_seconds=args.warmup_seconds,

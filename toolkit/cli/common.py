@@ -17,8 +17,9 @@ def epilog(p: argparse.ArgumentParser | None = None) -> str:
         codes[2] = "usage error: a bad flag or value"
     text = "exit codes:\n" + "\n".join(f"  {code}  {line}" for code, line in codes.items())
     if flags is None or "--dataset" in flags:
-        text += ("\n\ndata: --dataset mnist (the default: --data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras "
-                 "cache/download), --dataset DIR (images in class subfolders) or --dataset FILE.npz.")
+        from toolkit import datasets
+
+        text += "\n\ndata: --dataset " + "; ".join(s.describe for s in datasets.sources().values()) + "."
     return text
 
 
@@ -66,7 +67,7 @@ class DeprecatedAlias(argparse.Action):
 
 def byte_size(text: str) -> int:
     """Bytes with an optional K/M/G suffix (1024-based): 48K, 2M, 3400000."""
-    from toolkit.micro import parse_bytes
+    from toolkit.tflm import parse_bytes
 
     try:
         return parse_bytes(text)
@@ -92,26 +93,25 @@ def data_dir_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
 def dataset_args(p: argparse.ArgumentParser, default: str) -> None:
-    """--dataset and --test-fraction (and --data-dir for MNIST)."""
+    """--dataset, --data-dir, and every option a dataset source declares (toolkit/datasets)."""
+    from toolkit import datasets
+
     data_dir_arg(p)
-    p.add_argument("--dataset", default=None, metavar="mnist|DIR|FILE.npz",
-                   help="the labelled images: mnist; a directory of class subfolders (DIR/train/<class>/*.png and "
-                   "DIR/test/<class>/..., or DIR/<class>/... split by --test-fraction); or an .npz with x_train, "
-                   f"y_train, x_test, y_test (default: {default})")
-    p.add_argument("--test-fraction", type=fraction, default=None, metavar="F",
-                   help="for a folder without train/ and test/: the fixed-seed share of images held out for "
-                   "testing (default: 0.2)")
+    known = datasets.sources().values()
+    p.add_argument("--dataset", default=None, metavar="|".join(s.describe.split(":")[0] for s in known),
+                   help="the labelled images: " + "; ".join(s.describe for s in known) + f" (default: {default})")
+    for option in datasets.source_options():
+        p.add_argument(option.flag, dest=option.dest, type=option.type, default=None, metavar=option.metavar,
+                       help=option.help)
+
+
+def dataset_options(args: argparse.Namespace) -> tuple:
+    """The dataset sources' options given on the command line, as a config carries them."""
+    from toolkit import datasets
+
+    return tuple((o.dest, getattr(args, o.dest)) for o in datasets.source_options()
+                 if getattr(args, o.dest, None) is not None)
 
 
 def preprocess_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
@@ -232,7 +232,7 @@ def train_config(args: argparse.Namespace, out: Path):
         args.arch, out=out, data_dir=args.data_dir, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_schedule=args.lr_schedule, jit_compile=args.jit_compile,
         precision=args.precision, seed=args.seed, train_limit=args.train_limit,
-        dataset=args.dataset, test_fraction=args.test_fraction, preprocess=preprocess_options(args),
+        dataset=args.dataset, dataset_options=dataset_options(args), preprocess=preprocess_options(args),
         verbose=not getattr(args, "quiet", False),
     )
 
@@ -249,16 +249,12 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
     from toolkit.config import ExportConfig
 
     d = ExportConfig()
-    p.add_argument("--format", nargs="+", default=["all"], choices=("tflite", "onnx", "tflite-micro", "openvino", "all"),
-                   metavar="FORMAT",
-                   help="what to export, one or more of tflite, onnx, tflite-micro, openvino, all (default: all). "
-                   "Without --quantize: tflite -> tflite, "
-                   "tflite-int8; onnx -> onnx, onnx-int8; tflite-micro -> the int8 model as C source and "
-                   "header for TFLM (needs [micro]); openvino -> OpenVINO IR .xml + .bin (needs [openvino]); "
-                   "all -> every variant of every format whose dependency is installed")
-    p.add_argument("--quantize", nargs="+", metavar="MODE", choices=("none", "fp16", "dynamic", "int8"),
-                   help="only these quantizations: none (float32), fp16 (TFLite, OpenVINO), dynamic "
-                   "(dynamic-range int8 weights; TFLite), int8 (full-integer, calibrated)")
+    from toolkit import exporters
+
+    p.add_argument("--format", nargs="+", default=["all"], choices=(*exporters.formats(), "all"), metavar="FORMAT",
+                   help=exporters.format_help())
+    p.add_argument("--quantize", nargs="+", metavar="MODE", choices=exporters.QUANTIZE_MODES,
+                   help=exporters.quantize_help())
     p.add_argument("--calibration-samples", type=positive_int, default=d.calibration_samples, metavar="N",
                    help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
                    "when the training split is smaller (default: %(default)s)")
@@ -320,12 +316,9 @@ def check_export_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {args.min_agreement}")
     if args.max_accuracy_drop is not None or args.recipe is not None:
         from toolkit import exporters
-        from toolkit.export import CONTROLLED
 
-        chosen = exporters.select(tuple(args.format), tuple(args.quantize) if args.quantize else None)
-        if not any(e.variant in CONTROLLED for e in chosen):
-            raise UsageError(f"accuracy control applies to {', '.join(CONTROLLED)}; none of them is being exported",
-                             hint="add --format tflite, onnx or tflite-micro (with int8)")
+        exporters.require_controllable(exporters.select(tuple(args.format),
+                                                        tuple(args.quantize) if args.quantize else None))
 
 
 def check_preprocess_flags(args: argparse.Namespace) -> None:

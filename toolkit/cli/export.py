@@ -9,6 +9,7 @@ from toolkit.cli.common import (
     check_export_flags,
     check_preprocess_flags,
     dataset_args,
+    dataset_options,
     export_options_args,
     export_settings,
     exports_arg,
@@ -42,7 +43,7 @@ def export_run(args: argparse.Namespace) -> int:
     check_preprocess_flags(args)
     settings, chosen = export_settings(args)
     cfg = ExportConfig(exports=args.exports, model=args.model, data_dir=args.data_dir, dataset=args.dataset,
-                       test_fraction=args.test_fraction, preprocess=preprocess_options(args),
+                       dataset_options=dataset_options(args), preprocess=preprocess_options(args),
                        verbose=not args.quiet, **settings)
     manifest = export(cfg, chosen)
     write_json_result(args, {"manifest": manifest, "files": {e["variant"]: str(args.exports / e["path"])

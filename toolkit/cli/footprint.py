@@ -20,7 +20,7 @@ def footprint_args(p: argparse.ArgumentParser) -> None:
 
 
 def footprint_run(args: argparse.Namespace) -> int:
-    from toolkit import micro
+    from toolkit import tflm as micro
     from toolkit.footprint import footprint, markdown, write_outputs
 
     devices = micro.DEVICE_CLASSES

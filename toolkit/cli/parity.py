@@ -10,6 +10,7 @@ from toolkit.cli.common import (
     DeprecatedAlias,
     check_runtimes,
     dataset_args,
+    dataset_options,
     exports_arg,
     positive_int,
     quiet_arg,
@@ -100,7 +101,7 @@ def parity_run(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {args.max_accuracy_drop}")
         gates.append(f"int8_max_accuracy_loss={args.max_accuracy_drop}")
     cfg = ParityConfig(
-        exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, test_fraction=args.test_fraction,
+        exports=args.exports, data_dir=args.data_dir, dataset=args.dataset, dataset_options=dataset_options(args),
         model=args.model, variants=tuple(args.variants), runtimes=tuple(args.runtimes),
         device=args.device, reference_runtime=args.reference_runtime,
         json_path=args.json, gates=parse_gates(gates), batch_size=args.images_per_call,

@@ -12,6 +12,7 @@ from toolkit.cli.common import (
     check_preprocess_flags,
     check_runtimes,
     dataset_args,
+    dataset_options,
     export_options_args,
     export_settings,
     exports_arg,
@@ -93,7 +94,7 @@ def _run_config(args: argparse.Namespace, settings: dict):
     cfg = RunConfig(
         train=train_cfg,
         export=ExportConfig(exports=exports, data_dir=args.data_dir, dataset=args.dataset,
-                            test_fraction=args.test_fraction, preprocess=options, model=args.model,
+                            dataset_options=dataset_options(args), preprocess=options, model=args.model,
                             verbose=not args.quiet, **settings),
         parity=ParityConfig(exports=exports, data_dir=args.data_dir, verbose=not args.quiet),
         bench=BenchConfig(exports=exports, data_dir=args.data_dir, batch_sizes=(1, 32), device=args.device,

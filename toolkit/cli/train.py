@@ -16,11 +16,12 @@ from toolkit.cli.common import (
     train_config,
     write_json_result,
 )
+from toolkit.datasets import DEFAULT as DEFAULT_DATASET
 
 
 def train_args(p: argparse.ArgumentParser) -> None:
     quiet_arg(p)
-    dataset_args(p, "mnist")
+    dataset_args(p, DEFAULT_DATASET)
     p.add_argument("--exports", type=Path, default=Path("exports"), metavar="DIR",
                    help="where to write model.keras and train.json, the directory the other commands take as "
                    "--exports (default: %(default)s)")

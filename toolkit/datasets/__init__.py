@@ -1,17 +1,18 @@
-"""Datasets behind one interface (``base.Dataset``), one module per source, chosen by
-``--dataset``:
-
-- ``mnist``: the four MNIST IDX files (``--data-dir`` / ``$TOOLKIT_DATA_DIR``), the default;
-- a directory: images in class subfolders (``folder.py``);
-- a ``.npz`` file: ``x_train, y_train, x_test, y_test`` (``npz.py``).
+"""Dataset sources as plugins: one module per source in this package (``mnist.py``, ``folder.py``,
+``npz.py``), each registering a ``Source`` next to its code, found by scanning the package; chosen by
+``--dataset``. A source declares its own command-line options (``SourceOption``): the CLI adds them, the
+configs carry them as ``dataset_options`` and each source is opened with the ones it declared, so nothing
+outside this package names a source or its options (tests/test_sources.py).
 
 A name or path that matches no source is an error listing the sources, never a fall-back.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
+import pkgutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,62 +20,94 @@ from toolkit.datasets.base import Dataset, Split, sample_indices
 from toolkit.errors import DataError
 
 DEFAULT = "mnist"
+_NOT_SOURCES = {"base"}
+
+
+@dataclass(frozen=True)
+class SourceOption:
+    """A command-line option of one source (added to every command that takes --dataset)."""
+
+    flag: str  # "--test-fraction"
+    dest: str  # its key in ``dataset_options``, in the configs and in the dataset's record
+    help: str
+    type: Callable = str
+    metavar: str | None = None
+    recorded: bool = True  # kept in the manifest's export_config (what `verify --rebuild` reopens the data with)
 
 
 @dataclass(frozen=True)
 class Source:
     kind: str
     matches: Callable[[str], bool]
-    open: Callable[..., Dataset]  # open(spec, data_dir=..., test_fraction=...)
-    describe: str
+    open: Callable[..., Dataset]  # open(spec, data_dir=..., **the options it declares)
+    describe: str  # one line: what --dataset takes for it
+    order: int  # the order sources are tried and listed
+    options: tuple[SourceOption, ...] = ()
+    article: str = "the"  # how a report names its test split: "the MNIST", "an image folder's"
 
 
-def _open_mnist(spec: str, data_dir=None, test_fraction=None) -> Dataset:
-    from toolkit.datasets.mnist import open_mnist
-
-    return open_mnist(data_dir)
+_SOURCES: dict[str, Source] = {}
+_loaded = False
 
 
-def _open_folder(spec: str, data_dir=None, test_fraction=None) -> Dataset:
-    from toolkit.datasets.folder import open_folder
-
-    return open_folder(spec, test_fraction)
-
-
-def _open_npz(spec: str, data_dir=None, test_fraction=None) -> Dataset:
-    from toolkit.datasets.npz import open_npz
-
-    return open_npz(spec)
+def register_source(source: Source) -> Source:
+    if source.kind in _SOURCES and _SOURCES[source.kind] != source:
+        raise ValueError(f"two dataset sources named {source.kind!r}")
+    _SOURCES[source.kind] = source
+    return source
 
 
-SOURCES = (
-    Source("mnist", lambda s: s == "mnist", _open_mnist, "mnist: the MNIST IDX files (--data-dir)"),
-    Source("npz", lambda s: s.lower().endswith(".npz"), _open_npz,
-           "PATH.npz: x_train, y_train, x_test, y_test arrays"),
-    Source("folder", lambda s: Path(s).is_dir(), _open_folder,
-           "DIR: images in class subfolders (DIR/train/<class>/, DIR/test/<class>/, or DIR/<class>/)"),
-)
+def sources() -> dict[str, Source]:
+    """Every source of this package (imported once), in order."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_") and info.name not in _NOT_SOURCES:
+                importlib.import_module(f"{__name__}.{info.name}")
+    return dict(sorted(_SOURCES.items(), key=lambda kv: kv[1].order))
 
 
-def open_dataset(spec: str | os.PathLike | None = None, *, data_dir=None, test_fraction: float | None = None) -> Dataset:
-    """The dataset ``--dataset SPEC`` names (default: mnist)."""
+def source_options() -> list[SourceOption]:
+    return [o for s in sources().values() for o in s.options]
+
+
+def article(kind: str | None) -> str:
+    return sources()[kind].article if kind in sources() else "the"
+
+
+def open_dataset(spec: str | os.PathLike | None = None, *, data_dir=None, **options) -> Dataset:
+    """The dataset ``--dataset SPEC`` names (default: mnist), opened with the options its source declares
+    (``options``: any source's, by dest; the others' are not its business)."""
     spec = DEFAULT if spec is None else str(spec)
-    for source in SOURCES:
+    known = {o.dest for o in source_options()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"open_dataset: unknown dataset option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for source in sources().values():
         if source.matches(spec):
-            return source.open(spec, data_dir=data_dir, test_fraction=test_fraction)
+            mine = {o.dest: options[o.dest] for o in source.options if options.get(o.dest) is not None}
+            return source.open(spec, data_dir=data_dir, **mine)
     if not Path(spec).exists():
         raise DataError(f"--dataset {spec}: no such file or directory",
-                        hint="give mnist, a folder of class subfolders, or an .npz file")
+                        hint="give " + ", ".join(s.describe.split(":")[0] for s in sources().values()))
     raise DataError(f"--dataset {spec}: not a dataset this toolkit reads; it takes "
-                    + "; ".join(s.describe for s in SOURCES))
+                    + "; ".join(s.describe for s in sources().values()))
+
+
+def recorded_options(options: Mapping) -> dict:
+    """The source options a manifest records (every recorded option's key, None when not given)."""
+    return {o.dest: options.get(o.dest) for o in source_options() if o.recorded}
 
 
 def reopen(record: dict | None, data_dir=None) -> Dataset:
     """The dataset a manifest or training record names (mnist when it names none)."""
     if not record:
         return open_dataset(DEFAULT, data_dir=data_dir)
+    kept = record.get("options", {})
     return open_dataset(record.get("spec", DEFAULT), data_dir=data_dir,
-                        test_fraction=record.get("options", {}).get("test_fraction"))
+                        **{o.dest: kept.get(o.dest) for o in source_options() if o.dest in kept})
 
 
-__all__ = ["Dataset", "Split", "open_dataset", "reopen", "sample_indices", "SOURCES"]
+__all__ = ["Dataset", "Source", "SourceOption", "Split", "open_dataset", "recorded_options", "register_source",
+           "reopen", "sample_indices", "source_options", "sources"]

@@ -73,6 +73,9 @@ class Dataset:
     fingerprint: dict  # {"method": ..., "sha256": ..., ...}: identifies the data read
     split_rule: str  # how train/validation/test were formed
     options: dict = field(default_factory=dict)  # what reopens it (test_fraction, ...)
+    # class k is the k-th class folder by name: a model must have exactly these outputs, one to one
+    classes_by_name: bool = False
+    digest_key: str = "sha256"  # the fingerprint entry a training record keeps (MNIST: each file's sha256)
 
     @property
     def num_classes(self) -> int:

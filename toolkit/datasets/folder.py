@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.datasets import Source, SourceOption, register_source
 from toolkit.datasets.base import SPLIT_SEED, Dataset, Split, validation_split
 from toolkit.errors import DataError, UsageError
 
@@ -250,4 +251,30 @@ def open_folder(path: str | os.PathLike, test_fraction: float | None = None) -> 
         fingerprint=_fingerprint(root, [*train_files, *test_files]),
         split_rule=rule + f"; a fixed-seed (seed {SPLIT_SEED}) 10% of the training images are the validation split",
         options=options,
+        classes_by_name=True,
     )
+
+
+def _fraction(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _open(spec: str, data_dir=None, test_fraction: float | None = None) -> Dataset:
+    return open_folder(spec, test_fraction)
+
+
+register_source(Source(
+    "folder", lambda s: Path(s).is_dir(), _open,
+    "DIR: images in class subfolders (DIR/train/<class>/, DIR/test/<class>/, or DIR/<class>/)", order=30,
+    article="an image folder's",
+    options=(SourceOption("--test-fraction", "test_fraction", type=_fraction, metavar="F",
+                          help="for a folder without train/ and test/: the fixed-seed share of images held out for "
+                          "testing (default: 0.2)"),)))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.datasets import Source, register_source
 from toolkit.datasets.base import Dataset, Split, array_reader, check_labels
 from toolkit.errors import DataError
 
@@ -188,6 +189,15 @@ def open_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
         validation=_lazy_split(files, "validation", "train", slice(0, VALIDATION_SIZE)),
         test=_lazy_split(files, "test", "test", slice(None)),
         fingerprint={"method": "sha256 of each compressed IDX file", "sha256": combined, "files": files.sha256},
+        digest_key="files",
         split_rule="MNIST: the first 5,000 of the 60,000 training images are the validation split, the other "
                    "55,000 the training split; the 10,000 t10k images the test split",
     )
+
+
+def _open(spec: str, data_dir=None) -> Dataset:
+    return open_mnist(data_dir)
+
+
+register_source(Source("mnist", lambda s: s == "mnist", _open, "mnist: the MNIST IDX files (--data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras cache/download)", order=10,
+                       article="the MNIST"))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.datasets import Source, register_source
 from toolkit.datasets.base import Dataset, Split, array_reader, check_labels, validation_split
 from toolkit.errors import DataError
 
@@ -107,3 +108,11 @@ def open_npz(path: str | os.PathLike) -> Dataset:
                    "images are the validation split",
         options={"notes": [n for n in notes if n]} if any(notes) else {},
     )
+
+
+def _open(spec: str, data_dir=None) -> Dataset:
+    return open_npz(spec)
+
+
+register_source(Source("npz", lambda s: s.lower().endswith(".npz"), _open,
+                       "PATH.npz: x_train, y_train, x_test, y_test arrays", order=20, article="an .npz dataset's"))

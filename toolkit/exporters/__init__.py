@@ -1,17 +1,45 @@
-"""Exporters, registered by variant name next to their code (see tflite.py, onnx.py).
+"""Formats as plugins: one module (or package) per artifact format in this package, each declaring
+its ``Format`` and registering its variants (``Exporter``) next to its code, found by scanning the
+package. Adding a format is adding a module: the CLI's choices, footprint, the report, accuracy
+control and ``--diagnose`` read what the format declares here (tests/test_exporters.py fails when any
+other file of the package names a format or variant).
 
-An exporter turns the trained Keras model into one artifact file. Order in the registry is
-the order of export and of every table (float before quantized, TFLite before ONNX).
+An exporter turns the Keras model into one artifact file. Order in the registry is the order of export
+and of every table: formats by their ``order``, then each format's variants as it registers them (float
+before quantized).
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UsageError
+
+_NOT_FORMATS = {"base"}
+
+
+@dataclass(frozen=True)
+class Format:
+    """What the rest of the toolkit needs to know about an artifact format."""
+
+    name: str  # "tflite", "onnx", ...: the manifest's ``format`` and --format's choice
+    summary: str  # one line for --help
+    order: int  # position in the registry: export order and every table
+    extra: str | None = None  # the pip extra that installs what it needs (None: in the base install)
+    lists_ops: bool = False  # manifest entries list the operators the runtime resolved (runner.op_names())
+    # footprint(entry, path) -> the footprint row's fields for an int8 variant: model_bytes, ops, arena_bytes
+    # (None with a ``note`` when no microcontroller arena is measured for it)
+    footprint: Callable[[dict, Path], dict] | None = None
+    # the module beside it whose backend() registers its accuracy-control Backend (toolkit/accuracy_control.py),
+    # imported on first use
+    control: str | None = None
+    # the module beside it whose diagnose(d: toolkit.diagnose.Diagnosis) gives `parity --diagnose`'s per-layer errors
+    diagnose: str | None = None
+    diagnose_instead: str | None = None  # the variant to diagnose instead (the same model bytes elsewhere)
 
 
 @dataclass(frozen=True)
@@ -25,6 +53,11 @@ class Exporter:
     available: Callable[[], bool] = lambda: True  # optional dependency installed?
     in_all: bool = True  # part of --format all (when available)
     reproducible: bool = True  # the same model, data and settings give the same bytes (verify --rebuild)
+    controllable: bool = False  # --max-accuracy-drop / --recipe search a mixed-precision model for it
+    # what the report's advice says of it: "integer-only" (int8 in and out: microcontrollers, NPUs),
+    # "closest-float" (the float export closest to the trained model)
+    roles: tuple[str, ...] = ()
+    style: tuple[str, str] | None = None  # (colour, marker) in every plot (toolkit/style.py), else from its name
 
     @property
     def calibrated(self) -> bool:
@@ -38,19 +71,33 @@ class OpCheck:
     run: Callable  # run(ctx) -> None; raises ConversionError naming the unsupported ops
 
 
-REGISTRY: dict[str, Exporter] = {}
+_FORMATS: dict[str, Format] = {}
+_EXPORTERS: dict[str, Exporter] = {}
 OP_CHECKS: dict[str, OpCheck] = {}  # format -> its op-support check, run before any variant is built
-_MODULES = ("toolkit.exporters.tflite", "toolkit.exporters.onnx", "toolkit.exporters.micro",
-            "toolkit.exporters.openvino")
-FORMATS = ("tflite", "onnx", "tflite-micro", "openvino")
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
+_loaded = False
+
+
+REGISTRY: dict[str, Exporter] = {}  # variant -> exporter, in export order, filled by load_all()
+
+
+def register_format(fmt: Format) -> Format:
+    if fmt.name in _FORMATS and _FORMATS[fmt.name] != fmt:
+        raise ValueError(f"two formats named {fmt.name!r}")
+    _FORMATS[fmt.name] = fmt
+    return fmt
 
 
 def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool,
-             available: Callable[[], bool] = lambda: True, reproducible: bool = True):
+             available: Callable[[], bool] = lambda: True, reproducible: bool = True, controllable: bool = False,
+             roles: tuple[str, ...] = (), style: tuple[str, str] | None = None):
+    if quantization not in QUANTIZE_MODES:
+        raise ValueError(f"{variant}: quantization {quantization!r} is not one of {QUANTIZE_MODES}")
+
     def wrap(fn: Callable) -> Callable:
-        REGISTRY[variant] = Exporter(variant, format, quantization, suffix, fn, default, available,
-                                     reproducible=reproducible)
+        _EXPORTERS[variant] = Exporter(variant, format, quantization, suffix, fn, default, available,
+                                       reproducible=reproducible, controllable=controllable, roles=roles,
+                                       style=style)
         return fn
 
     return wrap
@@ -66,14 +113,75 @@ def op_check(fmt: str, what: str):
     return wrap
 
 
-def _load_all() -> None:
-    for module in _MODULES:
-        importlib.import_module(module)
+def load_all() -> dict[str, Format]:
+    """Import every format module of this package (once); the formats in their order."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_") and info.name not in _NOT_FORMATS:
+                importlib.import_module(f"{__name__}.{info.name}")
+        for exp in _EXPORTERS.values():
+            if exp.format not in _FORMATS:
+                raise ValueError(f"variant {exp.variant} names format {exp.format!r}, which no module declares")
+        order = {name: i for i, name in enumerate(_EXPORTERS)}
+        REGISTRY.update(sorted(_EXPORTERS.items(), key=lambda kv: (_FORMATS[kv[1].format].order, order[kv[0]])))
+    return dict(sorted(_FORMATS.items(), key=lambda kv: kv[1].order))
+
+
+def formats() -> tuple[str, ...]:
+    """The format names, in order (--format's choices, with "all")."""
+    return tuple(load_all())
+
+
+def get_format(name: str) -> Format:
+    known = load_all()
+    if name not in known:
+        raise UsageError(f"unknown format {name!r} (known: {', '.join(known)})")
+    return known[name]
+
+
+def variants_with(role: str) -> list[str]:
+    """The variants that declare a report role, in registry order."""
+    load_all()
+    return [e.variant for e in REGISTRY.values() if role in e.roles]
+
+
+def require_controllable(chosen: list[Exporter]) -> None:
+    """A usage error unless a variant accuracy control can search for is among those being exported."""
+    if any(e.controllable for e in chosen):
+        return
+    controllable = [e for e in REGISTRY.values() if e.controllable]
+    formats = list(dict.fromkeys(e.format for e in controllable))
+    raise UsageError(f"accuracy control applies to {', '.join(e.variant for e in controllable)}; none of them is "
+                     "being exported", hint=f"add --format {', '.join(formats[:-1])} or {formats[-1]} (with int8)")
+
+
+def format_help() -> str:
+    """--format's help, from what each format declares."""
+    parts = []
+    for name, fmt in load_all().items():
+        made = [e.variant for e in REGISTRY.values() if e.format == name and e.default]
+        parts.append(f"{name} -> {', '.join(made)} ({fmt.summary}"
+                     + (f"; needs [{fmt.extra}])" if fmt.extra else ")"))
+    return (f"what to export, one or more of {', '.join(load_all())}, all (default: all). Without --quantize: "
+            + "; ".join(parts) + "; all -> every variant of every format whose dependency is installed")
+
+
+def quantize_help() -> str:
+    """--quantize's help: each mode with the formats that have it."""
+    what = {"none": "float32", "fp16": "float16 weights", "dynamic": "dynamic-range int8 weights",
+            "int8": "full-integer, calibrated"}
+    parts = []
+    for mode in QUANTIZE_MODES:
+        having = list(dict.fromkeys(e.format for e in REGISTRY.values() if e.quantization == mode))
+        parts.append(f"{mode} ({what[mode]}; {', '.join(having)})")
+    return "only these quantizations: " + ", ".join(parts)
 
 
 def by_variant(names: tuple[str, ...]) -> list[Exporter]:
     """The exporters of these variant names (as a config records them), in registry order."""
-    _load_all()
+    load_all()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise UsageError(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(REGISTRY)})")
@@ -83,16 +191,16 @@ def by_variant(names: tuple[str, ...]) -> list[Exporter]:
 def select(fmt: str | tuple[str, ...], quantize: tuple[str, ...] | None) -> list[Exporter]:
     """Variants for ``--format FMT [FMT ...] [--quantize MODE ...]`` (a quantization mode must exist in
     at least one of the formats)."""
-    _load_all()
+    known = formats()
     asked = (fmt,) if isinstance(fmt, str) else tuple(fmt)
-    unknown = [f for f in asked if f not in (*FORMATS, "all")]
+    unknown = [f for f in asked if f not in (*known, "all")]
     if unknown or not asked:
-        raise UsageError(f"--format must be among {', '.join((*FORMATS, 'all'))}, got {' '.join(unknown) or 'none'}")
+        raise UsageError(f"--format must be among {', '.join((*known, 'all'))}, got {' '.join(unknown) or 'none'}")
     fmt = "all" if "all" in asked else " ".join(asked)
-    formats = FORMATS if fmt == "all" else asked
+    chosen_formats = known if fmt == "all" else asked
     chosen = []
     for exp in REGISTRY.values():
-        if exp.format not in formats:
+        if exp.format not in chosen_formats:
             continue
         if fmt == "all" and not exp.available():
             continue  # optional formats join `all` only when their dependency is installed
@@ -105,7 +213,7 @@ def select(fmt: str | tuple[str, ...], quantize: tuple[str, ...] | None) -> list
         if not exp.available():
             from toolkit.errors import DeviceUnavailableError
 
-            extra = {"tflite-micro": "micro"}.get(exp.format, exp.format)
+            extra = get_format(exp.format).extra or exp.format
             raise DeviceUnavailableError(f"--format {exp.format}: its runtime is not installed",
                                          hint=f"install it with `pip install -e '.[{extra}]'`")
     if quantize:
@@ -113,8 +221,8 @@ def select(fmt: str | tuple[str, ...], quantize: tuple[str, ...] | None) -> list
             if mode not in QUANTIZE_MODES:
                 raise UsageError(f"--quantize must be among {', '.join(QUANTIZE_MODES)}, got {mode!r}")
             if not any(e.quantization == mode for e in chosen):
-                raise UsageError(f"--format {fmt} has no {mode!r} variant "
-                                 f"(available: {', '.join(e.variant for e in REGISTRY.values() if e.format in formats)})")
+                raise UsageError(f"--format {fmt} has no {mode!r} variant (available: "
+                                 f"{', '.join(e.variant for e in REGISTRY.values() if e.format in chosen_formats)})")
     return chosen
 
 

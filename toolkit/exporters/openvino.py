@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from toolkit.errors import ConversionError, first_line, whole_message
-from toolkit.exporters import ExportContext, op_check, register
+from toolkit.exporters import ExportContext, Format, op_check, register, register_format
 from toolkit.provenance import sha256_file
 from toolkit.runners.openvino import available
 
@@ -75,6 +75,10 @@ def convert(ctx: ExportContext):
     return ctx.openvino_model
 
 
+FORMAT = register_format(Format(
+    "openvino", "OpenVINO IR (.xml + .bin) through OpenVINO's TensorFlow frontend", order=40, extra="openvino"))
+
+
 @op_check("openvino", "OpenVINO's TensorFlow frontend (convert_model)")
 def check_openvino_ops(ctx: ExportContext) -> None:
     if available():
@@ -96,12 +100,13 @@ def _save(ctx: ExportContext, path: Path, fp16: bool) -> dict:
     }
 
 
-@register("openvino", format="openvino", quantization="none", suffix=".xml", default=True, available=available)
+@register("openvino", format="openvino", quantization="none", suffix=".xml", default=True, available=available,
+          style=("#bcbd22", "<"))
 def openvino_float(ctx: ExportContext, path: Path) -> dict:
     return _save(ctx, path, fp16=False)
 
 
 @register("openvino-fp16", format="openvino", quantization="fp16", suffix=".xml", default=False,
-          available=available)
+          available=available, style=("#e377c2", ">"))
 def openvino_fp16(ctx: ExportContext, path: Path) -> dict:
     return _save(ctx, path, fp16=True)

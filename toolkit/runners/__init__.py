@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import UsageError
-from toolkit.runners.base import Runner, TensorSpec
+from toolkit.runners.base import ParityHooks, Runner, TensorSpec
 
 ENTRY_POINT_GROUP = "toolkit.runtimes"
 _NOT_RUNTIMES = {"base"}
@@ -50,6 +50,10 @@ class Runtime:
     other_devices: str | None = None  # why it does not run on the devices it lacks
     order: int = 100  # position in tables
     linestyle: str | tuple | None = None  # its line style in every plot (toolkit/style.py), else one from its name
+    parity: ParityHooks = ParityHooks()  # what parity does differently for it (TFLM: a sample, a LiteRT twin, a gate)
+    # `toolkit gate` re-times a shipped int8 variant on its reference runtime by default; False where timings on this
+    # machine say nothing of the target (TFLM's host build of reference kernels)
+    gate_retimes: bool = True
 
     def load(self, path: Path, **kwargs) -> Runner:
         """The artifact opened in this runtime; the runner carries the runtime's name (so modules that
@@ -121,5 +125,5 @@ def runner_for(fmt: str, path: Path, **kwargs) -> Runner:
     return default_for(fmt).load(path, **kwargs)
 
 
-__all__ = ["Runner", "Runtime", "TensorSpec", "default_for", "for_format", "get", "load_all", "names",
+__all__ = ["ParityHooks", "Runner", "Runtime", "TensorSpec", "default_for", "for_format", "get", "load_all", "names",
            "register", "runner_for"]

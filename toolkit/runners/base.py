@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -97,3 +98,25 @@ def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ParityHooks:
+    """What parity does differently for a runtime, declared next to it (TFLM's sample, twin and gate);
+    parity's loop is generic.
+
+    - ``sample(cfg, n)``: the sorted test-image indices it runs (None: all). A runtime checked on a sample
+      carries no full-test-set gates there (on 1,000 images one image is 0.1 points: noise against bounds
+      meant for 10,000); its twin's gate speaks for it, the full-set gates belong to the file's other runtimes.
+    - ``twin(runner)``: the same model bytes on another runtime, fed the same images batch by batch.
+    - ``twin_result(same, max_abs_diff, sample, n, cfg)``: (metrics, [Verdict]) from the twins' per-image
+      agreement (``same``: bool per image run) and largest score difference.
+    - ``gate_names``: the gates twin_result adds (the pytest plugin lists them before parity runs).
+    - ``describe(name, metrics, scores)``: a sentence for parity.md on what twin_result measured (None: nothing).
+    """
+
+    sample: Callable[[object, int], np.ndarray | None] = lambda cfg, n: None
+    twin: Callable[[Runner], Runner] | None = None
+    twin_result: Callable[..., tuple[dict, list]] | None = None
+    gate_names: tuple[str, ...] = ()
+    describe: Callable[[str, dict, str], str | None] | None = None

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import micro
+from toolkit import tflm as micro
 from toolkit.errors import DataError
 from toolkit.runners import Runtime, register
-from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
+from toolkit.runners.base import ParityHooks, Runner, TensorSpec, dequantize, quantize
 
 
 def _spec(detail: dict, name: str) -> TensorSpec:
@@ -87,6 +87,46 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> TFL
     return TFLMRunner.load(path)
 
 
+def _sample(cfg, n: int) -> np.ndarray | None:
+    """TFLM's host build runs reference kernels one image at a time (milliseconds each for the
+    CNN), so by default it sees a fixed-seed sample of the test set; --micro-images all: every image."""
+    if cfg.micro_images is None or cfg.micro_images >= n:
+        return None
+    return np.sort(np.random.default_rng(cfg.seed).choice(n, size=cfg.micro_images, replace=False))
+
+
+def _litert_twin(runner: TFLMRunner) -> Runner:
+    """The same model bytes on the desktop LiteRT interpreter: do TFLM's kernels agree?"""
+    from toolkit.runners.litert import LiteRTRunner
+
+    return LiteRTRunner(runner.content)
+
+
+def _twin_result(same: np.ndarray, max_abs_diff: float, sample: np.ndarray | None, n: int, cfg) -> tuple[dict, list]:
+    """TFLM against LiteRT on the same model bytes: the sound check of a sample (tflite-int8 carries the
+    full-set gates)."""
+    from toolkit.verdicts import agreement_between
+
+    metrics = {
+        "images_used": "all" if sample is None else f"fixed-seed sample of {len(sample)} of {n} (seed {cfg.seed})",
+        "agreement_with_litert": float(same.mean()),
+        "disagreements_with_litert": int((~same).sum()),
+        "max_abs_logit_diff_vs_litert": max_abs_diff,
+    }
+    gate = agreement_between("agreement_with_litert_percent", int(same.sum()), len(same),
+                             cfg.gates.micro_min_agreement_with_litert, note="TFLM against LiteRT on the same model bytes")
+    return metrics, [gate]
+
+
+def _describe(name: str, m: dict, scores: str) -> str | None:
+    if "agreement_with_litert" not in m:
+        return None
+    return (f"`{name}` ran under TFLM on {m['images_used']} test images (`--micro-images`); "
+            f"its predictions agree with the LiteRT interpreter's on the same model bytes for "
+            f"{m['agreement_with_litert']:.2%} of them ({m['disagreements_with_litert']} disagreements, "
+            f"max abs {scores} difference {m['max_abs_logit_diff_vs_litert']:.3g}).")
+
+
 register(Runtime(
     name="tflm",
     linestyle=(0, (1, 2)),
@@ -102,4 +142,7 @@ register(Runtime(
     other_devices="TFLM is a microcontroller runtime; its host build runs on the CPU only",
     timed_call="set_input + invoke + get_output",
     order=30,
+    parity=ParityHooks(sample=_sample, twin=_litert_twin, twin_result=_twin_result,
+                       gate_names=("agreement_with_litert_percent",), describe=_describe),
+    gate_retimes=False,
 ))

@@ -1,0 +1,66 @@
+"""Dataset sources as plugins: found by scanning toolkit/datasets/, each declaring its own options; no other
+file of the package names a source or a source's option (adding a source is adding a module)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from toolkit import datasets
+from toolkit.cli import build_parser
+from toolkit.errors import DataError
+
+PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
+
+
+def test_every_source_module_registers_itself():
+    known = datasets.sources()
+    assert list(known) == ["mnist", "npz", "folder"]
+    modules = {p.stem for p in (PACKAGE / "datasets").glob("*.py") if p.stem not in ("__init__", "base")}
+    assert modules == set(known)
+    assert [o.flag for o in datasets.source_options()] == ["--test-fraction"]
+
+
+def test_no_other_file_names_a_source_or_its_options():
+    names = set(datasets.sources())
+    for option in datasets.source_options():
+        names |= {option.flag, option.dest}
+    naming = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE).as_posix()
+        if rel.startswith("datasets/"):
+            continue
+        found = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names}
+        if found:
+            naming[rel] = found
+    assert naming == {}, naming
+
+
+@pytest.mark.parametrize("command", ["train", "export", "parity", "bench", "run"])
+def test_every_command_with_dataset_takes_each_sources_options(command):
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    flags = {o for a in sub._actions for o in a.option_strings}
+    assert "--dataset" in flags and {o.flag for o in datasets.source_options()} <= flags
+    args = parser.parse_args([command, "--test-fraction", "0.3"] + (["--model", "m.keras"] if command == "run" else []))
+    from toolkit.cli.common import dataset_options
+
+    assert dataset_options(args) == (("test_fraction", 0.3),)
+
+
+def test_a_source_gets_only_its_own_options(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (20, 8, 8), np.uint8), y_train=np.arange(20) % 2,
+             x_test=rng.integers(0, 255, (10, 8, 8), np.uint8), y_test=np.arange(10) % 2)
+    data = datasets.open_dataset(path, test_fraction=0.5)  # a folder's option: not the .npz source's business
+    assert data.kind == "npz" and len(data.test) == 10
+    with pytest.raises(TypeError, match="unknown dataset option"):
+        datasets.open_dataset(path, shuffle=True)
+    with pytest.raises(DataError, match="no such file"):
+        datasets.open_dataset(tmp_path / "missing")

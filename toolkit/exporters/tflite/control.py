@@ -1,0 +1,175 @@
+"""Accuracy control for TFLite (toolkit/accuracy_control.py): mixed precision through ai-edge-quantizer,
+layer by layer from the float graph the int8 conversion quantizes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from toolkit.exporters import ExportContext
+from toolkit.exporters.tflite import _control_predict, _converted, _int8_saved_model, convert
+
+
+def _control_float(ctx: ExportContext) -> bytes:
+    """The float model the search quantizes layer by layer: the int8 conversion's graph (with its
+    Normalization rewrites, if any), in float."""
+    if _int8_saved_model(ctx) == ctx.saved_model():
+        return convert(ctx, "none")[0]
+    return _converted(ctx, "none", int8_graph=True)[0]
+
+
+def _float_graph(ctx: ExportContext) -> dict:
+    """The float TFLite model's activation layers: ops with a float32 output, in graph order."""
+    if "graph" not in ctx.control_cache.setdefault("tflite", {}):
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+        content = _control_float(ctx)
+        it = Interpreter(model_content=content,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        tensors = {t["index"]: t for t in it.get_tensor_details()}
+        graph = []
+        for op in it._get_ops_details():
+            outs = [tensors[i] for i in op["outputs"] if i >= 0]
+            if len(outs) != 1 or outs[0]["dtype"] != np.float32 or op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+                continue
+            inputs = [tensors[i]["name"] for i in op["inputs"] if i >= 0 and tensors[i]["dtype"] == np.float32]
+            graph.append((outs[0]["name"], op["op_name"], inputs, outs[0]["name"]))
+        sig = it.get_signature_list()
+        key = next(iter(sig))
+        ctx.control_cache["tflite"].update(graph=graph, signature=(key, sig[key]["inputs"][0]))
+    return ctx.control_cache["tflite"]
+
+
+def _control_layers(ctx: ExportContext) -> list[dict]:
+    return [{"name": name, "op": op} for name, op, _, _ in _float_graph(ctx)["graph"]]
+
+
+def _control_build(ctx: ExportContext, levels: dict) -> bytes:
+    try:
+        from ai_edge_quantizer import qtyping, quantizer, recipe
+    except ImportError:
+        from toolkit.errors import DeviceUnavailableError
+
+        raise DeviceUnavailableError("accuracy-controlled tflite-int8 needs ai-edge-quantizer, which is not installed",
+                                     hint="install it with `pip install -e '.[control]'`") from None
+
+    from toolkit._quiet import quiet_stderr
+    from toolkit.accuracy_control import exact
+
+    cache = _float_graph(ctx)
+    content = _control_float(ctx)
+    with quiet_stderr():
+        q = quantizer.Quantizer(content)
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        for layer, level in levels.items():  # later rules win in ai-edge-quantizer
+            if level == "int16x8":
+                q.add_static_config(exact(layer), qtyping.TFLOperationName.ALL_SUPPORTED, 16, 8)
+            elif level == "float":
+                q.update_quantization_recipe(exact(layer), qtyping.TFLOperationName.ALL_SUPPORTED, None,
+                                             algorithm_key="no_quantize")
+        if "qsv" not in cache:  # min/max of every tensor: the same whatever the recipe
+            key, name = cache["signature"]
+            images = ctx.calibration_images
+            data = {key: [{name: images[i : i + 1].astype(np.float32)} for i in range(len(images))]}
+            cache["qsv"] = q.calibrate(data, num_threads=1)
+        result = q.quantize(cache["qsv"], enable_progress_report=False, enable_progress_bar=False)
+    return inline_buffers(bytes(result.quantized_model))
+
+
+def inline_buffers(content: bytes) -> bytes:
+    """The model with every constant inside the FlatBuffer. ai-edge-quantizer writes constants of
+    models with 256 KiB or more of them after the FlatBuffer, addressed by offset (LiteRT's
+    large-model layout); TFLM does not read that layout (it runs such a model on wrong weights),
+    and a C array for a microcontroller wants one plain FlatBuffer anyway."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    external = [b for b in model.buffers if getattr(b, "offset", 0) > 1]
+    if not external:
+        return content
+    for buffer in external:
+        buffer.data = np.frombuffer(content, np.uint8, count=buffer.size, offset=buffer.offset).copy()
+        buffer.offset, buffer.size = 0, 0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
+    from toolkit.runners.litert import LiteRTRunner
+
+    dtypes = LiteRTRunner(content, use_xnnpack=False).tensor_dtypes()
+    names = {"int16": "int16x8", "float32": "float", "int8": "int8"}
+    return {layer: names.get(dtypes.get(layer, ""), dtypes.get(layer, "missing")) for layer in levels}
+
+
+def _all_tensors(content: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tensor of one invocation on ``images``, dequantized to float."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from toolkit._quiet import quiet_stderr
+    from toolkit.runners.base import dequantize, quantize
+
+    with quiet_stderr(), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    inp = it.get_input_details()[0]
+    it.resize_tensor_input(inp["index"], [len(images), *inp["shape"][1:]])
+    it.allocate_tensors()
+    x = images.astype(np.float32)
+    if inp["dtype"] != np.float32:
+        scale, zero = inp["quantization"]
+        x = quantize(x, scale, zero, np.dtype(inp["dtype"]))
+    it.set_tensor(inp["index"], x)
+    it.invoke()
+    out = {}
+    for t in it.get_tensor_details():
+        if t["dtype"] not in (np.float32, np.int8, np.int16):
+            continue
+        try:
+            value = it.get_tensor(t["index"])
+        except ValueError:  # constants without data, scratch tensors
+            continue
+        if value is None or value.shape[:1] != (len(images),):
+            continue
+        if t["dtype"] != np.float32:
+            scale, zero = t["quantization"]
+            if not scale:
+                continue
+            value = dequantize(value, scale, zero)
+        out[t["name"]] = value
+    return out
+
+
+def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
+    from toolkit.accuracy_control import images_key, sqnr_db
+
+    cache = _float_graph(ctx)
+    key = ("float_activations", images_key(images))  # the float model's: the same at every step
+    if key not in cache:
+        cache[key] = _all_tensors(_control_float(ctx), images)
+    graph, reference = cache["graph"], cache[key]
+    quantized = _all_tensors(content, images)
+    sqnr = {name: sqnr_db(value, quantized[name]) for name, value in reference.items()
+            if name in quantized and quantized[name].shape == value.shape}
+    return sqnr, graph
+
+
+
+
+def _control_latency(content: bytes) -> dict:
+    from toolkit.accuracy_control import p50_latency
+    from toolkit.runners.litert import LiteRTRunner
+
+    runner = LiteRTRunner(content, threads=1)
+    x = runner.prepare(np.zeros((1, *runner.input_spec.shape[1:]), np.float32))
+    return p50_latency(lambda: runner.run_raw(x))
+
+
+def backend():
+    from toolkit.accuracy_control import Backend, register
+    from toolkit.provenance import package_version
+
+    return register(Backend(
+        format="tflite", tool=f"ai-edge-quantizer {package_version('ai-edge-quantizer') or '(not installed)'}", layers=_control_layers, build=_control_build,
+        applied=_control_applied, activation_sqnr=_control_sqnr, predict=_control_predict,
+        latency=_control_latency))
+
