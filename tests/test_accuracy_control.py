@@ -230,7 +230,8 @@ class _FakeBackend:
 
 
 def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed():
-    from toolkit.accuracy_control import ControlSettings, search
+    from toolkit.accuracy_control import ControlSettings
+    from toolkit.control_search import search
 
     fake = _FakeBackend()
     val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")

@@ -188,3 +188,16 @@ def test_cli_is_a_package_with_one_module_per_command():
                                                    "footprint", "gate", "run"}
     assert not list(PACKAGE.glob("cli_*.py"))
     assert 'toolkit = "toolkit.cli:main"' in (PACKAGE.parent / "pyproject.toml").read_text()
+
+
+def test_no_function_over_80_lines_and_no_module_over_500():
+    """Long functions split along their seams; a module that grows past 500 lines is two modules."""
+    long = []
+    for p in PACKAGE.rglob("*.py"):
+        src = p.read_text()
+        if src.count("\n") > 500:
+            long.append(f"{p.relative_to(PACKAGE)}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{p.relative_to(PACKAGE)}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1}")
+    assert long == []

@@ -16,13 +16,13 @@ import contextlib
 import shutil
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts
+from toolkit import artifacts, schema
 from toolkit.accuracy_control import RECIPE_FILE, RECIPE_SCHEMA
 from toolkit.config import ExportConfig, PreprocessOptions
 from toolkit.datasets import open_dataset, recorded_options, reopen, sample_indices
@@ -168,59 +168,204 @@ def _op_support(ctx: ExportContext, exporters: list[Exporter], cfg: ExportConfig
     return results
 
 
+@dataclass
+class _Inputs:
+    """What every variant of one export is made from and checked against."""
+
+    model: object  # keras.Model (its height and width fixed when the model takes any)
+    model_path: Path
+    data: object  # toolkit.datasets.Dataset
+    prep: object  # toolkit.preprocess.Preprocessing
+    info: object  # toolkit.modelinfo.ModelInfo
+    idx: np.ndarray  # the calibration sample's indices in the training split
+    population: int  # training images the sample was drawn from
+    calibration: np.ndarray
+    check_images: np.ndarray
+    reference: np.ndarray  # Keras' scores on the check images
+
+
+def _check_flags(cfg: ExportConfig, manifest_path: Path) -> None:
+    if manifest_path.exists() and not cfg.force:
+        raise UsageError(
+            f"{manifest_path} already exists; refusing to overwrite it",
+            hint="pass --force to replace the export, or --exports DIR for a new one",
+        )
+    if cfg.calibration_samples < 1:
+        raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
+    if cfg.opset < 17:
+        raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
+
+
+def _inputs(cfg: ExportConfig, exports: Path) -> _Inputs:
+    """The model, its data and preprocessing, the calibration sample and Keras' scores on the check images."""
+    model_path = Path(cfg.model) if cfg.model else exports / MODEL_FILE
+    model = load_keras_model(model_path)
+    data, prep, info = _dataset_and_preprocessing(cfg, model, model_path)
+    if info.image_size is not None and None in info.image_size:
+        model = fixed_size(model, prep.input_shape)
+        info = replace(info, input_shape=tuple(prep.input_shape), fixed_at_export="--input-size "
+                       f"{prep.image_size[0]}x{prep.image_size[1]} (the model takes any height and width)")
+    population = len(data.train)
+    count = min(cfg.calibration_samples, population)
+    idx = sample_indices(count, population, seed=cfg.calibration_seed)
+    calibration = prep.load(data.train, idx)
+    if not np.isfinite(calibration).all():
+        raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
+    check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
+    reference = KerasRunner(model).infer(check_images)
+    info = confirm_output(info, reference)
+    return _Inputs(model, model_path, data, prep, info, idx, population, calibration, check_images, reference)
+
+
+def _build_variant(cfg: ExportConfig, exporter: Exporter, ctx: ExportContext, inp: _Inputs, staging: Path,
+                   gen_id: str, failed: list) -> dict | None:
+    """One variant built, checked against Keras and described; None (its failure appended) when it cannot be."""
+    filename = f"{exporter.variant}{exporter.suffix}"
+    path = staging / filename
+    start = time.perf_counter()
+    try:
+        extra = exporter.build(ctx, path)
+    except Exception as exc:
+        failed_write = artifacts.as_write_error(path, exc)
+        if failed_write:
+            raise failed_write from None
+        if isinstance(exc, (WriteError, UsageError, DeviceUnavailableError)):
+            raise  # a flag that cannot work, a missing tool: not this variant's failure
+        failed.append(_failure(exporter, "convert", exc))
+        _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {first_line(exc)}")
+        return None
+    # the conversions the op checks already ran count for the first variant that uses them
+    seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
+    try:
+        runner, check = _check_against_reference(exporter, path, inp.check_images, inp.reference)
+    except DataError as exc:
+        failed.append(_failure(exporter, "check", exc))
+        _log(cfg, f"  {exporter.variant:<15} FAILED its check: {first_line(exc)}")
+        path.unlink(missing_ok=True)
+        return None
+    entry = {
+        "variant": exporter.variant,
+        "format": exporter.format,
+        "quantization": exporter.quantization,
+        "path": f"{artifacts.GENERATION_PREFIX}{gen_id}/{filename}",
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+        "inputs": [runner.input_spec.to_json()],
+        "outputs": [runner.output_spec.to_json()],
+        "conversion_seconds": round(seconds, 3),
+        "reproducible": exporter.reproducible,
+        "check": check,
+        **{k: v for k, v in extra.items() if k != "calibration"},
+    }
+    if exporter.calibrated:
+        entry["calibration"] = {
+            "count": len(inp.idx),
+            "requested": cfg.calibration_samples,
+            "source": f"{inp.data.kind} training split ({inp.population:,} images), fixed-seed sample",
+            "seed": cfg.calibration_seed,
+            "indices_sha256": sha256_bytes(inp.idx.astype(np.int64).tobytes()),
+            **extra.get("calibration", {}),
+        }
+    if get_format(exporter.format).lists_ops:
+        entry["ops"] = sorted(set(runner.op_names()))
+    for companion in entry.get("companions", []):  # files that belong to the artifact
+        companion["path"] = f"{artifacts.GENERATION_PREFIX}{gen_id}/{companion['path']}"
+    _log(cfg, f"  {exporter.variant:<15} {schema.model_bytes(entry) / 1e6:7.2f} MB  {seconds:6.1f} s  "
+              f"check: {check['agreement']:.1%} agreement on {check['images']} test images")
+    return entry
+
+
+def _manifest(cfg: ExportConfig, exporters: list[Exporter], inp: _Inputs, exports: Path, gen_id: str,
+              entries: list, failed: list, op_support: dict, staging: Path) -> dict:
+    model_path, data, prep = inp.model_path, inp.data, inp.prep
+    train_record = model_path.parent / RECORD_FILE
+    return {
+        "schema_version": schema.VERSIONS[schema.MANIFEST],
+        "generation": gen_id,
+        "source_model": {
+            # relative to the export directory when inside it, so the directory can move
+            "path": _relative_or_absolute(model_path, exports),
+            "sha256": sha256_file(model_path),
+            "parameters": int(inp.model.count_params()),
+            "train_record_sha256": sha256_file(train_record) if train_record.is_file() else None,
+        },
+        "model": inp.info.to_json(),
+        "data": {"source": data.source},
+        "dataset": data.describe(),
+        "preprocessing": prep.to_json(),
+        "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
+        # what `toolkit verify --rebuild` needs to make the same export again
+        "export_config": {
+            "variants": [e.variant for e in exporters],
+            "calibration_samples": cfg.calibration_samples,
+            "calibration_seed": cfg.calibration_seed,
+            "calibration_method": cfg.calibration_method,
+            "opset": cfg.opset,
+            "check_samples": cfg.check_samples,
+            "max_accuracy_drop": cfg.max_accuracy_drop,
+            "max_fallback_layers": cfg.max_fallback_layers,
+            "min_agreement": cfg.min_agreement,
+            "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
+            "dataset": data.spec,
+            **recorded_options(data.options),
+            "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
+                           "mean": list(prep.mean) if prep.mean else None,
+                           "std": list(prep.std) if prep.std else None,
+                           "input_size": list(cfg.preprocess.input_size) if cfg.preprocess.input_size
+                           else None},
+        },
+        "artifacts": entries,
+        "labels": _write_labels(staging, gen_id, data, inp.info),
+        "failed": failed,
+        "provenance": provenance(),
+    }
+
+
+def _write_recipe(cfg: ExportConfig, exports: Path, manifest: dict, recipes: dict) -> None:
+    artifacts.atomic_write_json(exports / RECIPE_FILE, {
+        "schema": RECIPE_SCHEMA,
+        "generation": manifest["generation"],
+        "source_model": manifest["source_model"],
+        "calibration": {"samples": cfg.calibration_samples, "seed": cfg.calibration_seed,
+                        "method": cfg.calibration_method},
+        "variants": recipes,
+        "provenance": manifest["provenance"],
+    })
+
+
+def _context(cfg: ExportConfig, exporters: list[Exporter], inp: _Inputs, workdir: Path) -> ExportContext:
+    ctx = ExportContext(
+        model=inp.model, model_path=inp.model_path, workdir=workdir, calibration_images=inp.calibration,
+        calibration_method=cfg.calibration_method, opset=cfg.opset,
+    )
+    control = _control_settings(cfg, exporters)
+    # the validation split (loaded on first use): the int8 range estimator and accuracy control choose on it
+    ctx.validation = _validation_loader(inp.data, inp.prep, inp.model)
+    ctx.log = lambda message: _log(cfg, message)
+    if control is not None:
+        ctx.control = control
+    return ctx
+
+
 def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
     """Build, validate and commit the artifacts; return the manifest (``failed`` lists the
     variants that could not be made; the caller decides the exit code)."""
     exports = Path(cfg.exports)
     with artifacts.writing(exports, cfg.verbose):  # a second export waits for this one
-        manifest_path = exports / artifacts.MANIFEST
-        if manifest_path.exists() and not cfg.force:
-            raise UsageError(
-                f"{manifest_path} already exists; refusing to overwrite it",
-                hint="pass --force to replace the export, or --exports DIR for a new one",
-            )
-        if cfg.calibration_samples < 1:
-            raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
-        if cfg.opset < 17:
-            raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
-        model_path = Path(cfg.model) if cfg.model else exports / MODEL_FILE
-        model = load_keras_model(model_path)
-        data, prep, info = _dataset_and_preprocessing(cfg, model, model_path)
-        if info.image_size is not None and None in info.image_size:
-            model = fixed_size(model, prep.input_shape)
-            info = replace(info, input_shape=tuple(prep.input_shape), fixed_at_export="--input-size "
-                           f"{prep.image_size[0]}x{prep.image_size[1]} (the model takes any height and width)")
-        population = len(data.train)
-        count = min(cfg.calibration_samples, population)
-        idx = sample_indices(count, population, seed=cfg.calibration_seed)
-        calibration = prep.load(data.train, idx)
-        if not np.isfinite(calibration).all():
-            raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
-        check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
-        reference = KerasRunner(model).infer(check_images)
-        info = confirm_output(info, reference)
-
+        _check_flags(cfg, exports / artifacts.MANIFEST)
+        inp = _inputs(cfg, exports)
         gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         staging = artifacts.new_staging_dir(exports, gen_id)
         workdir = staging / ".work"
         workdir.mkdir()
-        ctx = ExportContext(
-            model=model, model_path=model_path, workdir=workdir, calibration_images=calibration,
-            calibration_method=cfg.calibration_method, opset=cfg.opset,
-        )
-        control = _control_settings(cfg, exporters)
-        # the validation split (loaded on first use): the int8 range estimator and accuracy control choose on it
-        ctx.validation = _validation_loader(data, prep, model)
-        ctx.log = lambda message: _log(cfg, message)
-        if control is not None:
-            ctx.control = control
+        ctx = _context(cfg, exporters, inp, workdir)
         entries, failed = [], []
         committed = False
         stack = contextlib.ExitStack()
         try:
-            _log(cfg, f"exporting {len(exporters)} variant(s) of {model_path} ({info.layout} {info.input_shape}, "
-                      f"{info.classes} classes, {info.output}) into {exports}/")
-            _log(cfg, f"  data {data.kind} {data.source}; preprocessing: {prep.describe()}")
+            _log(cfg, f"exporting {len(exporters)} variant(s) of {inp.model_path} ({inp.info.layout} "
+                      f"{inp.info.input_shape}, {inp.info.classes} classes, {inp.info.output}) into {exports}/")
+            _log(cfg, f"  data {inp.data.kind} {inp.data.source}; preprocessing: {inp.prep.describe()}")
             try:
                 op_support = _op_support(ctx, exporters, cfg)
             except Exception as exc:
@@ -236,124 +381,22 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 if not support["supported"]:
                     failed.append(_failure(exporter, "op-check", support["error"]))
                     continue
-                filename = f"{exporter.variant}{exporter.suffix}"
-                path = staging / filename
-                start = time.perf_counter()
-                try:
-                    extra = exporter.build(ctx, path)
-                except Exception as exc:
-                    failed_write = artifacts.as_write_error(path, exc)
-                    if failed_write:
-                        raise failed_write from None
-                    if isinstance(exc, (WriteError, UsageError, DeviceUnavailableError)):
-                        raise  # a flag that cannot work, a missing tool: not this variant's failure
-                    failed.append(_failure(exporter, "convert", exc))
-                    _log(cfg, f"  {exporter.variant:<15} FAILED to convert: {first_line(exc)}")
-                    continue
-                # the conversions the op checks already ran count for the first variant that uses them
-                seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
-                try:
-                    runner, check = _check_against_reference(exporter, path, check_images, reference)
-                except DataError as exc:
-                    failed.append(_failure(exporter, "check", exc))
-                    _log(cfg, f"  {exporter.variant:<15} FAILED its check: {first_line(exc)}")
-                    path.unlink(missing_ok=True)
-                    continue
-                entry = {
-                    "variant": exporter.variant,
-                    "format": exporter.format,
-                    "quantization": exporter.quantization,
-                    "path": f"{artifacts.GENERATION_PREFIX}{gen_id}/{filename}",
-                    "bytes": path.stat().st_size,
-                    "sha256": sha256_file(path),
-                    "inputs": [runner.input_spec.to_json()],
-                    "outputs": [runner.output_spec.to_json()],
-                    "conversion_seconds": round(seconds, 3),
-                    "reproducible": exporter.reproducible,
-                    "check": check,
-                    **{k: v for k, v in extra.items() if k != "calibration"},
-                }
-                if exporter.calibrated:
-                    entry["calibration"] = {
-                        "count": len(idx),
-                        "requested": cfg.calibration_samples,
-                        "source": f"{data.kind} training split ({population:,} images), fixed-seed sample",
-                        "seed": cfg.calibration_seed,
-                        "indices_sha256": sha256_bytes(idx.astype(np.int64).tobytes()),
-                        **extra.get("calibration", {}),
-                    }
-                if get_format(exporter.format).lists_ops:
-                    entry["ops"] = sorted(set(runner.op_names()))
-                for companion in entry.get("companions", []):  # files that belong to the artifact
-                    companion["path"] = f"{artifacts.GENERATION_PREFIX}{gen_id}/{companion['path']}"
-                entries.append(entry)
-                _log(
-                    cfg,
-                    f"  {exporter.variant:<15} {entry.get('model_bytes', entry['bytes']) / 1e6:7.2f} MB  {seconds:6.1f} s  "
-                    f"check: {check['agreement']:.1%} agreement on {check['images']} test images",
-                )
-
+                entry = _build_variant(cfg, exporter, ctx, inp, staging, gen_id, failed)
+                if entry is not None:
+                    entries.append(entry)
             if not entries:
                 raise ConversionError(
                     "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
                     hint="the previous export, if any, is unchanged")
             shutil.rmtree(workdir)
-            train_record = model_path.parent / RECORD_FILE
-            manifest = {
-                "schema_version": artifacts.SCHEMA_VERSION,
-                "generation": gen_id,
-                "source_model": {
-                    # relative to the export directory when inside it, so the directory can move
-                    "path": _relative_or_absolute(model_path, exports),
-                    "sha256": sha256_file(model_path),
-                    "parameters": int(model.count_params()),
-                    "train_record_sha256": sha256_file(train_record) if train_record.is_file() else None,
-                },
-                "model": info.to_json(),
-                "data": {"source": data.source},
-                "dataset": data.describe(),
-                "preprocessing": prep.to_json(),
-                "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
-                # what `toolkit verify --rebuild` needs to make the same export again
-                "export_config": {
-                    "variants": [e.variant for e in exporters],
-                    "calibration_samples": cfg.calibration_samples,
-                    "calibration_seed": cfg.calibration_seed,
-                    "calibration_method": cfg.calibration_method,
-                    "opset": cfg.opset,
-                    "check_samples": cfg.check_samples,
-                    "max_accuracy_drop": cfg.max_accuracy_drop,
-                    "max_fallback_layers": cfg.max_fallback_layers,
-                    "min_agreement": cfg.min_agreement,
-                    "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
-                    "dataset": data.spec,
-                    **recorded_options(data.options),
-                    "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
-                                   "mean": list(prep.mean) if prep.mean else None,
-                                   "std": list(prep.std) if prep.std else None,
-                                   "input_size": list(cfg.preprocess.input_size) if cfg.preprocess.input_size
-                                   else None},
-                },
-                "artifacts": entries,
-                "labels": _write_labels(staging, gen_id, data, info),
-                "failed": failed,
-                "provenance": provenance(),
-            }
+            manifest = _manifest(cfg, exporters, inp, exports, gen_id, entries, failed, op_support, staging)
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
                 manifest["accuracy_control"] = {"recipe": RECIPE_FILE, "validation": ctx.validation().description}
             artifacts.commit_generation(exports, staging, gen_id, manifest)
             committed = True
             if recipes:
-                artifacts.atomic_write_json(exports / RECIPE_FILE, {
-                    "schema": RECIPE_SCHEMA,
-                    "generation": gen_id,
-                    "source_model": manifest["source_model"],
-                    "calibration": {"samples": cfg.calibration_samples, "seed": cfg.calibration_seed,
-                                    "method": cfg.calibration_method},
-                    "variants": recipes,
-                    "provenance": manifest["provenance"],
-                })
+                _write_recipe(cfg, exports, manifest, recipes)
         except OSError as exc:
             raise WriteError(f"export into {exports} failed: {exc}") from None
         finally:

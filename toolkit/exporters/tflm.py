@@ -71,8 +71,9 @@ def _controlled(ctx: ExportContext, plain: bytes) -> tuple[bytes, dict]:
     TFLM; the result is run in TFLM and LiteRT on validation images and must agree."""
     import numpy as np
 
-    from toolkit.accuracy_control import INTEGER_LEVELS, LEVELS, controlled
+    from toolkit.accuracy_control import INTEGER_LEVELS, LEVELS
     from toolkit.config import Gates
+    from toolkit.control_search import controlled
     from toolkit.runners.litert import LiteRTRunner
     from toolkit.runners.tflm import TFLMRunner
     from toolkit.verdicts import agreement_between

@@ -54,6 +54,19 @@ def verdict_cell(verdict: str, gates: list[Verdict]) -> str:
     return f"**{verdict.upper()}**: " + "; ".join(str(g) for g in shown)
 
 
+def _gates_text(gates: Gates, scores: str) -> str:
+    return (
+        "Gates: float variants agree on >= "
+        f"{gates.float_min_agreement}% of images and max abs {scores} diff <= {gates.float_max_logit_diff:g}; "
+        f"fp16 and dynamic lose at most {gates.reduced_max_accuracy_loss} points; int8 variants lose at most "
+        f"{gates.int8_max_accuracy_loss} points and agree on >= {gates.int8_min_agreement}%; TFLM agrees with "
+        f"LiteRT on >= {gates.micro_min_agreement_with_litert}%. Each is a verdict on its 95% interval: pass when "
+        "the interval lies within the bound, fail when it lies beyond it, inconclusive when it straddles it (the "
+        "images cannot tell; the line says about how many would); the largest logit difference is measured on "
+        "every image and decides on its value. Inconclusive exits 0, or 4 with `--strict`."
+    )
+
+
 def markdown(report: ParityReport, gates: Gates) -> str:
     ref = report.reference
     dataset = report.context.get("dataset", {})
@@ -114,14 +127,7 @@ def markdown(report: ParityReport, gates: Gates) -> str:
     names = report.class_names or [str(k) for k in range(len(ref["per_class_accuracy"]))]
     lines += [
         "",
-        "Gates: float variants agree on >= "
-        f"{gates.float_min_agreement}% of images and max abs {scores} diff <= {gates.float_max_logit_diff:g}; "
-        f"fp16 and dynamic lose at most {gates.reduced_max_accuracy_loss} points; int8 variants lose at most "
-        f"{gates.int8_max_accuracy_loss} points and agree on >= {gates.int8_min_agreement}%; TFLM agrees with "
-        f"LiteRT on >= {gates.micro_min_agreement_with_litert}%. Each is a verdict on its 95% interval: pass when "
-        "the interval lies within the bound, fail when it lies beyond it, inconclusive when it straddles it (the "
-        "images cannot tell; the line says about how many would); the largest logit difference is measured on "
-        "every image and decides on its value. Inconclusive exits 0, or 4 with `--strict`.",
+        _gates_text(gates, scores),
         "",
         "## Per-class accuracy",
         "",

@@ -375,7 +375,7 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
     }
     content = plain
     if ctx.control is not None:
-        from toolkit.accuracy_control import controlled
+        from toolkit.control_search import controlled
 
         content, record = controlled(ctx, "onnx-int8", "onnx", plain)
         out.update(accuracy_control=record, int8_only=record["int8_only"], opset=_opset(content))

@@ -352,7 +352,7 @@ def tflite_dynamic(ctx: ExportContext, path: Path) -> dict:
 def tflite_int8(ctx: ExportContext, path: Path) -> dict:
     if ctx.control is None:
         return _convert(ctx, path, "int8")
-    from toolkit.accuracy_control import controlled
+    from toolkit.control_search import controlled
 
     plain, extra = convert(ctx, "int8")
     content, record = controlled(ctx, "tflite-int8", "tflite", plain)
