@@ -122,7 +122,206 @@ def _verdict(v: dict) -> str:
     return v.get("verdict") or ("pass" if v["passed"] else "fail")
 
 
+def _provenance_lines(bench_path: Path) -> list[str]:
+    """The line saying when, by which toolkit and commit, and on which machine the report was made,
+    and which files its numbers are read from."""
+    prov = provenance()
+    return [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
+            f"`{prov['git_commit']}`) on {cpu_description(prov['machine'])} ({prov['machine']['cpu_count']} cores). "
+            "Every number below is read from `train.json`, `manifest.json`, `parity.json` and "
+            f"`{Path(bench_path).name}` in this directory.", ""]
+
+
+def _training_lines(train: dict) -> list[str]:
+    """## Training: the architecture, its hyperparameters and accuracies, and one table line per epoch."""
+    h = train["hyperparameters"]
+    return [
+        "## Training", "",
+        f"`{train['model'].get('architecture', 'cnn')}`: {train['model'].get('description', 'the seed CNN')}; "
+        f"{train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
+        f"images for {h['epochs']} epoch(s) (batch {h['batch_size']}, Adam lr {h['learning_rate']:g}, "
+        f"seed {h['seed']}) in {train['train_seconds']:.1f} s. Validation accuracy "
+        f"{train['validation_accuracy']:.2%}, **test accuracy {train['test_accuracy']:.2%}**. "
+        f"Weights sha256 `{train['model']['weights_sha256'][:16]}...`.", "",
+        "| epoch | loss | accuracy | val_loss | val_accuracy |", "|---:|---:|---:|---:|---:|",
+        *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_loss']:.4f} | "
+          f"{e['val_accuracy']:.2%} |" for e in train["epochs"]],
+        "",
+    ]
+
+
+def _model_and_data_lines(manifest: dict) -> list[str]:
+    """## Model and data: the model, the dataset and the preprocessing as the manifest records them
+    (nothing when it records none of them)."""
+    model, dataset, prep = manifest.get("model"), manifest.get("dataset"), manifest.get("preprocessing")
+    if not (model and dataset and prep):
+        return []
+    return [
+        "## Model and data", "",
+        f"- Model: `{manifest['source_model']['path']}` ({model['parameters']:,} parameters), input "
+        f"{tuple(model['input_shape'])} ({model['layout']}), {model['classes']} classes; it outputs "
+        f"**{model['output']}** ({model['output_evidence']})"
+        + (f"; it rescales raw pixels itself ({model['rescaling']})" if model.get("rescaling") else "") + ".",
+        f"- Data: {dataset['kind']} `{dataset['source']}`: {dataset['splits']['train']:,} training, "
+        f"{dataset['splits']['validation']:,} validation and {dataset['splits']['test']:,} test images, "
+        f"{len(dataset['class_names'])} classes ({', '.join(dataset['class_names'][:12])}"
+        f"{', ...' if len(dataset['class_names']) > 12 else ''}); {dataset['splits']['rule']}. Fingerprint: "
+        f"{dataset['fingerprint']['method']}, `{dataset['fingerprint']['sha256'][:16]}...`.",
+        f"- Preprocessing, the same for every runtime: {prep['description']}.",
+        "",
+    ]
+
+
+def _parity_cells(entry: dict, parity: dict) -> list[str] | None:
+    """A variant's parity cells of the variants table (name, size, accuracy, difference and its
+    interval, agreement, gates); the reference's for ``keras``; None for a variant not checked."""
+    ref = parity["reference"]
+    name = entry["variant"]
+    if name == "keras":
+        return ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
+    if name not in parity["variants"]:
+        return None
+    v = parity["variants"][name]
+    lo, hi = v["accuracy_diff_ci95_points"]
+    sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
+    return [name, f"{entry.get('model_bytes', entry['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
+            f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
+            {"pass": "pass", "fail": "**FAIL**"}.get(_verdict(v), "**INCONCLUSIVE**")]
+
+
+def _timed_lines(cells: list[str], name: str, rows: list[dict], *, threads: int, big: int | None) -> list[str]:
+    """The variants table's lines for variant ``name``: ``cells`` then one line per runtime it was timed
+    on (or one with "-"), at the most threads that runtime ran with: p50 at batch 1 and at ``big``,
+    throughput at ``big``, peak memory."""
+    lines = []
+    # one line per runtime the variant was timed on, at the most threads that runtime ran with
+    # (a runtime with fixed settings, like TFLM's batch 1 and one thread, shows what it has)
+    timed = sorted({r["runtime"] for r in rows if r["variant"] == name}) or ["-"]
+    for rt in timed:
+        mine = [r for r in rows if r["variant"] == name and r["runtime"] == rt]
+        t = max((r["threads"] for r in mine), default=threads)
+        b1 = [r for r in mine if r["batch_size"] == 1 and r["threads"] == t]
+        line = [*cells, rt, f"{b1[0]['p50_ms']:.3f}" if b1 else "-"]
+        bb = [r for r in mine if r["batch_size"] == big and r["threads"] == t]
+        if big and big != 1:
+            line += [f"{bb[0]['p50_ms']:.3f}", f"{bb[0]['throughput']:,.0f}"] if bb else ["-", "-"]
+        peak = max((r["peak_rss_mb"] for r in mine if r["threads"] == t and "peak_rss_mb" in r), default=None)
+        line.append(f"{peak:.0f}" if peak is not None else "-")
+        lines.append("| " + " | ".join(line) + " |")
+    return lines
+
+
+def _variants_lines(manifest: dict, parity: dict, rows: list[dict]) -> list[str]:
+    """## Variants: the reference accuracy, the table of every checked variant's parity and latencies
+    (from the bench ``rows``), and what the latencies and sizes mean."""
+    threads = max((r["threads"] for r in rows), default=1)
+    batches = sorted({r["batch_size"] for r in rows})
+    big = batches[-1] if batches else None
+    ref = parity["reference"]
+    lines = ["## Variants", "",
+             f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
+    head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates", "runtime",
+            "p50 ms batch 1"]
+    if big and big != 1:
+        head += [f"p50 ms batch {big}", f"img/s batch {big}"]
+    head.append("peak RSS MiB")
+    lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|" + "---:|" * (len(head) - 8)]
+    for e in [{"variant": "keras"}, *manifest["artifacts"]]:
+        cells = _parity_cells(e, parity)
+        if cells is not None:
+            lines += _timed_lines(cells, e["variant"], rows, threads=threads, big=big)
+    fixed = sorted({r["runtime"] for r in rows if r["threads"] != threads})
+    lines += ["", f"Latencies: {threads} thread(s)" + (f" ({', '.join(fixed)}: its fixed setting)" if fixed else "")
+              + f", device {', '.join(sorted({r['device'] for r in rows})) or '-'}; peak RSS: the benchmark "
+              "process's peak resident memory (Python and the runtime included) at the largest batch; sizes are "
+              "model bytes (for tflite-micro the embedded array, not the C source; for OpenVINO .xml + .bin); full "
+              "table in the bench Markdown beside this report.", ""]
+    return lines
+
+
+def _not_exported_lines(manifest: dict) -> list[str]:
+    """### Not exported: each variant the export could not make, at which stage and why (nothing when
+    every variant was made)."""
+    if not manifest.get("failed"):
+        return []
+    lines = ["### Not exported", "", "These variants could not be made for this model; the others were committed "
+             "and checked:", ""]
+    for f in manifest["failed"]:
+        ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
+        lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
+    lines.append("")
+    return lines
+
+
+def _failed_rows_lines(parity: dict, bench: dict) -> list[str]:
+    """### Rows that failed: the parity and bench rows a runtime could not load or run (nothing when
+    there is none)."""
+    not_checked, not_timed = parity.get("failed") or [], bench.get("failed") or []
+    if not (not_checked or not_timed):
+        return []
+    from toolkit.bench import failed_line
+
+    lines = ["### Rows that failed", "", "A runtime could not load or run these files; every other row was "
+             "checked and measured (the commands exited 7):", ""]
+    lines += [f"- parity: `{f['key']}` on {f['runtime']} ({f['stage']}): {f['reason']}" for f in not_checked]
+    lines += ["- bench: " + failed_line(f)[2:] for f in not_timed]
+    lines.append("")
+    return lines
+
+
+def _gate_lines(parity: dict) -> list[str]:
+    """### Failed gates and ### Inconclusive gates: each such gate of a (not informational) variant."""
+    from toolkit.verdicts import Verdict
+
+    lines = []
+    for status, title in (("fail", "Failed gates"), ("inconclusive", "Inconclusive gates (the test images cannot "
+                                                                    "tell; exit 0 unless --strict)")):
+        shown = [(n, Verdict.from_json(g)) for n, v in parity["variants"].items() if "informational" not in v
+                 for g in v["gates"]]
+        shown = [(n, g) for n, g in shown if g.status == status]
+        if shown:
+            lines += [f"### {title}", ""] + [f"- `{n}`: {g}" for n, g in shown] + [""]
+    return lines
+
+
+def _footprint_lines(exports: Path) -> list[str]:
+    """## Microcontroller footprint, from footprint.json when the export has one."""
+    footprint_path = exports / "footprint.json"
+    if not footprint_path.is_file():
+        return []
+    from toolkit.footprint import markdown as footprint_markdown
+
+    fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
+    return ["## Microcontroller footprint", "", *fp[2:]]
+
+
+def _runtime_note_lines(rows: list[dict]) -> list[str]:
+    """One line per runtime whose bench rows carry a note: its first row's p50 and the note."""
+    lines = []
+    for runtime in sorted({r["runtime"] for r in rows if r.get("note")}):
+        first = next(r for r in rows if r["runtime"] == runtime)
+        lines += ["", f"{runtime} on this host: {first['p50_ms']:.3f} ms p50 per call ({first['note']}).", ""]
+    return lines
+
+
+def _plot_lines(exports: Path, bench_path: Path) -> list[str]:
+    """## Plots: each plot image found beside the bench JSON or in the export directory."""
+    plots = [("Latency vs batch size (p50 with the p10-p90 band; per call and per image)",
+              Path(bench_path).stem + "-latency.png"),
+             ("Accuracy vs latency and size (95% intervals; Pareto front ringed)", Path(bench_path).stem + "-tradeoff.png"),
+             ("Peak memory", Path(bench_path).stem + "-memory.png"),
+             ("Where variants disagree with the reference", "parity-disagreements.png")]
+    lines = ["## Plots", ""]
+    for title, name in plots:
+        if (Path(bench_path).parent / name).is_file() or (exports / name).is_file():
+            lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    return lines
+
+
 def build_report(exports: Path, bench_json: Path | None = None) -> str:
+    """The Markdown report of the export in ``exports``: training, model and data, the variants' parity
+    and latencies, failures, gates, which variant to ship, footprint and plots; every number read from
+    train.json, manifest.json, parity.json and the bench JSON (``bench_json`` or DIR/bench.json)."""
     exports = Path(exports)
     with artifacts.reading(exports) as manifest:  # hold this generation while reading it
         parity = artifacts.read_json(exports / "parity.json")
@@ -132,137 +331,24 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         train = artifacts.read_json(train_path) if train_path.is_file() else None
 
         rows = bench.get("results", [])
-        threads = max((r["threads"] for r in rows), default=1)
-        batches = sorted({r["batch_size"] for r in rows})
-        big = batches[-1] if batches else None
         lines = ["# toolkit report", ""]
-        prov = provenance()
-        lines += [f"Generated {prov['created']} by toolkit {prov['versions']['toolkit']} (commit "
-                  f"`{prov['git_commit']}`) on {cpu_description(prov['machine'])} ({prov['machine']['cpu_count']} cores). "
-                  "Every number below is read from `train.json`, `manifest.json`, `parity.json` and "
-                  f"`{Path(bench_path).name}` in this directory.", ""]
+        lines += _provenance_lines(bench_path)
         if train:
-            h = train["hyperparameters"]
-            lines += [
-                "## Training", "",
-                f"`{train['model'].get('architecture', 'cnn')}`: {train['model'].get('description', 'the seed CNN')}; "
-                f"{train['model']['parameters']:,} parameters, trained on {train['data']['train_images']:,} "
-                f"images for {h['epochs']} epoch(s) (batch {h['batch_size']}, Adam lr {h['learning_rate']:g}, "
-                f"seed {h['seed']}) in {train['train_seconds']:.1f} s. Validation accuracy "
-                f"{train['validation_accuracy']:.2%}, **test accuracy {train['test_accuracy']:.2%}**. "
-                f"Weights sha256 `{train['model']['weights_sha256'][:16]}...`.", "",
-                "| epoch | loss | accuracy | val_loss | val_accuracy |", "|---:|---:|---:|---:|---:|",
-                *[f"| {e['epoch']} | {e['loss']:.4f} | {e['accuracy']:.2%} | {e['val_loss']:.4f} | "
-                  f"{e['val_accuracy']:.2%} |" for e in train["epochs"]],
-                "",
-            ]
-        model, dataset, prep = manifest.get("model"), manifest.get("dataset"), manifest.get("preprocessing")
-        if model and dataset and prep:
-            lines += [
-                "## Model and data", "",
-                f"- Model: `{manifest['source_model']['path']}` ({model['parameters']:,} parameters), input "
-                f"{tuple(model['input_shape'])} ({model['layout']}), {model['classes']} classes; it outputs "
-                f"**{model['output']}** ({model['output_evidence']})"
-                + (f"; it rescales raw pixels itself ({model['rescaling']})" if model.get("rescaling") else "") + ".",
-                f"- Data: {dataset['kind']} `{dataset['source']}`: {dataset['splits']['train']:,} training, "
-                f"{dataset['splits']['validation']:,} validation and {dataset['splits']['test']:,} test images, "
-                f"{len(dataset['class_names'])} classes ({', '.join(dataset['class_names'][:12])}"
-                f"{', ...' if len(dataset['class_names']) > 12 else ''}); {dataset['splits']['rule']}. Fingerprint: "
-                f"{dataset['fingerprint']['method']}, `{dataset['fingerprint']['sha256'][:16]}...`.",
-                f"- Preprocessing, the same for every runtime: {prep['description']}.",
-                "",
-            ]
-        ref = parity["reference"]
-        lines += ["## Variants", "",
-                  f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
-        head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates", "runtime",
-                "p50 ms batch 1"]
-        if big and big != 1:
-            head += [f"p50 ms batch {big}", f"img/s batch {big}"]
-        head.append("peak RSS MiB")
-        lines += ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 6 + "---|" + "---:|" * (len(head) - 8)]
-        for e in [{"variant": "keras"}, *manifest["artifacts"]]:
-            name = e["variant"]
-            if name == "keras":
-                cells = ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
-            elif name in parity["variants"]:
-                v = parity["variants"][name]
-                lo, hi = v["accuracy_diff_ci95_points"]
-                sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
-                cells = [name, f"{e.get('model_bytes', e['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
-                         f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
-                         {"pass": "pass", "fail": "**FAIL**"}.get(_verdict(v), "**INCONCLUSIVE**")]
-            else:
-                continue
-            # one line per runtime the variant was timed on, at the most threads that runtime ran with
-            # (a runtime with fixed settings, like TFLM's batch 1 and one thread, shows what it has)
-            timed = sorted({r["runtime"] for r in rows if r["variant"] == name}) or ["-"]
-            for rt in timed:
-                mine = [r for r in rows if r["variant"] == name and r["runtime"] == rt]
-                t = max((r["threads"] for r in mine), default=threads)
-                b1 = [r for r in mine if r["batch_size"] == 1 and r["threads"] == t]
-                line = [*cells, rt, f"{b1[0]['p50_ms']:.3f}" if b1 else "-"]
-                bb = [r for r in mine if r["batch_size"] == big and r["threads"] == t]
-                if big and big != 1:
-                    line += [f"{bb[0]['p50_ms']:.3f}", f"{bb[0]['throughput']:,.0f}"] if bb else ["-", "-"]
-                peak = max((r["peak_rss_mb"] for r in mine if r["threads"] == t and "peak_rss_mb" in r), default=None)
-                line.append(f"{peak:.0f}" if peak is not None else "-")
-                lines.append("| " + " | ".join(line) + " |")
-        fixed = sorted({r["runtime"] for r in rows if r["threads"] != threads})
-        lines += ["", f"Latencies: {threads} thread(s)" + (f" ({', '.join(fixed)}: its fixed setting)" if fixed else "")
-                  + f", device {', '.join(sorted({r['device'] for r in rows})) or '-'}; peak RSS: the benchmark "
-                  "process's peak resident memory (Python and the runtime included) at the largest batch; sizes are "
-                  "model bytes (for tflite-micro the embedded array, not the C source; for OpenVINO .xml + .bin); full "
-                  "table in the bench Markdown beside this report.", ""]
-        if manifest.get("failed"):
-            lines += ["### Not exported", "", "These variants could not be made for this model; the others were committed "
-                      "and checked:", ""]
-            for f in manifest["failed"]:
-                ops = f" (unsupported ops: {', '.join(f['unsupported_ops'])})" if f.get("unsupported_ops") else ""
-                lines.append(f"- `{f['variant']}` ({f['stage']}): {f['reason']}{ops}")
-            lines.append("")
-        not_checked, not_timed = parity.get("failed") or [], bench.get("failed") or []
-        if not_checked or not_timed:
-            from toolkit.bench import failed_line
-
-            lines += ["### Rows that failed", "", "A runtime could not load or run these files; every other row was "
-                      "checked and measured (the commands exited 7):", ""]
-            lines += [f"- parity: `{f['key']}` on {f['runtime']} ({f['stage']}): {f['reason']}" for f in not_checked]
-            lines += ["- bench: " + failed_line(f)[2:] for f in not_timed]
-            lines.append("")
+            lines += _training_lines(train)
+        lines += _model_and_data_lines(manifest)
+        lines += _variants_lines(manifest, parity, rows)
+        lines += _not_exported_lines(manifest)
+        lines += _failed_rows_lines(parity, bench)
         if parity.get("accuracy_control"):
             from toolkit.parity import control_markdown
 
             lines += control_markdown(parity["accuracy_control"], parity["variants"], heading="###") + [""]
-        from toolkit.verdicts import Verdict
-
-        for status, title in (("fail", "Failed gates"), ("inconclusive", "Inconclusive gates (the test images cannot "
-                                                                        "tell; exit 0 unless --strict)")):
-            shown = [(n, Verdict.from_json(g)) for n, v in parity["variants"].items() if "informational" not in v
-                     for g in v["gates"]]
-            shown = [(n, g) for n, g in shown if g.status == status]
-            if shown:
-                lines += [f"### {title}", ""] + [f"- `{n}`: {g}" for n, g in shown] + [""]
+        lines += _gate_lines(parity)
         lines += ["## Which variant to ship", "", *[f"- {r}" for r in recommendations(manifest, parity, bench)], ""]
         lines += shipping_table(manifest, parity)
-        footprint_path = exports / "footprint.json"
-        if footprint_path.is_file():
-            from toolkit.footprint import markdown as footprint_markdown
-
-            fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
-            lines += ["## Microcontroller footprint", "", *fp[2:]]
-        for runtime in sorted({r["runtime"] for r in rows if r.get("note")}):
-            first = next(r for r in rows if r["runtime"] == runtime)
-            lines += ["", f"{runtime} on this host: {first['p50_ms']:.3f} ms p50 per call ({first['note']}).", ""]
-        plots = [("Latency vs batch size (p50 with the p10-p90 band; per call and per image)",
-              Path(bench_path).stem + "-latency.png"),
-                 ("Accuracy vs latency and size (95% intervals; Pareto front ringed)", Path(bench_path).stem + "-tradeoff.png"),
-                 ("Peak memory", Path(bench_path).stem + "-memory.png"),
-                 ("Where variants disagree with the reference", "parity-disagreements.png")]
-        lines += ["## Plots", ""]
-        for title, name in plots:
-            if (Path(bench_path).parent / name).is_file() or (exports / name).is_file():
-                lines += [f"### {title}", "", f"![{title}]({name})", ""]
+        lines += _footprint_lines(exports)
+        lines += _runtime_note_lines(rows)
+        lines += _plot_lines(exports, bench_path)
         return "\n".join(lines)
 
 
