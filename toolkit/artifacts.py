@@ -35,11 +35,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from toolkit import schema
 from toolkit.errors import DataError, WriteError
 from toolkit.provenance import sha256_file
 
-MANIFEST = "manifest.json"
-SCHEMA_VERSION = 1
+MANIFEST = schema.MANIFEST
+SCHEMA_VERSION = schema.VERSIONS[schema.MANIFEST]
 STAGING_PREFIX = ".staging-"
 GENERATION_PREFIX = "artifacts-"
 TRASH_PREFIX = ".trash-"
@@ -204,12 +205,7 @@ def _json_default(obj):
 
 
 def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not valid JSON ({exc})") from None
+    return schema.read_json(path)
 
 
 def read_manifest(exports: Path) -> dict:

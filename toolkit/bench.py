@@ -30,7 +30,7 @@ from toolkit.progress import say
 from toolkit.provenance import cpu_flags, provenance
 from toolkit.timing import measure, summarize
 
-BENCH_JSON = "bench.json"
+BENCH_JSON = schema.BENCH
 REFERENCE = "keras"
 
 
@@ -284,7 +284,7 @@ def _row(group: dict, batch: int, threads: int, result: dict, measured: dict) ->
         "rss_before_load_mb": result["rss_before_load_mb"],
         "rss_after_load_mb": result["rss_after_load_mb"],
         "sha256": target.get("sha256"),
-        "bytes": target.get("model_bytes", target.get("bytes")),
+        "bytes": schema.model_bytes(target),
         **extra,
     }
     if target.get("arena"):
@@ -463,7 +463,7 @@ def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:
         if any("peak_rss_mb" in r for r in doc["results"]):
             paths["memory_png"] = json_path.with_name(json_path.stem + "-memory.png")
             plot_memory(doc, paths["memory_png"])
-        parity_path = Path(cfg.exports) / "parity.json"
+        parity_path = Path(cfg.exports) / schema.PARITY
         if parity_path.is_file():
             paths["tradeoff_png"] = json_path.with_name(json_path.stem + "-tradeoff.png")
             plot_tradeoff(doc, artifacts.read_json(parity_path), paths["tradeoff_png"])

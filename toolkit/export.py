@@ -97,7 +97,7 @@ def _train_record(model_path: Path) -> dict | None:
     return record if record.get("model", {}).get("sha256") == sha256_file(model_path) else None
 
 
-LABELS_FILE = "labels.txt"
+LABELS_FILE = schema.LABELS
 
 
 def _write_labels(staging: Path, gen_id: str, data, info) -> dict:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts
+from toolkit import artifacts, schema
 from toolkit.errors import DataError, UsageError
 from toolkit.provenance import provenance
 from toolkit.verdicts import (
@@ -50,7 +50,7 @@ from toolkit.verdicts import (
     same_file,
 )
 
-GATE_JSON = "gate.json"
+GATE_JSON = schema.GATE
 FAMILY_ALPHA = 0.05
 INFO, INCOMPLETE = "info", "incomplete"  # statuses besides a verdict's: shown, not gated; not measured
 
@@ -285,9 +285,9 @@ def run_gate(cfg: GateConfig) -> dict:
     if cfg.latency_rounds and cfg.latency_rounds < 3:
         raise UsageError("--latency-rounds must be 0 (no latency checks) or at least 3 (an interval needs them)")
     with artifacts.reading(cfg.baseline) as old_manifest, artifacts.reading(cfg.exports) as new_manifest:
-        old_parity = _load(cfg.baseline, "parity.json", required=True)
-        new_parity = _load(cfg.exports, "parity.json", required=True)
-        old_bench, new_bench = _load(cfg.baseline, "bench.json", False), _load(cfg.exports, "bench.json", False)
+        old_parity = _load(cfg.baseline, schema.PARITY, required=True)
+        new_parity = _load(cfg.exports, schema.PARITY, required=True)
+        old_bench, new_bench = _load(cfg.baseline, schema.BENCH, False), _load(cfg.exports, schema.BENCH, False)
         checks: list[Check] = []
         new_variants = {e["variant"]: e for e in new_manifest["artifacts"]}
         for e in old_manifest["artifacts"]:
@@ -309,7 +309,7 @@ def run_gate(cfg: GateConfig) -> dict:
             raise UsageError(f"--max-bytes names variant(s) {', '.join(unknown)} not in the new export "
                              f"(exported: {', '.join(new_variants)})")
         for variant, budget in cfg.max_bytes.items():
-            size = new_variants[variant].get("model_bytes", new_variants[variant]["bytes"])
+            size = schema.model_bytes(new_variants[variant])
             checks.append(Check("size", variant, PASS if size <= budget else FAIL, f"{size:,} bytes (budget {budget:,})",
                                 {"bytes": size, "budget": budget}))
         if cfg.max_arena is not None:
@@ -323,7 +323,7 @@ def run_gate(cfg: GateConfig) -> dict:
                                     {"arena_bytes": arena, "budget": cfg.max_arena}))
     verdict = combine(c.status for c in checks if c.status in (PASS, FAIL, INCONCLUSIVE))
     count = lambda status: sum(c.status == status for c in checks)  # noqa: E731
-    return {
+    return schema.versioned(schema.GATE, {
         "verdict": verdict,
         "passed": verdict == PASS,
         "baseline": str(cfg.baseline), "exports": str(cfg.exports),
@@ -349,7 +349,7 @@ def run_gate(cfg: GateConfig) -> dict:
                            "chance of any false alarm (Bonferroni: each interval at 1 - 0.05/m)",
         },
         "provenance": provenance(),
-    }
+    })
 
 
 # ----------------------------------------------------------------------------- outputs

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from toolkit import schema
 from toolkit.verdicts import Verdict
 
 
@@ -61,7 +62,7 @@ class _Results:
             from toolkit import artifacts
 
             manifest = artifacts.read_manifest(self.exports)
-            path = self.exports / "parity.json"
+            path = self.exports / schema.PARITY
             current = path.is_file() and artifacts.read_json(path).get("export_generation") == manifest.get("generation")
             checked = ({k for k, v in artifacts.read_json(path)["variants"].items() if "informational" not in v}
                        if current else set())  # not the plain int8 models shown beside controlled ones

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit import artifacts
+from toolkit import artifacts, exporters, schema
 from toolkit.provenance import cpu_description, provenance
 
-REPORT = "report.md"
+REPORT = schema.REPORT
 
 
 def _winner(ranked: list[dict], figure, second_run_agrees: bool | None = None) -> str:
@@ -55,7 +55,7 @@ def recommendations(manifest: dict, parity: dict, bench: dict, second: dict | No
     big = max(r["batch_size"] for r in rows)
     b1 = sorted((r for r in rows if r["batch_size"] == 1 and r["threads"] == threads), key=lambda r: r["p50_ms"])
     bb = sorted((r for r in rows if r["batch_size"] == big and r["threads"] == threads), key=lambda r: r["p50_ms"])
-    sizes = {e["variant"]: e.get("model_bytes", e["bytes"]) for e in manifest["artifacts"] if e["variant"] in passed}
+    sizes = {e["variant"]: schema.model_bytes(e) for e in manifest["artifacts"] if e["variant"] in passed}
     smallest = min(sizes, key=sizes.get)
     out = []
     def agrees(ranked: list[dict], batch: int) -> bool | None:
@@ -72,13 +72,13 @@ def recommendations(manifest: dict, parity: dict, bench: dict, second: dict | No
                    + _winner(bb, lambda r: f"{r['throughput']:,.0f} images/s", agrees(bb, big)) + ".")
     ties = sorted(n for n in sizes if sizes[n] == sizes[smallest])
     out.append(f"**Smallest model**: {', '.join(f'`{n}`' for n in ties)}, {sizes[smallest]:,} bytes.")
-    if "tflite-int8" in passed:
-        v = parity["variants"]["tflite-int8"]
+    for name in [n for n in exporters.variants_with("integer-only") if n in passed][:1]:
+        v = parity["variants"][name]
         lo, hi = v["accuracy_diff_ci95_points"]
-        out.append("**Integer-only hardware (microcontrollers, NPUs, Edge TPU)**: `tflite-int8`, int8 in and out; "
+        out.append(f"**Integer-only hardware (microcontrollers, NPUs, Edge TPU)**: `{name}`, int8 in and out; "
                    f"accuracy {v['accuracy']:.2%} ({v['accuracy_diff_points']:+.2f} points, 95% CI {lo:+.2f} to "
                    f"{hi:+.2f}).")
-    floats = [n for n in ("tflite", "onnx") if n in passed]
+    floats = [n for n in exporters.variants_with("closest-float") if n in passed]
     if floats:
         worst = max(parity["variants"][n]["max_abs_logit_diff"] for n in floats)
         out.append(f"**Closest to the trained model**: {', '.join(f'`{n}`' for n in floats)} (max abs logit "
@@ -111,7 +111,7 @@ def shipping_table(manifest: dict, parity: dict) -> list[str]:
         v = parity["variants"].get(e["variant"])
         verdict = _verdict(v) if v else "not checked"
         name = Path(e["path"]).name
-        rows.append(f"| {e['variant']} | `{CURRENT}/{name}` | {e.get('model_bytes', e['bytes']):,} | {verdict} | "
+        rows.append(f"| {e['variant']} | `{CURRENT}/{name}` | {schema.model_bytes(e):,} | {verdict} | "
                     f"{tensor(e['inputs'][0]) if e.get('inputs') else '-'} | "
                     f"{tensor(e['outputs'][0]) if e.get('outputs') else '-'} |")
     return rows + [""]
@@ -184,7 +184,7 @@ def _parity_cells(entry: dict, parity: dict) -> list[str] | None:
     v = parity["variants"][name]
     lo, hi = v["accuracy_diff_ci95_points"]
     sample = f" ({v['images']:,} images)" if v.get("images") != ref["images"] else ""
-    return [name, f"{entry.get('model_bytes', entry['bytes']):,}", f"{v['accuracy']:.2%}{sample}",
+    return [name, f"{schema.model_bytes(entry):,}", f"{v['accuracy']:.2%}{sample}",
             f"{v['accuracy_diff_points']:+.2f}", f"{lo:+.2f} to {hi:+.2f}", f"{v['agreement']:.2%}",
             {"pass": "pass", "fail": "**FAIL**"}.get(_verdict(v), "**INCONCLUSIVE**")]
 
@@ -286,7 +286,7 @@ def _gate_lines(parity: dict) -> list[str]:
 
 def _footprint_lines(exports: Path) -> list[str]:
     """## Microcontroller footprint, from footprint.json when the export has one."""
-    footprint_path = exports / "footprint.json"
+    footprint_path = exports / schema.FOOTPRINT
     if not footprint_path.is_file():
         return []
     from toolkit.footprint import markdown as footprint_markdown
@@ -324,10 +324,10 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
     train.json, manifest.json, parity.json and the bench JSON (``bench_json`` or DIR/bench.json)."""
     exports = Path(exports)
     with artifacts.reading(exports) as manifest:  # hold this generation while reading it
-        parity = artifacts.read_json(exports / "parity.json")
-        bench_path = bench_json or exports / "bench.json"
+        parity = artifacts.read_json(exports / schema.PARITY)
+        bench_path = bench_json or exports / schema.BENCH
         bench = artifacts.read_json(bench_path) if Path(bench_path).is_file() else {"results": []}
-        train_path = exports / "train.json"
+        train_path = exports / schema.TRAIN
         train = artifacts.read_json(train_path) if train_path.is_file() else None
 
         rows = bench.get("results", [])

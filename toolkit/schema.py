@@ -14,6 +14,7 @@ toolkit knows is an error, not a guess.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -49,10 +50,20 @@ def check_version(name: str, doc: Mapping, path: Path | str | None = None) -> No
                         hint="upgrade the toolkit, or re-make the file with this one")
 
 
+def read_json(path: Path | str) -> dict:
+    """A JSON file, or a DataError naming it (missing, not JSON)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc})") from None
+
+
 def model_bytes(entry: Mapping) -> int:
     """An artifact's deployable size: ``model_bytes`` where the file is not the whole model (the C array's
     embedded model, OpenVINO's .xml plus its .bin), else the file's ``bytes``."""
-    return entry["model_bytes"] if "model_bytes" in entry else entry["bytes"]
+    return entry["model_bytes"] if "model_bytes" in entry else entry.get("bytes")
 
 
 class View(Mapping):
@@ -83,8 +94,6 @@ class View(Mapping):
 
     @classmethod
     def read_file(cls, path: Path | str, required: bool = True):
-        from toolkit.artifacts import read_json
-
         path = Path(path)
         if not path.is_file():
             if required:

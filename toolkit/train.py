@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from toolkit import schema
 from toolkit.artifacts import atomic_write_json, write_error
 from toolkit.config import TrainConfig
 from toolkit.errors import ToolkitError, UsageError
@@ -23,7 +24,7 @@ from toolkit.provenance import provenance, sha256_file
 from toolkit.reproducible import normalize_keras_archive, source_date_epoch
 
 MODEL_FILE = "model.keras"
-RECORD_FILE = "train.json"
+RECORD_FILE = schema.TRAIN
 
 
 def weights_sha256(model) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from toolkit import artifacts
+from toolkit import artifacts, schema
 from toolkit.datasets import source_options
 from toolkit.errors import DataError
 from toolkit.runners import runner_for
@@ -22,7 +22,7 @@ def verify(exports: Path) -> list[str]:
             lines.append(f"ok  {entry['variant']:<15} {entry['bytes']:>10} bytes  sha256 {entry['sha256'][:16]}")
         if manifest.get("labels"):
             artifacts.verify_entry(exports, {"variant": "labels", **manifest["labels"]})
-            lines.append(f"ok  {'labels.txt':<15} {manifest['labels']['bytes']:>10} bytes  "
+            lines.append(f"ok  {schema.LABELS:<15} {manifest['labels']['bytes']:>10} bytes  "
                          f"{manifest['labels']['classes']} class names")
         lines.append(f"{len(manifest['artifacts'])} artifact(s) in {Path(exports) / artifacts.MANIFEST} verified")
         return lines

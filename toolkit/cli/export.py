@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from toolkit import schema
 from toolkit.cli.common import (
     check_export_flags,
     check_preprocess_flags,
@@ -50,7 +51,7 @@ def export_run(args: argparse.Namespace) -> int:
                                                              for e in manifest["artifacts"]}})
     print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")
     for e in manifest["artifacts"]:
-        print(f"{e['variant']:<15} {e.get('model_bytes', e['bytes']):>11}  {e['conversion_seconds']:>7.1f}  "
+        print(f"{e['variant']:<15} {schema.model_bytes(e):>11}  {e['conversion_seconds']:>7.1f}  "
               f"{args.exports / e['path']}")
     for line in [*warning_lines(manifest), *failure_lines(manifest)]:
         print(line)
@@ -61,7 +62,7 @@ def export_run(args: argparse.Namespace) -> int:
             print(f"{e['variant']}: {record['outcome']}")
             if record.get("met") is False:
                 missed.append(f"{e['variant']}: {record['outcome']}")
-    print(f"wrote {args.exports / 'manifest.json'}")
+    print(f"wrote {args.exports / schema.MANIFEST}")
     if "accuracy_control" in manifest:
         print(f"wrote {args.exports / manifest['accuracy_control']['recipe']}")
     if missed and not args.recipe:
@@ -71,7 +72,7 @@ def export_run(args: argparse.Namespace) -> int:
     if manifest["failed"]:
         raise PartialExportError(f"{len(manifest['failed'])} of {len(chosen)} variant(s) could not be exported "
                                  f"({', '.join(f['variant'] for f in manifest['failed'])}); the others were "
-                                 f"committed", hint=f"reasons in {args.exports / 'manifest.json'} under 'failed'")
+                                 f"committed", hint=f"reasons in {args.exports / schema.MANIFEST} under 'failed'")
     return 0
 
 

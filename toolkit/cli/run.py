@@ -6,6 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from toolkit import schema
 from toolkit.cli.common import (
     arch_args,
     check_export_flags,
@@ -117,7 +118,7 @@ def _print_parity_table(report) -> None:
     print(f"{'keras (ref)':<15} {'':>10} {ref['accuracy']:>9.2%}")
     for name, v in report.variants.items():
         m = v.metrics
-        size = m.get("model_bytes", m["bytes"])
+        size = schema.model_bytes(m)
         sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
         print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
               f"{m['agreement']:>10.2%}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}{sample}")
@@ -131,7 +132,7 @@ def _summary(exports: Path, result: dict) -> dict:
         "paths": {k: str(v) for k, v in result["paths"].items()},
         "variants": {name: {"verdict": v.verdict, "accuracy": v.metrics["accuracy"],
                             "agreement": v.metrics["agreement"], "images": v.metrics["images"],
-                            "bytes": v.metrics.get("model_bytes", v.metrics["bytes"])}
+                            "bytes": schema.model_bytes(v.metrics)}
                      for name, v in report.variants.items()},
         "export_failed": result["manifest"]["failed"], "bench_failed": result.get("bench_failed") or []}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts, runners
+from toolkit import artifacts, runners, schema
 from toolkit.config import ParityConfig
 from toolkit.errors import DataError, DeviceUnavailableError, UsageError, WriteError
 from toolkit.inputs import data_for, reference_model
@@ -280,7 +280,7 @@ def _variant_result(cfg: ParityConfig, run: _Run, variant: str, ref_pred: np.nda
         "providers": runner.providers,
         **({"runtime_settings": runner.bench_fields()} if runner.bench_fields() else {}),
         "bytes": entry["bytes"],
-        **({"model_bytes": entry["model_bytes"]} if "model_bytes" in entry else {}),
+        **({"model_bytes": schema.model_bytes(entry)} if "model_bytes" in entry else {}),
         "sha256": entry["sha256"],
         "seconds": round(run.seconds.get(variant, 0.0), 3),
     })

@@ -1,0 +1,66 @@
+"""One module owns the files the commands share (toolkit/schema.py): their names, versions and read views."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import pytest
+
+from toolkit import schema
+from toolkit.errors import DataError
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = {schema.MANIFEST, schema.TRAIN, schema.PARITY, schema.PARITY_MD, schema.BENCH, schema.GATE, schema.FOOTPRINT,
+          schema.RECIPE, schema.REPORT, schema.LABELS}
+
+
+def test_no_other_module_types_a_shared_file_name_or_the_size_rule():
+    """A file name typed out in a second place, or "model_bytes else bytes" written again, is where two readers
+    drift apart: both live in toolkit/schema.py."""
+    found = []
+    for path in [*(REPO / "toolkit").rglob("*.py"), *(REPO / "benchmarks").glob("*.py")]:
+        if path.name == "schema.py":
+            continue
+        src = path.read_text()
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in SHARED:
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.value}")
+        for i, line in enumerate(src.splitlines(), 1):
+            if 'get("model_bytes"' in line or "get('model_bytes'" in line:
+                found.append(f"{path.relative_to(REPO)}:{i} the size rule")
+    assert found == []
+
+
+def test_model_bytes_is_the_deployable_size():
+    assert schema.model_bytes({"bytes": 10}) == 10
+    assert schema.model_bytes({"bytes": 900, "model_bytes": 300}) == 300  # a C source's embedded model
+
+
+def test_views_read_keys_and_refuse_a_newer_version(tmp_path):
+    doc = schema.versioned(schema.PARITY, {"variants": {"a": {"passed": True}, "b": {"passed": False}},
+                                           "reference": {"accuracy": 0.9}})
+    assert next(iter(doc)) == schema.VERSION_KEY
+    (tmp_path / schema.PARITY).write_text(json.dumps(doc))
+    view = schema.Parity.read(tmp_path)
+    assert view["reference"]["accuracy"] == 0.9 and view.passed() == ["a"]
+    assert schema.Bench.read(tmp_path, required=False) is None
+    with pytest.raises(DataError, match="not found"):
+        schema.Bench.read(tmp_path)
+    (tmp_path / schema.PARITY).write_text(json.dumps({**doc, schema.VERSION_KEY: 99}))
+    with pytest.raises(DataError, match="schema version 99 is newer"):
+        schema.Parity.read(tmp_path)
+    old = {k: v for k, v in doc.items() if k != schema.VERSION_KEY}  # written before versions: version 1
+    (tmp_path / schema.PARITY).write_text(json.dumps(old))
+    assert schema.Parity.read(tmp_path).variants.keys() == {"a", "b"}
+
+
+def test_manifest_view(quick_export):
+    manifest = schema.Manifest.read(quick_export)
+    assert manifest[schema.VERSION_KEY] == schema.VERSIONS[schema.MANIFEST]
+    by = manifest.by_variant()
+    micro = by.get("tflite-micro")
+    if micro is not None:
+        assert micro.size == micro["model_bytes"] < micro["bytes"]
+    assert by["tflite"].size == by["tflite"]["bytes"]
