@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from toolkit import artifacts, micro
+from toolkit import artifacts
+from toolkit import tflm as micro
 from toolkit.cli import main
 from toolkit.config import ParityConfig
 from toolkit.parity import run_parity
