@@ -86,7 +86,7 @@ def _run_config(args: argparse.Namespace, settings: dict):
     """The pipeline's settings from the flags: training (at the images' own size), export, parity,
     bench (batch 1 and 32), shortened by --quick (an explicit --epochs still wins)."""
     from toolkit.config import BenchConfig, ExportConfig, ParityConfig
-    from toolkit.run import RunConfig, quick
+    from toolkit.pipeline import RunConfig, quick
 
     exports: Path = args.exports
     options = preprocess_options(args)
@@ -160,7 +160,7 @@ def _raise_for_failures(result: dict, *, strict: bool) -> None:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from toolkit.run import run
+    from toolkit.pipeline import run
 
     settings = _checked_settings(args)
     result = run(_run_config(args, settings))
