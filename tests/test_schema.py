@@ -51,6 +51,10 @@ def test_views_read_keys_and_refuse_a_newer_version(tmp_path):
     (tmp_path / schema.PARITY).write_text(json.dumps({**doc, schema.VERSION_KEY: 99}))
     with pytest.raises(DataError, match="schema version 99 is newer"):
         schema.Parity.read(tmp_path)
+    from toolkit import artifacts
+
+    with pytest.raises(DataError, match="schema version 99 is newer"):  # every reader of the package
+        artifacts.read_json(tmp_path / schema.PARITY)
     old = {k: v for k, v in doc.items() if k != schema.VERSION_KEY}  # written before versions: version 1
     (tmp_path / schema.PARITY).write_text(json.dumps(old))
     assert schema.Parity.read(tmp_path).variants.keys() == {"a", "b"}

@@ -51,13 +51,17 @@ def check_version(name: str, doc: Mapping, path: Path | str | None = None) -> No
 
 
 def read_json(path: Path | str) -> dict:
-    """A JSON file, or a DataError naming it (missing, not JSON)."""
+    """A JSON file, or a DataError naming it (missing, not JSON, or one of the shared files in a schema version
+    newer than this toolkit reads). Every reader of the package comes through here (artifacts.read_json)."""
     try:
-        return json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise DataError(f"{path} not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON ({exc})") from None
+    if Path(path).name in VERSIONS and isinstance(doc, dict):
+        check_version(Path(path).name, doc, path)
+    return doc
 
 
 def model_bytes(entry: Mapping) -> int:
@@ -100,7 +104,7 @@ class View(Mapping):
                 raise DataError(f"{path} not found")
             return None
         doc = read_json(path)
-        check_version(cls.name, doc, path)
+        check_version(cls.name, doc, path)  # also under another file name (--json PATH)
         return cls(doc, path)
 
 
