@@ -64,3 +64,40 @@ def test_a_source_gets_only_its_own_options(tmp_path):
         datasets.open_dataset(path, shuffle=True)
     with pytest.raises(DataError, match="no such file"):
         datasets.open_dataset(tmp_path / "missing")
+
+
+def test_a_new_source_is_one_module(tmp_path):
+    """A source added as one module (in a copy of the package) is opened by --dataset and its own option reaches
+    every command that takes --dataset, with no other edit."""
+    import shutil
+    import subprocess
+    import sys
+
+    pkg = tmp_path / "toolkit"
+    shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "datasets" / "noise.py").write_text('''
+"""A toy source: seeded noise images, two classes."""
+import numpy as np
+from toolkit.datasets import Source, SourceOption, register_source
+from toolkit.datasets.base import Dataset, Split, array_reader
+
+
+def _open(spec, data_dir=None, noise_seed=None):
+    rng = np.random.default_rng(noise_seed or 0)
+    split = lambda n, name: Split(name, np.arange(n) % 2, array_reader(rng.integers(0, 255, (n, 8, 8, 1), np.uint8)))
+    return Dataset(kind="noise", source=spec, class_names=("a", "b"), image_shape=(8, 8, 1), train=split(40, "train"),
+                   validation=split(10, "validation"), test=split(20, "test"), fingerprint={"sha256": "none"},
+                   split_rule="seeded", options={"noise_seed": noise_seed})
+
+
+register_source(Source("noise", lambda s: s == "noise", _open, "noise: seeded noise images", order=40,
+                       options=(SourceOption("--noise-seed", "noise_seed", type=int, help="the noise's seed"),)))
+''')
+    code = ("from toolkit import datasets; from toolkit.cli import build_parser; "
+            "from toolkit.cli.common import dataset_options; "
+            "a = build_parser().parse_args(['export', '--dataset', 'noise', '--noise-seed', '3']); "
+            "d = datasets.open_dataset(a.dataset, **dict(dataset_options(a))); print(d.kind, len(d.test), d.options)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "noise 20 {'noise_seed': 3}"
