@@ -9,18 +9,17 @@ A name or path that matches no source is an error listing the sources, never a f
 
 from __future__ import annotations
 
-import importlib
 import os
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import plugins
 from toolkit.datasets.base import Dataset, Split, sample_indices
 from toolkit.errors import DataError
 
 DEFAULT = "mnist"
-_NOT_SOURCES = {"base"}
+_NOT_SOURCES = frozenset({"base"})
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,7 @@ _loaded = False
 
 
 def register_source(source: Source) -> Source:
-    if source.kind in _SOURCES and _SOURCES[source.kind] != source:
-        raise ValueError(f"two dataset sources named {source.kind!r}")
-    _SOURCES[source.kind] = source
-    return source
+    return plugins.add(_SOURCES, source.kind, source, "dataset sources")
 
 
 def sources() -> dict[str, Source]:
@@ -62,9 +58,7 @@ def sources() -> dict[str, Source]:
     global _loaded
     if not _loaded:
         _loaded = True
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_") and info.name not in _NOT_SOURCES:
-                importlib.import_module(f"{__name__}.{info.name}")
+        plugins.scan(__name__, __path__, _NOT_SOURCES)
     return dict(sorted(_SOURCES.items(), key=lambda kv: kv[1].order))
 
 

@@ -11,15 +11,14 @@ before quantized).
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import plugins
 from toolkit.errors import UsageError
 
-_NOT_FORMATS = {"base"}
+_NOT_FORMATS = frozenset({"base"})
 
 
 @dataclass(frozen=True)
@@ -82,10 +81,7 @@ REGISTRY: dict[str, Exporter] = {}  # variant -> exporter, in export order, fill
 
 
 def register_format(fmt: Format) -> Format:
-    if fmt.name in _FORMATS and _FORMATS[fmt.name] != fmt:
-        raise ValueError(f"two formats named {fmt.name!r}")
-    _FORMATS[fmt.name] = fmt
-    return fmt
+    return plugins.add(_FORMATS, fmt.name, fmt, "formats")
 
 
 def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool,
@@ -118,9 +114,7 @@ def load_all() -> dict[str, Format]:
     global _loaded
     if not _loaded:
         _loaded = True
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_") and info.name not in _NOT_FORMATS:
-                importlib.import_module(f"{__name__}.{info.name}")
+        plugins.scan(__name__, __path__, _NOT_FORMATS)
         for exp in _EXPORTERS.values():
             if exp.format not in _FORMATS:
                 raise ValueError(f"variant {exp.variant} names format {exp.format!r}, which no module declares")

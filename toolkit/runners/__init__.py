@@ -16,17 +16,16 @@ ones, never a fall-through to a default.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import plugins
 from toolkit.errors import UsageError
 from toolkit.runners.base import ParityHooks, Runner, TensorSpec
 
 ENTRY_POINT_GROUP = "toolkit.runtimes"
-_NOT_RUNTIMES = {"base"}
+_NOT_RUNTIMES = frozenset({"base"})
 
 
 @dataclass(frozen=True)
@@ -75,19 +74,14 @@ _loaded = False
 
 
 def register(runtime: Runtime) -> Runtime:
-    if runtime.name in REGISTRY and REGISTRY[runtime.name] != runtime:
-        raise ValueError(f"two runtimes named {runtime.name!r}")
-    REGISTRY[runtime.name] = runtime
-    return runtime
+    return plugins.add(REGISTRY, runtime.name, runtime, "runtimes")
 
 
 def load_all() -> dict[str, Runtime]:
     """Import every runtime module of this package and of the entry-point group (once)."""
     global _loaded
     if not _loaded:
-        for info in pkgutil.iter_modules(__path__):
-            if not info.name.startswith("_") and info.name not in _NOT_RUNTIMES:
-                importlib.import_module(f"{__name__}.{info.name}")
+        plugins.scan(__name__, __path__, _NOT_RUNTIMES)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=ENTRY_POINT_GROUP):

@@ -1,0 +1,23 @@
+"""What the three plugin registries share (runtimes in runners/, formats in exporters/, dataset sources in
+datasets/): each module of the package registers itself next to its code, and the package is scanned once."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterable
+
+
+def scan(package: str, path: Iterable[str], skip: frozenset[str] = frozenset()) -> None:
+    """Import every module and subpackage of ``package`` (its ``__path__``) but private ones and ``skip``."""
+    for info in pkgutil.iter_modules(path):
+        if not info.name.startswith("_") and info.name not in skip:
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def add(registry: dict, key: str, item, what: str):
+    """``registry[key] = item``; two different plugins under one name is an error (re-registering the same is not)."""
+    if key in registry and registry[key] != item:
+        raise ValueError(f"two {what} named {key!r}")
+    registry[key] = item
+    return item
