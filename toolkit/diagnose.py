@@ -52,12 +52,12 @@ def diagnose(cfg: ParityConfig) -> dict:
         entry = entries[variant]
         if entry.get("quantization") != "int8":
             raise UsageError(f"--diagnose works on int8 variants; {variant} is {entry.get('quantization')}")
-        fmt = exporters.get_format(entry["format"])
-        if fmt.diagnose is None:
+        fmt = exporters.load_all().get(entry["format"])
+        if fmt is None or fmt.diagnose is None:
             able = [e.variant for e in exporters.REGISTRY.values()
                     if e.calibrated and exporters.get_format(e.format).diagnose]
             raise UsageError(f"--diagnose works on {' and '.join(able)}; {variant} is format {entry['format']}"
-                             + (f" (diagnose {fmt.diagnose_instead}: the same model bytes)" if fmt.diagnose_instead else ""))
+                             + (f" (diagnose {fmt.diagnose_instead}: the same model bytes)" if fmt and fmt.diagnose_instead else ""))
         path = artifacts.verify_entry(exports, entry)
         from toolkit.inputs import data_for, reference_model
         from toolkit.modelinfo import inspect_model

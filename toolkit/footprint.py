@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolkit import artifacts, exporters, schema
 from toolkit import tflm as micro
+from toolkit.errors import DataError
 from toolkit.provenance import provenance
 
 FOOTPRINT_JSON = schema.FOOTPRINT
@@ -22,7 +23,11 @@ def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVI
                 continue
             path = artifacts.verify_entry(exports, entry)
             row = {"variant": entry["variant"], "format": entry["format"]}
-            declared = exporters.get_format(entry["format"]).footprint
+            known = exporters.load_all()
+            if entry["format"] not in known:  # a newer toolkit's export
+                raise DataError(f"{entry['variant']}: no microcontroller footprint is known for format "
+                                f"{entry['format']!r} (known: {', '.join(known)})")
+            declared = known[entry["format"]].footprint
             if declared is None:
                 row.update(model_bytes=schema.model_bytes(entry), arena_bytes=None,
                            note=f"TFLM runs TFLite models only; no arena measured for {entry['format']}")
