@@ -8,11 +8,17 @@ import pkgutil
 from collections.abc import Iterable
 
 
-def scan(package: str, path: Iterable[str], skip: frozenset[str] = frozenset()) -> None:
-    """Import every module and subpackage of ``package`` (its ``__path__``) but private ones and ``skip``."""
+def scan(package: str, path: Iterable[str], skip: frozenset[str] = frozenset(), group: str | None = None) -> None:
+    """Import every module and subpackage of ``package`` (its ``__path__``) but private ones and ``skip``, then
+    the modules another distribution names in the entry-point ``group`` (a plugin installed with pip)."""
     for info in pkgutil.iter_modules(path):
         if not info.name.startswith("_") and info.name not in skip:
             importlib.import_module(f"{package}.{info.name}")
+    if group is not None:
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=group):
+            ep.load()
 
 
 def add(registry: dict, key: str, item, what: str):

@@ -20,6 +20,7 @@ from toolkit.errors import DataError
 
 DEFAULT = "mnist"
 _NOT_SOURCES = frozenset({"base"})
+ENTRY_POINT_GROUP = "toolkit.datasets"  # sources other distributions provide
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def sources() -> dict[str, Source]:
     global _loaded
     if not _loaded:
         _loaded = True
-        plugins.scan(__name__, __path__, _NOT_SOURCES)
+        plugins.scan(__name__, __path__, _NOT_SOURCES, ENTRY_POINT_GROUP)
     return dict(sorted(_SOURCES.items(), key=lambda kv: kv[1].order))
 
 

@@ -19,6 +19,7 @@ from toolkit import plugins
 from toolkit.errors import UsageError
 
 _NOT_FORMATS = frozenset({"base"})
+ENTRY_POINT_GROUP = "toolkit.formats"  # formats other distributions provide (as toolkit.runtimes for runtimes)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def load_all() -> dict[str, Format]:
     global _loaded
     if not _loaded:
         _loaded = True
-        plugins.scan(__name__, __path__, _NOT_FORMATS)
+        plugins.scan(__name__, __path__, _NOT_FORMATS, ENTRY_POINT_GROUP)
         for exp in _EXPORTERS.values():
             if exp.format not in _FORMATS:
                 raise ValueError(f"variant {exp.variant} names format {exp.format!r}, which no module declares")

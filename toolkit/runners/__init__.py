@@ -81,11 +81,7 @@ def load_all() -> dict[str, Runtime]:
     """Import every runtime module of this package and of the entry-point group (once)."""
     global _loaded
     if not _loaded:
-        plugins.scan(__name__, __path__, _NOT_RUNTIMES)
-        from importlib.metadata import entry_points
-
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            ep.load()
+        plugins.scan(__name__, __path__, _NOT_RUNTIMES, ENTRY_POINT_GROUP)
         _loaded = True
     return dict(sorted(REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
 
