@@ -28,7 +28,8 @@ def variant_style(variant: str) -> dict:
     from toolkit import exporters
 
     name = variant.split("@")[0]
-    declared = exporters.load_all() and exporters.REGISTRY.get(name)
+    exporters.load_all()
+    declared = exporters.REGISTRY.get(name)
     if name == "keras":
         colour, marker = REFERENCE_STYLE
     elif declared and declared.style:
