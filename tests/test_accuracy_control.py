@@ -140,6 +140,7 @@ def test_budget_that_cannot_be_met_exits_4_and_keeps_the_best(standardized_mlp, 
     assert record["chosen_step"] == best["step"] and best["agreement"] > record["plain"]["agreement"]
 
 
+@pytest.mark.slow  # ~30 s: tools/seed_run.sh + compare_runs.py check the same on every refactor
 def test_seed_cnn_where_plain_int8_passes_is_unchanged(quick_model, data_dir, tmp_path):
     model, _ = quick_model
     plain, controlled = tmp_path / "plain", tmp_path / "controlled"

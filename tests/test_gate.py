@@ -167,6 +167,7 @@ def test_a_disappeared_variant_and_a_failing_one_fail(baseline, tmp_path, data_d
 
 
 # ----------------------------------------------------------------------------- the pytest plugin
+@pytest.mark.slow  # ~30 s: the plugin's item listing (its A/A run against a copy stays in the default suite)
 def test_pytest_plugin_one_item_per_variant_and_gate(pytester, export_copy, data_dir):
     from test_parity import _break_input_scale
 
@@ -209,6 +210,7 @@ def _wait_for_line(proc: subprocess.Popen, text: str, timeout: float = 120) -> N
     raise AssertionError(f"no {text!r} within {timeout} s")
 
 
+@pytest.mark.slow  # ~60 s: an export in another process while gate and parity read (tests/test_reliability.py keeps the lock tests)
 def test_readers_finish_on_their_generation_while_an_export_replaces_it(export_copy, data_dir, tmp_path):
     old = artifacts.read_manifest(export_copy)["generation"]
     parity = _toolkit("parity", "--exports", str(export_copy), "--variants", "tflite-micro", "--micro-images", "4000",

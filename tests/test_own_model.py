@@ -121,20 +121,31 @@ def cases(data, tmp_path_factory) -> dict[str, Case]:
     return out
 
 
-@pytest.fixture(scope="module")
-def runs(cases, tmp_path_factory):
-    """`toolkit run --model M --dataset D --quick` for every case: export, parity, bench, report."""
-    results = {}
-    for name, case in cases.items():
-        exports = tmp_path_factory.mktemp(f"run-{name}")
+class _Runs(dict):
+    """`toolkit run --model M --dataset D --quick` per case, made on first use (a deselected case costs nothing)."""
+
+    def __init__(self, cases, tmp_path_factory):
+        super().__init__()
+        self.cases, self.tmp = cases, tmp_path_factory
+
+    def __missing__(self, name):
+        case = self.cases[name]
+        exports = self.tmp.mktemp(f"run-{name}")
         # every variant's runtimes, without OpenVINO's bf16 second pass over each (tests/test_bench.py has it)
         rc = main(["run", "--model", str(case.model), "--dataset", str(case.dataset), "--exports", str(exports),
                    "--quick", "--runtimes", "litert", "onnxruntime", "tflm", "tensorflow", "openvino"])
-        results[name] = (rc, exports)
-    return results
+        self[name] = (rc, exports)
+        return self[name]
 
 
-NAMES = ["quickstart", "rgb_rescaling", "flat_mlp", "conv_softmax"]
+@pytest.fixture(scope="module")
+def runs(cases, tmp_path_factory):
+    return _Runs(cases, tmp_path_factory)
+
+
+# two cases in the default suite (about a minute each); all four with -m slow
+_SLOW = pytest.mark.slow
+NAMES = ["quickstart", "rgb_rescaling", pytest.param("flat_mlp", marks=_SLOW), pytest.param("conv_softmax", marks=_SLOW)]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -201,9 +212,9 @@ def test_bench_and_parity_commands_on_a_user_export(cases, runs):
 
 
 def test_a_moved_reference_model_is_found_with_model(cases, runs, tmp_path):
-    rc, exports = runs["flat_mlp"]
+    rc, exports = runs["rgb_rescaling"]
     moved = tmp_path / "moved.keras"
-    moved.write_bytes(cases["flat_mlp"].model.read_bytes())
+    moved.write_bytes(cases["rgb_rescaling"].model.read_bytes())
     assert main(["parity", "--exports", str(exports), "--model", str(moved), "--variants", "onnx",
                  "--json", str(tmp_path / "p.json")]) == 0
     assert main(["parity", "--exports", str(exports), "--model", str(cases["quickstart"].model)]) == 3

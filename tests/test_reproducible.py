@@ -121,6 +121,7 @@ def test_verify_rebuild_passes_then_names_a_replaced_artifact(exports, tmp_path,
         "toolkit verify: error: 1 artifact(s) differ from a rebuild from the same model, data and settings: tflite")
 
 
+@pytest.mark.slow  # ~30 s: bf16 training (float32's byte-identity stays in the default suite)
 def test_model_keras_is_byte_identical_across_processes_after_bf16_training(tmp_path, data_dir):
     """After bf16 training Keras writes shared_object_id (a Python object id) into config.json: the toolkit
     renumbers those ids, so two processes give the same bytes."""

@@ -189,6 +189,7 @@ def test_train_on_a_folder_with_a_bad_file_is_one_line(gray, tmp_path, capsys, c
     assert not (tmp_path / "t" / "model.keras").exists()
 
 
+@pytest.mark.slow  # ~30 s: a dynamic-size model through every format
 def test_a_model_of_any_height_and_width_needs_input_size(k, gray, tmp_path, capsys):
     data8, _ = gray
     L = k.layers
