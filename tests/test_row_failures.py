@@ -124,6 +124,8 @@ def test_parity_checks_every_other_row_and_exits_7(export_copy, refusing_runtime
     assert captured.err.strip().splitlines()[-1].startswith("toolkit parity: error: 2 check(s) could not be made")
 
 
+@pytest.mark.slow  # ~35 s: a gate and a report over an export with a refused row (parity's and bench's
+# failed rows stay in the default suite)
 def test_gate_and_report_list_the_failed_rows(export_copy, refusing_runtime, tmp_path, capsys):
     baseline = tmp_path / "baseline"
     shutil.copytree(export_copy, baseline, symlinks=True)
