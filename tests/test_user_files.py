@@ -117,7 +117,10 @@ def test_resize_resizes_the_one_odd_image_among_model_sized_ones(gray, tmp_path,
     assert rc == 2 and str(odd) in err[-1] and "--resize" in err[-1]
     assert main(["export", "--model", str(model), "--dataset", str(data), "--exports", str(tmp_path / "e"),
                  "--format", "tflite", "--quantize", "none", "--resize", "--quiet"]) == 0
-    assert main(["parity", "--exports", str(tmp_path / "e"), "--quiet"]) == 0
+    # the classes differ by where a patch lies, which a model that pools over any size cannot see: its scores are
+    # near-ties (chance accuracy), on which int8's argmax flips, so parity's int8 gates say nothing here (they failed
+    # or passed with the order tests ran in). The float files must match Keras; every file is rebuilt by verify.
+    assert main(["parity", "--exports", str(tmp_path / "e"), "--variants", "tflite", "onnx", "--quiet"]) == 0
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["preprocessing"]["resize"] is True
 
 
@@ -194,6 +197,7 @@ def test_a_model_of_any_height_and_width_needs_input_size(k, gray, tmp_path, cap
     data8, _ = gray
     L = k.layers
     x, y = make_images(60, 3, SIZE, 3, seed=0)
+    k.utils.set_random_seed(0)  # the initial weights too: run alone or after other tests, the same model
     model = k.Sequential([k.Input((None, None, 3)), L.Conv2D(8, 3, activation="relu"), L.GlobalAveragePooling2D(),
                           L.Dense(3)])
     fit(model, x / 255.0, y, epochs=30)
@@ -208,7 +212,10 @@ def test_a_model_of_any_height_and_width_needs_input_size(k, gray, tmp_path, cap
     assert manifest["model"]["input_shape"] == [16, 16, 3]
     assert "--input-size 16x16" in manifest["model"]["fixed_at_export"]
     assert all(e["inputs"][0]["shape"][1:] == [16, 16, 3] for e in manifest["artifacts"])
-    assert main(["parity", "--exports", str(tmp_path / "e"), "--quiet"]) == 0
+    # the classes differ by where a patch lies, which a model that pools over any size cannot see: its scores are
+    # near-ties (chance accuracy), on which int8's argmax flips, so parity's int8 gates say nothing here (they failed
+    # or passed with the order tests ran in). The float files must match Keras; every file is rebuilt by verify.
+    assert main(["parity", "--exports", str(tmp_path / "e"), "--variants", "tflite", "onnx", "--quiet"]) == 0
     assert main(["verify", "--exports", str(tmp_path / "e"), "--rebuild"]) == 0
 
 
