@@ -117,10 +117,7 @@ def test_resize_resizes_the_one_odd_image_among_model_sized_ones(gray, tmp_path,
     assert rc == 2 and str(odd) in err[-1] and "--resize" in err[-1]
     assert main(["export", "--model", str(model), "--dataset", str(data), "--exports", str(tmp_path / "e"),
                  "--format", "tflite", "--quantize", "none", "--resize", "--quiet"]) == 0
-    # the classes differ by where a patch lies, which a model that pools over any size cannot see: its scores are
-    # near-ties (chance accuracy), on which int8's argmax flips, so parity's int8 gates say nothing here (they failed
-    # or passed with the order tests ran in). The float files must match Keras; every file is rebuilt by verify.
-    assert main(["parity", "--exports", str(tmp_path / "e"), "--variants", "tflite", "onnx", "--quiet"]) == 0
+    assert main(["parity", "--exports", str(tmp_path / "e"), "--quiet"]) == 0
     assert json.loads((tmp_path / "e" / "manifest.json").read_text())["preprocessing"]["resize"] is True
 
 
