@@ -17,13 +17,12 @@ FOOTPRINT_JSON = schema.FOOTPRINT
 def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES) -> dict:
     exports = Path(exports)
     with artifacts.reading(exports) as manifest:  # hold this generation while reading it
-        rows = []
+        rows, known = [], exporters.load_all()
         for entry in manifest["artifacts"]:
             if entry.get("quantization") != "int8":
                 continue
             path = artifacts.verify_entry(exports, entry)
             row = {"variant": entry["variant"], "format": entry["format"]}
-            known = exporters.load_all()
             if entry["format"] not in known:  # a newer toolkit's export
                 raise DataError(f"{entry['variant']}: no microcontroller footprint is known for format "
                                 f"{entry['format']!r} (known: {', '.join(known)})")

@@ -21,6 +21,15 @@ def scan(package: str, path: Iterable[str], skip: frozenset[str] = frozenset(), 
             ep.load()
 
 
+def lookup(registry: dict, key: str, what: str):
+    """``registry[key]``, or a UsageError naming the known keys: never a fall-through to a default."""
+    if key not in registry:
+        from toolkit.errors import UsageError
+
+        raise UsageError(f"unknown {what} {key!r} (known: {', '.join(registry)})")
+    return registry[key]
+
+
 def add(registry: dict, key: str, item, what: str):
     """``registry[key] = item``; two different plugins under one name is an error (re-registering the same is not)."""
     if key in registry and registry[key] != item:

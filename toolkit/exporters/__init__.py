@@ -130,10 +130,7 @@ def formats() -> tuple[str, ...]:
 
 
 def get_format(name: str) -> Format:
-    known = load_all()
-    if name not in known:
-        raise UsageError(f"unknown format {name!r} (known: {', '.join(known)})")
-    return known[name]
+    return plugins.lookup(load_all(), name, "format")
 
 
 def variants_with(role: str) -> list[str]:

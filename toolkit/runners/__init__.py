@@ -91,10 +91,7 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Runtime:
-    runtimes = load_all()
-    if name not in runtimes:
-        raise UsageError(f"unknown runtime {name!r} (known: {', '.join(runtimes)})")
-    return runtimes[name]
+    return plugins.lookup(load_all(), name, "runtime")
 
 
 def for_format(fmt: str) -> list[Runtime]:
