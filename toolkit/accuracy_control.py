@@ -65,14 +65,17 @@ class ControlSettings:
     parity_min_agreement: float = Gates.int8_min_agreement  # parity's int8 agreement gate
 
     def verdicts(self, m: dict) -> list:
-        from toolkit.verdicts import at_least, at_most
+        from toolkit.verdicts import at_least, at_most, paired_resize, wilson_resize
 
         lo, hi = m["drop_ci95_points"]
         agree_lo, agree_hi = m["agreement_ci95"]
         bound = self.parity_min_agreement if self.min_agreement is None else self.min_agreement
-        return [at_most("accuracy_loss_points", m["drop_points"], self.max_drop, (lo, hi), m["images"]),
+        n, b, c = m["images"], m["ref_right_variant_wrong"], m["ref_wrong_variant_right"]
+        both = round(m["accuracy"] * n) - c
+        return [at_most("accuracy_loss_points", m["drop_points"], self.max_drop, (lo, hi), n,
+                        resize=paired_resize(both, b, c, n - both - b - c, self.confidence)),
                 at_least("agreement_percent", 100.0 * m["agreement"], bound, (100.0 * agree_lo, 100.0 * agree_hi),
-                         m["images"])]
+                         n, resize=wilson_resize(round(m["agreement"] * n), n, self.confidence))]
 
     def met(self, m: dict) -> bool:
         from toolkit.verdicts import PASS

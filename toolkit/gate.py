@@ -204,12 +204,18 @@ def _ship_targets(cfg: GateConfig, old_manifest: dict, new_manifest: dict) -> li
     return targets
 
 
+def _ratio_interval(mean_log: float, sd_log: float, rounds: int, confidence: float) -> tuple[float, float]:
+    """The ratio's interval from ``rounds`` log-ratios with this mean and standard deviation (Student's t)."""
+    from scipy.stats import t as student
+
+    half = float(student.ppf(1 - (1 - confidence) / 2, rounds - 1)) * sd_log / math.sqrt(rounds)
+    return math.exp(mean_log - half), math.exp(mean_log + half)
+
+
 def remeasured_latency_checks(cfg: GateConfig, old_manifest: dict, new_manifest: dict) -> list[Check]:
     """The shipped variants' baseline and new files, timed in turns in the same run (toolkit.bench's
     ``run_interleaved``); the ratio of p50s per round; a t interval on the rounds' mean log-ratio at
     the family-wise level."""
-    from scipy.stats import t as student
-
     from toolkit.bench import bench_inputs, run_interleaved
     from toolkit.config import BenchConfig
     from toolkit.progress import say
@@ -241,14 +247,15 @@ def remeasured_latency_checks(cfg: GateConfig, old_manifest: dict, new_manifest:
             p50 = np.array([[np.median(s) / 1e6 for s in r] for r in rounds])  # rounds x (old, new), ms
             logs = np.log(p50[:, 1] / p50[:, 0])
             mean, sd, k = float(logs.mean()), float(logs.std(ddof=1)), len(logs)
-            half = float(student.ppf(1 - (1 - confidence) / 2, k - 1)) * sd / math.sqrt(k)
-            ratio, interval = math.exp(mean), (math.exp(mean - half), math.exp(mean + half))
-            verdict = ratio_at_most("p50_ratio_new_over_old", ratio, interval, bound, k)
+            ratio, interval = math.exp(mean), _ratio_interval(mean, sd, k, confidence)
+            verdict = ratio_at_most("p50_ratio_new_over_old", ratio, interval, bound, k,
+                                    resize=lambda n, mean=mean, sd=sd: _ratio_interval(mean, sd, n, confidence))
             detail = (f"p50 {np.median(p50[:, 0]):.4g} -> {np.median(p50[:, 1]):.4g} ms, ratio {ratio:.3f} "
                       f"({confidence:.2%} CI {interval[0]:.3f} to {interval[1]:.3f}; must be <= {bound:g}), "
                       f"re-measured in turns over {k} fresh processes")
             if verdict.status == INCONCLUSIVE:
-                detail += ": inconclusive (more --latency-rounds narrow it)"
+                detail += (f": inconclusive, about {verdict.images_to_decide} --latency-rounds would decide it"
+                           if verdict.images_to_decide else ": inconclusive, the ratio sits on the bound")
             checks.append(Check.of("latency", name, verdict, detail, {
                 "old_p50_ms_per_round": p50[:, 0].tolist(), "new_p50_ms_per_round": p50[:, 1].tolist(),
                 "ratio": ratio, "ratio_interval": list(interval), "confidence": confidence, "bound": bound,

@@ -14,17 +14,25 @@ Why these methods:
 
 from __future__ import annotations
 
+import functools
 import math
 
 from scipy.stats import binomtest
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
+@functools.lru_cache(maxsize=64)
+def _z(confidence: float) -> float:
     from scipy.stats import norm
 
-    z = norm.ppf(0.5 + confidence / 2)
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def wilson_interval(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson's score interval of successes / n (counts may be fractional: toolkit/verdicts.py scales
+    them to ask how many images would decide a verdict)."""
+    if n == 0:
+        return (0.0, 1.0)
+    z = _z(confidence)
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom

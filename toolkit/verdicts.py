@@ -8,8 +8,10 @@ A verdict is one of three, decided on an interval, never on a point estimate:
 - **fail**: the interval lies wholly beyond the bound (its lower end above 0.3): the data show the
   property does not hold;
 - **inconclusive**: the interval straddles the bound: these images cannot tell. The verdict then
-  says about how many images would decide it, if the estimate stayed where it is (an interval's
-  half-width shrinks as 1/sqrt(n)).
+  says about how many images would decide it, if the estimate stayed where it is: the same interval
+  recomputed at a larger n with the same proportions, solved for the smallest n that decides (near
+  100% agreement Wilson's and Newcombe's intervals shrink about as 1/n, mid-range as 1/sqrt(n): no
+  single scaling rule holds for both).
 
 A quantity measured exactly on every image (the largest logit difference of a float export) has no
 interval: it passes or fails on its value. The same file (equal sha256) is the same function: a
@@ -28,6 +30,7 @@ ratio of p50s from interleaved re-measurements (toolkit/gate.py). docs/verdicts.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
@@ -85,16 +88,46 @@ class Verdict:
                    d.get("note"))
 
 
-def _needed(images: int | None, half_width: float, distance: float) -> int | None:
-    """Images for an interval of this half-width at ``images`` to shrink to ``distance`` (1/sqrt(n))."""
-    if not images or distance <= 0 or half_width <= 0:
+# the interval at n images (or samples) with the estimate unchanged: what "how many would decide" solves
+Resize = Callable[[int], tuple[float, float]]
+_MOST_IMAGES = 10**9  # beyond this, "no number of images would decide it"
+_EPS = 1e-12  # rounding in a resized interval (0.1 + 0.2 > 0.3) must not cost an image
+
+
+def sqrt_resize(value: float, interval: tuple[float, float], images: int) -> Resize:
+    """The fallback where the interval's own formula is not at hand: each half-width as 1/sqrt(n)."""
+    lo, hi = interval
+    return lambda n: (value - (value - lo) * math.sqrt(images / n), value + (hi - value) * math.sqrt(images / n))
+
+
+def scaled_counts(interval_of: Callable[..., tuple[float, float]], counts: tuple[int, ...],
+                  units: Callable[[float, float], tuple[float, float]] = lambda lo, hi: (lo, hi)) -> Resize:
+    """The interval a count-based formula (Wilson, Newcombe) gives at n images with every count scaled
+    by n / (its current total): the same proportions, more images. ``units`` maps it to the verdict's."""
+    total = sum(counts)
+    return lambda n: units(*interval_of(*(c * n / total for c in counts)))
+
+
+def _needed(images: int | None, resize: Resize, decided: Callable[[float, float], bool]) -> int | None:
+    """The smallest n >= images at which ``resize(n)`` decides (doubling, then bisection); None when none
+    below a billion does (the estimate sits on the bound)."""
+    if not images:
         return None
-    return int(math.ceil(images * (half_width / distance) ** 2 - 1e-9))
+    low, high = images, images
+    while not decided(*resize(high)):
+        if high >= _MOST_IMAGES:
+            return None
+        low, high = high, min(2 * high, _MOST_IMAGES)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if decided(*resize(mid)) else (mid, high)
+    return high
 
 
 def at_most(metric: str, value: float, bound: float, interval: tuple[float, float] | None = None,
-            images: int | None = None, note: str | None = None) -> Verdict:
-    """The property ``value <= bound``."""
+            images: int | None = None, note: str | None = None, resize: Resize | None = None) -> Verdict:
+    """The property ``value <= bound``. ``resize``: the interval at n images (``images_to_decide`` is
+    solved on it); without it, half-widths as 1/sqrt(n)."""
     if interval is None:
         return Verdict(metric, PASS if value <= bound else FAIL, value, "<=", bound, None, images, None, note)
     lo, hi = interval
@@ -104,14 +137,14 @@ def at_most(metric: str, value: float, bound: float, interval: tuple[float, floa
         status, need = FAIL, None
     else:
         status = INCONCLUSIVE
-        need = _needed(images, hi - value, bound - value) if value < bound else \
-            _needed(images, value - lo, value - bound)
+        need = _needed(images, resize or sqrt_resize(value, interval, images or 1),
+                       lambda lo, hi: hi <= bound + _EPS or lo > bound)
     return Verdict(metric, status, value, "<=", bound, (lo, hi), images, need, note)
 
 
 def at_least(metric: str, value: float, bound: float, interval: tuple[float, float] | None = None,
-             images: int | None = None, note: str | None = None) -> Verdict:
-    """The property ``value >= bound``."""
+             images: int | None = None, note: str | None = None, resize: Resize | None = None) -> Verdict:
+    """The property ``value >= bound`` (``resize``: as for ``at_most``)."""
     if interval is None:
         return Verdict(metric, PASS if value >= bound else FAIL, value, ">=", bound, None, images, None, note)
     lo, hi = interval
@@ -121,8 +154,8 @@ def at_least(metric: str, value: float, bound: float, interval: tuple[float, flo
         status, need = FAIL, None
     else:
         status = INCONCLUSIVE
-        need = _needed(images, value - lo, value - bound) if value > bound else \
-            _needed(images, hi - value, bound - value)
+        need = _needed(images, resize or sqrt_resize(value, interval, images or 1),
+                       lambda lo, hi: lo >= bound - _EPS or hi < bound)
     return Verdict(metric, status, value, ">=", bound, (lo, hi), images, need, note)
 
 
@@ -150,12 +183,20 @@ def parity_gates(quantization: str, metrics: dict, gates, reduced_precision: str
     images = metrics.get("images")
     lo, hi = metrics["accuracy_diff_ci95_points"]
     alo, ahi = metrics.get("agreement_ci95") or _wilson(metrics["agreement"], images)
+    loss_resize = agreement_resize = None
+    if images and "discordant_ref_right_variant_wrong" in metrics and "correct" in metrics:
+        b, c = metrics["discordant_ref_right_variant_wrong"], metrics["discordant_ref_wrong_variant_right"]
+        e = metrics["correct"] - c  # both right
+        loss_resize = paired_resize(e, b, c, images - e - b - c)  # reference minus variant
+        agreement_resize = wilson_resize(images - metrics["disagreements"], images)
 
     def loss(bound: float) -> Verdict:  # reference minus variant, points
-        return at_most("accuracy_loss_points", -metrics["accuracy_diff_points"], bound, (-hi, -lo), images)
+        return at_most("accuracy_loss_points", -metrics["accuracy_diff_points"], bound, (-hi, -lo), images,
+                       resize=loss_resize)
 
     def agreement(bound: float) -> Verdict:
-        return at_least("agreement_percent", metrics["agreement"] * 100, bound, (alo * 100, ahi * 100), images)
+        return at_least("agreement_percent", metrics["agreement"] * 100, bound, (alo * 100, ahi * 100), images,
+                        resize=agreement_resize)
 
     if quantization == "none" and reduced_precision:
         quantization = "fp16"
@@ -176,7 +217,25 @@ def agreement_between(metric: str, agree: int, n: int, bound_percent: float, not
     from toolkit.stats import wilson_interval
 
     lo, hi = wilson_interval(agree, n)
-    return at_least(metric, agree / n * 100 if n else 0.0, bound_percent, (lo * 100, hi * 100), n, note)
+    return at_least(metric, agree / n * 100 if n else 0.0, bound_percent, (lo * 100, hi * 100), n, note,
+                    resize=wilson_resize(agree, n) if n else None)
+
+
+def wilson_resize(successes: int, n: int, confidence: float = 0.95) -> Resize:
+    """Wilson's interval, in percent, at more images with the same proportion."""
+    from toolkit.stats import wilson_interval
+
+    return scaled_counts(lambda k, other: wilson_interval(k, k + other, confidence), (successes, n - successes),
+                         lambda lo, hi: (lo * 100, hi * 100))
+
+
+def paired_resize(e: int, f: int, g: int, h: int, confidence: float = 0.95) -> Resize:
+    """Newcombe's paired interval of p1 - p2 = (f - g) / n, in points, at more images with the same
+    proportions (e both right, f only the first, g only the second, h neither)."""
+    from toolkit.stats import newcombe_paired_interval
+
+    return scaled_counts(lambda *c: newcombe_paired_interval(*c, confidence), (e, f, g, h),
+                         lambda lo, hi: (lo * 100, hi * 100))
 
 
 def _wilson(p: float, n: int | None) -> tuple[float, float]:
@@ -201,10 +260,12 @@ def non_inferior(metric: str, old_right, new_right, margin_points: float, note: 
     g, h = int((~old_right & new_right).sum()), int((~old_right & ~new_right).sum())
     lo, hi = newcombe_paired_interval(e, f, g, h, confidence)  # p1 - p2 = old - new: the drop
     n = e + f + g + h
-    return at_most(metric, (f - g) / n * 100 if n else 0.0, margin_points, (lo * 100, hi * 100), n, note)
+    return at_most(metric, (f - g) / n * 100 if n else 0.0, margin_points, (lo * 100, hi * 100), n, note,
+                   resize=paired_resize(e, f, g, h, confidence) if n else None)
 
 
 def ratio_at_most(metric: str, ratio: float, interval: tuple[float, float], bound: float, samples: int,
-                  note: str | None = None) -> Verdict:
-    """A latency ratio new/old at most ``bound`` (e.g. 1.10), judged on its interval."""
-    return at_most(metric, ratio, bound, interval, samples, note)
+                  note: str | None = None, resize: Resize | None = None) -> Verdict:
+    """A latency ratio new/old at most ``bound`` (e.g. 1.10), judged on its interval (``resize``: the
+    interval at n samples, as for ``at_most``)."""
+    return at_most(metric, ratio, bound, interval, samples, note, resize)
