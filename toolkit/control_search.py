@@ -42,10 +42,11 @@ def _ci(cost: dict) -> tuple | None:
 
 def clearly_faster(a: _Candidate, b: _Candidate) -> bool:
     """``a`` runs faster than ``b`` beyond re-measurement noise: at least 10% lower p50 and the p50 intervals
-    apart. Close costs keep the accuracy-ranked choice, so the search gives the same bytes on every run."""
-    if a.p50_ms is None or b.p50_ms is None:
+    apart. Close costs keep the accuracy-ranked choice, so the search gives the same bytes on every run; a
+    cost measured on too few samples for an interval (None) is never clearly faster or slower."""
+    if a.p50_ms is None or b.p50_ms is None or a.p50_ci95_ms is None or b.p50_ci95_ms is None:
         return False
-    apart = a.p50_ci95_ms is None or b.p50_ci95_ms is None or a.p50_ci95_ms[1] < b.p50_ci95_ms[0]
+    apart = a.p50_ci95_ms[1] < b.p50_ci95_ms[0]
     return a.p50_ms < 0.9 * b.p50_ms and apart
 
 

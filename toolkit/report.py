@@ -21,6 +21,9 @@ def _winner(ranked: list[dict], figure, second_run_agrees: bool | None = None) -
     best = ranked[0]
     if "p50_ci95_ms" not in best:  # results from before intervals were recorded
         return f"`{best['variant']}` on {best['runtime']}, {figure(best)} (fastest in this run)"
+    if not best["p50_ci95_ms"]:  # too few samples for any interval to reach 95% (toolkit/timing.py)
+        return (f"`{best['variant']}` on {best['runtime']}, {figure(best)} (fastest in this run; too few samples "
+                "for a 95% p50 interval, so no ranking is claimed: more --min-runs give one)")
     leaders = [r for r in ranked if r is best or tied(best, r)]
     if len(leaders) == 1:
         lo, hi = best["p50_ci95_ms"]

@@ -32,21 +32,23 @@ def measure(call: Callable[[], object], *, warmup_runs: int, warmup_seconds: flo
     return {"first_ns": first_ns, "warmup_runs": n, "samples_ns": samples}
 
 
-def quantile_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int, int]:
+def quantile_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int, int] | None:
     """0-based ranks (l, u) of the exact distribution-free interval [X_(l), X_(u)] for the q-quantile
     of n independent samples, with coverage P(l < B <= u) = F(u) - F(l) >= confidence, where
     B ~ Binomial(n, q) counts the samples below the quantile and F is its CDF (1-based ranks l + 1
-    and u + 1). l is the largest rank with F(l) <= alpha/2, u the smallest with F(u) >= 1 - alpha/2.
-    Where n is too small for that coverage the extreme samples are the bounds (l = 0 or u = n - 1)."""
+    and u + 1). l is the largest rank with F(l) <= alpha/2, u the smallest with F(u) >= 1 - alpha/2;
+    where one tail is cut at the extreme sample the other is widened until covered. None when even
+    [min, max] does not reach the coverage: fewer than 6 samples for the p50, 29 for the p90 at 95%."""
     from scipy.stats import binom
 
     alpha = 1 - confidence
+    covered = lambda lo, hi: binom.cdf(hi, n, q) - binom.cdf(lo, n, q) >= confidence  # noqa: E731
+    if n < 2 or not covered(0, n - 1):
+        return None
     k_lo = int(binom.ppf(alpha / 2, n, q))  # smallest k with F(k) >= alpha/2, so F(k_lo - 1) < alpha/2
     k_hi = int(binom.ppf(1 - alpha / 2, n, q))  # smallest k with F(k) >= 1 - alpha/2
     lo, hi = max(0, min(k_lo - 1, n - 1)), max(0, min(k_hi, n - 1))
-    # one tail cut at the extreme sample (e.g. the p90 of 29 samples): widen the other until covered
-    covered = lambda lo, hi: binom.cdf(hi, n, q) - binom.cdf(lo, n, q) >= confidence  # noqa: E731
-    while not covered(lo, hi) and (lo > 0 or hi < n - 1):
+    while not covered(lo, hi):  # one tail cut at the extreme sample (the p90 of 29 samples)
         if lo > 0:
             lo -= 1
         else:
@@ -54,18 +56,21 @@ def quantile_ranks(n: int, q: float, confidence: float = 0.95) -> tuple[int, int
     return lo, hi
 
 
-def quantile_interval(sorted_ms: np.ndarray, q: float, confidence: float = 0.95) -> list[float]:
+def quantile_interval(sorted_ms: np.ndarray, q: float, confidence: float = 0.95) -> list[float] | None:
     """Distribution-free CI for the q-quantile from order statistics (``quantile_ranks``): at least the
-    nominal coverage for independent samples wherever n allows it."""
-    n = len(sorted_ms)
-    if n == 0:
-        return [float("nan"), float("nan")]
-    lo, hi = quantile_ranks(n, q, confidence)
-    return [float(sorted_ms[lo]), float(sorted_ms[hi])]
+    nominal coverage for independent samples; None (JSON null) where the samples are too few for any
+    interval of them to reach it. Nothing ranks on a missing interval (``tied``)."""
+    ranks = quantile_ranks(len(sorted_ms), q, confidence)
+    if ranks is None:
+        return None
+    return [float(sorted_ms[ranks[0]]), float(sorted_ms[ranks[1]])]
 
 
 def tied(a: dict, b: dict, key: str = "p50_ci95_ms") -> bool:
-    """Two rows whose p50 intervals overlap: a second run could swap them, so neither wins."""
+    """Two rows whose p50 intervals overlap: a second run could swap them, so neither wins. A row with
+    too few samples for an interval (None) is tied with every other."""
+    if not a.get(key) or not b.get(key):
+        return True
     (alo, ahi), (blo, bhi) = a[key], b[key]
     return alo <= bhi and blo <= ahi
 
