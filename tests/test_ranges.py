@@ -33,6 +33,11 @@ def test_estimators_on_known_numbers():
     assert ranges.estimators_for("mean-minmax", mild) == ("mean-minmax",)
     negative = _stats([1.0, 1.0, 1.0], mins=[-1.0, -1.0, -50.0])
     assert negative.ranges("tail-aware")["t"][0] == pytest.approx(-52 / 3)  # the low side's tail too
+    # ... and `auto` sees it: a long negative tail alone makes every estimator a candidate (the issue's
+    # minima {-1, -1, -1, -1, -50} stayed on the global -50..1 when only maxima were looked at)
+    low = _stats([1.0] * 5, mins=[-1.0, -1.0, -1.0, -1.0, -50.0])
+    assert low.tails() == {"t": 50.0} and ranges.estimators_for("auto", low) == ranges.ESTIMATORS
+    assert low.ranges("minmax")["t"] == (-50.0, 1.0) and low.ranges("tail-aware")["t"] == (pytest.approx(-10.8), 1.0)
 
 
 def test_batched_statistics_are_per_image():

@@ -13,8 +13,8 @@ calibration image (per sample, as NNCF collects them with batch size 1):
   squeeze-excite and standardization tensors of issue #23), else ``minmax``: the clipping is paid
   only where a long tail would otherwise take the steps of every image.
 
-No estimator is best for every model (averaging wins 4 points on EfficientNetB0 and costs a little
-on MobileNetV2), so the exporters build each candidate and keep the one that agrees best with the
+No estimator is best for every model (averaging wins on EfficientNetB0 and costs a little on
+MobileNetV2: benchmarks/PTQ.md), so the exporters build each candidate and keep the one that agrees best with the
 Keras model on the **validation split** (``auto``, the default; the test set is never used). The
 candidates' validation figures go to the manifest.
 """
@@ -69,20 +69,26 @@ class Stats:
         return out
 
     def tails(self) -> dict[str, float]:
-        """{tensor: its global max over the median image's max}, for the tensors with a long tail."""
+        """{tensor: the larger of its global max over the median image's max and its global min over the
+        median image's min}, for the tensors with a long tail on either side (the side ``tail-aware``
+        clips: a rare -50 among minima of -1 is a tail as much as a rare +50 among maxima of 1)."""
         out = {}
         for name in self.maxs:
-            maxs = np.asarray(self.maxs[name])
-            median = float(np.median(maxs))
-            if median > 0 and _tail(maxs):
-                out[name] = round(float(maxs.max()) / median, 2)
+            ratio = max(_tail_ratio(np.asarray(self.maxs[name])), _tail_ratio(-np.asarray(self.mins[name])))
+            if ratio > TAIL_RATIO:
+                out[name] = round(ratio, 2)
         return out
+
+
+def _tail_ratio(values: np.ndarray) -> float:
+    """The largest of ``values`` (one per image) over the median's; 0 where the median is not positive."""
+    median = float(np.median(values))
+    return float(values.max()) / median if median > 0 else 0.0
 
 
 def _tail(values: np.ndarray) -> bool:
     """Whether the largest of ``values`` (one per image) is more than TAIL_RATIO times the median's."""
-    median = float(np.median(values))
-    return median > 0 and float(values.max()) > TAIL_RATIO * median
+    return _tail_ratio(values) > TAIL_RATIO
 
 
 def choose(candidates: dict[str, bytes], predict: Callable[[bytes, np.ndarray], np.ndarray], validation,
