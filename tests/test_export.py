@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -187,6 +188,31 @@ def test_force_replaces_and_cleans_old_generation(export_copy, data_dir):
     # the file to ship under a path that does not change: DIR/current follows the live generation
     assert (export_copy / "current").resolve() == (export_copy / dirs[0]).resolve()
     assert (export_copy / "current" / "onnx-int8.onnx").is_file()
+
+
+def test_a_copied_current_directory_is_replaced_not_left_stale(quick_export, tmp_path, data_dir, capsys):
+    """An export copied as people copy folders (shutil.copytree follows links: DIR/current becomes a real
+    directory holding the old generation's files): the next export replaces it by the link to the new
+    generation and says so, rather than succeed while DIR/current keeps the previous files. A directory
+    there holding files no export wrote is refused before any work, and left as it was."""
+    copy = tmp_path / "copied"
+    shutil.copytree(quick_export, copy)  # symlinks=False: current/ is now a directory
+    assert (copy / "current").is_dir() and not (copy / "current").is_symlink()
+    old = (copy / "current" / "onnx-int8.onnx").read_bytes()
+    manifest = export(ExportConfig(exports=copy, data_dir=data_dir, force=True, verbose=False, calibration_samples=20),
+                      exporters.select("onnx", ("int8",)))
+    assert "was a directory (a copy of an earlier generation): replaced" in capsys.readouterr().err
+    assert (copy / "current").is_symlink()
+    assert (copy / "current").resolve() == (copy / f"artifacts-{manifest['generation']}").resolve()
+    assert (copy / "current" / "onnx-int8.onnx").read_bytes() != old  # 20 calibration images: other bytes
+
+    (copy / "current").unlink()
+    (copy / "current").mkdir()
+    (copy / "current" / "my-notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="my-notes.txt"):
+        export(ExportConfig(exports=copy, data_dir=data_dir, force=True, verbose=False),
+               exporters.select("onnx", ("int8",)))
+    assert (copy / "current" / "my-notes.txt").read_text() == "mine"
 
 
 def test_labels_file_and_the_files_to_ship_in_the_report(quick_export):

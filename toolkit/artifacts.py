@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 
 from toolkit import schema
-from toolkit.errors import DataError, WriteError
+from toolkit.errors import DataError, UsageError, WriteError
 from toolkit.provenance import sha256_file
 
 MANIFEST = schema.MANIFEST
@@ -285,18 +285,63 @@ def commit_generation(exports: Path, staging: Path, gen_id: str, manifest: dict)
 CURRENT = "current"  # DIR/current -> the live generation: a path to ship from that does not change
 
 
+def _copied_current(exports: Path) -> Path | None:
+    """``DIR/current`` when it is a real directory rather than the link (an export copied with
+    ``shutil.copytree`` or ``cp -rL`` turns the link into a copy of the generation it pointed at)."""
+    link = Path(exports) / CURRENT
+    return link if link.is_dir() and not link.is_symlink() else None
+
+
+def check_current(exports: Path) -> None:
+    """Before an export: ``DIR/current`` must be the toolkit's link, or a copy of a generation (which the
+    export replaces by the link: left alone, it would keep the previous files under the path users ship
+    from). A file there, or a directory holding anything a generation does not, is not replaced: a usage
+    error before any work."""
+    exports = Path(exports)
+    link = exports / CURRENT
+    if link.is_symlink() or not link.exists():
+        return
+    if not link.is_dir():
+        raise UsageError(f"{link} is a file; the toolkit keeps {CURRENT} as a link to the live generation",
+                         hint=f"move or remove {link}, then export again")
+    ours = {p.name for gen in exports.glob(f"{GENERATION_PREFIX}*") if gen.is_dir() for p in gen.iterdir()}
+    ours |= {Path(e.get("path", "")).name for e in read_manifest(exports).get("artifacts", [])} \
+        if (exports / MANIFEST).is_file() else set()
+    foreign = sorted(p.name for p in link.iterdir() if p.is_dir() or p.name not in ours)
+    if foreign:
+        raise UsageError(f"{link} is a directory (not the toolkit's link to the live generation) holding files no "
+                         f"export wrote: {', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}",
+                         hint=f"move them out of {link} (or remove it); the export then replaces it by the link")
+
+
 def point_current(exports: Path, generation_dir: str) -> None:
     """Point the ``DIR/current`` symlink at the live generation, atomically (a new link renamed over
-    the old). After the manifest: the manifest is the commit, the link a convenience that follows it."""
+    the old). After the manifest: the manifest is the commit, the link a convenience that follows it.
+    A copied ``current`` directory (``check_current`` made sure it holds only a generation's files) is
+    moved aside first and removed, so the path never keeps an earlier generation's files."""
     exports = Path(exports)
     link, tmp = exports / CURRENT, exports / f".{CURRENT}-{generation_dir}"
+    copied = _copied_current(exports)
+    if copied is not None:
+        trash = exports / f"{TRASH_PREFIX}{CURRENT}-{uuid.uuid4().hex[:6]}"
+        try:
+            os.rename(copied, trash)
+        except OSError as exc:
+            raise write_error(copied, exc) from None
+        shutil.rmtree(trash, ignore_errors=True)
+        print(f"note: {link} was a directory (a copy of an earlier generation): replaced by a link to "
+              f"{generation_dir}", file=sys.stderr)
     try:
         if tmp.is_symlink():
             tmp.unlink()
         os.symlink(generation_dir, tmp, target_is_directory=True)
         os.replace(tmp, link)
     except OSError as exc:  # a file system without symlinks: say so, the export itself is committed
-        print(f"note: could not point {link} at {generation_dir}: {exc.strerror or exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            if link.is_symlink():
+                link.unlink()  # a link to the previous generation would be a stale path to ship from
+        print(f"note: could not point {link} at {generation_dir}: {exc.strerror or exc}; {link} does not exist, "
+              f"ship from {exports / generation_dir}", file=sys.stderr)
 
 
 def remove_stale(exports: Path, keep: set[str]) -> None:

@@ -353,6 +353,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
     exports = Path(cfg.exports)
     with artifacts.writing(exports, cfg.verbose):  # a second export waits for this one
         _check_flags(cfg, exports / artifacts.MANIFEST)
+        artifacts.check_current(exports)
         inp = _inputs(cfg, exports)
         gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         staging = artifacts.new_staging_dir(exports, gen_id)
