@@ -8,6 +8,10 @@ with its defaults, on this shared 2-core machine while other work runs on it?
   shipped variants, baseline and new file in turns in fresh processes) while a background process
   loads one core in bursts (a single-threaded matrix product, on for 0.5-2 s, off for 0-1 s, seeded).
   Each run is independent. Expected: at least 19 of 20 pass.
+- **A/A (accuracy path)**: an equivalent model exported to other bytes: the same CNN with conv1's filters
+  in another (seeded) order and conv2's input channels permuted to match: the same function (up to float
+  summation order), every file a different sha256, so the gate compares predictions image by image
+  instead of passing on equal hashes. Expected: at least 19 of 20 pass.
 - **A/B latency**: a new release of the same network with conv2 1.3x wider (83 filters instead of
   64; 1.3x the multiply-adds of the layers that dominate), trained with the same recipe, exported
   to every variant and checked by parity. Gated ``--rounds`` times with the defaults under the
@@ -98,6 +102,26 @@ train.train(TrainConfig.for_arch("cnn", out=Path({str(out)!r}), epochs={epochs!r
     return out
 
 
+def equivalent_variant(baseline: Path, out: Path, env: dict) -> Path:
+    """The baseline's model with conv1's filters permuted (and conv2's input channels to match): the same
+    function, other bytes in every exported file; exported and checked by parity as a release would be."""
+    out.mkdir(parents=True, exist_ok=True)
+    script = f"""
+import numpy as np, keras
+model = keras.models.load_model({str(baseline / "model.keras")!r})
+perm = np.random.default_rng(0).permutation(model.get_layer("conv1").filters)
+k1, b1 = model.get_layer("conv1").get_weights()
+model.get_layer("conv1").set_weights([k1[..., perm], b1[perm]])
+k2, b2 = model.get_layer("conv2").get_weights()
+model.get_layer("conv2").set_weights([k2[:, :, perm, :], b2])
+model.save({str(out / "model.keras")!r})
+"""
+    subprocess.run([sys.executable, "-c", script], env=env, check=True)
+    toolkit("export", "--exports", str(out), "--force", env=env)
+    toolkit("parity", "--exports", str(out), "--quiet", env=env, check=False)
+    return out
+
+
 def gate(baseline: Path, new: Path, work: Path, env: dict, tag: str) -> dict:
     start = time.perf_counter()
     proc = toolkit("gate", "--baseline", baseline, "--exports", new, "--json", work / f"{tag}.json",
@@ -106,8 +130,8 @@ def gate(baseline: Path, new: Path, work: Path, env: dict, tag: str) -> dict:
     checks = [c for c in doc.checks if c["kind"] in ("accuracy", "latency")]
     return {"exit_code": proc.returncode, "verdict": doc["verdict"], "seconds": round(time.perf_counter() - start, 1),
             "checks": [{"kind": c["kind"], "name": c["name"], "status": c["status"],
-                        **({"ratio": c["values"]["ratio"], "ratio_interval": c["values"]["ratio_interval"]}
-                           if c["kind"] == "latency" else {}),
+                        **({"ratio": c["values"]["ratio"], "ratio_interval": c["values"]["ratio_interval"],
+                            "bound": c["values"]["bound"]} if c["kind"] == "latency" else {}),
                         **({"drop_points": c["values"]["drop_points"], "drop_interval_points":
                             c["values"]["drop_interval_points"]} if c["kind"] == "accuracy" and "drop_points"
                            in c.get("values", {}) else {})} for c in checks]}
@@ -148,16 +172,17 @@ def main() -> int:
 
     same = work / "same"
     shutil.copytree(baseline, same, symlinks=True)
+    equal = equivalent_variant(baseline, work / "equivalent", env)
     slow = train_variant(work / "slower", env, wide=True, epochs=None)
     weak = train_variant(work / "worse", env, wide=False, epochs=1, train_limit=WEAK_TRAIN_LIMIT)
     parity = {name: schema.Parity.read(d) for name, d in
-              (("baseline", baseline), ("slower", slow), ("worse", weak))}
+              (("baseline", baseline), ("equivalent", equal), ("slower", slow), ("worse", weak))}
 
     load = background_load(env)
-    runs: dict[str, list[dict]] = {"aa": [], "ab_latency": [], "ab_accuracy": []}
+    runs: dict[str, list[dict]] = {"aa": [], "aa_equivalent": [], "ab_latency": [], "ab_accuracy": []}
     try:
         for i in range(args.rounds):
-            for key, new in (("aa", same), ("ab_latency", slow), ("ab_accuracy", weak)):
+            for key, new in (("aa", same), ("aa_equivalent", equal), ("ab_latency", slow), ("ab_accuracy", weak)):
                 runs[key].append(gate(baseline, new, work, env, f"{key}-{i}"))
                 r = runs[key][-1]
                 print(f"{key} {i + 1}/{args.rounds}: exit {r['exit_code']} ({r['verdict']}, {r['seconds']} s)",
@@ -177,6 +202,8 @@ def main() -> int:
                 if latency else None,
                 "accuracy_failed_runs": sum(any(c["kind"] == "accuracy" and c["status"] == "fail" for c in r["checks"])
                                             for r in rs),
+                "accuracy_statuses": {s: sum(c["status"] == s for r in rs for c in r["checks"] if c["kind"] == "accuracy")
+                                      for s in ("pass", "inconclusive", "fail")},
                 "seconds_median": float(np.median([r["seconds"] for r in rs]))}
 
     acc = lambda p, v: p["variants"][v]["accuracy"]  # noqa: E731
@@ -187,6 +214,12 @@ def main() -> int:
                 "running for the whole benchmark",
         "cases": {
             "aa": {"what": "a byte-for-byte copy of the export", **summary("aa")},
+            "aa_equivalent": {"what": "the same model with conv1's filters permuted (conv2's inputs to match): the same "
+                                      "function, every file other bytes", **summary("aa_equivalent"),
+                              "files_differ": sorted(v for v in parity["equivalent"]["variants"]
+                                                     if _sha(equal, v) != _sha(baseline, v)),
+                              "test_accuracy": {v: {"baseline": acc(parity["baseline"], v),
+                                                    "new": acc(parity["equivalent"], v)} for v in shipped(runs["aa"])}},
             "ab_latency": {"what": "a new release: the CNN with conv2 1.3x wider (83 filters), trained with the same "
                                    "recipe, every variant", **summary("ab_latency"),
                            "test_accuracy": {v: {"baseline": acc(parity["baseline"], v), "new": acc(parity["slower"], v)}
@@ -208,10 +241,32 @@ def main() -> int:
     return 0
 
 
+def _sha(directory: Path, variant: str) -> str | None:
+    return next((e["sha256"] for e in schema.Manifest.read(directory)["artifacts"] if e["variant"] == variant), None)
+
+
+def band(runs: list[dict]) -> dict | None:
+    """What the A/A latency checks' interval widths let the gate see: a ratio fails from bound x e^h and passes
+    below bound x e^-h (h: the half-width of the interval in log space; toolkit/gate.py)."""
+    import math
+
+    checks = [c for r in runs for c in r["checks"] if c["kind"] == "latency"]
+    if not checks:
+        return None
+    half = [math.log(c["ratio_interval"][1] / c["ratio"]) for c in checks]
+    bound = checks[0].get("bound", 1.1)
+    fails = sorted(bound * math.exp(h) for h in half)
+    passes = sorted(bound * math.exp(-h) for h in half)
+    return {"bound": bound, "checks": len(checks), "fails_from_median": float(np.median(fails)),
+            "fails_from_range": [fails[0], fails[-1]], "passes_below_median": float(np.median(passes)),
+            "passes_below_range": [passes[0], passes[-1]]}
+
+
 def markdown(doc: dict) -> str:
     m = doc["provenance"]["machine"]
     c = doc["cases"]
     aa, lat, acc = c["aa"], c["ab_latency"], c["ab_accuracy"]
+    eq = c.get("aa_equivalent")  # results before the equivalent-model case have none
     lines = [
         "# The CI gate, measured: A/A and A/B",
         "",
@@ -225,16 +280,17 @@ def markdown(doc: dict) -> str:
         "inconclusive / fail | measured p50 ratio, median (range) | median seconds per gate run |",
         "|---|---|---:|---:|---:|---|---|---|---:|",
     ]
-    for name, case in (("A/A", aa), ("A/B latency", lat), ("A/B accuracy", acc)):
+    cases = [("A/A", aa), *([("A/A equivalent", eq)] if eq else []), ("A/B latency", lat), ("A/B accuracy", acc)]
+    for name, case in cases:
         v, ls = case["verdicts"], case["latency_statuses"]
         ratio = (f"{case['latency_ratio_median']:.3f} ({case['latency_ratio_range'][0]:.3f} to "
                  f"{case['latency_ratio_range'][1]:.3f})") if case["latency_ratio_median"] else "-"
         lines.append(f"| {name} | {case['what']} | {case['runs']} | {case['exit_0']} | {case['exit_4']} | "
                      f"{v['pass']} / {v['inconclusive']} / {v['fail']} | {ls['pass']} / {ls['inconclusive']} / "
                      f"{ls['fail']} | {ratio} | {case['seconds_median']:.0f} |")
-    lines += ["", "Test accuracy of the shipped variants in each A/B case (parity on all test images):", "",
+    lines += ["", "Test accuracy of the shipped variants in each case (parity on all test images):", "",
               "| case | variant | baseline | new | drop (points) |", "|---|---|---:|---:|---:|"]
-    for name, case in (("A/B latency", lat), ("A/B accuracy", acc)):
+    for name, case in [*([("A/A equivalent", eq)] if eq else []), ("A/B latency", lat), ("A/B accuracy", acc)]:
         for variant, a in case["test_accuracy"].items():
             lines.append(f"| {name} | {variant} | {a['baseline']:.2%} | {a['new']:.2%} | "
                          f"{(a['baseline'] - a['new']) * 100:+.2f} |")
@@ -242,16 +298,30 @@ def markdown(doc: dict) -> str:
     lines += [
         "",
         f"- **A/A**: {passed_aa} of {aa['runs']} runs exit 0 ({aa['verdicts']['pass']} pass, "
-        f"{aa['verdicts']['inconclusive']} inconclusive); none may fail more often than the 5% family-wise "
-        "rate the gate is built for.",
+        f"{aa['verdicts']['inconclusive']} inconclusive); each family of checks has at most a 2.5% chance of a "
+        "false alarm (two-sided Bonferroni intervals, a check fails only beyond one end), so a run may fail "
+        "at most about 5% of the time.",
+        *([f"- **A/A equivalent**: {eq['exit_0']} of {eq['runs']} runs exit 0 ({eq['verdicts']['pass']} pass, "
+           f"{eq['verdicts']['inconclusive']} inconclusive); every file differs in bytes "
+           f"({', '.join(eq['files_differ'])}), so each accuracy check compared predictions image by image: "
+           f"{eq['accuracy_statuses']['pass']} pass, {eq['accuracy_statuses']['inconclusive']} inconclusive, "
+           f"{eq['accuracy_statuses']['fail']} fail."] if eq else []),
         f"- **A/B latency**: {lat['exit_4']} of {lat['runs']} runs exit 4; the latency checks failed "
         f"{lat['latency_statuses']['fail']} times of {sum(lat['latency_statuses'].values())}.",
         f"- **A/B accuracy**: {acc['accuracy_failed_runs']} of {acc['runs']} runs fail an accuracy check "
         f"({acc['exit_4']} exit 4).",
         f"- **A/B latency** runs also failing an accuracy check: {lat['accuracy_failed_runs']} of {lat['runs']} (the "
         "wider model is a different training).",
-        "",
     ]
+    b = band(doc["runs"]["aa"])
+    if b:
+        lines.append(
+            f"- **The smallest slowdown that fails**, from the {b['checks']} A/A latency checks' interval widths (a "
+            f"ratio fails when its interval's lower end exceeds {b['bound']:g}): about {b['fails_from_median']:.3f}x "
+            f"(from {b['fails_from_range'][0]:.3f}x to {b['fails_from_range'][1]:.3f}x); it passes below about "
+            f"{b['passes_below_median']:.3f}x ({b['passes_below_range'][0]:.3f}x to {b['passes_below_range'][1]:.3f}x); "
+            "between, inconclusive. More `--latency-rounds` narrow the band.")
+    lines.append("")
     return "\n".join(lines)
 
 
