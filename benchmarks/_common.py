@@ -46,19 +46,36 @@ def run_toolkit(*args, env: Mapping | None = None, check: bool = False,
 # --- result files -------------------------------------------------------------------------------------------
 
 
+def _block_span(text: str, name: str) -> tuple[int, int] | None:
+    """Where the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` starts and stops."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    start = text.find(begin)
+    stop = text.find(end, start + len(begin)) if start >= 0 else -1
+    return (start + len(begin), stop) if stop >= 0 else None
+
+
 def replace_block(path: Path, name: str, body: str, required: bool = True) -> bool:
     """Replace what lies between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in ``path`` with
     ``body`` (on lines of its own). False, or an error when ``required``, where the markers are missing."""
-    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     text = Path(path).read_text()
-    start = text.find(begin)
-    stop = text.find(end, start + len(begin)) if start >= 0 else -1
-    if stop < 0:
+    span = _block_span(text, name)
+    if span is None:
         if required:
-            raise SystemExit(f"{path} has no {begin} ... {end} block")
+            raise SystemExit(f"{path} has no <!-- {name}:begin --> ... <!-- {name}:end --> block")
         return False
-    atomic_write_text(path, text[: start + len(begin)] + "\n" + body + "\n" + text[stop:])
+    atomic_write_text(path, text[: span[0]] + "\n" + body + "\n" + text[span[1]:])
     return True
+
+
+def read_block(path: Path, name: str) -> str | None:
+    """The body ``replace_block(path, name, body)`` wrote (None where the markers are missing): what a
+    script's block function must render for the committed text to be current."""
+    text = Path(path).read_text()
+    span = _block_span(text, name)
+    if span is None:
+        return None
+    inner = text[span[0]: span[1]]
+    return inner[1:-1] if inner.startswith("\n") and inner.endswith("\n") and len(inner) > 1 else inner
 
 
 # --- readings of the toolkit's records ----------------------------------------------------------------------

@@ -94,7 +94,9 @@ def markdown(doc: dict) -> str:
             f"{s['variants']['tflite-int8']['bytes']:,} | "
             f"{fp.get('arena_bytes') or '-'} | {', '.join(fp.get('fits', [])) or 'none'} |")
     variants = list(next(iter(summary.values()))["variants"])
-    lines += ["", "Accuracy per variant (TFLM on its 1,000-image sample):", "",
+    micro = sorted({s["variants"]["tflite-micro"]["images"] for s in summary.values() if "tflite-micro" in s["variants"]})
+    lines += ["", "Accuracy per variant" + (f" (TFLM on its {' or '.join(f'{n:,}' for n in micro)}-image sample)"
+                                            if micro else "") + ":", "",
               "| architecture | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
     for arch, s in summary.items():
         lines.append(f"| {arch} | " + " | ".join(f"{s['variants'][v]['accuracy']:.2%}" for v in variants) + " |")

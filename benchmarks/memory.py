@@ -130,6 +130,12 @@ def main() -> int:
 
 
 def render(doc: dict, out: Path) -> None:
+    """Write MEMORY.md beside ``out`` (results/) or into it."""
+    atomic_write_text(out.parent / "MEMORY.md" if out.name == "results" else out / "MEMORY.md", markdown(doc))
+
+
+def markdown(doc: dict) -> str:
+    """MEMORY.md from results/memory.json alone."""
     m = doc["provenance"]["machine"]
     lines = [
         "# Parity's memory on large image folders",
@@ -152,7 +158,7 @@ def render(doc: dict, out: Path) -> None:
         "predictions), not the images.",
         "",
     ]
-    atomic_write_text(out.parent / "MEMORY.md" if out.name == "results" else out / "MEMORY.md", "\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,21 @@ def main() -> int:
 
 
 def render(doc: dict, out: Path) -> None:
+    """Write PIPELINE.md beside ``out`` (results/)."""
+    atomic_write_text(out.parent / "PIPELINE.md", markdown(doc))
+    print(f"wrote {out.parent / 'PIPELINE.md'} from {out / 'pipeline.json'}")
+
+
+def _images(doc: dict) -> str:
+    """How many test images parity used: every variant's count, TFLM's sample apart."""
+    counts = {name: p["images"] for name, p in doc["parity"]["variants"].items()}
+    full = ", ".join(f"{n:,}" for n in sorted({n for name, n in counts.items() if name != "tflite-micro"}))
+    micro = f"; TFLM a {counts['tflite-micro']:,}-image sample" if "tflite-micro" in counts else ""
+    return f"{full} images{micro}"
+
+
+def markdown(doc: dict) -> str:
+    """PIPELINE.md from results/pipeline.json alone."""
     walls = doc["wall_seconds"]
     m = doc["provenance"]["machine"]
     lines = [
@@ -107,7 +122,7 @@ def render(doc: dict, out: Path) -> None:
         f"evaluation, test accuracy {doc['train']['test_accuracy']:.2%} |",
         f"| `toolkit export` (every variant) | {walls['export']:.1f} | conversion "
         f"{sum(v['conversion_seconds'] for v in doc['export'].values()):.1f} s in all |",
-        f"| `toolkit parity` (every variant, 10,000 images; TFLM a 1,000-image sample) | {walls['parity']:.1f} | "
+        f"| `toolkit parity` (every variant, {_images(doc)}) | {walls['parity']:.1f} | "
         f"all gates {'passed' if doc['parity']['passed'] else 'NOT passed'} |",
         f"| `toolkit footprint` | {walls['footprint']:.1f} | TFLM arena measured per int8 TFLite variant |",
         "",
@@ -136,8 +151,7 @@ def render(doc: dict, out: Path) -> None:
         lines.append(f"| {name} | {e['bytes']:,} | {e['conversion_seconds']:.1f} | {p['images']:,} | {p['accuracy']:.2%} | "
                      f"{p['accuracy_diff_points']:+.2f} | {lo:+.2f} to {hi:+.2f} | {p['agreement']:.2%} | "
                      f"{p['mcnemar_p']:.3g} | {'pass' if p['passed'] else 'FAIL'} |")
-    atomic_write_text(out.parent / "PIPELINE.md", "\n".join(lines) + "\n")
-    print(f"wrote {out.parent / 'PIPELINE.md'} from {out / 'pipeline.json'}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

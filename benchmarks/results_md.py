@@ -1,20 +1,29 @@
 """Write benchmarks/RESULTS.md from the committed result files (no number typed by hand).
 
     python benchmarks/results_md.py
+
+``markdown(read_results())`` is the page: the files are read once, the text is made from them alone.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 from _common import BENCHMARKS, RESULTS, cpu_text, row_key
 
 from toolkit.artifacts import atomic_write_text, read_json
 
+OTHER_CPU = "cpu-intel-amx"  # `python benchmarks/cpu.py --name cpu-intel-amx` on an Intel Xeon with AMX
+# what RESULTS.md is made from: `python benchmarks/cpu.py` (and --name OTHER_CPU), harness_overhead.py, pipeline.py
+FILES = ("cpu-run1.json", "cpu-run2.json", "cpu-parity.json", "cpu-spread.json", "harness-overhead.json",
+         "pipeline.json", *(f"{OTHER_CPU}-{part}.json" for part in ("run1", "run2", "parity", "spread")))
 
-def load(name: str) -> dict:
-    return read_json(RESULTS / name)
+
+def read_results(results: Path = RESULTS) -> dict[str, dict]:
+    """The committed files RESULTS.md is made from, by file name (the second CPU kind's where they exist)."""
+    return {name: read_json(results / name) for name in FILES if (results / name).is_file()}
 
 
 def micro_lines(rows: list[dict], pipeline: dict) -> list[str]:
@@ -90,9 +99,6 @@ def short(m: dict) -> str:
     return m["cpu"] + (" (AMX)" if "AMX" in text and "no AMX" not in text else " (no AMX)")
 
 
-OTHER_CPU = "cpu-intel-amx"  # `python benchmarks/cpu.py --name cpu-intel-amx` on an Intel Xeon with AMX
-
-
 def _fastest(rows: list[dict], variant: str, batch: int, threads: int) -> dict | None:
     mine = [r for r in rows if (r["variant"], r["batch_size"], r["threads"]) == (variant, batch, threads)]
     return min(mine, key=lambda r: r["p50_ms"]) if mine else None
@@ -104,14 +110,14 @@ def _stable_fastest(run1: list[dict], run2: list[dict], variant: str, batch: int
     return a["runtime"] if a and b and a["runtime"] == b["runtime"] else None
 
 
-def cpu_kinds_lines(first: str = "cpu", other: str = OTHER_CPU) -> list[str]:
+def cpu_kinds_lines(docs: dict[str, dict], first: str = "cpu", other: str = OTHER_CPU) -> list[str]:
     """Where the two CPU kinds' conclusions differ: for each variant and batch, the runtime that runs it
     fastest on each machine, counted only when both runs on that machine agree."""
-    if not (RESULTS / f"{other}-run1.json").is_file():
+    if f"{other}-run1.json" not in docs:
         return []
-    a1, a2, b1, b2 = (load(f"{n}-run{i}.json") for n in (first, other) for i in (1, 2))
-    spread_b = load(f"{other}-spread.json")
-    acc_b = accuracy_by_row(load(f"{other}-parity.json"))
+    a1, a2, b1, b2 = (docs[f"{n}-run{i}.json"] for n in (first, other) for i in (1, 2))
+    spread_b = docs[f"{other}-spread.json"]
+    acc_b = accuracy_by_row(docs[f"{other}-parity.json"])
     ma, mb = a1["provenance"]["machine"], b1["provenance"]["machine"]
     desc = cpu_text
     threads = max(r["threads"] for r in b1["results"])
@@ -161,7 +167,7 @@ def cpu_kinds_lines(first: str = "cpu", other: str = OTHER_CPU) -> list[str]:
     return lines
 
 
-def header_lines(bench: dict) -> list[str]:
+def header_lines(bench: dict, images: int) -> list[str]:
     rows, m, v = bench["results"], bench["provenance"]["machine"], bench["provenance"]["versions"]
     return [
         "# Benchmark results (CPU)",
@@ -179,7 +185,7 @@ def header_lines(bench: dict) -> list[str]:
         f"({bench['method']['warmup']}); {bench['method']['timer']}; inputs: {bench['method']['inputs']}. "
         "Full table with p90/p99/std: [results/cpu-run1.md](results/cpu-run1.md); every sample: "
         f"`results/cpu-run1.json`. Memory: {bench['method'].get('memory', '-')}. Accuracy: `toolkit parity` on "
-        "all 10,000 test images under the runtime of the row (`results/cpu-parity.json`).",
+        f"all {images:,} test images under the runtime of the row (`results/cpu-parity.json`).",
         "",
     ]
 
@@ -215,7 +221,8 @@ def table_lines(rows: list[dict], acc: dict, threads: int, big: int) -> list[str
     return lines
 
 
-def ship_lines(rows: list[dict], second: list[dict], acc: dict, parity: dict, pipeline: dict) -> list[str]:
+def ship_lines(rows: list[dict], second: list[dict], acc: dict, parity: dict, pipeline: dict,
+               cores: int) -> list[str]:
     threads = max(r["threads"] for r in rows)
     big = max(r["batch_size"] for r in rows)
     # float32 on the formats' reference runtimes: bf16 (openvino-bf16) is not bit-for-bit close
@@ -225,7 +232,7 @@ def ship_lines(rows: list[dict], second: list[dict], acc: dict, parity: dict, pi
     return [
         "## Which format to ship",
         "",
-        "Read the latencies against the run-to-run spread below: on this shared 2-core machine, differences "
+        f"Read the latencies against the run-to-run spread below: on this shared {cores}-core machine, differences "
         "of a few tens of percent between int8 variants are within noise.",
         "",
         f"- **Lowest latency, one image at a time** (batch 1, {threads} threads): "
@@ -245,8 +252,8 @@ def ship_lines(rows: list[dict], second: list[dict], acc: dict, parity: dict, pi
         "provider; choose it where the deployment stack is onnxruntime.",
         "",
         *micro_lines(rows, pipeline),
-        "Accuracy figures are from `toolkit parity` on all 10,000 test images of the same export "
-        "(`results/cpu-parity.json`).",
+        f"Accuracy figures are from `toolkit parity` on all {parity['reference']['images']:,} test images of "
+        "the same export (`results/cpu-parity.json`).",
         "",
     ]
 
@@ -257,8 +264,9 @@ def spread_lines(spread: dict, overhead: dict) -> list[str]:
         "",
         f"Two `toolkit bench` runs back to back (`python benchmarks/cpu.py`): p50 spread median "
         f"{spread['median_spread_percent']:.1f}%, max {spread['max_spread_percent']:.1f}% over "
-        f"{len(spread['rows'])} rows ({spread['definition']}). Rows: `results/cpu-spread.json`. This 2-core "
-        "virtual machine is shared: treat differences smaller than the spread as noise. The rows that moved most:",
+        f"{len(spread['rows'])} rows ({spread['definition']}). Rows: `results/cpu-spread.json`. This "
+        f"{spread['provenance']['machine']['cpu_count']}-core virtual machine is shared: treat differences smaller "
+        "than the spread as noise. The rows that moved most:",
         "",
         "| variant | runtime | batch | threads | p50 ms run 1 | p50 ms run 2 | spread |",
         "|---|---|---:|---:|---:|---:|---:|",
@@ -278,25 +286,38 @@ def spread_lines(spread: dict, overhead: dict) -> list[str]:
     ]
 
 
-def main() -> int:
-    bench = load("cpu-run1.json")
-    pipeline = load("pipeline.json")  # the footprint only: flash and arena depend on the architecture, not the weights
-    parity = load("cpu-parity.json")  # the same export as cpu-run1/2: one model in every table
-    rows = bench["results"]
+def with_interval(row: dict) -> dict:
+    """The row with its p50's 95% interval: results written before bench recorded it get it computed from
+    their kept samples (a copy: the loaded files are not changed)."""
+    if "p50_ci95_ms" in row:
+        return row
     from toolkit.timing import quantile_interval
 
-    second = load("cpu-run2.json")["results"]
-    for r in [*rows, *second]:  # results written before bench recorded intervals: computed from the kept samples
-        r.setdefault("p50_ci95_ms", quantile_interval(np.sort(np.asarray(r["samples_ms"])), 0.5))
+    return {**row, "p50_ci95_ms": quantile_interval(np.sort(np.asarray(row["samples_ms"])), 0.5)}
+
+
+def markdown(docs: dict[str, dict]) -> str:
+    """RESULTS.md from the files ``read_results`` reads, by file name."""
+    bench = docs["cpu-run1.json"]
+    pipeline = docs["pipeline.json"]  # the footprint only: flash and arena depend on the architecture, not the weights
+    parity = docs["cpu-parity.json"]  # the same export as cpu-run1/2: one model in every table
+    rows = [with_interval(r) for r in bench["results"]]
+    second = [with_interval(r) for r in docs["cpu-run2.json"]["results"]]
     threads = max(r["threads"] for r in rows)
     big = max(r["batch_size"] for r in rows)
     acc = accuracy_by_row(parity)
-    lines = [*header_lines(bench), *table_lines(rows, acc, threads, big), *openvino_lines(rows, acc, threads, big),
-             *cpu_kinds_lines(), *ship_lines(rows, second, acc, parity, pipeline),
-             *spread_lines(load("cpu-spread.json"), load("harness-overhead.json"))]
-    atomic_write_text(BENCHMARKS / "RESULTS.md", "\n".join(lines))
+    lines = [*header_lines(bench, parity["reference"]["images"]), *table_lines(rows, acc, threads, big),
+             *openvino_lines(rows, acc, threads, big), *cpu_kinds_lines(docs),
+             *ship_lines(rows, second, acc, parity, pipeline, bench["provenance"]["machine"]["cpu_count"]),
+             *spread_lines(docs["cpu-spread.json"], docs["harness-overhead.json"])]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    atomic_write_text(BENCHMARKS / "RESULTS.md", markdown(read_results()))
     print(f"wrote {BENCHMARKS / 'RESULTS.md'}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

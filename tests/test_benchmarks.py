@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -100,6 +101,9 @@ def test_replace_block(common, tmp_path):
     before = readme.read_text()
     common.replace_block(readme, "x", "new\nlines")
     assert readme.read_text() == before  # a second run changes nothing
+    assert common.read_block(readme, "x") == "new\nlines"  # what replace_block wrote, as given
+    assert common.read_block(readme, "y") == "keep"
+    assert common.read_block(readme, "missing") is None
     assert common.replace_block(readme, "missing", "text", required=False) is False
     with pytest.raises(SystemExit, match="missing:begin"):
         common.replace_block(readme, "missing", "text")
@@ -161,16 +165,81 @@ def test_mnist_array_reads_through_the_toolkit(common, tmp_path):
 
 
 # --- the committed texts follow from the committed JSON (rendered in memory) -----------------------------------
+#
+# Every page with measured numbers is made by a script from committed files; here each is made again, in
+# memory, by the script's own rendering function, from the committed files alone, and must equal the
+# committed text. A number typed into a page by hand, or a page left behind by its files, fails here.
+
+RESULTS = BENCHMARKS / "results"
+README = BENCHMARKS.parent / "README.md"
+
+# benchmarks/PAGE: (script, its one result file) -- `markdown(read_json(results/FILE))` is the page
+ONE_FILE_PAGES = {
+    "ARCHITECTURES.md": ("architectures", "architectures.json"),
+    "GATE.md": ("gate", "gate.json"),
+    "PTQ.md": ("ptq", "ptq.json"),
+    "ACCURACY_CONTROL.md": ("accuracy_control", "accuracy-control.json"),
+    "MEMORY.md": ("memory", "memory.json"),
+    "PIPELINE.md": ("pipeline", "pipeline.json"),
+}
+# benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
+MANY_FILE_PAGES = {
+    "RESULTS.md": "results_md",
+    "GPU.md": "gpu_md",
+    "TRAINING.md": "training_md",
+}
+# benchmarks/*.md that no script renders, and why
+NOT_RENDERED = {"README.md": "how the pages are made: scripts, commands, the GPU machine's setup (no benchmark result)"}
+# README.md's generated blocks: block name -> (script, how it renders the block from the committed files)
+README_BLOCKS = {
+    "excerpt": ("readme_excerpt", lambda m: m.excerpt(m.NAME, *m.read_results(m.NAME, RESULTS))),
+    "ptq": ("ptq", lambda m: m.readme_block(_json("ptq.json"))),
+    "accuracy-control": ("accuracy_control", lambda m: m.readme_block(_json("accuracy-control.json"))),
+}
 
 
-@pytest.mark.parametrize("stem, result, text", [
-    ("architectures", "architectures.json", "ARCHITECTURES.md"),
-    ("gate", "gate.json", "GATE.md"),
-    ("ptq", "ptq.json", "PTQ.md"),
-    ("accuracy_control", "accuracy-control.json", "ACCURACY_CONTROL.md"),
-])
-def test_markdown_matches_the_committed_results(stem, result, text, on_path):
+def _json(name: str) -> dict:
     from toolkit.artifacts import read_json
 
+    return read_json(RESULTS / name)
+
+
+def test_every_page_is_rendered_here():
+    """A new page under benchmarks/ or a new generated block in README.md or docs/ is added to the tables above."""
+    pages = {p.name for p in BENCHMARKS.glob("*.md")}
+    assert pages == set(ONE_FILE_PAGES) | set(MANY_FILE_PAGES) | set(NOT_RENDERED)
+    blocks = {(path.name, name) for path in [README, *sorted((README.parent / "docs").glob("*.md"))]
+              for name in re.findall(r"<!-- ([\w.-]+):begin -->", path.read_text())}
+    assert blocks == {("README.md", name) for name in README_BLOCKS}
+
+
+@pytest.mark.parametrize("text", sorted(ONE_FILE_PAGES))
+def test_markdown_matches_the_committed_results(text, on_path):
+    stem, result = ONE_FILE_PAGES[text]
     module = load(stem)
-    assert module.markdown(read_json(BENCHMARKS / "results" / result)) == (BENCHMARKS / text).read_text()
+    assert module.markdown(_json(result)) == (BENCHMARKS / text).read_text()
+
+
+@pytest.mark.parametrize("text", sorted(MANY_FILE_PAGES))
+def test_markdown_of_several_files_matches_the_committed_results(text, on_path):
+    module = load(MANY_FILE_PAGES[text])
+    assert module.markdown(module.read_results(RESULTS)) == (BENCHMARKS / text).read_text()
+
+
+@pytest.mark.parametrize("name", sorted(README_BLOCKS))
+def test_readme_blocks_match_the_committed_results(name, on_path, common):
+    stem, render = README_BLOCKS[name]
+    committed = common.read_block(README, name)
+    assert committed is not None, f"README.md has no {name} block"
+    assert render(load(stem)) == committed
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.md")), ids=lambda p: p.name)
+def test_bench_tables_match_their_json(path):
+    """results/NAME.md and NAME.csv are what `toolkit bench` renders from results/NAME.json."""
+    from toolkit.bench_render import to_csv, to_markdown
+
+    doc = _json(path.with_suffix(".json").name)
+    assert to_markdown(doc) == path.read_text()
+    assert to_csv(doc) == path.with_suffix(".csv").read_text()
+

@@ -215,7 +215,7 @@ def arch_args(p: argparse.ArgumentParser) -> None:
                    + ", ".join(f"{a.name} {'on' if a.jit_compile else 'off'}" for a in ARCHITECTURES.values()) + ")")
     p.add_argument("--precision", default=None, choices=("float32", "bf16"),
                    help="training compute precision: bf16 is Keras' mixed_bfloat16 (bfloat16 compute, float32 "
-                   "weights; about 1.7x faster per epoch on CPUs with AVX512_BF16); the saved model and every "
+                   "weights; about 1.8x faster per epoch on CPUs with AVX512_BF16); the saved model and every "
                    "figure after training are float32 (default per architecture: "
                    + ", ".join(f"{a.name} {a.precision}" for a in ARCHITECTURES.values()) + ")")
     p.add_argument("--seed", type=int, default=0, metavar="N",
