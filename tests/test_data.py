@@ -151,3 +151,46 @@ def test_no_data_and_no_network_says_how_to_provide_it(monkeypatch):
     monkeypatch.setattr(keras().datasets.mnist, "load_data", offline)
     with pytest.raises(DataError, match="Keras download failed.*network unreachable.*--data-dir.*TOOLKIT_DATA_DIR"):
         open_dataset("mnist")
+
+
+def test_a_named_validation_split_is_used_and_said_to_be_unseen(tmp_path):
+    """x_val/y_val in an .npz, and a val/ folder beside train/ and test/, are the validation split (images the
+    model never trained on): the training split keeps every training image. Without them a fixed-seed 10% of
+    the training images are the validation split, and the dataset says the model may have seen them."""
+    from PIL import Image
+
+    from toolkit.datasets.base import validation_note
+
+    rng = np.random.default_rng(0)
+    x = lambda n: rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)  # noqa: E731
+    y = lambda n: rng.integers(0, 3, n)  # noqa: E731
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x_train=x(50), y_train=y(50), x_test=x(10), y_test=y(10))
+    ds = open_dataset(str(plain))
+    assert (len(ds.train), len(ds.validation)) == (45, 5) and not ds.validation_named
+    assert "has seen these" in validation_note(ds) and "x_val/y_val" in validation_note(ds)
+    named = tmp_path / "named.npz"
+    xv, yv = x(7), np.array([0, 1, 2, 0, 1, 2, 0])
+    np.savez(named, x_train=x(50), y_train=y(50), x_val=xv, y_val=yv, x_test=x(10), y_test=y(10))
+    ds = open_dataset(str(named))
+    assert (len(ds.train), len(ds.validation)) == (50, 7) and ds.validation_named and validation_note(ds) is None
+    assert np.array_equal(ds.validation.read(), xv) and np.array_equal(ds.validation.labels, yv)
+    assert ds.describe()["splits"]["validation_named"] is True
+    half = tmp_path / "half.npz"
+    np.savez(half, x_train=x(5), y_train=y(5), x_val=x(2), x_test=x(2), y_test=y(2))
+    with pytest.raises(DataError, match="x_val without y_val"):
+        open_dataset(str(half))
+
+    root = tmp_path / "folder"
+    for split, n in (("train", 6), ("val", 3), ("test", 3)):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    ds = open_dataset(str(root))
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (12, 6, 6) and ds.validation_named
+    assert "val/" in ds.split_rule
+
+
+def test_mnist_validation_is_apart_from_what_toolkit_train_fits(ds):
+    assert ds.validation_named and len(ds.validation) == 5000 and len(ds.train) == 55000

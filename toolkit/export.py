@@ -26,6 +26,7 @@ from toolkit import artifacts, schema
 from toolkit.accuracy_control import RECIPE_FILE, RECIPE_SCHEMA
 from toolkit.config import ExportConfig, PreprocessOptions
 from toolkit.datasets import open_dataset, recorded_options, reopen, sample_indices
+from toolkit.datasets.base import validation_note
 from toolkit.errors import (
     ConversionError,
     DataError,
@@ -292,6 +293,9 @@ def _manifest(cfg: ExportConfig, exporters: list[Exporter], inp: _Inputs, export
         "model": inp.info.to_json(),
         "data": {"source": data.source},
         "dataset": data.describe(),
+        # where the int8 choices (range estimator, accuracy search, fine-tuning) were judged
+        "validation": {"images": len(data.validation), "named": data.validation_named,
+                       **({"note": validation_note(data)} if validation_note(data) else {})},
         "preprocessing": prep.to_json(),
         "op_support": {fmt: {k: v for k, v in r.items() if k != "error"} for fmt, r in op_support.items()},
         # what `toolkit verify --rebuild` needs to make the same export again
@@ -340,8 +344,8 @@ def _context(cfg: ExportConfig, exporters: list[Exporter], inp: _Inputs, workdir
     )
     control = _control_settings(cfg, exporters)
     # the validation split (loaded on first use): the int8 range estimator and accuracy control choose on it
-    ctx.validation = _validation_loader(inp.data, inp.prep, inp.model)
     ctx.log = lambda message: _log(cfg, message)
+    ctx.validation = _validation_loader(inp.data, inp.prep, inp.model, ctx.log)
     if control is not None:
         ctx.control = control
     return ctx
@@ -428,7 +432,7 @@ def _control_settings(cfg: ExportConfig, exporters: list[Exporter]):
                            min_agreement=cfg.min_agreement)
 
 
-def _validation_loader(data, prep, model):
+def _validation_loader(data, prep, model, log=None):
     """() -> the validation split, preprocessed, with the Keras model's predictions (loaded once)."""
     from toolkit.accuracy_control import Validation
 
@@ -441,8 +445,11 @@ def _validation_loader(data, prep, model):
                 raise DataError(f"{data.source} has no validation images: accuracy control measures on them")
             images = prep.load(split)
             reference = KerasRunner(model).infer_batched(images, 500).argmax(1)
+            unseen = "" if data.validation_named else ", a share of the training images: the model may have seen them"
             cache.append(Validation(images, np.asarray(split.labels), reference,
-                                    f"{data.kind} validation split ({len(split):,} images)"))
+                                    f"{data.kind} validation split ({len(split):,} images{unseen})"))
+            if log is not None and validation_note(data):
+                log(f"  note: {validation_note(data)}")
         return cache[0]
 
     return load

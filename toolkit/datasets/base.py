@@ -76,6 +76,11 @@ class Dataset:
     # class k is the k-th class folder by name: a model must have exactly these outputs, one to one
     classes_by_name: bool = False
     digest_key: str = "sha256"  # the fingerprint entry a training record keeps (MNIST: each file's sha256)
+    # True when the validation images are ones the user named apart from the training images (npz x_val/y_val,
+    # a val/ folder): a model trained on the training images never saw them. False: they are a share of the
+    # training images, which a model trained elsewhere may well have trained on (choices made on them are
+    # optimistic, and every output that reports such a choice says so).
+    validation_named: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -95,7 +100,7 @@ class Dataset:
             "class_names": list(self.class_names),
             "image_shape": list(self.image_shape),
             "splits": {"train": len(self.train), "validation": len(self.validation), "test": len(self.test),
-                       "rule": self.split_rule},
+                       "rule": self.split_rule, "validation_named": self.validation_named},
             "fingerprint": self.fingerprint,
             "options": self.options,
         }
@@ -117,6 +122,17 @@ def check_labels(labels: np.ndarray, what: str, source: str, classes: int | None
     if classes is not None and labels.size and labels.max() >= classes:
         raise DataError(f"{source}: {what} labels go up to {labels.max()}, but there are {classes} classes")
     return labels
+
+
+UNSEEN_NOTE = ("the validation images are a share of the training images: a model trained on all of them has "
+               "seen these, so choices made on them are optimistic (name images it never trained on: x_val/y_val "
+               "in the .npz, or a val/ folder beside train/ and test/)")
+
+
+def validation_note(dataset: Dataset) -> str | None:
+    """What every output reporting a choice made on the validation split says when the model may have trained
+    on those images; None when the user named them apart."""
+    return None if dataset.validation_named else UNSEEN_NOTE
 
 
 def validation_split(n: int) -> tuple[np.ndarray, np.ndarray]:

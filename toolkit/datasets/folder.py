@@ -1,10 +1,12 @@
 """A directory of images in class subfolders, the convention of Keras'
 ``image_dataset_from_directory``::
 
-    DIR/train/<class>/*.png|jpg|jpeg|bmp|gif      DIR/test/<class>/...
+    DIR/train/<class>/*.png|jpg|jpeg|bmp|gif      DIR/test/<class>/...     (DIR/val/<class>/...)
 
 or, without ``train/`` and ``test/``, ``DIR/<class>/...`` split into training and test images by
-a fixed-seed ``--test-fraction``. Class names are the subfolder names, sorted (as Keras sorts
+a fixed-seed ``--test-fraction``. A ``val/`` (or ``validation/``) folder beside ``train/`` and ``test/``
+holds validation images the model never trained on (the int8 choices are made on them); without it a
+fixed-seed 10% of the training images are the validation split. Class names are the subfolder names, sorted (as Keras sorts
 them); the label of an image is its folder's position in that list.
 
 Only the file list is read when the dataset is opened (each file is stat'ed: a dangling link or an
@@ -213,15 +215,23 @@ def open_folder(path: str | os.PathLike, test_fraction: float | None = None) -> 
         raise DataError(f"dataset folder {root} does not exist")
     root = root.resolve()
     train_dir, test_dir = root / "train", root / "test"
+    val_dir = next((d for d in (root / "val", root / "validation") if d.is_dir()), None)
+    val_files: list[str] = []
     if train_dir.is_dir() and test_dir.is_dir():
         class_names, train_files, train_labels = _index(train_dir)
         _, test_files, test_labels = _index(test_dir, class_names)
         rule = "train/ and test/ folders as given"
         options: dict = {}
+        if val_dir is not None:  # images the model never trained on: the int8 choices are made on them
+            _, val_files, val_labels = _index(val_dir, class_names)
+            rule = f"train/, {val_dir.name}/ and test/ folders as given"
     elif train_dir.is_dir() or test_dir.is_dir():
         raise DataError(f"{root} has {'train/' if train_dir.is_dir() else 'test/'} but not "
                         f"{'test/' if train_dir.is_dir() else 'train/'}: give both, or neither (then "
                         "--test-fraction splits the class folders)")
+    elif val_dir is not None:
+        raise DataError(f"{root} has {val_dir.name}/ but not train/ and test/: a validation folder goes beside "
+                        "both")
     else:
         fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         if not 0 < fraction < 1:
@@ -237,21 +247,26 @@ def open_folder(path: str | os.PathLike, test_fraction: float | None = None) -> 
         rule = f"no train/test folders: a fixed-seed (seed {SPLIT_SEED}) {fraction:g} of the images are the test split"
         options = {"test_fraction": fraction}
     channels, size = _native_mode(train_files)
-    fit, val = validation_split(len(train_files))
+    named = bool(val_files)
+    fit, val = (np.arange(len(train_files)), None) if named else validation_split(len(train_files))
     train_all = Split("train", train_labels, _file_reader(train_files, channels, size))
     test = Split("test", test_labels, _file_reader(test_files, channels, size))
+    validation = Split("validation", val_labels, _file_reader(val_files, channels, size)) if named else \
+        train_all.subset(val, "validation")
     return Dataset(
         kind="folder",
         source=str(root),
         class_names=tuple(class_names),
         image_shape=(*size, channels),
-        train=train_all.subset(fit, "train"),
-        validation=train_all.subset(val, "validation"),
+        train=train_all if named else train_all.subset(fit, "train"),
+        validation=validation,
         test=test,
-        fingerprint=_fingerprint(root, [*train_files, *test_files]),
-        split_rule=rule + f"; a fixed-seed (seed {SPLIT_SEED}) 10% of the training images are the validation split",
+        fingerprint=_fingerprint(root, [*train_files, *val_files, *test_files]),
+        split_rule=rule if named else
+        rule + f"; a fixed-seed (seed {SPLIT_SEED}) 10% of the training images are the validation split",
         options=options,
         classes_by_name=True,
+        validation_named=named,
     )
 
 

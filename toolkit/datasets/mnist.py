@@ -190,6 +190,7 @@ def open_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
         test=_lazy_split(files, "test", "test", slice(None)),
         fingerprint={"method": "sha256 of each compressed IDX file", "sha256": combined, "files": files.sha256},
         digest_key="files",
+        validation_named=True,  # apart from the 55,000 `toolkit train` fits on
         split_rule="MNIST: the first 5,000 of the 60,000 training images are the validation split, the other "
                    "55,000 the training split; the 10,000 t10k images the test split",
     )

@@ -4,7 +4,9 @@ cache files (``mnist.npz``; CIFAR-10 saved the same way).
 Images: (N, H, W) or (N, H, W, C) with C = 1 or 3, as uint8 0..255 (or integers within that
 range, or floats: within 0..1 they are taken as [0, 1] and mapped to 0..255, which the record
 says). Labels: (N,) or (N, 1) class indices. An optional ``class_names`` array names the classes;
-otherwise they are ``0 .. K-1``. A fixed-seed 10% of the training images are the validation split.
+otherwise they are ``0 .. K-1``. Optional ``x_val, y_val``: validation images the model never trained on
+(the int8 choices are made on them); without them a fixed-seed 10% of the training images are the
+validation split, and what reports a choice says that the model may have trained on them.
 
 The arrays are read whole, as ``np.load`` does (Keras' loaders do the same); for image sets larger
 than memory, use a folder of images, which is decoded batch by batch.
@@ -64,6 +66,11 @@ def open_npz(path: str | os.PathLike) -> Dataset:
                 raise DataError(f"{path} lacks {', '.join(missing)} (has {', '.join(z.files) or 'nothing'}); "
                                 "expected x_train, y_train, x_test, y_test as in the Keras dataset files")
             arrays = {k: z[k] for k in KEYS}
+            if ("x_val" in z.files) != ("y_val" in z.files):
+                raise DataError(f"{path} has {'x_val' if 'x_val' in z.files else 'y_val'} without "
+                                f"{'y_val' if 'x_val' in z.files else 'x_val'}: give both, or neither")
+            if "x_val" in z.files:
+                arrays.update(x_val=z["x_val"], y_val=z["y_val"])
             names = z["class_names"] if "class_names" in z.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"cannot read {path} as .npz: {exc}") from None
@@ -89,7 +96,22 @@ def open_npz(path: str | os.PathLike) -> Dataset:
         class_names = tuple(names)
     else:
         class_names = tuple(str(k) for k in range(classes))
-    fit, val = validation_split(len(x_train))
+    named = "x_val" in arrays
+    if named:
+        x_val, note = _images(arrays["x_val"], "x_val", source)
+        notes.append(note)
+        y_val = check_labels(arrays["y_val"], "validation", source)
+        if len(x_val) != len(y_val) or not len(x_val):
+            raise DataError(f"{path}: x_val has {len(x_val)} images and y_val {len(y_val)} labels; expected the "
+                            "same number, at least one")
+        if x_val.shape[1:] != x_train.shape[1:]:
+            raise DataError(f"{path}: x_val images are {x_val.shape[1:]} but x_train images {x_train.shape[1:]}")
+        classes = max(classes, int(y_val.max()) + 1)
+        if names is not None and len(names) < classes:
+            raise DataError(f"{path}: class_names has {len(names)} names but y_val goes up to {classes - 1}")
+        if names is None:
+            class_names = tuple(str(k) for k in range(classes))
+    fit, val = (np.arange(len(x_train)), None) if named else validation_split(len(x_train))
     train_all = Split("train", y_train, array_reader(x_train), in_memory=True)
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -100,13 +122,16 @@ def open_npz(path: str | os.PathLike) -> Dataset:
         source=source,
         class_names=class_names,
         image_shape=tuple(int(s) for s in x_train.shape[1:]),
-        train=train_all.subset(fit, "train"),
-        validation=train_all.subset(val, "validation"),
+        train=train_all if named else train_all.subset(fit, "train"),
+        validation=Split("validation", y_val, array_reader(x_val), in_memory=True) if named
+        else train_all.subset(val, "validation"),
         test=Split("test", y_test, array_reader(x_test), in_memory=True),
         fingerprint={"method": "sha256 of the .npz file", "sha256": digest.hexdigest()},
-        split_rule="x_train/y_train and x_test/y_test as given; a fixed-seed (seed 0) 10% of the training "
-                   "images are the validation split",
+        split_rule="x_train/y_train, x_val/y_val and x_test/y_test as given" if named else
+        "x_train/y_train and x_test/y_test as given; a fixed-seed (seed 0) 10% of the training images are the "
+        "validation split",
         options={"notes": [n for n in notes if n]} if any(notes) else {},
+        validation_named=named,
     )
 
 
