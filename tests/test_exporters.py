@@ -75,16 +75,22 @@ def test_an_unknown_format_is_an_error_naming_the_known_ones():
         exporters.select(("coreml",), None)
 
 
-def test_a_new_format_is_one_module(tmp_path):
-    """A format added as one module in the package (here a copy of the package in a temporary directory) is
-    exported by --format NAME, listed in --help and planned by accuracy control's checks, without another edit."""
+def test_a_new_format_is_one_module(tmp_path, data_dir):
+    """A format added as one module in the package (here a copy of the package in a temporary directory), with
+    no other edit: the module declares the format, its variant, its op check and the runtime that runs its files
+    (export checks every file on its format's reference runtime: a format no runtime runs is refused). Then
+    `toolkit export --format NAME` runs its op check and builds and checks its file (in the manifest, as any
+    variant), --help lists it, and accuracy control's up-front check knows it has no variant to search
+    (--max-accuracy-drop with only this format is refused, naming the variants that can be searched)."""
     import shutil
 
     pkg = tmp_path / "toolkit"
     shutil.copytree(PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (pkg / "exporters" / "keras_copy.py").write_text('''
 """A toy format: the Keras file itself, copied."""
+import dataclasses
 import shutil
+from toolkit import runners
 from toolkit.exporters import Format, op_check, register, register_format
 
 FORMAT = register_format(Format("keras-copy", "the .keras file as it is", order=50))
@@ -98,12 +104,47 @@ def _ops(ctx):
 @register("keras-copy", format="keras-copy", quantization="none", suffix=".keras", default=True)
 def copy(ctx, path):
     shutil.copyfile(ctx.model_path, path)
-    return {}
+    return {"copied_from": ctx.model_path.name}
+
+
+# its reference runtime: a copied .keras file runs as the Keras model does
+runners.register(dataclasses.replace(runners.get("tensorflow"), name="keras-copy-runtime", formats=("keras-copy",),
+                                     default_for=("keras-copy",), in_default_set=False))
 ''')
-    code = ("from toolkit import exporters; from toolkit.cli import build_parser; "
-            "print(exporters.formats()); print([e.variant for e in exporters.select(('keras-copy',), None)]); "
-            "p = build_parser(); p.parse_args(['export', '--format', 'keras-copy']); print('parsed')")
+    code = f"""
+import contextlib, io, json, sys
+from pathlib import Path
+import keras
+from toolkit import exporters
+from toolkit.cli import main
+
+print(exporters.formats(), [e.variant for e in exporters.select(('keras-copy',), None)])
+keras.utils.set_random_seed(0)
+inp = keras.Input((28, 28, 1), name="image")
+keras.Model(inp, keras.layers.Dense(10)(keras.layers.Flatten()(inp))).save("model.keras")
+common = ["export", "--model", "model.keras", "--data-dir", {str(data_dir)!r}, "--format", "keras-copy", "--quiet"]
+print("rc", main([*common, "--exports", "e"]))
+manifest = json.loads(Path("e/manifest.json").read_text())
+print("op_support", json.dumps(manifest["op_support"]))
+(entry,) = manifest["artifacts"]
+print("entry", entry["variant"], entry["format"], entry["quantization"], entry["copied_from"],
+      (Path("e") / entry["path"]).read_bytes() == Path("model.keras").read_bytes())
+print("checked", entry["check"]["agreement"], entry["check"]["max_abs_logit_diff"])  # run on its runtime
+print("control rc", main([*common, "--exports", "c", "--max-accuracy-drop", "0.3"]))
+help_text = io.StringIO()
+with contextlib.redirect_stdout(help_text), contextlib.suppress(SystemExit):
+    main(["export", "--help"])
+print("help", "keras-copy -> keras-copy (the .keras file as it is)" in " ".join(help_text.getvalue().split()))
+"""
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=120)
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "'keras-copy')" in out.stdout and "['keras-copy']" in out.stdout and "parsed" in out.stdout
+    lines = out.stdout.splitlines()
+    assert lines[0] == "('tflite', 'onnx', 'tflite-micro', 'openvino', 'keras-copy') ['keras-copy']", lines
+    assert "rc 0" in lines
+    assert 'op_support {"keras-copy": {"supported": true, "checked_by": "nothing to check", "unsupported_ops": []}}' \
+        in lines, lines
+    assert "entry keras-copy keras-copy none model.keras True" in lines and "checked 1.0 0.0" in lines, lines
+    assert "control rc 2" in lines and "help True" in lines, lines
+    assert "accuracy control applies to tflite-int8, onnx-int8, tflite-micro; none of them is being exported" \
+        in out.stderr

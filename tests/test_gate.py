@@ -89,10 +89,36 @@ def _replace_tflite_int8(baseline: Path, new: Path, source: Path) -> None:
     artifacts.atomic_write_json(new / "manifest.json", manifest)
 
 
+SMALL_DROP = 5  # test images newly wrong (none newly right) of 10,000: 0.05 points
+
+
+def _pin_predictions(baseline: Path, new: Path, variant: str, newly_wrong: int) -> None:
+    """The new export's saved per-image predictions of ``variant`` (what the gate compares): the baseline's,
+    except the first ``newly_wrong`` images the baseline classified right, now wrong."""
+    import numpy as np
+
+    def saved(exports: Path) -> tuple[Path, dict]:
+        path = exports / json.loads((exports / "parity.json").read_text())["predictions_file"]
+        with np.load(path) as z:
+            return path, {k: z[k] for k in z.files}
+
+    _, old = saved(baseline)
+    path, arrays = saved(new)
+    assert np.array_equal(old["labels"], arrays["labels"])
+    pred = old[f"variant:{variant}"].copy()
+    right = np.flatnonzero(pred == old["labels"])[:newly_wrong]
+    pred[right] = (old["labels"][right] + 1) % 10
+    arrays[f"variant:{variant}"] = pred
+    np.savez_compressed(path, **arrays)
+
+
 def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, data_dir, capsys):
-    """tflite-int8 calibrated on 1 training image instead of 200 loses a few images in 10,000: the drop's
-    interval straddles the 0.1-point margin, so the gate says inconclusive (exit 0; 4 with --strict) and how
-    many images would decide. A tflite-int8 of a far weaker model (softmax regression on 2,000 images) fails."""
+    """A new tflite-int8 (another file: calibrated on 1 training image instead of 200) whose saved predictions
+    lose SMALL_DROP images in 10,000 against the baseline's and gain none: the drop (0.05 points) is within the
+    0.1-point margin but its interval straddles it, so the gate says inconclusive (exit 0; 4 with --strict) and
+    how many images would decide. The predictions are pinned because a real 1-image calibration's loss depends
+    on the machine (13 newly wrong and 5 newly right measured on one, inconclusive; enough to fail on another).
+    A tflite-int8 of a far weaker model (softmax regression on 2,000 images) fails."""
     weak = tmp_path / "weak-export"
     weak.mkdir()
     shutil.copy(baseline / "model.keras", weak / "model.keras")
@@ -101,15 +127,18 @@ def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, d
     new = shutil.copytree(baseline, tmp_path / "new", symlinks=True)
     _replace_tflite_int8(baseline, new, weak)
     assert main(["parity", "--exports", str(new), "--data-dir", str(data_dir), *PARITY]) == 0  # passes its own gates
+    _pin_predictions(baseline, new, "tflite-int8", SMALL_DROP)
     capsys.readouterr()
     rc, doc = _gate(baseline, new, tmp_path)
     check = next(c for c in doc["checks"] if c["kind"] == "accuracy" and c["name"] == "tflite-int8")
-    if check["status"] == "inconclusive":
-        assert rc == 0 and "images would decide it" in check["detail"]
-        assert "INCONCLUSIVE" in capsys.readouterr().err
-        assert _gate(baseline, new, tmp_path, "--strict")[0] == 4
-    else:  # a calibration this poor may also lose enough to be shown
-        assert check["status"] == "fail" and rc == 4
+    v = check["values"]
+    assert (v["newly_wrong"], v["newly_right"], v["images"]) == (SMALL_DROP, 0, 10_000)
+    assert v["drop_points"] == pytest.approx(SMALL_DROP / 100)
+    lo, hi = v["drop_interval_points"]
+    assert lo < 0.1 < hi  # straddles the margin
+    assert check["status"] == "inconclusive" and rc == 0 and "images would decide it" in check["detail"]
+    assert "INCONCLUSIVE" in capsys.readouterr().err
+    assert _gate(baseline, new, tmp_path, "--strict")[0] == 4
     other = tmp_path / "other-model"
     assert main(["train", "--arch", "softmax", "--epochs", "1", "--train-limit", "2000", "--data-dir", str(data_dir),
                  "--exports", str(other), "--quiet"]) == 0
@@ -117,7 +146,8 @@ def test_a_small_drop_is_inconclusive_and_a_real_one_fails(baseline, tmp_path, d
                  "int8", "--quiet"]) == 0
     worse = shutil.copytree(baseline, tmp_path / "worse", symlinks=True)
     _replace_tflite_int8(baseline, worse, other)
-    main(["parity", "--exports", str(worse), "--data-dir", str(data_dir), *PARITY, "--quiet"])
+    # against the baseline's Keras model, the weak model's file fails its own parity gates too
+    assert main(["parity", "--exports", str(worse), "--data-dir", str(data_dir), *PARITY, "--quiet"]) == 4
     rc, doc = _gate(baseline, worse, tmp_path)
     assert rc == 4 and ("accuracy", "tflite-int8") in _failed(doc)
     check = next(c for c in doc["checks"] if c["kind"] == "accuracy" and c["name"] == "tflite-int8")
@@ -164,6 +194,154 @@ def test_a_disappeared_variant_and_a_failing_one_fail(baseline, tmp_path, data_d
     assert rc == 4
     # inputs x255 barely move a ReLU network's argmax: its own agreement gate catches it, not accuracy
     assert {("presence", "tflite-fp16"), ("parity", "onnx")} <= _failed(doc)
+
+
+# ----------------------------------------------------------------------------- the latency statistic
+# ms per round: the machine's speed drifts between rounds (fresh processes), which the per-round ratio cancels
+ROUND_MS = (1.0, 1.3, 0.8, 1.1, 0.9)
+
+
+def _tiny_export(directory: Path, content: bytes) -> dict:
+    directory.mkdir()
+    (directory / "m.tflite").write_bytes(content)
+    entry = {"variant": "tflite-int8", "format": "tflite", "quantization": "int8", "path": "m.tflite",
+             "bytes": len(content), "sha256": sha256_file(directory / "m.tflite")}
+    artifacts.atomic_write_json(directory / "manifest.json", {"artifacts": [entry]})
+    artifacts.atomic_write_json(directory / "parity.json", {"variants": {}})
+    return {"artifacts": [entry]}
+
+
+@pytest.fixture
+def interleaved(monkeypatch, tmp_path):
+    """Two exports of one tiny tflite-int8 file each (baseline ``old``, new ``new``), and toolkit.bench's
+    re-measurement replaced by samples the test sets: ``use(ratios)`` sets new p50 / old p50 per round,
+    ``checks(ratios, **settings)`` runs the gate's latency checks on them; ``calls`` records what was timed."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from toolkit import bench
+    from toolkit.gate import GateConfig, remeasured_latency_checks
+
+    old, new = _tiny_export(tmp_path / "old", b"old model"), _tiny_export(tmp_path / "new", b"new model")
+    fake = SimpleNamespace(ratios=None, calls=[], old=tmp_path / "old", new=tmp_path / "new")
+
+    def run_interleaved(runtime, paths, threads, batch, images, *, rounds, block_seconds, **kw):
+        fake.calls.append({"runtime": runtime, "paths": [Path(p).parent.name for p in paths], "threads": threads,
+                           "batch": batch, "rounds": rounds})
+        out = []
+        for base, ratio in zip(ROUND_MS[:rounds], fake.ratios[:rounds], strict=True):
+            o = round(base * 1e6)  # ns; a slow tail far above the p50 in the old file's samples (a mean would move)
+            n = round(base * ratio * 1e6)
+            out.append([[o - 30_000, o - 10_000, o, o + 20_000, 3 * o], [n - 20_000, n - 10_000, n, n + 10_000,
+                                                                         n + 30_000]])
+        return out
+
+    monkeypatch.setattr(bench, "run_interleaved", run_interleaved)
+    monkeypatch.setattr(bench, "bench_inputs", lambda cfg, manifest, count: np.zeros((count, 4), np.float32))
+
+    def use(ratios):
+        fake.ratios = tuple(ratios)
+
+    def checks(ratios, **settings):
+        use(ratios)
+        cfg = GateConfig(baseline=fake.old, exports=fake.new, latency_rounds=len(ratios), verbose=False, **settings)
+        return remeasured_latency_checks(cfg, old, new)
+
+    fake.use, fake.checks = use, checks
+    return fake
+
+
+def _expected_ratio(ratios, confidence: float) -> tuple[float, tuple[float, float]]:
+    """By hand: the rounds' log p50 ratios, their mean and a Student's t interval, back to ratios."""
+    import math
+
+    from scipy.stats import t
+
+    p50 = [(round(b * 1e6), round(b * r * 1e6)) for b, r in zip(ROUND_MS[:len(ratios)], ratios, strict=True)]
+    logs = [math.log(n / o) for o, n in p50]
+    k = len(logs)
+    mean = sum(logs) / k
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (k - 1))
+    half = t.ppf(1 - (1 - confidence) / 2, k - 1) * sd / math.sqrt(k)
+    return math.exp(mean), (math.exp(mean - half), math.exp(mean + half))
+
+
+@pytest.mark.parametrize("ratios, status", [
+    ((1.48, 1.52, 1.50, 1.49, 1.51), "fail"),  # a clear 1.5x slowdown: the whole interval above 1.1
+    ((1.0, 0.99, 1.01, 1.0, 1.0), "pass"),  # the same speed: the whole interval below 1.1
+    ((1.0, 1.2, 1.05, 1.15, 1.1), "inconclusive"),  # noisy, around the bound: the interval straddles 1.1
+])
+def test_latency_check_is_a_t_interval_on_the_rounds_p50_ratios(interleaved, ratios, status):
+    """toolkit/gate.py's re-measured latency: per round the ratio of the two files' p50s (medians: the old
+    file's slow tail does not move them), a Student's t interval on the rounds' mean log-ratio, judged by
+    ratio_at_most against 1 + --latency-margin."""
+    (check,) = interleaved.checks(ratios)
+    ratio, interval = _expected_ratio(ratios, 0.95)
+    assert check.kind == "latency" and check.name == "tflite-int8/litert/batch 1/1 thr"
+    assert check.status == status, check.detail
+    v = check.values
+    assert v["ratio"] == pytest.approx(ratio, rel=1e-9) and v["ratio_interval"] == pytest.approx(interval, rel=1e-9)
+    assert v["confidence"] == 0.95 and v["bound"] == pytest.approx(1.1) and v["rounds"] == 5
+    assert v["old_p50_ms_per_round"] == pytest.approx(ROUND_MS)
+    assert v["new_p50_ms_per_round"] == pytest.approx([b * r for b, r in zip(ROUND_MS, ratios, strict=True)])
+    assert v["samples_per_round"] == [[5, 5]] * 5
+    verdict = v["verdict"]
+    assert (verdict["metric"], verdict["op"], verdict["bound"]) == ("p50_ratio_new_over_old", "<=", pytest.approx(1.1))
+    assert verdict["status"] == status and verdict["interval"] == pytest.approx(interval, rel=1e-9)
+    assert {"fail": interval[0] > 1.1, "pass": interval[1] <= 1.1, "inconclusive": interval[0] <= 1.1 < interval[1]
+            }[status]  # the scenario is what its name says, by the hand computation too
+    if status == "inconclusive":
+        assert "inconclusive" in check.detail
+    # baseline first, then the new file, timed by the variant's own runtime in fresh processes
+    assert interleaved.calls == [{"runtime": "litert", "paths": ["old", "new"], "threads": 1, "batch": 1, "rounds": 5}]
+
+
+def test_latency_checks_together_hold_a_family_wise_error(interleaved):
+    """Two settings re-measured (batch 1 and 8): each interval at 1 - 0.05/2, wider than at 95%."""
+    ratios = (1.0, 1.2, 1.05, 1.15, 1.1)
+    checks = interleaved.checks(ratios, latency_batch_sizes=(1, 8))
+    assert [c.name for c in checks] == ["tflite-int8/litert/batch 1/1 thr", "tflite-int8/litert/batch 8/1 thr"]
+    _, interval = _expected_ratio(ratios, 0.975)
+    _, single = _expected_ratio(ratios, 0.95)
+    for c in checks:
+        assert c.values["confidence"] == 0.975 and c.values["ratio_interval"] == pytest.approx(interval, rel=1e-9)
+    assert interval[0] < single[0] and interval[1] > single[1]
+
+
+def test_latency_margin_moves_the_bound(interleaved):
+    slow = (1.48, 1.52, 1.50, 1.49, 1.51)
+    (check,) = interleaved.checks(slow, latency_margin=0.6)
+    assert check.status == "pass" and check.values["bound"] == pytest.approx(1.6)
+    (check,) = interleaved.checks((1.0, 0.99, 1.01, 1.0, 1.0), latency_margin=0.0)  # at most 1.0: straddled
+    assert check.status == "inconclusive"
+
+
+def test_a_file_the_runtime_cannot_time_is_incomplete_not_a_verdict(interleaved, monkeypatch):
+    from toolkit import bench
+
+    def refuse(*args, **kw):
+        raise RuntimeError("Didn't find op for builtin opcode\nmore")
+
+    monkeypatch.setattr(bench, "run_interleaved", refuse)
+    (check,) = interleaved.checks((1.0, 1.0, 1.0))
+    assert (check.kind, check.status) == ("incomplete", "incomplete")
+    assert check.detail == "could not re-measure it: Didn't find op for builtin opcode"
+
+
+@pytest.mark.parametrize("ratios, status, rc, strict_rc", [((1.48, 1.52, 1.50, 1.49, 1.51), "fail", 4, 4),
+                                                           ((1.0, 0.99, 1.01, 1.0, 1.0), "pass", 0, 0),
+                                                           ((1.0, 1.2, 1.05, 1.15, 1.1), "inconclusive", 0, 4)])
+def test_the_gate_exits_on_the_latency_verdict(interleaved, ratios, status, rc, strict_rc):
+    """Through `toolkit gate`: a latency fail exits 4, a pass 0, an inconclusive 0 (4 with --strict)."""
+    interleaved.use(ratios)
+    gate = ["gate", "--baseline", str(interleaved.old), "--exports", str(interleaved.new), "--latency-rounds", "5",
+            "--quiet"]
+    assert main(gate) == rc
+    doc = json.loads((interleaved.new / "gate.json").read_text())
+    assert [(c["kind"], c["status"]) for c in doc["checks"]] == [("presence", "pass"), ("latency", status)]
+    assert doc["verdict"] == status
+    assert main([*gate, "--strict"]) == strict_rc
 
 
 # ----------------------------------------------------------------------------- the pytest plugin

@@ -67,8 +67,10 @@ def test_a_source_gets_only_its_own_options(tmp_path):
 
 
 def test_a_new_source_is_one_module(tmp_path):
-    """A source added as one module (in a copy of the package) is opened by --dataset and its own option reaches
-    every command that takes --dataset, with no other edit."""
+    """A source added as one module (in a copy of the package) is opened by --dataset, and its own option reaches
+    the source through every command that takes --dataset (train, export, parity, bench, run), with no other
+    edit: each command below gives the option another value, and the source records the value it was opened
+    with (parity and bench inside `run` reopen the data as the manifest records it: run's value again)."""
     import shutil
     import subprocess
     import sys
@@ -81,23 +83,49 @@ import numpy as np
 from toolkit.datasets import Source, SourceOption, register_source
 from toolkit.datasets.base import Dataset, Split, array_reader
 
+OPENED = []  # the noise_seed of every opening, in order
+
 
 def _open(spec, data_dir=None, noise_seed=None):
+    OPENED.append(noise_seed)
     rng = np.random.default_rng(noise_seed or 0)
     split = lambda n, name: Split(name, np.arange(n) % 2, array_reader(rng.integers(0, 255, (n, 8, 8, 1), np.uint8)))
     return Dataset(kind="noise", source=spec, class_names=("a", "b"), image_shape=(8, 8, 1), train=split(40, "train"),
-                   validation=split(10, "validation"), test=split(20, "test"), fingerprint={"sha256": "none"},
+                   validation=split(10, "validation"), test=split(20, "test"),
+                   fingerprint={"method": "the seed", "sha256": f"noise{noise_seed}"},
                    split_rule="seeded", options={"noise_seed": noise_seed})
 
 
 register_source(Source("noise", lambda s: s == "noise", _open, "noise: seeded noise images", order=40,
                        options=(SourceOption("--noise-seed", "noise_seed", type=int, help="the noise's seed"),)))
 ''')
-    code = ("from toolkit import datasets; from toolkit.cli import build_parser; "
-            "from toolkit.cli.common import dataset_options; "
-            "a = build_parser().parse_args(['export', '--dataset', 'noise', '--noise-seed', '3']); "
-            "d = datasets.open_dataset(a.dataset, **dict(dataset_options(a))); print(d.kind, len(d.test), d.options)")
+    code = """
+from toolkit import datasets
+from toolkit.cli import build_parser, main
+from toolkit.cli.common import dataset_options
+from toolkit.datasets import noise
+
+a = build_parser().parse_args(["export", "--dataset", "noise", "--noise-seed", "3"])
+d = datasets.open_dataset(a.dataset, **dict(dataset_options(a)))
+print("@opened", d.kind, len(d.test), d.options)
+data = ["--dataset", "noise", "--quiet"]
+fast = ["--format", "tflite", "--quantize", "none"]
+commands = {
+    "train": ["train", *data, "--noise-seed", "11", "--arch", "softmax", "--epochs", "1", "--exports", "d"],
+    "export": ["export", *data, "--noise-seed", "12", *fast, "--exports", "d", "--calibration-samples", "4"],
+    "parity": ["parity", *data, "--noise-seed", "13", "--exports", "d"],
+    "bench": ["bench", *data, "--noise-seed", "14", "--exports", "d", "--runtimes", "litert", "--batch-sizes", "1",
+              "--threads", "1", "--min-runs", "3", "--min-seconds", "0", "--warmup-seconds", "0", "--no-plots"],
+    "run": ["run", *data, "--noise-seed", "15", "--model", "d/model.keras", "--exports", "r", *fast, "--skip-bench"],
+}
+for name, argv in commands.items():
+    noise.OPENED.clear()
+    rc = main(argv)
+    print("@" + name, rc, list(dict.fromkeys(noise.OPENED)))  # (the commands print their own lines too)
+"""
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, timeout=120)
+                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "noise 20 {'noise_seed': 3}"
+    seen = [line[1:] for line in out.stdout.splitlines() if line.startswith("@")]
+    assert seen == ["opened noise 20 {'noise_seed': 3}", "train 0 [11]", "export 0 [12]", "parity 0 [13]",
+                    "bench 0 [14]", "run 0 [15]"], (out.stdout, out.stderr[-3000:])
