@@ -116,21 +116,20 @@ def test_onnx_int8_is_qdq(quick_export):
 def test_onnx_int8_computes_what_its_qdq_graph_says_on_this_cpu(quick_export, mnist):
     """onnxruntime's fused int8 kernels give the numbers of the file's own Q/DQ graph computed in float (all
     graph optimizations off), whatever the CPU: on x86 CPUs without VNNI (this AMD EPYC exposes AVX2 only) its
-    uint8 x int8 kernels add pairs of products in 16 bits and saturate where the first layer reads the full-range
-    image with 8-bit weights; the exporter gives those layers 7-bit weights (reduced_range_weights). Without
-    it, the seed CNN agreed with its own Q/DQ graph on about 99.7% of the test images here."""
+    uint8 x int8 kernels add pairs of products in 16 bits and saturate with 8-bit weights; the exporter writes
+    7-bit weights (weight_bits). Without them, the seed CNN agreed with its own Q/DQ graph on about 99.7% of the
+    test images here, MobileNetV2 on 96%."""
     import onnx
     import onnxruntime as ort
 
     entry = _entry(quick_export, "onnx-int8")
     path = quick_export / entry["path"]
+    assert entry["weight_bits"] == 7
     model = onnx.load(path)
-    first = entry["reduced_range_weights"]
-    assert first and all(n.op_type == "Conv" for n in model.graph.node if n.name in first)
     weights = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    node = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and weights.get(n.input[0]) is not None
-                and weights[n.input[0]].ndim == 4)  # the first conv's kernel, in int8
-    assert np.abs(weights[node.input[0]]).max() <= 64  # 7 bits (onnxruntime's reduce_range: -64..63)
+    kernels = [weights[n.input[0]] for n in model.graph.node if n.op_type == "DequantizeLinear"
+               and weights.get(n.input[0]) is not None and weights[n.input[0]].dtype == np.int8]
+    assert kernels and all(np.abs(k).max() <= 64 for k in kernels)  # 7 bits (reduce_range: -64..63)
     images = mnist.test.images[:2000]
     fused = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     plain = ort.SessionOptions()
