@@ -66,6 +66,21 @@ def test_bf16_training_saves_a_float32_model_whose_figures_are_float32(tmp_path,
     assert float((logits.argmax(1) == mnist.test.labels).mean()) == pytest.approx(record["test_accuracy"], abs=1e-6)
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it(monkeypatch):
+    """The seed CNN's default precision is auto: bf16 where AVX512_BF16 or AMX is detected, float32 elsewhere
+    (emulated bf16 made the default training many times slower on an AVX2-only CPU); train.json says why."""
+    from toolkit import provenance
+    from toolkit.model import ARCHITECTURES
+    from toolkit.train import resolve_precision
+
+    assert ARCHITECTURES["cnn"].precision == "auto"
+    monkeypatch.setattr(provenance, "cpu_flags", lambda: ["avx2", "fma"])
+    assert resolve_precision("auto") == ("float32", "auto: no AVX512_BF16 or AMX detected, where bf16 would be emulated")
+    monkeypatch.setattr(provenance, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    assert resolve_precision("auto") == ("bf16", "auto: the CPU has AVX512_BF16")
+    assert resolve_precision("float32") == ("float32", None) and resolve_precision("bf16") == ("bf16", None)
+
+
 def test_precision_must_be_float32_or_bf16(tmp_path, data_dir):
     with pytest.raises(UsageError, match="--precision"):
         train(TrainConfig(out=tmp_path, data_dir=data_dir, precision="fp16"))

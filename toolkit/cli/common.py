@@ -213,10 +213,11 @@ def arch_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction, default=None,
                    help="XLA-compile the training step (default per architecture: "
                    + ", ".join(f"{a.name} {'on' if a.jit_compile else 'off'}" for a in ARCHITECTURES.values()) + ")")
-    p.add_argument("--precision", default=None, choices=("float32", "bf16"),
+    p.add_argument("--precision", default=None, choices=("float32", "bf16", "auto"),
                    help="training compute precision: bf16 is Keras' mixed_bfloat16 (bfloat16 compute, float32 "
-                   "weights; about 1.8x faster per epoch on CPUs with AVX512_BF16); the saved model and every "
-                   "figure after training are float32 (default per architecture: "
+                   "weights; about 1.8x faster per epoch on CPUs with AVX512_BF16, many times slower where it is "
+                   "emulated); auto: bf16 where AVX512_BF16 or AMX is detected, else float32; the saved model and "
+                   "every figure after training are float32 (default per architecture: "
                    + ", ".join(f"{a.name} {a.precision}" for a in ARCHITECTURES.values()) + ")")
     p.add_argument("--seed", type=int, default=0, metavar="N",
                    help="random seed; same seed and settings give bit-identical weights on CPU "
@@ -287,6 +288,17 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                          help="at most N layers changed (default: %(default)s)")
     control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
                          help="replay a quantization-recipe.json without searching (the same bytes every time)")
+    tune = p.add_argument_group(
+        "quantization-aware fine-tuning (tflite-int8, tflite-micro, onnx-int8)",
+        "fine-tune a copy of the model with its int8 arithmetic simulated (per-channel int8 weights with "
+        "BatchNormalization folded, 8-bit activations at the exporter's ranges) so that it reproduces the model's own "
+        "logits on the training images (distillation: labels are not used), then make the int8 variants from those "
+        "weights. Parity still judges them against your model. Seeded: two runs give the same files")
+    tune.add_argument("--fine-tune", action="store_true", help="make the int8 variants from fine-tuned weights")
+    tune.add_argument("--fine-tune-epochs", type=positive_int, default=None, metavar="N",
+                      help="passes over the training images (default: 2)")
+    tune.add_argument("--fine-tune-images", type=positive_int, default=None, metavar="N",
+                      help="training images per pass, a fixed-seed sample when there are more (default: 20,000)")
 
 
 def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
@@ -298,7 +310,8 @@ def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
     return dict(variants=tuple(e.variant for e in chosen), calibration_samples=args.calibration_samples,
                 calibration_method=args.calibration_method, opset=args.opset, force=args.force,
                 max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers,
-                recipe=args.recipe, min_agreement=args.min_agreement), chosen
+                recipe=args.recipe, min_agreement=args.min_agreement, fine_tune=args.fine_tune,
+                fine_tune_epochs=args.fine_tune_epochs, fine_tune_images=args.fine_tune_images), chosen
 
 
 def check_export_flags(args: argparse.Namespace) -> None:
@@ -314,7 +327,9 @@ def check_export_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {args.max_accuracy_drop}")
     if args.min_agreement is not None and not 0 < args.min_agreement <= 100:
         raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {args.min_agreement}")
-    if args.max_accuracy_drop is not None or args.recipe is not None:
+    if (args.fine_tune_epochs or args.fine_tune_images) and not args.fine_tune:
+        raise UsageError("--fine-tune-epochs and --fine-tune-images apply with --fine-tune")
+    if args.max_accuracy_drop is not None or args.recipe is not None or args.fine_tune:
         from toolkit import exporters
 
         exporters.require_controllable(exporters.select(tuple(args.format),
