@@ -77,6 +77,9 @@ class ExportConfig:
     max_fallback_layers: int = 5
     min_agreement: float | None = None  # accuracy control: also agree with Keras on this % of validation images
     recipe: Path | None = None  # accuracy control: replay this quantization-recipe.json
+    fine_tune: bool = False  # int8 variants from weights fine-tuned toward the model (toolkit/quantize/)
+    fine_tune_epochs: int | None = None  # None: toolkit/quantize/finetune.py's default
+    fine_tune_images: int | None = None
     verbose: bool = True
 
 

@@ -310,6 +310,8 @@ def _manifest(cfg: ExportConfig, exporters: list[Exporter], inp: _Inputs, export
             "max_fallback_layers": cfg.max_fallback_layers,
             "min_agreement": cfg.min_agreement,
             "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
+            "fine_tune": cfg.fine_tune, "fine_tune_epochs": cfg.fine_tune_epochs,
+            "fine_tune_images": cfg.fine_tune_images,
             "dataset": data.spec,
             **recorded_options(data.options),
             "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,
@@ -378,6 +380,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 if failed_write:
                     raise failed_write from None
                 raise
+            tuned: list = []  # (context, record) of the fine-tuned model, made for the first int8 variant
             bar = stack.enter_context(progress_bar(len(exporters), "export", unit="variant", verbose=cfg.verbose))
             for exporter in exporters:
                 bar.update(1)
@@ -386,7 +389,17 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 if not support["supported"]:
                     failed.append(_failure(exporter, "op-check", support["error"]))
                     continue
-                entry = _build_variant(cfg, exporter, ctx, inp, staging, gen_id, failed)
+                use = ctx
+                if cfg.fine_tune and exporter.quantization == "int8":
+                    if not tuned:
+                        from toolkit.quantize.step import fine_tuned_context
+
+                        tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, staging,
+                                                        f"{artifacts.GENERATION_PREFIX}{gen_id}"))
+                    use = tuned[0][0]
+                entry = _build_variant(cfg, exporter, use, inp, staging, gen_id, failed)
+                if entry is not None and use is not ctx:
+                    entry["weights"] = "fine-tuned toward the model (manifest: fine_tuning)"
                 if entry is not None:
                     entries.append(entry)
             if not entries:
@@ -395,6 +408,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     hint="the previous export, if any, is unchanged")
             shutil.rmtree(workdir)
             manifest = _manifest(cfg, exporters, inp, exports, gen_id, entries, failed, op_support, staging)
+            if tuned:
+                manifest["fine_tuning"] = tuned[0][1]
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
                 manifest["accuracy_control"] = {"recipe": RECIPE_FILE, "validation": ctx.validation().description}

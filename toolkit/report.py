@@ -171,8 +171,27 @@ def _model_and_data_lines(manifest: dict) -> list[str]:
         f"{', ...' if len(dataset['class_names']) > 12 else ''}); {dataset['splits']['rule']}. Fingerprint: "
         f"{dataset['fingerprint']['method']}, `{dataset['fingerprint']['sha256'][:16]}...`.",
         f"- Preprocessing, the same for every runtime: {prep['description']}.",
+        *_int8_choice_lines(manifest),
         "",
     ]
+
+
+def _int8_choice_lines(manifest: dict) -> list[str]:
+    """Where the int8 choices were judged, and the fine-tuning the int8 variants were made from."""
+    lines = []
+    val = manifest.get("validation")
+    if val:
+        lines.append(f"- The int8 choices (range estimator, accuracy search, fine-tuning) were judged on "
+                     f"{val['images']:,} validation images" + (f": **{val['note']}**." if val.get("note") else
+                                                             ", named apart from the training images."))
+    tuned = manifest.get("fine_tuning")
+    if tuned:
+        last = tuned["epochs"][-1] if tuned.get("epochs") else {}
+        lines.append(f"- The int8 variants are made from weights fine-tuned toward the model (quantization-aware, "
+                     f"{len(tuned.get('epochs', []))} epoch(s) on {tuned['images']:,} training images, "
+                     f"{tuned['total_seconds']:.0f} s; final distillation loss {last.get('distillation_loss', 0):.4g}); "
+                     "parity judges them against the model itself.")
+    return lines
 
 
 def _parity_cells(entry: dict, parity: dict) -> list[str] | None:

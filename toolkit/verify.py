@@ -67,6 +67,8 @@ def rebuild(exports: Path, data_dir: Path | None = None, verbose: bool = False) 
             max_fallback_layers=recorded.get("max_fallback_layers", 5),
             min_agreement=recorded.get("min_agreement"),
             recipe=Path(recorded["recipe"]) if recorded.get("recipe") else None,
+            fine_tune=recorded.get("fine_tune", False), fine_tune_epochs=recorded.get("fine_tune_epochs"),
+            fine_tune_images=recorded.get("fine_tune_images"),
         ), chosen)
     rebuilt = {e["variant"]: e for e in again["artifacts"]}
     differs = []

@@ -1,0 +1,370 @@
+"""Quantization-aware fine-tuning toward the float model, for Keras 3 models.
+
+Why: post-training int8 of some architectures cannot pass parity with any tool (benchmarks/PTQ.md:
+EfficientNetB0 agrees with its float model on under 98% of the test images, ours and every peer's).
+tensorflow-model-optimization's ``quantize_model`` refuses Keras 3 models (model-optimization#1270),
+NNCF dropped its TensorFlow backend and AIMET has no Keras package; so this module simulates the int8
+arithmetic of the exported files in the forward pass and fine-tunes the weights so that the simulated
+int8 model reproduces **the user's float model** (distillation: its logits are the targets; labels are
+not needed), as tfmot's QAT wrappers and NNCF's and AIMET's QAT do for their frameworks.
+
+What is simulated (what the TFLite converter builds for a full-integer model, as tfmot's registry
+says per layer; ONNX's Q/DQ graph quantizes the same tensors with the same weight scheme):
+
+- weights of Conv2D, DepthwiseConv2D and Dense layers, per output channel, symmetric int8 (-127..127);
+  a BatchNormalization whose only input is such a layer (and that layer's only consumer) is folded into
+  its weights and bias first, with its moving statistics, as the converter folds it;
+- every activation tensor the converter quantizes, per tensor, asymmetric 8-bit, at the range the
+  exporter's estimator gives on the calibration images (toolkit/ranges.py; re-measured on the current
+  weights before every epoch): the model input, each layer's output, except where the converter fuses
+  the next op into this one (ReLU/ReLU6 after a convolution, a folded BatchNormalization or an Add) or
+  the op only moves values (padding, max pooling, reshapes, dropout);
+- sigmoid, softmax and tanh outputs at their fixed int8 scales (1/256, 1/256, 1/128), and swish as the
+  converter builds it: a LOGISTIC at 1/256 times its input, then the product quantized.
+
+Gradients pass the rounding straight through (Keras' ``fake_quant_with_min_max_vars``, TensorFlow's
+fake-quant ops on the TensorFlow backend). Moving statistics stay frozen (tfmot freezes them too after
+a few steps; here they are the float model's, so folding stays exact). The result is an ordinary Keras
+model of the same architecture with other weights: the exporters make ordinary int8 files from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+WEIGHT_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
+# ops whose output takes its input's quantization (values move, none is computed)
+PASS_THROUGH = ("InputLayer", "Reshape", "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+                "ZeroPadding2D", "MaxPooling2D", "Cropping2D", "Permute", "GaussianNoise", "GaussianDropout",
+                "ActivityRegularization", "Identity")
+FIXED = {"sigmoid": (0.0, 255 / 256), "softmax": (0.0, 255 / 256), "tanh": (-1.0, 127 / 128)}
+FUSED = ("relu", "relu6")
+INPUT_KEY = "input"
+
+
+@dataclass(frozen=True)
+class FineTuneSettings:
+    """The recipe (chosen on validation images: benchmarks/FINETUNE.md says how)."""
+
+    epochs: int = 2
+    learning_rate: float = 3e-5
+    batch_size: int = 64
+    seed: int = 0
+    temperature: float = 1.0  # distillation temperature (1: the float model's own probabilities)
+    max_images: int = 20_000  # training images per epoch (a fixed-seed sample when there are more)
+    estimator: str = "tail-aware"  # the activation ranges simulated (toolkit/ranges.py)
+    optimizer: str = "adam"  # adam or sgd (with momentum 0.9)
+    loss: str = "kl"  # kl, mse (on logits), kl+margin
+
+
+def _kind(op) -> str:
+    return type(op).__name__
+
+
+def _activation_name(fn) -> str:
+    import keras
+
+    if fn is None:
+        return "linear"
+    try:
+        name = keras.activations.serialize(fn)
+    except (ValueError, TypeError):
+        name = getattr(fn, "__name__", "other")
+    if isinstance(name, dict):
+        name = name.get("config", {}).get("name") or name.get("class_name", "other")
+    return {"silu": "swish"}.get(str(name), str(name))
+
+
+def _layer_activation(op) -> str | None:
+    """The activation a standalone activation layer applies (None: not an activation layer)."""
+    kind = _kind(op)
+    if kind == "Activation":
+        return _activation_name(op.activation)
+    if kind == "ReLU":
+        plain = not op.negative_slope and not op.threshold
+        return {None: "relu", 6.0: "relu6"}.get(None if op.max_value is None else float(op.max_value), "other") \
+            if plain else "other"
+    if kind == "Softmax":
+        return "softmax"
+    return None
+
+
+class Simulation:
+    """The model's forward pass with its int8 arithmetic simulated (or not: ``quantize=False``), walking
+    the functional graph node by node (as Keras' own ``Functional`` call does)."""
+
+    def __init__(self, model):
+        import keras
+
+        if not hasattr(model, "_nodes_by_depth"):
+            from toolkit.errors import UsageError
+
+            raise UsageError("quantization-aware fine-tuning needs a functional Keras model (keras.Model(inputs, "
+                             "outputs) or Sequential); this one is subclassed")
+        self.model = model
+        depths = sorted(model._nodes_by_depth, reverse=True)
+        self.nodes = [n for d in depths for n in model._nodes_by_depth[d] if n.operation and not n.is_input]
+        consumers: dict[int, list] = {}
+        for node in self.nodes:
+            for t in node.input_tensors:
+                producer = t._keras_history.operation
+                consumers.setdefault(id(producer), []).append(node.operation)
+        self._consumers = consumers
+        self.fold = {}  # id(BatchNormalization) -> the weight layer it folds into
+        self.folded = {}  # id(weight layer) -> its BatchNormalization
+        for node in self.nodes:
+            op = node.operation
+            if _kind(op) != "BatchNormalization" or len(node.input_tensors) != 1:
+                continue
+            producer = node.input_tensors[0]._keras_history.operation
+            axis = op.axis if isinstance(op.axis, int) else (op.axis[0] if len(op.axis) == 1 else None)
+            if (_kind(producer) in WEIGHT_LAYERS and len(consumers.get(id(producer), [])) == 1
+                    and axis in (-1, len(node.input_tensors[0].shape) - 1) and self._simulated(producer)
+                    and _activation_name(producer.activation) == "linear"):
+                self.fold[id(op)] = producer
+                self.folded[id(producer)] = op
+        self.ranges: dict[str, object] = {}  # quantization point -> keras.Variable([lo, hi])
+        self._keras = keras
+
+    # ------------------------------------------------------------------ what is quantized where
+    def _simulated(self, op) -> bool:
+        """A weight layer whose int8 arithmetic is simulated (channels-last, ungrouped)."""
+        return (_kind(op) in WEIGHT_LAYERS and getattr(op, "data_format", "channels_last") == "channels_last"
+                and getattr(op, "groups", 1) == 1)
+
+    def _fused_into_consumer(self, op) -> bool:
+        """The converter fuses a sole ReLU/ReLU6 consumer into a convolution, a folded BatchNormalization or an
+        Add: this op's output is not a quantized tensor of the file."""
+        users = self._consumers.get(id(op), [])
+        if len(users) != 1 or _layer_activation(users[0]) not in FUSED:
+            return False
+        kind = _kind(op)
+        return (kind in WEIGHT_LAYERS and self._simulated(op)) or id(op) in self.fold or kind in ("Add",)
+
+    def _quantized_output(self, op) -> bool:
+        if _kind(op) in PASS_THROUGH or id(op) in self.folded:
+            return False
+        return not self._fused_into_consumer(op)
+
+    # ------------------------------------------------------------------ fake quantization
+    def _fq(self, x, key: str, quantize: bool, record):
+        if record is not None:
+            record.add(key, self._keras.ops.convert_to_numpy(x), batched=True)
+        if not quantize:
+            return x
+        var = self.ranges.get(key)
+        if var is None:
+            return x  # not calibrated (a point the calibration pass never reached)
+        return self._keras.quantizers.fake_quant_with_min_max_vars(x, var[0], var[1], num_bits=8)
+
+    def _fq_fixed(self, x, lo: float, hi: float, quantize: bool):
+        if not quantize:
+            return x
+        return self._keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
+
+    def _fq_weights(self, kernel, quantize: bool):
+        """Per output channel (the last axis), symmetric, -127..127 (narrow range)."""
+        if not quantize:
+            return kernel
+        ops = self._keras.ops
+        flat = ops.reshape(kernel, (-1, kernel.shape[-1]))
+        bound = ops.maximum(ops.max(ops.abs(flat), axis=0), 1e-12)
+        bound = ops.stop_gradient(bound)
+        q = self._keras.quantizers.fake_quant_with_min_max_vars(flat, -bound, bound, num_bits=8, narrow_range=True,
+                                                                axis=-1)
+        return ops.reshape(q, kernel.shape)
+
+    def _activation(self, name: str, x, key: str, quantize: bool, record):
+        """An activation after a quantized tensor ``x``: its ops as the converter builds them; returns the
+        activation's output before its own output quantization (done by the caller), or None for fixed."""
+        ops = self._keras.ops
+        if name in FIXED:
+            fn = {"sigmoid": ops.sigmoid, "softmax": ops.softmax, "tanh": ops.tanh}[name]
+            return self._fq_fixed(fn(x), *FIXED[name], quantize), True
+        if name == "swish":
+            gate = self._fq_fixed(ops.sigmoid(x), *FIXED["sigmoid"], quantize)
+            return x * gate, False
+        act = self._keras.activations.get(name) if name not in ("other",) else None
+        return (act(x) if act is not None else x), False
+
+    # ------------------------------------------------------------------ layers
+    def _weight_layer(self, op, x, quantize: bool):
+        ops = self._keras.ops
+        kind = _kind(op)
+        kernel = op.kernel
+        bias = op.bias if op.use_bias else None
+        bn = self.folded.get(id(op))
+        if bn is not None:
+            gamma = bn.gamma if bn.scale else 1.0
+            beta = bn.beta if bn.center else 0.0
+            inv = gamma / ops.sqrt(bn.moving_variance + bn.epsilon)
+            shaped = ops.reshape(inv, kernel.shape[2:]) if kind == "DepthwiseConv2D" else inv
+            kernel = kernel * shaped
+            bias = beta + ((bias if bias is not None else 0.0) - bn.moving_mean) * inv
+        if kind == "DepthwiseConv2D":
+            kh, kw, cin, mult = kernel.shape
+            q = ops.reshape(self._fq_weights(ops.reshape(kernel, (kh, kw, cin * mult)), quantize), kernel.shape)
+            y = ops.depthwise_conv(x, q, strides=op.strides, padding=op.padding, data_format="channels_last",
+                                   dilation_rate=op.dilation_rate)
+        elif kind == "Conv2D":
+            y = ops.conv(x, self._fq_weights(kernel, quantize), strides=op.strides, padding=op.padding,
+                         data_format="channels_last", dilation_rate=op.dilation_rate)
+        else:
+            y = ops.matmul(x, self._fq_weights(kernel, quantize))
+        return y if bias is None else y + bias
+
+    def _call(self, node, args, kwargs, quantize: bool, record):
+        op = node.operation
+        name = op.name
+        if id(op) in self.fold:  # folded into the layer before it: its output is that layer's
+            out = args[0]
+        elif self._simulated(op):
+            out = self._weight_layer(op, args[0], quantize)
+            act = _activation_name(op.activation)
+            if act != "linear":
+                if act not in FUSED:  # the convolution's own output is an int8 tensor before the activation
+                    out = self._fq(out, f"{name}/pre", quantize, record)
+                out, fixed = self._activation(act, out, name, quantize, record)
+                if fixed:
+                    return out
+        elif (act := _layer_activation(op)) is not None:
+            out, fixed = self._activation(act, args[0], name, quantize, record)
+            if fixed:
+                return out
+        else:
+            kwargs = {**kwargs, "training": False} if _accepts_training(op) else kwargs
+            out = op(*args, **kwargs)
+        if self._quantized_output(op) and not isinstance(out, (list, tuple)):
+            out = self._fq(out, name, quantize, record)
+        return out
+
+    def __call__(self, x, quantize: bool = True, record=None):
+        import keras
+
+        tensors = {id(self.model.inputs[0]): self._fq(x, INPUT_KEY, quantize, record)}
+        for node in self.nodes:
+            if any(id(t) not in tensors for t in node.input_tensors):
+                continue
+            args, kwargs = node.arguments.fill_in(tensors)
+            out = self._call(node, args, kwargs, quantize, record)
+            for ref, value in zip(node.outputs, keras.tree.flatten(out), strict=False):
+                tensors[id(ref)] = value
+        return tensors[id(self.model.outputs[0])]
+
+    # ------------------------------------------------------------------ ranges
+    def calibrate(self, images: np.ndarray, estimator: str, batch: int = 64) -> dict:
+        """Each quantization point's range on ``images`` with the current weights, by ``estimator``."""
+        from toolkit.ranges import Stats
+
+        stats = Stats()
+        for i in range(0, len(images), batch):
+            self(images[i : i + batch], quantize=False, record=stats)
+        ranges = stats.ranges(estimator)
+        for key, (lo, hi) in ranges.items():
+            value = np.array([lo, hi], np.float32)
+            if key in self.ranges:
+                self.ranges[key].assign(value)
+            else:
+                self.ranges[key] = self._keras.Variable(value, trainable=False, name=f"range_{len(self.ranges)}")
+        return ranges
+
+
+def _accepts_training(op) -> bool:
+    import inspect
+
+    try:
+        return "training" in inspect.signature(op.call).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def distillation_loss(temperature: float, probabilities: bool = False, kind: str = "kl") -> Callable:
+    """KL(float || simulated int8) of the softmax at ``temperature``, times T^2 (Hinton et al.). A model whose
+    output is probabilities (a softmax last) is compared on their logarithms, which are its logits up to a
+    constant per image."""
+    import keras
+
+    ops = keras.ops
+
+    def loss(teacher, student):
+        if probabilities:
+            teacher, student = ops.log(ops.maximum(teacher, 1e-12)), ops.log(ops.maximum(student, 1e-12))
+        if kind == "mse":
+            return ops.mean(ops.square(teacher - student))
+        t = ops.softmax(teacher / temperature, axis=-1)
+        log_s = ops.log_softmax(student / temperature, axis=-1)
+        log_t = ops.log(ops.maximum(t, 1e-12))
+        kl = ops.mean(ops.sum(t * (log_t - log_s), axis=-1)) * temperature**2
+        if kind == "kl":
+            return kl
+        # kl+margin: the teacher's class must stay on top by a margin of its own (half its lead, at most 1)
+        top = ops.argmax(teacher, axis=-1)
+        onehot = ops.one_hot(top, teacher.shape[-1])
+        lead = ops.max(teacher - 1e9 * onehot, axis=-1)
+        t_lead = ops.sum(teacher * onehot, axis=-1) - lead
+        s_top = ops.sum(student * onehot, axis=-1)
+        s_other = ops.max(student - 1e9 * onehot, axis=-1)
+        return kl + ops.mean(ops.relu(s_other - s_top + ops.minimum(0.5 * t_lead, 1.0)))
+
+    return loss
+
+
+def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, settings: FineTuneSettings,
+              teacher: Callable[[np.ndarray], np.ndarray], log: Callable[[str], None] = lambda s: None,
+              probabilities: bool = False):
+    """A copy of ``model`` fine-tuned so that its simulated int8 forward pass reproduces ``teacher``'s logits
+    on ``train_images``; returns (the fine-tuned model, a record of what was done)."""
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
+    student = keras.models.clone_model(model)
+    student.set_weights(model.get_weights())
+    sim = Simulation(student)
+    rng = np.random.default_rng(settings.seed)
+    images = train_images
+    if len(images) > settings.max_images:
+        images = images[np.sort(rng.choice(len(images), settings.max_images, replace=False))]
+    images = images.astype(np.float32)
+    targets = np.concatenate([teacher(images[i : i + 256]) for i in range(0, len(images), 256)]).astype(np.float32)
+
+    class Student(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.inner = student
+
+        def call(self, x):
+            return sim(x, quantize=True)
+
+    wrapper = Student()
+    optimizer = keras.optimizers.Adam(settings.learning_rate) if settings.optimizer == "adam" else \
+        keras.optimizers.SGD(settings.learning_rate, momentum=0.9)
+    wrapper.compile(optimizer=optimizer,
+                    loss=distillation_loss(settings.temperature, probabilities, settings.loss), jit_compile=False)
+    history, started = [], time.perf_counter()
+    for epoch in range(settings.epochs):
+        sim.calibrate(calibration_images.astype(np.float32), settings.estimator)
+        order = rng.permutation(len(images))
+        h = wrapper.fit(images[order], targets[order], batch_size=settings.batch_size, epochs=1, shuffle=False,
+                        verbose=0)
+        loss = float(h.history["loss"][-1])
+        history.append({"epoch": epoch + 1, "distillation_loss": loss,
+                        "seconds": round(time.perf_counter() - started, 1)})
+        log(f"  fine-tuning: epoch {epoch + 1}/{settings.epochs}, distillation loss {loss:.4g} "
+            f"({time.perf_counter() - started:.0f} s)")
+    points = len(sim.ranges)
+    record = {"settings": {**settings.__dict__}, "images": int(len(images)), "epochs": history,
+              "quantization_points": points, "folded_batchnorms": len(sim.fold),
+              "seconds": round(time.perf_counter() - started, 1)}
+    if history and not math.isfinite(history[-1]["distillation_loss"]):
+        from toolkit.errors import ConversionError
+
+        raise ConversionError("quantization-aware fine-tuning diverged (the loss is not finite)")
+    return student, record
