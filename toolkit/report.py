@@ -186,11 +186,20 @@ def _int8_choice_lines(manifest: dict) -> list[str]:
                                                              ", named apart from the training images."))
     tuned = manifest.get("fine_tuning")
     if tuned:
-        last = tuned["epochs"][-1] if tuned.get("epochs") else {}
-        lines.append(f"- The int8 variants are made from weights fine-tuned toward the model (quantization-aware, "
-                     f"{len(tuned.get('epochs', []))} epoch(s) on {tuned['images']:,} training images, "
-                     f"{tuned['total_seconds']:.0f} s; final distillation loss {last.get('distillation_loss', 0):.4g}); "
-                     "parity judges them against the model itself.")
+        trained = [e for e in tuned.get("epochs", []) if e["epoch"] > 0]
+        kept = tuned.get("kept_epoch")
+        if kept == 0:
+            lines.append(f"- Fine-tuning ({len(trained)} epoch(s), {tuned['total_seconds']:.0f} s) did not make the "
+                         "simulated int8 model agree better with the model on the validation images: the int8 variants "
+                         "are made from the model's own weights.")
+        else:
+            agree = {e["epoch"]: e.get("validation_agreement") for e in tuned.get("epochs", [])}
+            gain = (f"; simulated int8 agreement on validation {100 * agree[0]:.2f}% -> {100 * agree[kept]:.2f}%"
+                    if kept is not None and agree.get(0) is not None else "")
+            lines.append(f"- The int8 variants are made from weights fine-tuned toward the model (quantization-aware, "
+                         f"epoch {kept if kept is not None else len(trained)} of {len(trained)} kept, on "
+                         f"{tuned['images']:,} training images, {tuned['total_seconds']:.0f} s{gain}); parity judges "
+                         "them against the model itself.")
     return lines
 
 

@@ -296,7 +296,9 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
         "weights. Parity still judges them against your model. Seeded: two runs give the same files")
     tune.add_argument("--fine-tune", action="store_true", help="make the int8 variants from fine-tuned weights")
     tune.add_argument("--fine-tune-epochs", type=positive_int, default=None, metavar="N",
-                      help="passes over the training images (default: 2)")
+                      help="at most this many passes over the training images; after each, the simulated int8 model is "
+                      "checked on the validation images and the best epoch kept (the model's own weights when none "
+                      "improves; default: 3)")
     tune.add_argument("--fine-tune-images", type=positive_int, default=None, metavar="N",
                       help="training images per pass, a fixed-seed sample when there are more (default: 20,000)")
 

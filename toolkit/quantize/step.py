@@ -40,8 +40,18 @@ def fine_tuned_context(cfg, ctx, data, prep, info, staging: Path, gen_prefix: st
             f"training images; the model's own logits are the targets)")
     images = prep.load(data.train, idx).astype(np.float32)
     runner = KerasRunner(ctx.model)
+    val = ctx.validation() if ctx.validation is not None else None
     model, record = fine_tune(ctx.model, images, ctx.calibration_images, settings, runner.infer, log=ctx.log,
-                              probabilities=info.output == "probabilities")
+                              probabilities=info.output == "probabilities",
+                              validation=(val.images, val.reference) if val is not None else None)
+    record["validation"] = val.description if val is not None else None
+    if record.get("kept_epoch") == 0:  # no epoch improved on the model's own weights: nothing to build from
+        record.update(what="quantization-aware fine-tuning toward the float model (toolkit/quantize/finetune.py): "
+                           "no epoch made the simulated int8 model agree better with the model on the validation "
+                           "images, so the int8 variants are made from the model's own weights",
+                      total_seconds=round(time.perf_counter() - started, 1))
+        ctx.log("  fine-tuning: no epoch improved on the model's own weights; the int8 variants use them")
+        return ctx, record
     path = staging / FINETUNED_MODEL
     model.save(path)
     epoch = source_date_epoch()
