@@ -131,6 +131,10 @@ class Simulation:
         self.ranges: dict[str, object] = {}  # quantization point -> keras.Variable([lo, hi])
         self._keras = keras
 
+    def folded_layers(self) -> list:
+        """The weight layers a BatchNormalization is folded into."""
+        return list(self.fold.values())
+
     # ------------------------------------------------------------------ what is quantized where
     def _simulated(self, op) -> bool:
         """A weight layer whose int8 arithmetic is simulated (channels-last, ungrouped)."""
