@@ -328,6 +328,26 @@ def _simulated_agreement(sim: Simulation, images: np.ndarray, reference: np.ndar
     return float(np.mean(predicted == reference))
 
 
+def _trainable(student, sim: Simulation, settings: FineTuneSettings, probabilities: bool):
+    """A compiled Keras model whose forward pass is ``sim`` (quantized) and whose weights are ``student``'s."""
+    import keras
+
+    class Student(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.inner = student
+
+        def call(self, x):
+            return sim(x, quantize=True)
+
+    wrapper = Student()
+    optimizer = keras.optimizers.Adam(settings.learning_rate) if settings.optimizer == "adam" else \
+        keras.optimizers.SGD(settings.learning_rate, momentum=0.9)
+    wrapper.compile(optimizer=optimizer,
+                    loss=distillation_loss(settings.temperature, probabilities, settings.loss), jit_compile=False)
+    return wrapper
+
+
 def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, settings: FineTuneSettings,
               teacher: Callable[[np.ndarray], np.ndarray], log: Callable[[str], None] = lambda s: None,
               probabilities: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None):
@@ -357,20 +377,7 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
     images = images.astype(np.float32)
     calibration = calibration_images.astype(np.float32)
     targets = np.concatenate([teacher(images[i : i + 256]) for i in range(0, len(images), 256)]).astype(np.float32)
-
-    class Student(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.inner = student
-
-        def call(self, x):
-            return sim(x, quantize=True)
-
-    wrapper = Student()
-    optimizer = keras.optimizers.Adam(settings.learning_rate) if settings.optimizer == "adam" else \
-        keras.optimizers.SGD(settings.learning_rate, momentum=0.9)
-    wrapper.compile(optimizer=optimizer,
-                    loss=distillation_loss(settings.temperature, probabilities, settings.loss), jit_compile=False)
+    wrapper = _trainable(student, sim, settings, probabilities)
     history, started = [], time.perf_counter()
     best = None
     if validation is not None:
