@@ -88,6 +88,12 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
     assert entries["onnx-int8"]["bytes"] * 1.8 <= entries["tflite-fp16"]["bytes"]
     assert entries["onnx-int8"]["int8_only"] is False  # a float layer, and the manifest says so
     assert entries["tflite-int8"]["int8_only"] is False
+    # the searched TFLite bytes come from ai-edge-quantizer's calibration, and the manifest says so; the ONNX
+    # search builds on the plain model's estimator
+    cal = entries["tflite-int8"]["calibration"]
+    assert cal["estimator"] == "ai-edge-quantizer" and cal["plain_int8_estimator"] in ("minmax", "mean-minmax",
+                                                                                      "tail-aware")
+    assert entries["onnx-int8"]["calibration"]["estimator"] in ("minmax", "mean-minmax", "tail-aware")
 
     # TFLM: integer steps only; none brings agreement to a pass: the best step is kept, and TFLM's
     # predictions on validation images are LiteRT's on those bytes, every one of the 1,000: agreement 100%,
