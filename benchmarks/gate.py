@@ -39,10 +39,12 @@ import numpy as np
 from _common import BENCHMARKS, RESULTS, cpu_text, parser, run_toolkit
 
 from toolkit import schema
-from toolkit.artifacts import atomic_write_json, atomic_write_text
+from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
 from toolkit.provenance import provenance, sha256_file
 
 RESULT = Path(__file__).with_suffix(".json").name  # results/gate.json, named after this script
+CASES = ("aa", "aa_equivalent", "ab_latency", "ab_accuracy")
+CASE_NAMES = {"aa": "A/A", "aa_equivalent": "A/A equivalent", "ab_latency": "A/B latency", "ab_accuracy": "A/B accuracy"}
 WEAK_TRAIN_LIMIT = 40_000  # one epoch on these: validation 98.68% against the six-epoch model's 99.3% (about half a point)
 
 LOAD_SCRIPT = """
@@ -160,29 +162,45 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/toolkit-gate-bench"))
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES,
+                   help="re-run these cases only; the others' runs are kept from the committed JSON (with --keep-work)")
+    p.add_argument("--keep-work", action="store_true",
+                   help="reuse the exports already in --work (same baseline, trained releases) instead of rebuilding")
     args = p.parse_args()
     env = dict(os.environ)
     work = args.work
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    if not args.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     baseline = work / "baseline"
-    shutil.copytree(args.exports, baseline, ignore=shutil.ignore_patterns("bench*", "gate*", "report*"), symlinks=True)
+    if not baseline.is_dir():
+        shutil.copytree(args.exports, baseline, ignore=shutil.ignore_patterns("bench*", "gate*", "report*"),
+                        symlinks=True)
     if not (baseline / schema.PARITY).is_file():
         toolkit("parity", "--exports", str(baseline), "--quiet", env=env)
 
     same = work / "same"
-    shutil.copytree(baseline, same, symlinks=True)
-    equal = equivalent_variant(baseline, work / "equivalent", env)
-    slow = train_variant(work / "slower", env, wide=True, epochs=None)
-    weak = train_variant(work / "worse", env, wide=False, epochs=1, train_limit=WEAK_TRAIN_LIMIT)
+    if not same.is_dir():
+        shutil.copytree(baseline, same, symlinks=True)
+    built = lambda d: (d / schema.PARITY).is_file()  # noqa: E731
+    equal = work / "equivalent" if built(work / "equivalent") else equivalent_variant(baseline, work / "equivalent", env)
+    slow = work / "slower" if built(work / "slower") else train_variant(work / "slower", env, wide=True, epochs=None)
+    weak = work / "worse" if built(work / "worse") else \
+        train_variant(work / "worse", env, wide=False, epochs=1, train_limit=WEAK_TRAIN_LIMIT)
     parity = {name: schema.Parity.read(d) for name, d in
               (("baseline", baseline), ("equivalent", equal), ("slower", slow), ("worse", weak))}
 
+    kept = read_json(args.out / RESULT) if set(args.cases) != set(CASES) else {}
+    runs: dict[str, list[dict]] = {k: ([] if k in args.cases else kept["runs"][k]) for k in CASES}
+    rerun = {**kept.get("cases_rerun", {}), **({k: {"commit": provenance()["git_commit"],
+                                                    "created": provenance()["created"]} for k in args.cases}
+                                               if kept else {})}
     load = background_load(env)
-    runs: dict[str, list[dict]] = {"aa": [], "aa_equivalent": [], "ab_latency": [], "ab_accuracy": []}
     try:
         for i in range(args.rounds):
             for key, new in (("aa", same), ("aa_equivalent", equal), ("ab_latency", slow), ("ab_accuracy", weak)):
+                if key not in args.cases:
+                    continue
                 runs[key].append(gate(baseline, new, work, env, f"{key}-{i}"))
                 r = runs[key][-1]
                 print(f"{key} {i + 1}/{args.rounds}: exit {r['exit_code']} ({r['verdict']}, {r['seconds']} s)",
@@ -202,8 +220,8 @@ def main() -> int:
                 if latency else None,
                 "accuracy_failed_runs": sum(any(c["kind"] == "accuracy" and c["status"] == "fail" for c in r["checks"])
                                             for r in rs),
-                "accuracy_statuses": {s: sum(c["status"] == s for r in rs for c in r["checks"] if c["kind"] == "accuracy")
-                                      for s in ("pass", "inconclusive", "fail")},
+                "accuracy_statuses": {s: sum(c["status"] == s for r in rs for c in r["checks"] if c["kind"] == "accuracy"
+                                             and "drop_points" in c) for s in ("pass", "inconclusive", "fail")},
                 "seconds_median": float(np.median([r["seconds"] for r in rs]))}
 
     acc = lambda p, v: p["variants"][v]["accuracy"]  # noqa: E731
@@ -232,7 +250,8 @@ def main() -> int:
         "runs": runs,
         "export": {"path": str(args.exports), "generation": schema.Manifest.read(args.exports).get("generation"),
                    "model_sha256": sha256_file(args.exports / "model.keras")},
-        "provenance": provenance(),
+        "provenance": kept.get("provenance") or provenance(),
+        **({"cases_rerun": rerun} if rerun else {}),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / RESULT, doc)
@@ -241,8 +260,11 @@ def main() -> int:
     return 0
 
 
-def _sha(directory: Path, variant: str) -> str | None:
-    return next((e["sha256"] for e in schema.Manifest.read(directory)["artifacts"] if e["variant"] == variant), None)
+def _sha(directory: Path, variant: str) -> tuple | None:
+    """The variant's bytes as the gate compares them (its file and the companions that are part of the model)."""
+    from toolkit.gate import file_identities
+
+    return file_identities(schema.Manifest.read(directory)).get(variant)
 
 
 def band(runs: list[dict]) -> dict | None:
@@ -274,7 +296,9 @@ def markdown(doc: dict) -> str:
         "",
         f"**Machine**: {cpu_text(m)}, {m['cpu_count']} cores, shared. Commit "
         f"`{doc['provenance']['git_commit']}`, {doc['provenance']['created']}. **Defaults**: {doc['defaults']}. "
-        f"**Background load** during every run: {doc['load']}.",
+        f"**Background load** during every run: {doc['load']}."
+        + "".join(f" The {CASE_NAMES[k]} case was re-run at commit `{v['commit']}`, {v['created']}, on the same machine "
+                  "and exports." for k, v in doc.get("cases_rerun", {}).items()),
         "",
         "| case | what | runs | exit 0 | exit 4 | verdict pass / inconclusive / fail | latency checks pass / "
         "inconclusive / fail | measured p50 ratio, median (range) | median seconds per gate run |",
@@ -302,8 +326,8 @@ def markdown(doc: dict) -> str:
         "false alarm (two-sided Bonferroni intervals, a check fails only beyond one end), so a run may fail "
         "at most about 5% of the time.",
         *([f"- **A/A equivalent**: {eq['exit_0']} of {eq['runs']} runs exit 0 ({eq['verdicts']['pass']} pass, "
-           f"{eq['verdicts']['inconclusive']} inconclusive); every file differs in bytes "
-           f"({', '.join(eq['files_differ'])}), so each accuracy check compared predictions image by image: "
+           f"{eq['verdicts']['inconclusive']} inconclusive); the variants whose files differ in bytes "
+           f"({', '.join(eq['files_differ'])}) had their accuracy checks compared image by image: "
            f"{eq['accuracy_statuses']['pass']} pass, {eq['accuracy_statuses']['inconclusive']} inconclusive, "
            f"{eq['accuracy_statuses']['fail']} fail."] if eq else []),
         f"- **A/B latency**: {lat['exit_4']} of {lat['runs']} runs exit 4; the latency checks failed "

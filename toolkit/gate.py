@@ -125,7 +125,17 @@ def _machine(doc: dict) -> tuple:
 
 
 # ----------------------------------------------------------------------------- checks
-def accuracy_checks(old: dict, new: dict, old_pred: dict | None, new_pred: dict | None, margin: float) -> list[Check]:
+def file_identities(manifest: dict) -> dict[str, tuple]:
+    """Each variant's bytes as the gate compares them: its file's sha256 and those of the companion files that are
+    part of the model (an OpenVINO IR's .bin holds its weights: two IRs with the same .xml and other weights
+    are different functions), not of the plain int8 model kept beside a controlled one."""
+    return {e["variant"]: (e["sha256"], *sorted(c["sha256"] for c in e.get("companions", [])
+                                                if c.get("role") != "plain-int8" and c.get("sha256")))
+            for e in manifest.get("artifacts", [])}
+
+
+def accuracy_checks(old: dict, new: dict, old_pred: dict | None, new_pred: dict | None, margin: float,
+                    old_ids: dict | None = None, new_ids: dict | None = None) -> list[Check]:
     # the plain int8 models shown beside accuracy-controlled variants are not shipped: not gated
     common = [v for v in new["variants"] if v in old["variants"] and "informational" not in new["variants"][v]]
     confidence = 1 - FAMILY_ALPHA / max(1, len(common))
@@ -135,7 +145,9 @@ def accuracy_checks(old: dict, new: dict, old_pred: dict | None, new_pred: dict 
     checks = []
     for v in common:
         key = f"variant:{v}"
-        old_sha, new_sha = old["variants"][v].get("sha256"), new["variants"][v].get("sha256")
+        base = v.split("@")[0]
+        old_sha = (old_ids or {}).get(base) or old["variants"][v].get("sha256")
+        new_sha = (new_ids or {}).get(base) or new["variants"][v].get("sha256")
         if old_sha and old_sha == new_sha:
             checks.append(Check.of("accuracy", v, same_file("accuracy_drop_points"),
                                    "the same file as the baseline's (equal sha256): the same predictions on any image"))
@@ -322,7 +334,8 @@ def run_gate(cfg: GateConfig) -> dict:
             if "informational" not in v:  # a plain int8 model kept beside its accuracy-controlled variant
                 checks.append(_parity_check(name, v))
         checks += accuracy_checks(old_parity, new_parity, _predictions(cfg.baseline, old_parity),
-                                  _predictions(cfg.exports, new_parity), cfg.accuracy_margin_points)
+                                  _predictions(cfg.exports, new_parity), cfg.accuracy_margin_points,
+                                  file_identities(old_manifest), file_identities(new_manifest))
         if cfg.latency_rounds:
             checks += remeasured_latency_checks(cfg, old_manifest, new_manifest)
         if old_bench and new_bench:
