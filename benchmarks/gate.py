@@ -267,6 +267,14 @@ def _sha(directory: Path, variant: str) -> tuple | None:
     return file_identities(schema.Manifest.read(directory)).get(variant)
 
 
+def _undecided(runs: list[dict]) -> str:
+    """Which variants' accuracy checks were inconclusive (identical predictions on too few images)."""
+    names = sorted({c["name"] for r in runs for c in r["checks"] if c["kind"] == "accuracy"
+                    and c["status"] == "inconclusive"})
+    return (f" (inconclusive: {', '.join(names)}, the same predictions on every image of a sample too small to show a "
+            "drop under the margin)") if names else ""
+
+
 def band(runs: list[dict]) -> dict | None:
     """What the A/A latency checks' interval widths let the gate see: a ratio fails from bound x e^h and passes
     below bound x e^-h (h: the half-width of the interval in log space; toolkit/gate.py)."""
@@ -329,7 +337,7 @@ def markdown(doc: dict) -> str:
            f"{eq['verdicts']['inconclusive']} inconclusive); the variants whose files differ in bytes "
            f"({', '.join(eq['files_differ'])}) had their accuracy checks compared image by image: "
            f"{eq['accuracy_statuses']['pass']} pass, {eq['accuracy_statuses']['inconclusive']} inconclusive, "
-           f"{eq['accuracy_statuses']['fail']} fail."] if eq else []),
+           f"{eq['accuracy_statuses']['fail']} fail{_undecided(doc['runs']['aa_equivalent'])}."] if eq else []),
         f"- **A/B latency**: {lat['exit_4']} of {lat['runs']} runs exit 4; the latency checks failed "
         f"{lat['latency_statuses']['fail']} times of {sum(lat['latency_statuses'].values())}.",
         f"- **A/B accuracy**: {acc['accuracy_failed_runs']} of {acc['runs']} runs fail an accuracy check "
