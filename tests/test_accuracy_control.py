@@ -448,7 +448,16 @@ def test_gate_leaves_plain_rows_of_controlled_variants_ungated():
     assert [c.name for c in checks] == ["tflite-int8"]
 
 
-def test_a_budget_the_validation_split_cannot_resolve_is_refused_up_front(standardized_mlp, data_dir, tmp_path, capsys):
+def test_a_budget_the_validation_split_cannot_resolve_is_refused_up_front(standardized_mlp, data_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    """Refused before any conversion (it once ran every conversion and the plain int8 models first): the
+    converters are made to fail here, and the budget's usage error comes out, not theirs."""
+    from toolkit.exporters import onnx as onnx_format
+
+    def no_conversion(ctx):
+        raise AssertionError("a conversion ran before the budget was checked")
+
+    monkeypatch.setattr(onnx_format, "float_onnx", no_conversion)
     rc = main(["export", "--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet",
                "--exports", str(tmp_path / "e"), "--format", "onnx", "--quantize", "int8",
                "--max-accuracy-drop", "0.02"])

@@ -357,6 +357,21 @@ def replay(ctx, variant: str, backend: Backend, plain: bytes, recipe: dict, val:
     return content, out
 
 
+def check_budget(ctx) -> None:
+    """A budget the validation split cannot resolve is a usage error, raised before any conversion: even a model
+    whose every prediction matches Keras shows a drop bound of ``floor`` points on these images."""
+    settings = ctx.control
+    if settings is None or settings.max_drop is None or settings.recipe is not None:
+        return
+    val = ctx.validation()
+    floor = measure(val, val.reference, settings.confidence)["drop_upper_points"]
+    if floor > settings.max_drop:
+        raise UsageError(f"--max-accuracy-drop {settings.max_drop}: the {val.description} cannot show a drop below "
+                         f"{floor:.2f} points even when every prediction matches Keras (95% bound), so no model could "
+                         "meet it", hint="give a larger budget, or more validation images (x_val/y_val, a val/ "
+                         "folder); --fine-tune makes the int8 files as close to the model as it can without a budget")
+
+
 def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ...] = LEVELS,
                check: Callable | None = None) -> tuple[bytes, dict | None]:
     """What an int8 exporter writes: ``plain`` when accuracy control is off, else the searched (or
@@ -379,12 +394,7 @@ def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ..
                                  f"{', '.join(settings.recipe['variants']) or 'none'})")
             content, record = replay(ctx, variant, backend, plain, entry, val, allowed)
         else:
-            floor = measure(val, val.reference, settings.confidence)["drop_upper_points"]
-            if floor > settings.max_drop:
-                raise UsageError(f"--max-accuracy-drop {settings.max_drop}: the {val.description} cannot show a drop "
-                                 f"below {floor:.2f} points even when every prediction matches Keras (95% bound), so "
-                                 f"no model could meet it", hint="give a larger budget, or a dataset with more "
-                                 "validation images")
+            check_budget(ctx)
             content, record = search(ctx, variant, backend, plain, settings, val, allowed, ctx.log)
         ctx.control_results[key] = (content, record)
     content, record = ctx.control_results[key]

@@ -366,6 +366,9 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         workdir = staging / ".work"
         workdir.mkdir()
         ctx = _context(cfg, exporters, inp, workdir)
+        from toolkit.control_search import check_budget
+
+        check_budget(ctx)  # a budget the validation images cannot resolve: refused before any conversion
         entries, failed = [], []
         committed = False
         stack = contextlib.ExitStack()
