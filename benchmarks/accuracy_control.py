@@ -30,6 +30,7 @@ from _common import BENCHMARKS, README, RESULTS, mnist_array, replace_block, run
 
 from toolkit import schema
 from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance, sha256_file
 
 BUDGET = 0.3
@@ -184,7 +185,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     data_dir = args.data_dir.resolve()
     env = {**os.environ, "TOOLKIT_DATA_DIR": str(data_dir)}
-    model = work / "model.keras"
+    model = ExportDir(work).model_path
     info = train(model, data_dir)
     print(f"trained {info['architecture']} in {info['train_seconds']} s", flush=True)
     runs = export_twice(model, work, env)

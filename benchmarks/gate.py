@@ -40,6 +40,7 @@ from _common import BENCHMARKS, RESULTS, cpu_text, parser, run_toolkit
 
 from toolkit import schema
 from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance, sha256_file
 
 RESULT = Path(__file__).with_suffix(".json").name  # results/gate.json, named after this script
@@ -110,13 +111,13 @@ def equivalent_variant(baseline: Path, out: Path, env: dict) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     script = f"""
 import numpy as np, keras
-model = keras.models.load_model({str(baseline / "model.keras")!r})
+model = keras.models.load_model({str(ExportDir(baseline).model_path)!r})
 perm = np.random.default_rng(0).permutation(model.get_layer("conv1").filters)
 k1, b1 = model.get_layer("conv1").get_weights()
 model.get_layer("conv1").set_weights([k1[..., perm], b1[perm]])
 k2, b2 = model.get_layer("conv2").get_weights()
 model.get_layer("conv2").set_weights([k2[:, :, perm, :], b2])
-model.save({str(out / "model.keras")!r})
+model.save({str(ExportDir(out).model_path)!r})
 """
     subprocess.run([sys.executable, "-c", script], env=env, check=True)
     toolkit("export", "--exports", str(out), "--force", env=env)
@@ -249,7 +250,7 @@ def main() -> int:
         },
         "runs": runs,
         "export": {"path": str(args.exports), "generation": schema.Manifest.read(args.exports).get("generation"),
-                   "model_sha256": sha256_file(args.exports / "model.keras")},
+                   "model_sha256": sha256_file(ExportDir(args.exports).model_path)},
         "provenance": kept.get("provenance") or provenance(),
         **({"cases_rerun": rerun} if rerun else {}),
     }

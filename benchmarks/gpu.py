@@ -41,6 +41,7 @@ from _common import parser, run_toolkit, toolkit_command
 
 from toolkit import schema
 from toolkit.artifacts import artifact_path, atomic_write_json, read_json, reference_model_path
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 
 TARGETS = {"cuda": [("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"), ("keras", "keras-jax"),
@@ -98,8 +99,8 @@ def prepare(source: Path, dest: Path) -> int:
     from toolkit.runners.keras import load_keras_model
 
     dest.mkdir(parents=True, exist_ok=True)
-    load_keras_model(source / "model.keras").save(dest / "model.keras")
-    normalize_keras_archive(dest / "model.keras", source_date_epoch())
+    load_keras_model(ExportDir(source).model_path).save(ExportDir(dest).model_path)
+    normalize_keras_archive(ExportDir(dest).model_path, source_date_epoch())
     if (source / schema.TRAIN).is_file():  # the training record: dataset and preprocessing carry over
         shutil.copyfile(source / schema.TRAIN, dest / schema.TRAIN)
     return run_toolkit("export", "--exports", dest, "--format", "onnx", "--force").returncode

@@ -57,6 +57,7 @@ from _common import (
 
 from toolkit import schema
 from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 
 TRAIN_IMAGES = 20_000
@@ -244,7 +245,7 @@ def peers(exports: Path, work: Path, calibration: np.ndarray, nncf_python: str |
 
 def train_model(name: str, npz: Path, mwork: Path, data_dir: Path, log) -> tuple[dict, str]:
     """The model's training record and the dataset its exports read (the model trained first when missing)."""
-    model = mwork / "model.keras"
+    model = ExportDir(mwork).model_path
     record_path = mwork / "train-record.json"
     if name in APPLICATIONS:
         if not model.exists():
@@ -328,7 +329,7 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
               predictions: dict) -> dict:
     mwork = work / name
     mwork.mkdir(parents=True, exist_ok=True)
-    model = mwork / "model.keras"
+    model = ExportDir(mwork).model_path
     record: dict = {"model": name}
     record["train"], dataset = train_model(name, npz, mwork, data_dir, log)
     small = APPLICATIONS.get(name, (None, None, False))[2]

@@ -4,13 +4,14 @@ import pytest
 
 from toolkit.config import TrainConfig
 from toolkit.errors import UsageError
-from toolkit.train import RECORD_FILE, train
+from toolkit.exportdir import ExportDir
+from toolkit.train import train
 
 
 def test_quick_training_record(quick_model):
     out, record = quick_model
     assert (out / "model.keras").is_file()
-    on_disk = json.loads((out / RECORD_FILE).read_text())
+    on_disk = json.loads(ExportDir(out).train_path.read_text())
     assert on_disk == json.loads(json.dumps(record))
     assert record["test_accuracy"] >= 0.96  # issue: --epochs 1 --train-limit 12000 reaches >= 96%
     assert record["data"]["train_images"] == 12_000

@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import schema
 from toolkit.config import Gates
 from toolkit.errors import UsageError
 from toolkit.stats import paired_difference_interval, wilson_interval
@@ -40,7 +39,6 @@ from toolkit.stats import paired_difference_interval, wilson_interval
 LEVELS = ("int8", "int16x8", "float")
 INTEGER_LEVELS = ("int8", "int16x8")
 RANK_IMAGES = 256  # validation images the per-layer error is measured on
-RECIPE_FILE = schema.RECIPE
 RECIPE_SCHEMA = 1
 # a controlled model slower than this times plain int8 at batch 1 is named as such in its outcome
 SLOWER_THAN_PLAIN = 1.25

@@ -199,8 +199,10 @@ def _json_default(obj):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
+    if isinstance(obj, schema.View):
+        return dict(obj.raw())
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -381,7 +383,7 @@ def _remove_generation(directory: Path) -> None:
 def reference_model_path(exports: Path, manifest: dict) -> Path:
     """The Keras model the export came from, checked to be unchanged since."""
     source = manifest.get("source_model", {})
-    path = Path(exports) / source.get("path", "model.keras")  # an absolute path stays absolute
+    path = Path(exports) / source.get("path", schema.MODEL)  # an absolute path stays absolute
     if not path.is_file():
         raise DataError(f"reference model {path} (named in the manifest) not found")
     if source.get("sha256") and sha256_file(path) != source["sha256"]:

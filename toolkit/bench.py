@@ -25,12 +25,12 @@ from toolkit import artifacts, runners, schema
 from toolkit.bench_render import CSV_FIELDS, failed_line, to_csv, to_markdown  # noqa: F401 - importable from here
 from toolkit.config import BenchConfig, config_json
 from toolkit.errors import DataError, DeviceUnavailableError, UsageError
+from toolkit.inputs import test_images
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
 from toolkit.provenance import cpu_flags, provenance
 from toolkit.timing import measure, summarize
 
-BENCH_JSON = schema.BENCH
 REFERENCE = "keras"
 
 
@@ -131,19 +131,6 @@ def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
 
 
 # ----------------------------------------------------------------------------- running
-def _inputs(cfg: BenchConfig, manifest: dict) -> np.ndarray:
-    """Fixed-seed test images, preprocessed as the manifest says (drawn with replacement only when
-    the test split is smaller than the largest batch)."""
-    from toolkit.inputs import data_for, reference_model
-    from toolkit.modelinfo import for_export
-
-    model_path = reference_model(cfg, manifest)
-    dataset, prep, _ = data_for(cfg, manifest, for_export(manifest, model_path))
-    n, size = len(dataset.test), max(cfg.batch_sizes)
-    idx = np.random.default_rng(cfg.seed).choice(n, size=size, replace=size > n)
-    return prep.load(dataset.test, idx)
-
-
 def _timing_kwargs(cfg: BenchConfig) -> dict:
     return {"warmup_runs": cfg.warmup_runs, "warmup_seconds": cfg.warmup_seconds,
             "min_runs": cfg.min_runs, "min_seconds": cfg.min_seconds, "max_runs": cfg.max_runs}
@@ -213,55 +200,6 @@ def measure_group(runtime_name: str, path: str, device: str, threads: int, batch
                      "peak_rss_mb": _mib(peak_rss_bytes())})
     return {"load_ms": load_ms, "rss_before_load_mb": _mib(rss_before), "rss_after_load_mb": _mib(rss_loaded),
             "rows": rows, "failed": failed}
-
-
-def measure_interleaved(runtime_name: str, paths: list[str], device: str, threads: int, batch: int,
-                        images: np.ndarray, blocks: int, block_seconds: float, warmup_seconds: float) -> list[list[int]]:
-    """In a fresh process: load every file in ``paths`` in the runtime, warm each up, then time them in
-    turns (A B A B ..., ``blocks`` blocks each of at least ``block_seconds``), so that whatever else the
-    machine does meanwhile falls on all of them alike. Returns every sample (ns) of each file. What
-    `toolkit gate` re-measures a baseline and a new artifact with."""
-    from toolkit import runners
-
-    runtime = runners.get(runtime_name)
-    loaded = [runtime.load(p, device=device, threads=threads) for p in paths]
-    calls = []
-    for runner in loaded:
-        x = runner.prepare(images[:batch])
-        calls.append(lambda runner=runner, x=x: runner.run_raw(x))
-    for call in calls:
-        measure(call, warmup_runs=3, warmup_seconds=warmup_seconds, min_runs=1, min_seconds=0, max_runs=1)
-    samples: list[list[int]] = [[] for _ in calls]
-    for _ in range(blocks):
-        for i, call in enumerate(calls):
-            samples[i] += measure(call, warmup_runs=0, warmup_seconds=0, min_runs=5, min_seconds=block_seconds,
-                                  max_runs=100_000)["samples_ns"]
-    return samples
-
-
-def run_interleaved(runtime_name: str, paths: list[Path], threads: int, batch: int, images: np.ndarray, *,
-                    rounds: int, blocks: int = 4, block_seconds: float = 0.1, warmup_seconds: float = 0.2,
-                    device: str = "cpu") -> list[list[list[int]]]:
-    """``rounds`` fresh worker processes of ``measure_interleaved``, the order of the files reversed in
-    every other round (ABAB..., then BABA...): samples[round][file]."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")
-    out = []
-    for r in range(rounds):
-        order = list(range(len(paths)))[:: 1 if r % 2 == 0 else -1]
-        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            samples = pool.submit(measure_interleaved, runtime_name, [str(paths[i]) for i in order], device,
-                                  threads, batch, images, blocks, block_seconds, warmup_seconds).result()
-        out.append([samples[order.index(i)] for i in range(len(paths))])
-    return out
-
-
-def bench_inputs(cfg, manifest: dict, count: int) -> np.ndarray:
-    """``count`` fixed-seed test images of an export, preprocessed as its manifest says."""
-    from dataclasses import replace
-
-    return _inputs(replace(cfg, batch_sizes=(count,)), manifest)
 
 
 def _row(group: dict, batch: int, threads: int, result: dict, measured: dict) -> dict:
@@ -381,7 +319,7 @@ def _measure_groups(cfg: BenchConfig, *, manifest: dict, groups: list[dict], ima
 
             path = reference_model(cfg, manifest)
         else:
-            path = artifacts.verify_entry(Path(cfg.exports), target)
+            path = cfg.exports.verified(target)
         results += _run_group(group, path, images, cfg, progress, skipped, failed)
     return results, failed
 
@@ -409,16 +347,15 @@ def run_bench(cfg: BenchConfig) -> dict:
     """Plan, measure every group in fresh worker processes, and return the bench document (rows,
     skipped and failed ones, config, method, runtimes, provenance); nothing is written."""
     _check(cfg)
-    exports = Path(cfg.exports)
     with contextlib.ExitStack() as stack:
-        manifest = stack.enter_context(artifacts.reading(exports))  # hold this generation while reading it
+        manifest = stack.enter_context(cfg.exports.reading())  # hold this generation while reading it
         groups, skipped = plan(cfg, manifest)
         gpus = gpu_info()
         _check_gpu_usable(cfg, groups=groups, skipped=skipped, gpus=gpus)
         if not groups:
             raise UsageError("nothing to benchmark: " + "; ".join(f"{s['variant']}/{s['runtime']}: {s['reason']}"
                                                                   for s in skipped))
-        images = _inputs(cfg, manifest)
+        images = test_images(cfg, manifest, max(cfg.batch_sizes), cfg.seed)
         total = sum(len(g["batch_sizes"]) * len(g["threads"]) for g in groups)
         bar = stack.enter_context(progress_bar(total, "bench", unit="row", verbose=cfg.verbose))
         progress = _progress_reporter(bar, total, cfg.verbose)
@@ -436,7 +373,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             # nothing measured at all: the outputs would hold no row; say so with every reason
             raise DataError("no row could be measured: " + "; ".join(
                 f"{f['variant']} on {f['runtime']}: {f['reason']}" for f in failed))
-        return schema.versioned(schema.BENCH, {
+        return schema.Bench.versioned({
             "results": results,
             "skipped": skipped,
             "failed": failed,
@@ -450,22 +387,22 @@ def run_bench(cfg: BenchConfig) -> dict:
 
 # ----------------------------------------------------------------------------- outputs
 def write_outputs(doc: dict, cfg: BenchConfig) -> dict[str, Path]:
-    json_path = Path(cfg.json_path) if cfg.json_path else Path(cfg.exports) / BENCH_JSON
-    paths = {"json": json_path, "csv": json_path.with_suffix(".csv"), "markdown": json_path.with_suffix(".md")}
-    artifacts.atomic_write_json(json_path, doc)
+    outputs = cfg.exports.bench_outputs(Path(cfg.json_path) if cfg.json_path else cfg.exports.bench_path)
+    paths = {k: outputs[k] for k in ("json", "csv", "markdown")}
+    artifacts.atomic_write_json(paths["json"], doc)
     artifacts.atomic_write_text(paths["csv"], to_csv(doc))
     artifacts.atomic_write_text(paths["markdown"], to_markdown(doc))
     if cfg.plots:
         from toolkit.plots import plot_latency, plot_memory, plot_tradeoff
 
-        paths["latency_png"] = json_path.with_name(json_path.stem + "-latency.png")
+        paths["latency_png"] = outputs["latency_png"]
         plot_latency(doc, paths["latency_png"])
         if any("peak_rss_mb" in r for r in doc["results"]):
-            paths["memory_png"] = json_path.with_name(json_path.stem + "-memory.png")
+            paths["memory_png"] = outputs["memory_png"]
             plot_memory(doc, paths["memory_png"])
-        parity_path = Path(cfg.exports) / schema.PARITY
-        if parity_path.is_file():
-            paths["tradeoff_png"] = json_path.with_name(json_path.stem + "-tradeoff.png")
-            plot_tradeoff(doc, artifacts.read_json(parity_path), paths["tradeoff_png"])
+        parity = cfg.exports.parity(required=False)
+        if parity is not None:
+            paths["tradeoff_png"] = outputs["tradeoff_png"]
+            plot_tradeoff(doc, parity, paths["tradeoff_png"])
     return paths
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from toolkit.exportdir import ExportDir
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,17 @@ class TrainConfig:
         return cls(**settings)
 
 
+def _own_export_dir(cfg, *fields: str) -> None:
+    """A frozen config's export directories as ExportDirs (a config takes a path or an ExportDir)."""
+    from toolkit.exportdir import ExportDir
+
+    for name in fields:
+        object.__setattr__(cfg, name, ExportDir.of(getattr(cfg, name)))
+
+
 @dataclass(frozen=True)
 class ExportConfig:
-    exports: Path = Path("exports")
+    exports: ExportDir = Path("exports")
     variants: tuple[str, ...] = ()
     model: Path | None = None
     data_dir: Path | None = None
@@ -82,6 +94,9 @@ class ExportConfig:
     fine_tune_images: int | None = None
     verbose: bool = True
 
+    def __post_init__(self):
+        _own_export_dir(self, "exports")
+
 
 @dataclass(frozen=True)
 class Gates:
@@ -99,7 +114,7 @@ class Gates:
 
 @dataclass(frozen=True)
 class ParityConfig:
-    exports: Path = Path("exports")
+    exports: ExportDir = Path("exports")
     data_dir: Path | None = None
     dataset: str | None = None  # None: the dataset recorded in the manifest
     dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
@@ -117,10 +132,13 @@ class ParityConfig:
     strict: bool = False  # an inconclusive gate exits 4, not 0
     verbose: bool = True
 
+    def __post_init__(self):
+        _own_export_dir(self, "exports")
+
 
 @dataclass(frozen=True)
 class BenchConfig:
-    exports: Path = Path("exports")
+    exports: ExportDir = Path("exports")
     data_dir: Path | None = None
     dataset: str | None = None  # None: the dataset recorded in the manifest
     dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
@@ -140,6 +158,9 @@ class BenchConfig:
     allow_fallback: bool = False
     plots: bool = True
     verbose: bool = True
+
+    def __post_init__(self):
+        _own_export_dir(self, "exports")
 
 
 def config_json(cfg) -> dict:

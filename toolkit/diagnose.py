@@ -18,6 +18,7 @@ import numpy as np
 from toolkit import artifacts, exporters
 from toolkit.config import ParityConfig
 from toolkit.errors import UsageError
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 
 DEBUG_IMAGES = 200  # test images run through the debug models
@@ -27,7 +28,7 @@ DEBUG_IMAGES = 200  # test images run through the debug models
 class Diagnosis:
     """What a format's diagnose(d) gets (``Format.diagnose`` names the module, beside its exporter)."""
 
-    exports: Path
+    exports: ExportDir
     entries: dict  # variant -> manifest entry
     entry: dict  # the variant diagnosed
     path: Path  # its verified file
@@ -43,8 +44,8 @@ def _entries(manifest: dict) -> dict[str, dict]:
 
 
 def diagnose(cfg: ParityConfig) -> dict:
-    exports = Path(cfg.exports)
-    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+    exports = cfg.exports
+    with exports.reading() as manifest:  # hold this generation while reading it
         entries = _entries(manifest)
         variant = cfg.diagnose
         if variant not in entries:
@@ -58,7 +59,7 @@ def diagnose(cfg: ParityConfig) -> dict:
                     if e.calibrated and exporters.get_format(e.format).diagnose]
             raise UsageError(f"--diagnose works on {' and '.join(able)}; {variant} is format {entry['format']}"
                              + (f" (diagnose {fmt.diagnose_instead}: the same model bytes)" if fmt and fmt.diagnose_instead else ""))
-        path = artifacts.verify_entry(exports, entry)
+        path = exports.verified(entry)
         from toolkit.inputs import data_for, reference_model
         from toolkit.modelinfo import inspect_model
         from toolkit.runners.keras import load_keras_model
@@ -81,7 +82,7 @@ def diagnose(cfg: ParityConfig) -> dict:
             **{k: v for k, v in result.items() if k not in ("layers", "method", "metric")},
             "provenance": provenance(),
         }
-        json_path = exports / f"diagnose-{variant}.json"
+        json_path = exports.diagnose_path(variant)
         artifacts.atomic_write_json(json_path, doc)
         doc["json_path"] = json_path
         return doc

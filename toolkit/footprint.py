@@ -9,19 +9,18 @@ from pathlib import Path
 from toolkit import artifacts, exporters, schema
 from toolkit import tflm as micro
 from toolkit.errors import DataError
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 
-FOOTPRINT_JSON = schema.FOOTPRINT
 
-
-def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES) -> dict:
-    exports = Path(exports)
-    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+def footprint(exports: ExportDir | Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES) -> dict:
+    exports = ExportDir.of(exports)
+    with exports.reading() as manifest:  # hold this generation while reading it
         rows, known = [], exporters.load_all()
         for entry in manifest["artifacts"]:
             if entry.get("quantization") != "int8":
                 continue
-            path = artifacts.verify_entry(exports, entry)
+            path = exports.verified(entry)
             row = {"variant": entry["variant"], "format": entry["format"]}
             if entry["format"] not in known:  # a newer toolkit's export
                 raise DataError(f"{entry['variant']}: no microcontroller footprint is known for format "
@@ -37,7 +36,7 @@ def footprint(exports: Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVI
                 continue
             row["devices"] = [micro.fits(row["model_bytes"], row["arena_bytes"], d) for d in devices]
             rows.append(row)
-        return schema.versioned(schema.FOOTPRINT, {
+        return schema.Footprint.versioned({
             "variants": rows, "devices": [vars(d) for d in devices],
             "counted": "flash = model bytes; RAM = TFLM tensor arena. Not counted: interpreter code, stack, application",
             "provenance": provenance()})
@@ -69,9 +68,10 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def write_outputs(doc: dict, exports: Path, json_path: Path | None = None) -> dict[str, Path]:
-    json_path = Path(json_path) if json_path else Path(exports) / FOOTPRINT_JSON
-    md = json_path.with_suffix(".md")
+def write_outputs(doc: dict, exports: ExportDir | Path, json_path: Path | None = None) -> dict[str, Path]:
+    exports = ExportDir.of(exports)
+    json_path = Path(json_path) if json_path else exports.footprint_path
+    md = exports.markdown_beside(json_path)
     artifacts.atomic_write_json(json_path, doc)
     artifacts.atomic_write_text(md, markdown(doc))
     return {"json": json_path, "markdown": md}

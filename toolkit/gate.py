@@ -38,13 +38,15 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from toolkit import artifacts, schema
-from toolkit.errors import DataError, UsageError
+from toolkit.errors import UsageError
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 from toolkit.verdicts import (
     FAIL,
@@ -57,15 +59,14 @@ from toolkit.verdicts import (
     same_file,
 )
 
-GATE_JSON = schema.GATE
 FAMILY_ALPHA = 0.05
 INFO, INCOMPLETE = "info", "incomplete"  # statuses besides a verdict's: shown, not gated; not measured
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    baseline: Path
-    exports: Path = Path("exports")
+    baseline: ExportDir
+    exports: ExportDir = Path("exports")
     accuracy_margin_points: float = 0.1
     latency_margin: float = 0.10  # relative: new p50 at most (1 + margin) x old
     ship: tuple[str, ...] = ()  # VARIANT or VARIANT@RUNTIME whose latency is gated; () = the int8 variants
@@ -80,6 +81,10 @@ class GateConfig:
     junit: Path | None = None
     strict: bool = False
     verbose: bool = True
+
+    def __post_init__(self):
+        for name in ("baseline", "exports"):
+            object.__setattr__(self, name, ExportDir.of(getattr(self, name)))
 
 
 @dataclass
@@ -101,18 +106,8 @@ class Check:
 
 
 # ----------------------------------------------------------------------------- inputs
-def _load(directory: Path, name: str, required: bool) -> dict | None:
-    path = Path(directory) / name
-    if not path.is_file():
-        if required:
-            raise DataError(f"{path} not found", hint=f"run `toolkit {name.split('.')[0]} --exports {directory}` first")
-        return None
-    return artifacts.read_json(path)
-
-
-def _predictions(directory: Path, parity: dict) -> dict[str, np.ndarray] | None:
-    name = parity.get("predictions_file")
-    path = Path(directory) / name if name else None
+def _predictions(directory: ExportDir, parity: Mapping) -> dict[str, np.ndarray] | None:
+    path = directory.parity_predictions(parity)
     if path is None or not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as z:
@@ -242,8 +237,9 @@ def remeasured_latency_checks(cfg: GateConfig, old_manifest: dict, new_manifest:
     """The shipped variants' baseline and new files, timed in turns in the same run (toolkit.bench's
     ``run_interleaved``); the ratio of p50s per round; a t interval on the rounds' mean log-ratio at
     the family-wise level."""
-    from toolkit.bench import bench_inputs, run_interleaved
     from toolkit.config import BenchConfig
+    from toolkit.inputs import test_images
+    from toolkit.interleaved import run_interleaved
     from toolkit.progress import say
 
     targets = _ship_targets(cfg, old_manifest, new_manifest)
@@ -252,12 +248,12 @@ def remeasured_latency_checks(cfg: GateConfig, old_manifest: dict, new_manifest:
     if not m:
         return []
     confidence = 1 - FAMILY_ALPHA / m
-    images = bench_inputs(BenchConfig(exports=cfg.exports, data_dir=cfg.data_dir), new_manifest,
-                          max(cfg.latency_batch_sizes))
+    images = test_images(BenchConfig(exports=cfg.exports, data_dir=cfg.data_dir), new_manifest,
+                         max(cfg.latency_batch_sizes))
     bound = 1 + cfg.latency_margin
     checks = []
     for old_entry, new_entry, runtime in targets:
-        paths = [artifacts.verify_entry(cfg.baseline, old_entry), artifacts.verify_entry(cfg.exports, new_entry)]
+        paths = [cfg.baseline.verified(old_entry), cfg.exports.verified(new_entry)]
         for batch, threads in settings:
             name = f"{new_entry['variant']}/{runtime}/batch {batch}/{threads} thr"
             say(f"  re-measuring {name}: baseline and new in turns, {cfg.latency_rounds} fresh processes", cfg.verbose)
@@ -320,10 +316,9 @@ def run_gate(cfg: GateConfig) -> dict:
         raise UsageError("--accuracy-margin must be positive and --latency-margin not negative")
     if cfg.latency_rounds and cfg.latency_rounds < 3:
         raise UsageError("--latency-rounds must be 0 (no latency checks) or at least 3 (an interval needs them)")
-    with artifacts.reading(cfg.baseline) as old_manifest, artifacts.reading(cfg.exports) as new_manifest:
-        old_parity = _load(cfg.baseline, schema.PARITY, required=True)
-        new_parity = _load(cfg.exports, schema.PARITY, required=True)
-        old_bench, new_bench = _load(cfg.baseline, schema.BENCH, False), _load(cfg.exports, schema.BENCH, False)
+    with cfg.baseline.reading() as old_manifest, cfg.exports.reading() as new_manifest:
+        old_parity, new_parity = cfg.baseline.parity(), cfg.exports.parity()
+        old_bench, new_bench = cfg.baseline.bench(required=False), cfg.exports.bench(required=False)
         checks: list[Check] = []
         new_variants = {e["variant"]: e for e in new_manifest["artifacts"]}
         for e in old_manifest["artifacts"]:
@@ -360,7 +355,7 @@ def run_gate(cfg: GateConfig) -> dict:
                                     {"arena_bytes": arena, "budget": cfg.max_arena}))
     verdict = combine(c.status for c in checks if c.status in (PASS, FAIL, INCONCLUSIVE))
     count = lambda status: sum(c.status == status for c in checks)  # noqa: E731
-    return schema.versioned(schema.GATE, {
+    return schema.Gate.versioned({
         "verdict": verdict,
         "passed": verdict == PASS,
         "baseline": str(cfg.baseline), "exports": str(cfg.exports),
@@ -440,8 +435,8 @@ def junit_xml(doc: dict) -> str:
 
 
 def write_outputs(doc: dict, cfg: GateConfig) -> dict[str, Path]:
-    json_path = Path(cfg.json_path) if cfg.json_path else Path(cfg.exports) / GATE_JSON
-    paths = {"json": json_path, "markdown": json_path.with_suffix(".md")}
+    json_path = Path(cfg.json_path) if cfg.json_path else cfg.exports.gate_path
+    paths = {"json": json_path, "markdown": cfg.exports.markdown_beside(json_path)}
     artifacts.atomic_write_json(json_path, doc)
     artifacts.atomic_write_text(paths["markdown"], markdown(doc))
     if cfg.junit:

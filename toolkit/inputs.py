@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit import artifacts
 from toolkit.datasets import open_dataset, reopen
 from toolkit.errors import DataError, UsageError
 from toolkit.preprocess import Preprocessing, check_classes, resolve
@@ -16,7 +15,7 @@ from toolkit.provenance import sha256_file
 def reference_model(cfg, manifest: dict) -> Path:
     """The Keras model the export came from (``--model`` may say where it is now)."""
     if cfg.model is None:
-        return artifacts.reference_model_path(cfg.exports, manifest)
+        return cfg.exports.reference_model(manifest)
     path = Path(cfg.model)
     if not path.is_file():
         raise DataError(f"--model {path}: no such file")
@@ -47,3 +46,17 @@ def data_for(cfg, manifest: dict, info) -> tuple:
         prep = resolve(dataset, info)
     matches = bool(recorded) and recorded.get("fingerprint", {}).get("sha256") == dataset.fingerprint.get("sha256")
     return dataset, prep, matches
+
+
+def test_images(cfg, manifest, count: int, seed: int = 0):
+    """``count`` fixed-seed test images of an export, preprocessed as its manifest says (drawn with replacement
+    only when the test split is smaller): what bench times and the gate re-measures with."""
+    import numpy as np
+
+    from toolkit.modelinfo import for_export
+
+    model_path = reference_model(cfg, manifest)
+    dataset, prep, _ = data_for(cfg, manifest, for_export(manifest, model_path))
+    n = len(dataset.test)
+    idx = np.random.default_rng(seed).choice(n, size=count, replace=count > n)
+    return prep.load(dataset.test, idx)

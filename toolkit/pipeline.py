@@ -10,7 +10,6 @@ from pathlib import Path
 from toolkit import exporters
 from toolkit.config import BenchConfig, ExportConfig, ParityConfig, TrainConfig
 from toolkit.errors import DataError
-from toolkit.train import MODEL_FILE
 
 QUICK_TRAIN_LIMIT = 12_000
 
@@ -54,14 +53,14 @@ def run(cfg: RunConfig) -> dict:
     from toolkit.report import write_report
     from toolkit.train import train
 
-    exports = Path(cfg.export.exports)
+    exports = cfg.export.exports
     with_micro = micro.available()
     total = 5 - cfg.skip_bench + with_micro
     stage = 0
     seconds = {}
     stage += 1
     if cfg.skip_train:
-        model = Path(cfg.export.model) if cfg.export.model else exports / MODEL_FILE
+        model = Path(cfg.export.model) if cfg.export.model else exports.model_path
         if not model.is_file():
             raise DataError(f"model file {model} not found",
                             hint="give --model PATH, or run without --skip-train to train one into DIR")

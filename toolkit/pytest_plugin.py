@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from toolkit import schema
 from toolkit.verdicts import Verdict
 
 
@@ -54,17 +53,17 @@ class _Results:
         self._gate = None
 
     @property
-    def exports(self) -> Path:
-        return Path(self.config.getoption("--toolkit-exports"))
+    def exports(self):
+        from toolkit.exportdir import ExportDir
 
-    def parity(self) -> dict:
+        return ExportDir(self.config.getoption("--toolkit-exports"))
+
+    def parity(self):
         if self._parity is None:
-            from toolkit import artifacts
-
-            manifest = artifacts.read_manifest(self.exports)
-            path = self.exports / schema.PARITY
-            current = path.is_file() and artifacts.read_json(path).get("export_generation") == manifest.get("generation")
-            checked = ({k for k, v in artifacts.read_json(path)["variants"].items() if "informational" not in v}
+            manifest = self.exports.manifest()
+            parity = self.exports.parity(required=False)
+            current = parity is not None and parity.get("export_generation") == manifest.get("generation")
+            checked = ({k for k, v in parity["variants"].items() if "informational" not in v}
                        if current else set())  # not the plain int8 models shown beside controlled ones
             if not current or checked != {e["variant"] for e in manifest["artifacts"]}:
                 from toolkit.config import ParityConfig
@@ -73,7 +72,7 @@ class _Results:
                 data_dir = self.config.getoption("--toolkit-data-dir")
                 cfg = ParityConfig(exports=self.exports, data_dir=Path(data_dir) if data_dir else None, verbose=False)
                 write_outputs(run_parity(cfg), cfg)
-            self._parity = artifacts.read_json(path)
+            self._parity = self.exports.parity()
         return self._parity
 
     def gate(self) -> dict:
@@ -140,11 +139,11 @@ class ToolkitCheckFailed(AssertionError):
 
 
 def _parity_items(session, results: _Results) -> list[ToolkitItem]:
-    from toolkit import artifacts, runners
+    from toolkit import runners
     from toolkit.config import Gates
     from toolkit.verdicts import parity_gates
 
-    manifest = artifacts.read_manifest(results.exports)
+    manifest = results.exports.manifest()
     items = []
     for e in manifest["artifacts"]:
         metrics = {"accuracy_diff_points": 0.0, "accuracy_diff_ci95_points": [0.0, 0.0], "agreement": 1.0,

@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from toolkit import artifacts, exporters, schema
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import cpu_description, provenance
-
-REPORT = schema.REPORT
 
 
 def _winner(ranked: list[dict], figure, second_run_agrees: bool | None = None) -> str:
@@ -315,14 +314,14 @@ def _gate_lines(parity: dict) -> list[str]:
     return lines
 
 
-def _footprint_lines(exports: Path) -> list[str]:
+def _footprint_lines(exports: ExportDir) -> list[str]:
     """## Microcontroller footprint, from footprint.json when the export has one."""
-    footprint_path = exports / schema.FOOTPRINT
-    if not footprint_path.is_file():
+    footprint = exports.footprint(required=False)
+    if footprint is None:
         return []
     from toolkit.footprint import markdown as footprint_markdown
 
-    fp = footprint_markdown(artifacts.read_json(footprint_path)).splitlines()
+    fp = footprint_markdown(footprint).splitlines()
     return ["## Microcontroller footprint", "", *fp[2:]]
 
 
@@ -335,31 +334,30 @@ def _runtime_note_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _plot_lines(exports: Path, bench_path: Path) -> list[str]:
+def _plot_lines(exports: ExportDir, bench_path: Path) -> list[str]:
     """## Plots: each plot image found beside the bench JSON or in the export directory."""
-    plots = [("Latency vs batch size (p50 with the p10-p90 band; per call and per image)",
-              Path(bench_path).stem + "-latency.png"),
-             ("Accuracy vs latency and size (95% intervals; Pareto front ringed)", Path(bench_path).stem + "-tradeoff.png"),
-             ("Peak memory", Path(bench_path).stem + "-memory.png"),
-             ("Where variants disagree with the reference", "parity-disagreements.png")]
+    beside = exports.bench_outputs(bench_path)
+    plots = [("Latency vs batch size (p50 with the p10-p90 band; per call and per image)", beside["latency_png"]),
+             ("Accuracy vs latency and size (95% intervals; Pareto front ringed)", beside["tradeoff_png"]),
+             ("Peak memory", beside["memory_png"]),
+             ("Where variants disagree with the reference", exports.parity_png_path)]
     lines = ["## Plots", ""]
-    for title, name in plots:
-        if (Path(bench_path).parent / name).is_file() or (exports / name).is_file():
-            lines += [f"### {title}", "", f"![{title}]({name})", ""]
+    for title, path in plots:
+        if (Path(bench_path).parent / path.name).is_file() or exports.named(path.name).is_file():
+            lines += [f"### {title}", "", f"![{title}]({path.name})", ""]
     return lines
 
 
-def build_report(exports: Path, bench_json: Path | None = None) -> str:
+def build_report(exports: ExportDir | Path, bench_json: Path | None = None) -> str:
     """The Markdown report of the export in ``exports``: training, model and data, the variants' parity
     and latencies, failures, gates, which variant to ship, footprint and plots; every number read from
     train.json, manifest.json, parity.json and the bench JSON (``bench_json`` or DIR/bench.json)."""
-    exports = Path(exports)
-    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
-        parity = artifacts.read_json(exports / schema.PARITY)
-        bench_path = bench_json or exports / schema.BENCH
-        bench = artifacts.read_json(bench_path) if Path(bench_path).is_file() else {"results": []}
-        train_path = exports / schema.TRAIN
-        train = artifacts.read_json(train_path) if train_path.is_file() else None
+    exports = ExportDir.of(exports)
+    with exports.reading() as manifest:  # hold this generation while reading it
+        parity = exports.parity()
+        bench_path = Path(bench_json or exports.bench_path)
+        bench = exports.bench(bench_path, required=False) or {"results": []}
+        train = exports.train_record()
 
         rows = bench.get("results", [])
         lines = ["# toolkit report", ""]
@@ -383,7 +381,7 @@ def build_report(exports: Path, bench_json: Path | None = None) -> str:
         return "\n".join(lines)
 
 
-def write_report(exports: Path, bench_json: Path | None = None) -> Path:
-    path = Path(exports) / REPORT
+def write_report(exports: ExportDir | Path, bench_json: Path | None = None) -> Path:
+    path = ExportDir.of(exports).report_path
     artifacts.atomic_write_text(path, build_report(exports, bench_json))
     return path

@@ -31,6 +31,9 @@ FOOTPRINT = "footprint.json"
 RECIPE = "quantization-recipe.json"
 REPORT = "report.md"
 LABELS = "labels.txt"
+MODEL = "model.keras"  # the trained model (``toolkit train``)
+PARITY_PNG = "parity-disagreements.png"
+FINETUNED_MODEL = "int8-finetuned.keras"  # in a generation directory: the fine-tuned weights its int8 came from
 
 # --- versions: bump on a change a reader of the old version would misread ---------------------------
 VERSIONS = {MANIFEST: 1, PARITY: 1, BENCH: 1, GATE: 1, FOOTPRINT: 1}
@@ -90,6 +93,11 @@ class View(Mapping):
 
     def raw(self) -> Mapping:
         return self._doc
+
+    @classmethod
+    def versioned(cls, doc: dict) -> dict:
+        """``doc`` stamped with this file's schema version (what its writer calls)."""
+        return versioned(cls.name, doc)
 
     @classmethod
     def read(cls, directory: Path | str, required: bool = True):
@@ -175,6 +183,10 @@ class Gate(View):
 
 class Footprint(View):
     name = FOOTPRINT
+
+
+class TrainRecord(View):
+    name = TRAIN
 
 
 VIEWS = {v.name: v for v in (Manifest, Parity, Bench, Gate, Footprint)}

@@ -16,15 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from toolkit import schema
 from toolkit.artifacts import atomic_write_json, write_error
 from toolkit.config import TrainConfig
 from toolkit.errors import ToolkitError, UsageError
+from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance, sha256_file
 from toolkit.reproducible import normalize_keras_archive, source_date_epoch
-
-MODEL_FILE = "model.keras"
-RECORD_FILE = schema.TRAIN
 
 
 def weights_sha256(model) -> str:
@@ -268,13 +265,13 @@ def _save_model(model, out: Path) -> tuple[Path, int | None]:
     """Save ``model`` as ``out/model.keras`` (beside it, then renamed, so a failure keeps the old
     one; normalized for reproducible builds under $SOURCE_DATE_EPOCH); return its path and the
     epoch used."""
-    model_path = out / MODEL_FILE
+    model_path = ExportDir(out).model_path
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(out, exc) from None
     # Keras writes model.keras itself; save beside it and rename so a failure keeps the old one.
-    tmp_path = out / f".{MODEL_FILE}.tmp.keras"
+    tmp_path = model_path.with_name(f".{model_path.name}.tmp.keras")
     epoch = source_date_epoch()
     try:
         model.save(tmp_path)
@@ -297,7 +294,7 @@ def _record(*, cfg: TrainConfig, model, model_path: Path, data, prep, n: int, so
     validation_accuracy = evaluation.validation_accuracy
     return {
         "model": {
-            "path": MODEL_FILE,
+            "path": model_path.name,
             "architecture": cfg.arch,
             "description": ARCHITECTURES[cfg.arch].description,
             "parameters": int(model.count_params()),
@@ -387,5 +384,5 @@ def train(cfg: TrainConfig) -> dict:
     record = _record(cfg=cfg, model=model, model_path=model_path, data=data, prep=prep, n=n,
                      source_epoch=source_epoch, epochs=_epoch_rows(history), evaluation=evaluation,
                      train_seconds=train_seconds, precision_chosen=why)
-    atomic_write_json(Path(cfg.out) / RECORD_FILE, record)
+    atomic_write_json(ExportDir(cfg.out).train_path, record)
     return record

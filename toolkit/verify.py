@@ -7,24 +7,25 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from toolkit import artifacts, schema
 from toolkit.datasets import source_options
 from toolkit.errors import DataError
+from toolkit.exportdir import ExportDir
 from toolkit.runners import runner_for
 
 
-def verify(exports: Path) -> list[str]:
-    with artifacts.reading(exports) as manifest:  # hold this generation while reading it
+def verify(exports: ExportDir | Path) -> list[str]:
+    exports = ExportDir.of(exports)
+    with exports.reading() as manifest:  # hold this generation while reading it
         lines = []
         for entry in manifest["artifacts"]:
-            path = artifacts.verify_entry(exports, entry)
+            path = exports.verified(entry)
             runner_for(entry["format"], path)
             lines.append(f"ok  {entry['variant']:<15} {entry['bytes']:>10} bytes  sha256 {entry['sha256'][:16]}")
         if manifest.get("labels"):
-            artifacts.verify_entry(exports, {"variant": "labels", **manifest["labels"]})
-            lines.append(f"ok  {schema.LABELS:<15} {manifest['labels']['bytes']:>10} bytes  "
+            exports.verified({"variant": "labels", **manifest["labels"]})
+            lines.append(f"ok  {Path(manifest['labels']['path']).name:<15} {manifest['labels']['bytes']:>10} bytes  "
                          f"{manifest['labels']['classes']} class names")
-        lines.append(f"{len(manifest['artifacts'])} artifact(s) in {Path(exports) / artifacts.MANIFEST} verified")
+        lines.append(f"{len(manifest['artifacts'])} artifact(s) in {exports.manifest_path} verified")
         return lines
 
 
@@ -35,20 +36,20 @@ def _digests(entry: dict) -> dict[str, str]:
     return files
 
 
-def rebuild(exports: Path, data_dir: Path | None = None, verbose: bool = False) -> list[str]:
+def rebuild(exports: ExportDir | Path, data_dir: Path | None = None, verbose: bool = False) -> list[str]:
     """Re-export into a temporary directory and compare every artifact's bytes with the manifest."""
     from toolkit import exporters
     from toolkit.config import ExportConfig, PreprocessOptions
     from toolkit.export import export
 
-    exports = Path(exports)
+    exports = ExportDir.of(exports)
     lines = verify(exports)
-    manifest = artifacts.read_manifest(exports)
+    manifest = exports.manifest()
     recorded = manifest.get("export_config")
     if not recorded:
-        raise DataError(f"{exports / artifacts.MANIFEST} does not record how it was made (an export older than "
+        raise DataError(f"{exports.manifest_path} does not record how it was made (an export older than "
                         "--rebuild)", hint="re-export it, then verify --rebuild")
-    model = artifacts.reference_model_path(exports, manifest)
+    model = exports.reference_model(manifest)
     exporters.load_all()
     chosen = [exporters.REGISTRY[v] for v in recorded["variants"] if v in exporters.REGISTRY]
     prep = recorded["preprocess"]

@@ -182,10 +182,17 @@ def write_json_result(args: argparse.Namespace, doc: dict) -> None:
             print(f"wrote {args.json}", file=sys.stderr)
 
 
-def exports_arg(p: argparse.ArgumentParser) -> None:
+def export_dir(text: str):
+    """--exports DIR as the ExportDir every stage takes (imported on use: --help stays instant)."""
+    from toolkit.exportdir import ExportDir
+
+    return ExportDir(text)
+
+
+def exports_arg(p: argparse.ArgumentParser, help: str | None = None) -> None:
     p.add_argument(
-        "--exports", type=Path, default=Path("exports"), metavar="DIR",
-        help="export directory holding model.keras and manifest.json (default: %(default)s)",
+        "--exports", type=export_dir, default="exports", metavar="DIR",
+        help=help or "export directory holding model.keras and manifest.json (default: %(default)s)",
     )
 
 

@@ -47,12 +47,12 @@ def export_run(args: argparse.Namespace) -> int:
                        dataset_options=dataset_options(args), preprocess=preprocess_options(args),
                        verbose=not args.quiet, **settings)
     manifest = export(cfg, chosen)
-    write_json_result(args, {"manifest": manifest, "files": {e["variant"]: str(args.exports / e["path"])
+    write_json_result(args, {"manifest": manifest, "files": {e["variant"]: str(args.exports.named(e["path"]))
                                                              for e in manifest["artifacts"]}})
     print(f"{'variant':<15} {'model bytes':>11}  {'seconds':>7}  path")
     for e in manifest["artifacts"]:
         print(f"{e['variant']:<15} {schema.model_bytes(e):>11}  {e['conversion_seconds']:>7.1f}  "
-              f"{args.exports / e['path']}")
+              f"{args.exports.named(e['path'])}")
     for line in [*warning_lines(manifest), *failure_lines(manifest)]:
         print(line)
     missed = []
@@ -62,9 +62,9 @@ def export_run(args: argparse.Namespace) -> int:
             print(f"{e['variant']}: {record['outcome']}")
             if record.get("met") is False:
                 missed.append(f"{e['variant']}: {record['outcome']}")
-    print(f"wrote {args.exports / schema.MANIFEST}")
+    print(f"wrote {args.exports.manifest_path}")
     if "accuracy_control" in manifest:
-        print(f"wrote {args.exports / manifest['accuracy_control']['recipe']}")
+        print(f"wrote {args.exports.named(manifest['accuracy_control']['recipe'])}")
     if missed and not args.recipe:
         from toolkit.errors import GateError
 
@@ -72,7 +72,7 @@ def export_run(args: argparse.Namespace) -> int:
     if manifest["failed"]:
         raise PartialExportError(f"{len(manifest['failed'])} of {len(chosen)} variant(s) could not be exported "
                                  f"({', '.join(f['variant'] for f in manifest['failed'])}); the others were "
-                                 f"committed", hint=f"reasons in {args.exports / schema.MANIFEST} under 'failed'")
+                                 f"committed", hint=f"reasons in {args.exports.manifest_path} under 'failed'")
     return 0
 
 

@@ -57,7 +57,7 @@ def _checked_settings(args: argparse.Namespace) -> dict:
     already in DIR without --force, a missing --model); return export's settings from the flags."""
     from toolkit.errors import UsageError
 
-    exports: Path = args.exports
+    exports = args.exports
     if args.resize and not (args.model or args.skip_train):
         raise UsageError("--resize needs a model to take the size from: give --model (or --skip-train); "
                          "training builds the model for the images' own size")
@@ -67,11 +67,8 @@ def _checked_settings(args: argparse.Namespace) -> dict:
     settings, _ = export_settings(args)
     training = not (args.skip_train or args.model is not None)
     if not args.force:
-        from toolkit import artifacts
-        from toolkit.train import MODEL_FILE
-
-        held = [exports / name for name in (artifacts.MANIFEST, *((MODEL_FILE,) if training else ()))
-                if (exports / name).exists()]
+        held = [path for path in (exports.manifest_path, *((exports.model_path,) if training else ()))
+                if path.exists()]
         if held:
             raise UsageError(f"{held[0]} already exists; refusing to overwrite it",
                              hint="pass --force to replace it, or --exports DIR for a new run")
@@ -88,10 +85,10 @@ def _run_config(args: argparse.Namespace, settings: dict):
     from toolkit.config import BenchConfig, ExportConfig, ParityConfig
     from toolkit.pipeline import RunConfig, quick
 
-    exports: Path = args.exports
+    exports = args.exports
     options = preprocess_options(args)
     train_options = replace(options, resize=False, input_size=None)
-    train_cfg = replace(train_config(args, exports), preprocess=train_options)
+    train_cfg = replace(train_config(args, exports.root), preprocess=train_options)
     cfg = RunConfig(
         train=train_cfg,
         export=ExportConfig(exports=exports, data_dir=args.data_dir, dataset=args.dataset,
@@ -124,7 +121,7 @@ def _print_parity_table(report) -> None:
               f"{m['agreement']:>10.2%}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}{sample}")
 
 
-def _summary(exports: Path, result: dict) -> dict:
+def _summary(exports, result: dict) -> dict:
     """The --json summary: every stage's files, seconds and verdicts."""
     report = result["parity"]
     return {

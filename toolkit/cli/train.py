@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from toolkit.cli.common import (
     DeprecatedAlias,
     arch_args,
     check_preprocess_flags,
     dataset_args,
+    export_dir,
+    exports_arg,
     json_arg,
     preprocess_args,
     quiet_arg,
@@ -22,20 +23,20 @@ from toolkit.datasets import DEFAULT as DEFAULT_DATASET
 def train_args(p: argparse.ArgumentParser) -> None:
     quiet_arg(p)
     dataset_args(p, DEFAULT_DATASET)
-    p.add_argument("--exports", type=Path, default=Path("exports"), metavar="DIR",
-                   help="where to write model.keras and train.json, the directory the other commands take as "
-                   "--exports (default: %(default)s)")
-    p.add_argument("--out", type=Path, dest="exports", action=DeprecatedAlias, metavar="DIR", help=argparse.SUPPRESS)
+    exports_arg(p, help="where to write model.keras and train.json, the directory the other commands take as "
+                "--exports (default: %(default)s)")
+    p.add_argument("--out", type=export_dir, dest="exports", action=DeprecatedAlias, metavar="DIR",
+                   help=argparse.SUPPRESS)
     arch_args(p)
     json_arg(p, "the training record (DIR/train.json)")
     preprocess_args(p, resize=False)
 
 
 def train_run(args: argparse.Namespace) -> int:
-    from toolkit.train import RECORD_FILE, train
+    from toolkit.train import train
 
     check_preprocess_flags(args)
-    cfg = train_config(args, args.exports)
+    cfg = train_config(args, args.exports.root)
     record = train(cfg)
     write_json_result(args, {"record": record})
     print(
@@ -43,7 +44,7 @@ def train_run(args: argparse.Namespace) -> int:
         f"validation accuracy {record['validation_accuracy'] * 100:.2f}%  "
         f"({record['train_seconds']:.1f} s training)"
     )
-    print(f"wrote {cfg.out / record['model']['path']} and {cfg.out / RECORD_FILE}")
+    print(f"wrote {args.exports.model_path} and {args.exports.train_path}")
     return 0
 
 

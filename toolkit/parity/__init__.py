@@ -10,9 +10,6 @@ Every gate is a verdict of toolkit/verdicts.py: pass, fail or inconclusive, deci
 
 from toolkit.parity.metrics import ParityReport, Scores, VariantParity, compare, compare_predictions
 from toolkit.parity.render import (
-    PARITY_JSON,
-    PARITY_MD,
-    PARITY_PNG,
     control_markdown,
     markdown,
     predictions_path,
@@ -21,6 +18,6 @@ from toolkit.parity.render import (
 )
 from toolkit.parity.running import plan_checks, run_parity, select_entries
 
-__all__ = ["PARITY_JSON", "PARITY_MD", "PARITY_PNG", "ParityReport", "Scores", "VariantParity", "compare",
+__all__ = ["ParityReport", "Scores", "VariantParity", "compare",
            "compare_predictions", "control_markdown", "markdown", "plan_checks", "predictions_path", "report_json",
            "run_parity", "select_entries", "write_outputs"]

@@ -13,10 +13,6 @@ from toolkit.parity.metrics import ParityReport
 from toolkit.provenance import provenance
 from toolkit.verdicts import PASS, Verdict, combine
 
-PARITY_JSON = schema.PARITY
-PARITY_MD = schema.PARITY_MD
-PARITY_PNG = "parity-disagreements.png"
-
 
 def _hooks(runtime: str | None):
     from toolkit import runners
@@ -26,7 +22,7 @@ def _hooks(runtime: str | None):
 
 
 def report_json(report: ParityReport, cfg: ParityConfig) -> dict:
-    return schema.versioned(schema.PARITY, {
+    return schema.Parity.versioned({
         "reference": report.reference,
         "variants": {name: v.to_json() for name, v in report.variants.items()},
         "passed": report.verdict == PASS and not report.context.get("failed"),  # a check not made is not a pass
@@ -238,8 +234,9 @@ def plot_disagreements(report: ParityReport, path: Path, per_variant: int = 12) 
 
 def predictions_path(json_path: Path) -> Path:
     """Where the per-image predictions of a parity JSON file are: beside it, ``*-predictions.npz``."""
-    json_path = Path(json_path)
-    return json_path.with_name(json_path.stem + "-predictions.npz")
+    from toolkit.exportdir import ExportDir
+
+    return ExportDir.predictions_beside(json_path)
 
 
 def save_predictions(report: ParityReport, path: Path) -> None:
@@ -259,13 +256,13 @@ def save_predictions(report: ParityReport, path: Path) -> None:
 
 def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
     """parity.json (or --json PATH), its per-image predictions, parity.md and the disagreement PNG."""
-    exports = Path(cfg.exports)
+    exports = cfg.exports
     doc = report_json(report, cfg)
-    json_path = Path(cfg.json_path) if cfg.json_path else exports / PARITY_JSON
+    json_path = Path(cfg.json_path) if cfg.json_path else exports.parity_path
     doc["predictions_file"] = predictions_path(json_path).name
     save_predictions(report, predictions_path(json_path))
     artifacts.atomic_write_json(json_path, doc)
-    artifacts.atomic_write_text(exports / PARITY_MD, markdown(report, cfg.gates))
-    plot_disagreements(report, exports / PARITY_PNG)
-    return {"json": json_path, "predictions": predictions_path(json_path), "markdown": exports / PARITY_MD,
-            "png": exports / PARITY_PNG}
+    artifacts.atomic_write_text(exports.parity_md_path, markdown(report, cfg.gates))
+    plot_disagreements(report, exports.parity_png_path)
+    return {"json": json_path, "predictions": predictions_path(json_path), "markdown": exports.parity_md_path,
+            "png": exports.parity_png_path}

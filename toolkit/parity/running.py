@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts, runners, schema
+from toolkit import runners, schema
 from toolkit.config import ParityConfig
 from toolkit.errors import DataError, DeviceUnavailableError, UsageError, WriteError
+from toolkit.exportdir import ExportDir
 from toolkit.inputs import data_for, reference_model
 from toolkit.modelinfo import confirm_output, for_export, inspect_model
 from toolkit.parity.metrics import (
@@ -113,7 +114,7 @@ def _timed(runner, x: np.ndarray, seconds: dict, key: str) -> np.ndarray:
     return out
 
 
-def _plain_companions(exports: Path, entries: list[dict], checks: dict, paths: dict) -> dict:
+def _plain_companions(exports: ExportDir, entries: list[dict], checks: dict, paths: dict) -> dict:
     """For each accuracy-controlled variant checked on its reference runtime, the plain int8 model
     it replaced (kept beside it) is checked too, as ``VARIANT:plain``. Returns the variants'
     accuracy-control records."""
@@ -128,7 +129,7 @@ def _plain_companions(exports: Path, entries: list[dict], checks: dict, paths: d
         plain = next((c for c in entry.get("companions", []) if c.get("role") == "plain-int8"), None)
         if plain is None or entry["variant"] not in checks:
             continue
-        path = exports / plain["path"]
+        path = exports.named(plain["path"])
         if not path.is_file() or sha256_file(path) != plain["sha256"]:
             raise DataError(f"{path}: the plain int8 companion of {entry['variant']} is missing or changed",
                             hint="export again")
@@ -300,11 +301,11 @@ def _with_keras_twin(cfg: ParityConfig, entries: list[dict], paths: dict, refere
 def run_parity(cfg: ParityConfig) -> ParityReport:
     """Every variant and the reference on the whole test split, streamed batch by batch: memory
     holds one batch of images and the scores (N x K), whatever the size of the dataset."""
-    exports = Path(cfg.exports)
+    exports = cfg.exports
     with contextlib.ExitStack() as stack:
-        manifest = stack.enter_context(artifacts.reading(exports))  # hold this generation while reading it
+        manifest = stack.enter_context(exports.reading())  # hold this generation while reading it
         entries = select_entries(manifest, cfg.variants)
-        paths = {e["variant"]: artifacts.verify_entry(exports, e) for e in entries}
+        paths = {e["variant"]: exports.verified(e) for e in entries}
         model_path = reference_model(cfg, manifest)
         reference_runner, info = open_reference(cfg, model_path, manifest)
         dataset, prep, matches = data_for(cfg, manifest, info)

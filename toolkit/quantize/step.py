@@ -6,11 +6,8 @@ the user's own model."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
-
-FINETUNED_MODEL = "int8-finetuned.keras"
 
 
 def settings_from(cfg):
@@ -21,8 +18,9 @@ def settings_from(cfg):
     return FineTuneSettings(epochs=cfg.fine_tune_epochs or d.epochs, max_images=cfg.fine_tune_images or d.max_images)
 
 
-def fine_tuned_context(cfg, ctx, data, prep, info, staging: Path, gen_prefix: str):
-    """(the export context of the fine-tuned model, the manifest's ``fine_tuning`` record)."""
+def fine_tuned_context(cfg, ctx, data, prep, info, generation):
+    """(the export context of the fine-tuned model, the manifest's ``fine_tuning`` record); its weights saved in
+    ``generation`` (toolkit.exportdir.Generation)."""
     import time
 
     from toolkit.datasets import sample_indices
@@ -52,7 +50,7 @@ def fine_tuned_context(cfg, ctx, data, prep, info, staging: Path, gen_prefix: st
                       total_seconds=round(time.perf_counter() - started, 1))
         ctx.log("  fine-tuning: no epoch improved on the model's own weights; the int8 variants use them")
         return ctx, record
-    path = staging / FINETUNED_MODEL
+    path = generation.finetuned_model_path
     model.save(path)
     epoch = source_date_epoch()
     if epoch is not None:
@@ -62,7 +60,7 @@ def fine_tuned_context(cfg, ctx, data, prep, info, staging: Path, gen_prefix: st
     record.update(
         what="quantization-aware fine-tuning toward the float model (toolkit/quantize/finetune.py): the int8 "
              "variants are made from these weights; parity's reference is the user's model",
-        model={"path": f"{gen_prefix}/{FINETUNED_MODEL}", "sha256": sha256_file(path), "bytes": path.stat().st_size},
+        model={"path": generation.recorded(path.name), "sha256": sha256_file(path), "bytes": path.stat().st_size},
         training_images={"count": count, "source": f"{data.kind} training split ({population:,} images), fixed-seed "
                                                   "sample" if count < population else f"{data.kind} training split"},
         total_seconds=round(time.perf_counter() - started, 1),

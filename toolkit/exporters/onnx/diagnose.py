@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit import artifacts
 from toolkit.errors import DataError, UsageError
 
 FLOAT_VARIANT = "onnx"
@@ -20,7 +19,7 @@ def diagnose(d) -> dict:
     if FLOAT_VARIANT not in d.entries:
         raise UsageError(f"--diagnose {d.entry['variant']} compares with the float ONNX model: export it too "
                          "(`toolkit export --format onnx --force`)")
-    float_path = artifacts.verify_entry(d.exports, d.entries[FLOAT_VARIANT])
+    float_path = d.exports.verified(d.entries[FLOAT_VARIANT])
     return _onnx(float_path, d.path, d.images)
 
 

@@ -1,0 +1,121 @@
+"""`toolkit export`: every requested variant, validated, committed atomically with a manifest.
+
+Any Keras image classifier: the model's input shape, class count and output kind are read from
+the model (toolkit/modelinfo.py); the dataset (``--dataset``) gives the calibration and check
+images, through the one preprocessing recorded in the manifest (toolkit/preprocess.py).
+
+Partial success: before any variant is built, each format's op-support check runs (the
+converters are the authority on what their formats take). A variant that cannot be made (an op
+with no int8 kernel, an op TFLM lacks, a tf2onnx failure) is listed in the manifest's ``failed``
+with its stage and reason; the others are still committed, and the command exits 3.
+
+The package, along its seams: inputs.py (the model, data, calibration sample and export context),
+variant.py (one variant built and checked), record.py (the manifest, labels, recipe); this module
+orchestrates them inside the export directory's writer lock (toolkit/exportdir.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import uuid
+from datetime import datetime, timezone
+
+from toolkit import artifacts
+from toolkit.config import ExportConfig
+from toolkit.errors import ConversionError, WriteError
+from toolkit.export.inputs import check_flags, context, load_inputs, log
+from toolkit.export.record import failure_lines, manifest_record, warning_lines, write_recipe
+from toolkit.export.variant import (
+    VariantFailed,
+    build_variant,
+    calibration_record,
+    failure_record,
+    op_support,
+)
+from toolkit.exportdir import Generation
+from toolkit.exporters import Exporter
+from toolkit.progress import bar as progress_bar
+
+__all__ = ["export", "failure_lines", "warning_lines"]
+
+
+def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
+    """Build, validate and commit the artifacts; return the manifest (``failed`` lists the
+    variants that could not be made; the caller decides the exit code)."""
+    exports = cfg.exports
+    with exports.writing(cfg.verbose):  # a second export waits for this one
+        check_flags(cfg)
+        artifacts.check_current(exports.root)
+        inp = load_inputs(cfg)
+        gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+        staging = artifacts.new_staging_dir(exports.root, gen_id)
+        workdir = staging / ".work"
+        workdir.mkdir()
+        ctx = context(cfg, exporters, inp, workdir)
+        calibration = calibration_record(cfg, inp)
+        from toolkit.control_search import check_budget
+
+        check_budget(ctx)  # a budget the validation images cannot resolve: refused before any conversion
+        entries, failed = [], []
+        committed = False
+        stack = contextlib.ExitStack()
+        try:
+            log(cfg, f"exporting {len(exporters)} variant(s) of {inp.model_path} ({inp.info.layout} "
+                      f"{inp.info.input_shape}, {inp.info.classes} classes, {inp.info.output}) into {exports}/")
+            log(cfg, f"  data {inp.data.kind} {inp.data.source}; preprocessing: {inp.prep.describe()}")
+            try:
+                support_by_format = op_support(ctx, exporters, lambda line: log(cfg, line))
+            except Exception as exc:
+                failed_write = artifacts.as_write_error(workdir, exc)
+                if failed_write:
+                    raise failed_write from None
+                raise
+            tuned: list = []  # (context, record) of the fine-tuned model, made for the first int8 variant
+            bar = stack.enter_context(progress_bar(len(exporters), "export", unit="variant", verbose=cfg.verbose))
+            for exporter in exporters:
+                bar.update(1)
+                bar.set_postfix_str(exporter.variant)
+                support = support_by_format[exporter.format]
+                if not support["supported"]:
+                    failed.append(failure_record(exporter, "op-check", support["error"]))
+                    continue
+                use = ctx
+                if cfg.fine_tune and exporter.quantization == "int8":
+                    if not tuned:
+                        from toolkit.quantize.step import fine_tuned_context
+
+                        tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, Generation(staging)))
+                    use = tuned[0][0]
+                try:
+                    entry = build_variant(exporter, use, inp, Generation(staging), calibration,
+                                          lambda line: log(cfg, line))
+                except VariantFailed as exc:
+                    failed.append(exc.record)
+                    continue
+                if use is not ctx:
+                    entry["weights"] = "fine-tuned toward the model (manifest: fine_tuning)"
+                entries.append(entry)
+            if not entries:
+                raise ConversionError(
+                    "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
+                    hint="the previous export, if any, is unchanged")
+            shutil.rmtree(workdir)
+            manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, Generation(staging))
+            if tuned:
+                manifest["fine_tuning"] = tuned[0][1]
+            recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
+            if recipes:
+                manifest["accuracy_control"] = {"recipe": exports.recipe_path.name, "validation": ctx.validation().description}
+            artifacts.commit_generation(exports.root, staging, gen_id, manifest)
+            committed = True
+            if recipes:
+                write_recipe(cfg, manifest, recipes)
+        except OSError as exc:
+            raise WriteError(f"export into {exports} failed: {exc}") from None
+        finally:
+            stack.close()
+            if not committed:
+                shutil.rmtree(staging, ignore_errors=True)
+        artifacts.remove_stale(exports.root, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
+        return manifest

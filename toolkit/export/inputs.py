@@ -1,0 +1,174 @@
+"""What every variant of one export is made from: the model, its data and preprocessing, the calibration
+sample, Keras' scores on the check images, and the export context the formats build from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.config import ExportConfig, PreprocessOptions
+from toolkit.datasets import open_dataset, reopen, sample_indices
+from toolkit.datasets.base import validation_note
+from toolkit.errors import DataError, UsageError
+from toolkit.exportdir import ExportDir
+from toolkit.exporters import ExportContext, Exporter, require_controllable
+from toolkit.modelinfo import confirm_output, inspect_model
+from toolkit.preprocess import resolve
+from toolkit.progress import say
+from toolkit.provenance import sha256_file
+from toolkit.runners.keras import KerasRunner, load_keras_model
+
+
+def log(cfg: ExportConfig, message: str) -> None:
+    say(message, cfg.verbose)
+
+
+def train_record(model_path: Path) -> dict | None:
+    """The training record beside a model, when it is this very model's."""
+    try:
+        record = ExportDir(Path(model_path).parent).train_record()
+    except DataError:
+        return None
+    if record is None:
+        return None
+    # only a record of this very model speaks for it
+    return record if record.get("model", {}).get("sha256") == sha256_file(model_path) else None
+
+
+def fixed_size(model, input_shape: tuple):
+    """The model with its dynamic height and width fixed (``--input-size``): a new input of that shape
+    calling the same layers (the same weights, nothing copied). Every format then gets one size
+    (LiteRT's XNNPack, for one, cannot reshape a dynamic-size convolution at run time)."""
+    from toolkit._quiet import keras
+
+    k = keras()
+    image = k.Input(shape=tuple(input_shape), name=model.inputs[0].name.split(":")[0] or "image")
+    return k.Model(image, model(image), name=model.name)
+
+
+def dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
+    """The dataset and preprocessing for this model: as given, else as it was trained with."""
+    record = train_record(model_path)
+    if cfg.dataset is not None:
+        dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
+    elif record and record.get("dataset"):
+        dataset = reopen(record["dataset"], data_dir=cfg.data_dir)
+    else:
+        dataset = open_dataset(None, data_dir=cfg.data_dir)
+    options = cfg.preprocess
+    if not options.given and record and record.get("preprocessing"):
+        trained = record["preprocessing"]  # what the model was trained on, unless flags say otherwise
+        options = PreprocessOptions(scale=trained["scale"], color_mode=trained["color_mode"],
+                                    mean=tuple(trained["mean"]) if trained.get("mean") else None,
+                                    std=tuple(trained["std"]) if trained.get("std") else None)
+    info = inspect_model(model, model_path)
+    return dataset, resolve(dataset, info, options), info
+
+
+@dataclass
+class Inputs:
+    """What every variant of one export is made from and checked against."""
+
+    model: object  # keras.Model (its height and width fixed when the model takes any)
+    model_path: Path
+    data: object  # toolkit.datasets.Dataset
+    prep: object  # toolkit.preprocess.Preprocessing
+    info: object  # toolkit.modelinfo.ModelInfo
+    idx: np.ndarray  # the calibration sample's indices in the training split
+    population: int  # training images the sample was drawn from
+    calibration: np.ndarray
+    check_images: np.ndarray
+    reference: np.ndarray  # Keras' scores on the check images
+
+
+def check_flags(cfg: ExportConfig) -> None:
+    manifest_path = cfg.exports.manifest_path
+    if manifest_path.exists() and not cfg.force:
+        raise UsageError(
+            f"{manifest_path} already exists; refusing to overwrite it",
+            hint="pass --force to replace the export, or --exports DIR for a new one",
+        )
+    if cfg.calibration_samples < 1:
+        raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
+    if cfg.opset < 17:
+        raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
+
+
+def load_inputs(cfg: ExportConfig) -> Inputs:
+    """The model, its data and preprocessing, the calibration sample and Keras' scores on the check images."""
+    model_path = Path(cfg.model) if cfg.model else cfg.exports.model_path
+    model = load_keras_model(model_path)
+    data, prep, info = dataset_and_preprocessing(cfg, model, model_path)
+    if info.image_size is not None and None in info.image_size:
+        model = fixed_size(model, prep.input_shape)
+        info = replace(info, input_shape=tuple(prep.input_shape), fixed_at_export="--input-size "
+                       f"{prep.image_size[0]}x{prep.image_size[1]} (the model takes any height and width)")
+    population = len(data.train)
+    count = min(cfg.calibration_samples, population)
+    idx = sample_indices(count, population, seed=cfg.calibration_seed)
+    calibration = prep.load(data.train, idx)
+    if not np.isfinite(calibration).all():
+        raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
+    check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
+    reference = KerasRunner(model).infer(check_images)
+    info = confirm_output(info, reference)
+    return Inputs(model, model_path, data, prep, info, idx, population, calibration, check_images, reference)
+
+
+def context(cfg: ExportConfig, exporters: list[Exporter], inp: Inputs, workdir: Path) -> ExportContext:
+    ctx = ExportContext(
+        model=inp.model, model_path=inp.model_path, workdir=workdir, calibration_images=inp.calibration,
+        calibration_method=cfg.calibration_method, opset=cfg.opset,
+    )
+    control = control_settings(cfg, exporters)
+    # the validation split (loaded on first use): the int8 range estimator and accuracy control choose on it
+    ctx.log = lambda message: log(cfg, message)
+    ctx.validation = validation_loader(inp.data, inp.prep, inp.model, ctx.log)
+    if control is not None:
+        ctx.control = control
+    return ctx
+
+
+def control_settings(cfg: ExportConfig, exporters: list[Exporter]):
+    """Accuracy-control settings from the flags, or None when neither flag is given."""
+    if cfg.max_accuracy_drop is None and cfg.recipe is None:
+        return None
+    from toolkit.accuracy_control import ControlSettings, read_recipe
+
+    if cfg.max_accuracy_drop is not None and cfg.recipe is not None:
+        raise UsageError("--max-accuracy-drop searches, --recipe replays a search: give one of them")
+    if cfg.max_accuracy_drop is not None and not cfg.max_accuracy_drop > 0:
+        raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {cfg.max_accuracy_drop}")
+    if cfg.max_fallback_layers < 1:
+        raise UsageError(f"--max-fallback-layers must be at least 1, got {cfg.max_fallback_layers}")
+    require_controllable(exporters)
+    if cfg.min_agreement is not None and not 0 < cfg.min_agreement <= 100:
+        raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {cfg.min_agreement}")
+    return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,
+                           recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None,
+                           min_agreement=cfg.min_agreement)
+
+
+def validation_loader(data, prep, model, log=None):
+    """() -> the validation split, preprocessed, with the Keras model's predictions (loaded once)."""
+    from toolkit.accuracy_control import Validation
+
+    cache: list = []
+
+    def load() -> Validation:
+        if not cache:
+            split = data.validation
+            if len(split) == 0:
+                raise DataError(f"{data.source} has no validation images: accuracy control measures on them")
+            images = prep.load(split)
+            reference = KerasRunner(model).infer_batched(images, 500).argmax(1)
+            unseen = "" if data.validation_named else ", a share of the training images: the model may have seen them"
+            cache.append(Validation(images, np.asarray(split.labels), reference,
+                                    f"{data.kind} validation split ({len(split):,} images{unseen})"))
+            if log is not None and validation_note(data):
+                log(f"  note: {validation_note(data)}")
+        return cache[0]
+
+    return load
