@@ -67,12 +67,10 @@ def refusing_runtime(tmp_path_factory, monkeypatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toolkit-refusing-runtime\nVersion: 0\n")
     (info / "entry_points.txt").write_text("[toolkit.runtimes]\nrefusing = toolkit_refusing_runtime\n")
     monkeypatch.syspath_prepend(str(root))
-    monkeypatch.setattr(runners, "_loaded", False)
+    runners.RUNTIMES.forget()  # the next lookup scans again and finds the entry point
     yield
-    for name in ("refuses-int8", "fails-int8-on-run"):
-        runners.REGISTRY.pop(name, None)
+    runners.RUNTIMES.forget("refuses-int8", "fails-int8-on-run")
     sys.modules.pop("toolkit_refusing_runtime", None)  # registered again by the next test's scan
-    runners._loaded = False
 
 
 def test_bench_records_the_failed_row_and_measures_every_other(quick_export, refusing_runtime, tmp_path, capsys):

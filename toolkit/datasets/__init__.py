@@ -5,6 +5,10 @@ configs carry them as ``dataset_options`` and each source is opened with the one
 outside this package names a source or its options (tests/test_sources.py).
 
 A name or path that matches no source is an error listing the sources, never a fall-back.
+
+The registry is ``SOURCES`` (a ``toolkit.plugins.Registry``, as runtimes and formats have):
+``SOURCES.register(Source(...))`` in a source's module, ``SOURCES.get(kind)``, ``names()`` and ``load_all()``
+elsewhere.
 """
 
 from __future__ import annotations
@@ -13,14 +17,27 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from toolkit import plugins
 from toolkit.datasets.base import Dataset, Split, sample_indices
 from toolkit.errors import DataError
+from toolkit.plugins import Registry
 
 DEFAULT = "mnist"
-_NOT_SOURCES = frozenset({"base"})
 ENTRY_POINT_GROUP = "toolkit.datasets"  # sources other distributions provide
+
+
+class Matches(Protocol):
+    """``Source.matches``: whether ``--dataset SPEC`` names this source (sources are tried in their order)."""
+
+    def __call__(self, spec: str, /) -> bool: ...
+
+
+class Opener(Protocol):
+    """``Source.open``: the dataset ``spec`` names, read from ``data_dir`` where the source uses one; the options
+    the source declares (``SourceOption.dest``) come as keyword arguments, only those given. Raises DataError."""
+
+    def __call__(self, spec: str, data_dir: str | os.PathLike | None = None) -> Dataset: ...
 
 
 @dataclass(frozen=True)
@@ -38,37 +55,27 @@ class SourceOption:
 @dataclass(frozen=True)
 class Source:
     kind: str
-    matches: Callable[[str], bool]
-    open: Callable[..., Dataset]  # open(spec, data_dir=..., **the options it declares)
+    matches: Matches
+    open: Opener
     describe: str  # one line: what --dataset takes for it
     order: int  # the order sources are tried and listed
     options: tuple[SourceOption, ...] = ()
     article: str = "the"  # how a report names its test split: "the MNIST", "an image folder's"
 
 
-_SOURCES: dict[str, Source] = {}
-_loaded = False
-
-
-def register_source(source: Source) -> Source:
-    return plugins.add(_SOURCES, source.kind, source, "dataset sources")
-
-
-def sources() -> dict[str, Source]:
-    """Every source of this package (imported once), in order."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        plugins.scan(__name__, __path__, _NOT_SOURCES, ENTRY_POINT_GROUP)
-    return dict(sorted(_SOURCES.items(), key=lambda kv: kv[1].order))
+SOURCES: Registry[Source] = Registry("dataset source", __name__, key=lambda s: s.kind, order=lambda s: s.order,
+                                     group=ENTRY_POINT_GROUP)
+# the registry's methods under the names callers and third-party sources have used
+register_source, sources = SOURCES.register, SOURCES.load_all
 
 
 def source_options() -> list[SourceOption]:
-    return [o for s in sources().values() for o in s.options]
+    return [o for s in SOURCES.load_all().values() for o in s.options]
 
 
 def article(kind: str | None) -> str:
-    return sources()[kind].article if kind in sources() else "the"
+    known = SOURCES.load_all()
+    return known[kind].article if kind in known else "the"
 
 
 def open_dataset(spec: str | os.PathLike | None = None, *, data_dir=None, **options) -> Dataset:
@@ -79,15 +86,15 @@ def open_dataset(spec: str | os.PathLike | None = None, *, data_dir=None, **opti
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"open_dataset: unknown dataset option(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    for source in sources().values():
+    for source in SOURCES.load_all().values():
         if source.matches(spec):
             mine = {o.dest: options[o.dest] for o in source.options if options.get(o.dest) is not None}
             return source.open(spec, data_dir=data_dir, **mine)
     if not Path(spec).exists():
         raise DataError(f"--dataset {spec}: no such file or directory",
-                        hint="give " + ", ".join(s.describe.split(":")[0] for s in sources().values()))
+                        hint="give " + ", ".join(s.describe.split(":")[0] for s in SOURCES.load_all().values()))
     raise DataError(f"--dataset {spec}: not a dataset this toolkit reads; it takes "
-                    + "; ".join(s.describe for s in sources().values()))
+                    + "; ".join(s.describe for s in SOURCES.load_all().values()))
 
 
 def recorded_options(options: Mapping) -> dict:
@@ -104,5 +111,5 @@ def reopen(record: dict | None, data_dir=None) -> Dataset:
                         **{o.dest: kept.get(o.dest) for o in source_options() if o.dest in kept})
 
 
-__all__ = ["Dataset", "Source", "SourceOption", "Split", "open_dataset", "recorded_options", "register_source",
-           "reopen", "sample_indices", "source_options", "sources"]
+__all__ = ["SOURCES", "Dataset", "Matches", "Opener", "Source", "SourceOption", "Split", "open_dataset",
+           "recorded_options", "register_source", "reopen", "sample_indices", "source_options", "sources"]

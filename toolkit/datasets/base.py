@@ -12,15 +12,20 @@ the same way for every source; scaling to the model's input range is ``toolkit.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from toolkit.errors import DataError
 
-# Reader: (indices into the split, channels or None, (H, W) or None) -> uint8 (n, H, W, C)
-Reader = Callable[[np.ndarray, "int | None", "tuple[int, int] | None"], np.ndarray]
+
+class Reader(Protocol):
+    """How a source reads a split's images: uint8 (n, H, W, C) at ``indices`` into the split, converted to
+    ``channels`` (None: as stored) and resized to ``size`` (H, W; None: as stored)."""
+
+    def __call__(self, indices: np.ndarray, channels: int | None, size: tuple[int, int] | None, /) -> np.ndarray: ...
 
 VALIDATION_FRACTION = 0.1  # of the training images, for sources without a validation split
 SPLIT_SEED = 0  # fixed: every command sees the same splits

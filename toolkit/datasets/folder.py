@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.datasets import Source, SourceOption, register_source
+from toolkit.datasets import SOURCES, Source, SourceOption
 from toolkit.datasets.base import SPLIT_SEED, Dataset, Split, validation_split
 from toolkit.errors import DataError, UsageError
 
@@ -286,7 +286,7 @@ def _open(spec: str, data_dir=None, test_fraction: float | None = None) -> Datas
     return open_folder(spec, test_fraction)
 
 
-register_source(Source(
+SOURCES.register(Source(
     "folder", lambda s: Path(s).is_dir(), _open,
     "DIR: images in class subfolders (DIR/train/<class>/, DIR/test/<class>/, or DIR/<class>/)", order=30,
     article="an image folder's",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.datasets import Source, register_source
+from toolkit.datasets import SOURCES, Source
 from toolkit.datasets.base import Dataset, Split, array_reader, check_labels
 from toolkit.errors import DataError
 
@@ -200,5 +200,5 @@ def _open(spec: str, data_dir=None) -> Dataset:
     return open_mnist(data_dir)
 
 
-register_source(Source("mnist", lambda s: s == "mnist", _open, "mnist: the MNIST IDX files (--data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras cache/download)", order=10,
+SOURCES.register(Source("mnist", lambda s: s == "mnist", _open, "mnist: the MNIST IDX files (--data-dir DIR, else $TOOLKIT_DATA_DIR, else the Keras cache/download)", order=10,
                        article="the MNIST"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.datasets import Source, register_source
+from toolkit.datasets import SOURCES, Source
 from toolkit.datasets.base import Dataset, Split, array_reader, check_labels, validation_split
 from toolkit.errors import DataError
 
@@ -139,5 +139,5 @@ def _open(spec: str, data_dir=None) -> Dataset:
     return open_npz(spec)
 
 
-register_source(Source("npz", lambda s: s.lower().endswith(".npz"), _open,
+SOURCES.register(Source("npz", lambda s: s.lower().endswith(".npz"), _open,
                        "PATH.npz: x_train, y_train, x_test, y_test arrays", order=20, article="an .npz dataset's"))

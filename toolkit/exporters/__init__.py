@@ -7,6 +7,11 @@ other file of the package names a format or variant).
 An exporter turns the Keras model into one artifact file. Order in the registry is the order of export
 and of every table: formats by their ``order``, then each format's variants as it registers them (float
 before quantized).
+
+The formats' registry is ``FORMATS`` (a ``toolkit.plugins.Registry``, as runtimes and dataset sources have):
+``FORMATS.register(Format(...))`` in a format's module, ``FORMATS.get(name)``, ``names()`` and ``load_all()``
+elsewhere; loading it also fills ``REGISTRY``, the variants in export order. The callables a plugin hands over
+(``Exporter.build``, ``OpCheck.run``, ``Format.footprint``) have their signatures as Protocols here.
 """
 
 from __future__ import annotations
@@ -14,12 +19,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from toolkit import plugins
 from toolkit.errors import UsageError
+from toolkit.plugins import Registry
 
-_NOT_FORMATS = frozenset({"base"})
 ENTRY_POINT_GROUP = "toolkit.formats"  # formats other distributions provide (as toolkit.runtimes for runtimes)
+
+
+class Build(Protocol):
+    """``Exporter.build``: write the variant's artifact to ``path``; return the extra fields of its manifest
+    entry. Raises ConversionError when the conversion fails."""
+
+    def __call__(self, ctx: ExportContext, path: Path, /) -> dict: ...
+
+
+class RunOpCheck(Protocol):
+    """``OpCheck.run``: None when the format's converter takes every op of ``ctx.model``, else a
+    ConversionError naming the unsupported ones."""
+
+    def __call__(self, ctx: ExportContext, /) -> None: ...
+
+
+class Footprint(Protocol):
+    """``Format.footprint``: the footprint row's fields (model_bytes, ops, arena_bytes, or a ``note`` where no
+    microcontroller arena is measured) for an int8 variant's manifest ``entry`` and verified file ``path``."""
+
+    def __call__(self, entry: dict, path: Path, /) -> dict: ...
 
 
 @dataclass(frozen=True)
@@ -31,9 +57,7 @@ class Format:
     order: int  # position in the registry: export order and every table
     extra: str | None = None  # the pip extra that installs what it needs (None: in the base install)
     lists_ops: bool = False  # manifest entries list the operators the runtime resolved (runner.op_names())
-    # footprint(entry, path) -> the footprint row's fields for an int8 variant: model_bytes, ops, arena_bytes
-    # (None with a ``note`` when no microcontroller arena is measured for it)
-    footprint: Callable[[dict, Path], dict] | None = None
+    footprint: Footprint | None = None  # the footprint row of its int8 variants
     # the module beside it whose backend() registers its accuracy-control Backend (toolkit/accuracy_control.py),
     # imported on first use
     control: str | None = None
@@ -48,7 +72,7 @@ class Exporter:
     format: str  # "tflite" or "onnx": selects the runner
     quantization: str  # "none", "fp16", "dynamic" or "int8"
     suffix: str  # file extension
-    build: Callable  # build(ctx, path) -> dict of extra manifest fields
+    build: Build
     default: bool  # made when --quantize is not given
     available: Callable[[], bool] = lambda: True  # optional dependency installed?
     in_all: bool = True  # part of --format all (when available)
@@ -68,30 +92,40 @@ class Exporter:
 class OpCheck:
     format: str
     what: str  # what is checked, for the table
-    run: Callable  # run(ctx) -> None; raises ConversionError naming the unsupported ops
+    run: RunOpCheck
 
 
-_FORMATS: dict[str, Format] = {}
-_EXPORTERS: dict[str, Exporter] = {}
+_EXPORTERS: dict[str, Exporter] = {}  # variant -> exporter, as registered
 OP_CHECKS: dict[str, OpCheck] = {}  # format -> its op-support check, run before any variant is built
 QUANTIZE_MODES = ("none", "fp16", "dynamic", "int8")
-_loaded = False
+REGISTRY: dict[str, Exporter] = {}  # variant -> exporter, in export order, filled when FORMATS is loaded
 
 
-REGISTRY: dict[str, Exporter] = {}  # variant -> exporter, in export order, filled by load_all()
+def _order_variants() -> None:
+    """Once the formats are scanned: every variant names a declared format; REGISTRY in export order (formats by
+    their order, each format's variants as registered)."""
+    formats = FORMATS.load_all()
+    for exp in _EXPORTERS.values():
+        if exp.format not in formats:
+            raise ValueError(f"variant {exp.variant} names format {exp.format!r}, which no module declares")
+    REGISTRY.clear()
+    REGISTRY.update(sorted(_EXPORTERS.items(), key=lambda kv: formats[kv[1].format].order))
 
 
-def register_format(fmt: Format) -> Format:
-    return plugins.add(_FORMATS, fmt.name, fmt, "formats")
+FORMATS: Registry[Format] = Registry("format", __name__, key=lambda f: f.name, order=lambda f: f.order,
+                                     group=ENTRY_POINT_GROUP, on_load=_order_variants)
+# the registry's methods under the names callers and third-party formats have used
+register_format, get_format, load_all = FORMATS.register, FORMATS.get, FORMATS.load_all
 
 
 def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool,
              available: Callable[[], bool] = lambda: True, reproducible: bool = True, controllable: bool = False,
-             roles: tuple[str, ...] = (), style: tuple[str, str] | None = None):
+             roles: tuple[str, ...] = (), style: tuple[str, str] | None = None) -> Callable[[Build], Build]:
+    """Register the decorated ``build`` as the exporter of ``variant`` (a variant of a declared format)."""
     if quantization not in QUANTIZE_MODES:
         raise ValueError(f"{variant}: quantization {quantization!r} is not one of {QUANTIZE_MODES}")
 
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: Build) -> Build:
         _EXPORTERS[variant] = Exporter(variant, format, quantization, suffix, fn, default, available,
                                        reproducible=reproducible, controllable=controllable, roles=roles,
                                        style=style)
@@ -100,42 +134,24 @@ def register(variant: str, *, format: str, quantization: str, suffix: str, defau
     return wrap
 
 
-def op_check(fmt: str, what: str):
+def op_check(fmt: str, what: str) -> Callable[[RunOpCheck], RunOpCheck]:
     """Register a format's op-support check (next to the format's exporter)."""
 
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: RunOpCheck) -> RunOpCheck:
         OP_CHECKS[fmt] = OpCheck(fmt, what, fn)
         return fn
 
     return wrap
 
 
-def load_all() -> dict[str, Format]:
-    """Import every format module of this package (once); the formats in their order."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        plugins.scan(__name__, __path__, _NOT_FORMATS, ENTRY_POINT_GROUP)
-        for exp in _EXPORTERS.values():
-            if exp.format not in _FORMATS:
-                raise ValueError(f"variant {exp.variant} names format {exp.format!r}, which no module declares")
-        order = {name: i for i, name in enumerate(_EXPORTERS)}
-        REGISTRY.update(sorted(_EXPORTERS.items(), key=lambda kv: (_FORMATS[kv[1].format].order, order[kv[0]])))
-    return dict(sorted(_FORMATS.items(), key=lambda kv: kv[1].order))
-
-
 def formats() -> tuple[str, ...]:
     """The format names, in order (--format's choices, with "all")."""
-    return tuple(load_all())
-
-
-def get_format(name: str) -> Format:
-    return plugins.lookup(load_all(), name, "format")
+    return tuple(FORMATS.names())
 
 
 def variants_with(role: str) -> list[str]:
     """The variants that declare a report role, in registry order."""
-    load_all()
+    FORMATS.load_all()
     return [e.variant for e in REGISTRY.values() if role in e.roles]
 
 
@@ -152,11 +168,11 @@ def require_controllable(chosen: list[Exporter]) -> None:
 def format_help() -> str:
     """--format's help, from what each format declares."""
     parts = []
-    for name, fmt in load_all().items():
+    for name, fmt in FORMATS.load_all().items():
         made = [e.variant for e in REGISTRY.values() if e.format == name and e.default]
         parts.append(f"{name} -> {', '.join(made)} ({fmt.summary}"
                      + (f"; needs [{fmt.extra}])" if fmt.extra else ")"))
-    return (f"what to export, one or more of {', '.join(load_all())}, all (default: all). Without --quantize: "
+    return (f"what to export, one or more of {', '.join(FORMATS.load_all())}, all (default: all). Without --quantize: "
             + "; ".join(parts) + "; all -> every variant of every format whose dependency is installed")
 
 
@@ -173,7 +189,7 @@ def quantize_help() -> str:
 
 def by_variant(names: tuple[str, ...]) -> list[Exporter]:
     """The exporters of these variant names (as a config records them), in registry order."""
-    load_all()
+    FORMATS.load_all()
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
         raise UsageError(f"unknown variant(s) {', '.join(unknown)} (known: {', '.join(REGISTRY)})")
@@ -205,7 +221,7 @@ def select(fmt: str | tuple[str, ...], quantize: tuple[str, ...] | None) -> list
         if not exp.available():
             from toolkit.errors import DeviceUnavailableError
 
-            extra = get_format(exp.format).extra or exp.format
+            extra = FORMATS.get(exp.format).extra or exp.format
             raise DeviceUnavailableError(f"--format {exp.format}: its runtime is not installed",
                                          hint=f"install it with `pip install -e '.[{extra}]'`")
     if quantize:

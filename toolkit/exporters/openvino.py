@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from toolkit.errors import ConversionError, first_line, whole_message
-from toolkit.exporters import ExportContext, Format, op_check, register, register_format
+from toolkit.exporters import FORMATS, ExportContext, Format, op_check, register
 from toolkit.provenance import sha256_file
 from toolkit.runners.openvino import available
 
@@ -75,7 +75,7 @@ def convert(ctx: ExportContext):
     return ctx.openvino_model
 
 
-FORMAT = register_format(Format(
+FORMAT = FORMATS.register(Format(
     "openvino", "OpenVINO IR (.xml + .bin) through OpenVINO's TensorFlow frontend", order=40, extra="openvino"))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from toolkit import tflm
 from toolkit.artifacts import atomic_write_text
 from toolkit.errors import DataError
-from toolkit.exporters import ExportContext, Format, op_check, register, register_format
+from toolkit.exporters import FORMATS, ExportContext, Format, op_check, register
 from toolkit.exporters.tflite import convert
 from toolkit.provenance import sha256_bytes, sha256_file
 
@@ -23,7 +23,7 @@ def _footprint(entry: dict, path: Path) -> dict:
     return {"model_bytes": entry["model_bytes"], "ops": entry.get("ops", []), **entry["arena"]}
 
 
-FORMAT = register_format(Format(
+FORMAT = FORMATS.register(Format(
     "tflite-micro", "the full-integer model as a C array for TensorFlow Lite for Microcontrollers", order=30,
     extra="micro", lists_ops=True, footprint=_footprint, diagnose_instead="tflite-int8"))
 

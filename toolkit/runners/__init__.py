@@ -1,5 +1,5 @@
 """Runtimes as plugins: one module per runtime in this package, each registering a ``Runtime``
-next to its code (``register(Runtime(...))``), found by scanning the package, plus third-party
+next to its code (``RUNTIMES.register(Runtime(...))``), found by scanning the package, plus third-party
 modules named by the ``toolkit.runtimes`` entry-point group. Adding a runtime is adding a module.
 
 A runtime declares its name, the artifact formats it runs, the devices it can use and why not
@@ -7,25 +7,41 @@ A runtime declares its name, the artifact formats it runs, the devices it can us
 public ``infer`` checks inputs and returns float32 scores; ``prepare`` puts images in the model's
 dtype; ``run_raw`` is the call the bench timer wraps; ``providers`` says what really ran.
 
-Like Polygraphy's runners: the public ``infer`` checks the input (shape, dtype, NaN/Inf) and
-subclasses only write ``_infer``. Quantized models take float images and return float scores:
-the runner quantizes inputs and dequantizes outputs with the tensors' own scale and zero point,
+Like Polygraphy's runners: the public ``infer`` checks the input (shape, dtype, NaN/Inf) and the
+base class does the rest (``prepare``, ``run_raw``, dequantize); subclasses write ``run_raw`` and, where
+their model's dtype is not float32, ``prepare``. Quantized models take float images and return float
+scores: the runner quantizes inputs and dequantizes outputs with the tensors' own scale and zero point,
 so parity compares like with like. An unknown runtime or format is an error naming the known
 ones, never a fall-through to a default.
+
+The registry is ``RUNTIMES`` (a ``toolkit.plugins.Registry``): ``RUNTIMES.register(Runtime(...))`` in a
+runtime's module, ``get``, ``names`` and ``load_all`` everywhere else (also as this module's functions).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from toolkit import plugins
 from toolkit.errors import UsageError
+from toolkit.plugins import Registry
 from toolkit.runners.base import ParityHooks, Runner, TensorSpec
 
 ENTRY_POINT_GROUP = "toolkit.runtimes"
-_NOT_RUNTIMES = frozenset({"base"})
+
+
+class Opener(Protocol):
+    """``Runtime.open``: the artifact at ``path`` loaded for ``device`` with ``threads`` (None: the runtime's
+    default); raises DataError when the file is unusable, DeviceUnavailableError when the device is."""
+
+    def __call__(self, path: Path, *, device: str = "cpu", threads: int | None = None) -> Runner: ...
+
+
+class Unavailable(Protocol):
+    """``Runtime.unavailable``: None if the runtime can run on ``device`` here, else the reason."""
+
+    def __call__(self, device: str, /) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -34,8 +50,8 @@ class Runtime:
     formats: tuple[str, ...]  # artifact formats it runs ("tflite", "onnx", "keras", "tflite-micro", ...)
     devices: tuple[str, ...]  # "cpu", "cuda"
     summary: str  # one line for --help and the docs
-    open: Callable[..., Runner]  # open(path, *, device="cpu", threads=None) -> Runner
-    unavailable: Callable[[str], str | None] = lambda device: None  # why it cannot run on device here
+    open: Opener
+    unavailable: Unavailable = lambda device: None  # why it cannot run on device here
     default_for: tuple[str, ...] = ()  # formats it is the reference runtime of (parity, export checks)
     in_default_set: bool = True  # bench/parity use it when --runtimes is not given
     # in bench's default set only where it can run here (e.g. OpenVINO's bf16 default, on CPUs with bf16);
@@ -69,29 +85,10 @@ class Runtime:
         return self.unavailable(device)
 
 
-REGISTRY: dict[str, Runtime] = {}
-_loaded = False
-
-
-def register(runtime: Runtime) -> Runtime:
-    return plugins.add(REGISTRY, runtime.name, runtime, "runtimes")
-
-
-def load_all() -> dict[str, Runtime]:
-    """Import every runtime module of this package and of the entry-point group (once)."""
-    global _loaded
-    if not _loaded:
-        plugins.scan(__name__, __path__, _NOT_RUNTIMES, ENTRY_POINT_GROUP)
-        _loaded = True
-    return dict(sorted(REGISTRY.items(), key=lambda kv: (kv[1].order, kv[0])))
-
-
-def names() -> list[str]:
-    return list(load_all())
-
-
-def get(name: str) -> Runtime:
-    return plugins.lookup(load_all(), name, "runtime")
+RUNTIMES: Registry[Runtime] = Registry("runtime", __name__, key=lambda r: r.name, order=lambda r: (r.order, r.name),
+                                       group=ENTRY_POINT_GROUP)
+# the registry's methods as this module's functions (what callers and third-party runtimes have used)
+register, get, names, load_all = RUNTIMES.register, RUNTIMES.get, RUNTIMES.names, RUNTIMES.load_all
 
 
 def for_format(fmt: str) -> list[Runtime]:
@@ -112,5 +109,5 @@ def runner_for(fmt: str, path: Path, **kwargs) -> Runner:
     return default_for(fmt).load(path, **kwargs)
 
 
-__all__ = ["ParityHooks", "Runner", "Runtime", "TensorSpec", "default_for", "for_format", "get", "load_all", "names",
-           "register", "runner_for"]
+__all__ = ["RUNTIMES", "Opener", "ParityHooks", "Runner", "Runtime", "TensorSpec", "Unavailable", "default_for",
+           "for_format", "get", "load_all", "names", "register", "runner_for"]

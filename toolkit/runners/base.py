@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,15 +29,27 @@ class TensorSpec:
 
 
 class Runner(ABC):
-    """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load``, ``_infer``
-    and ``run_raw``; ``prepare``, ``providers`` and ``bench_fields`` have defaults."""
+    """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load`` and ``run_raw``;
+    ``prepare``, ``providers``, ``bench_fields`` and the hooks of ``_infer`` have defaults.
+
+    ``_infer`` is a template, as Polygraphy's ``BaseRunner.infer`` calls ``infer_impl``: ``prepare`` (float
+    images -> the model's dtype, quantized with the input tensor's own scale and zero point), ``_run_prepared``
+    (the runtime's raw call), then ``_scores`` (the raw output dequantized with the output tensor's own scale and
+    zero point, else float32), so every runtime hands parity float scores the same way.
+    """
 
     name = "runner"
     input_spec: TensorSpec
     output_spec: TensorSpec
+    # runtimes whose interpreter is not thread-safe set a threading.Lock: a shared runner is then serialised
+    _lock: threading.Lock | None = None
 
     def prepare(self, images: np.ndarray):
-        """Float images -> the input ``run_raw`` takes (the model's dtype), outside the timer."""
+        """Float images -> the input ``run_raw`` takes (the model's dtype), outside the timer: quantized with the
+        input tensor's own scale and zero point where it has them, else contiguous float32."""
+        spec = self.input_spec
+        if spec.scale is not None:
+            return quantize(images, spec.scale, spec.zero_point, np.dtype(spec.dtype))
         return np.ascontiguousarray(images, dtype=np.float32)
 
     @abstractmethod
@@ -60,9 +74,24 @@ class Runner(ABC):
     def load(cls, path: Path, **kwargs) -> Runner:
         """Load and validate the artifact at ``path``; raise DataError if it is unusable."""
 
-    @abstractmethod
     def _infer(self, images: np.ndarray) -> np.ndarray:
-        """Run one already-checked float32 batch; return float32 logits."""
+        """Run one already-checked float32 batch; return float32 scores (logits)."""
+        return self._scores(self._run_prepared(self.prepare(images)))
+
+    def _run_prepared(self, x):
+        """The raw output for a prepared batch: ``run_raw`` under ``_lock`` when there is one. A runtime with a
+        fixed batch size overrides it to feed the batch in pieces (TFLM: one image at a time)."""
+        if self._lock is None:
+            return self.run_raw(x)
+        with self._lock:
+            return self.run_raw(x)
+
+    def _scores(self, raw) -> np.ndarray:
+        """A raw output -> float32 scores: dequantized with the output tensor's own scale and zero point."""
+        spec = self.output_spec
+        if spec.scale is not None:
+            return dequantize(raw, spec.scale, spec.zero_point)
+        return np.asarray(raw, dtype=np.float32)
 
     def check_input(self, images: np.ndarray) -> None:
         if not isinstance(images, np.ndarray):
@@ -100,6 +129,27 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+class Sample(Protocol):
+    """``ParityHooks.sample``: the sorted indices of the ``n`` test images it runs under ``cfg`` (None: all)."""
+
+    def __call__(self, cfg: Any, n: int, /) -> np.ndarray | None: ...
+
+
+class TwinResult(Protocol):
+    """``ParityHooks.twin_result``: (metrics, [Verdict]) from the twins' per-image agreement ``same`` (bool per
+    image run), their largest score difference, the ``sample`` run (None: all ``n`` test images) and ``cfg``."""
+
+    def __call__(self, same: np.ndarray, max_abs_diff: float, sample: np.ndarray | None, n: int, cfg: Any,
+                 /) -> tuple[dict, list]: ...
+
+
+class Describe(Protocol):
+    """``ParityHooks.describe``: a sentence for parity.md on what twin_result measured for the variant ``name``
+    (its ``metrics``; ``scores``: what the outputs are called), or None."""
+
+    def __call__(self, name: str, metrics: dict, scores: str, /) -> str | None: ...
+
+
 @dataclass(frozen=True)
 class ParityHooks:
     """What parity does differently for a runtime, declared next to it (TFLM's sample, twin and gate);
@@ -115,8 +165,8 @@ class ParityHooks:
     - ``describe(name, metrics, scores)``: a sentence for parity.md on what twin_result measured (None: nothing).
     """
 
-    sample: Callable[[object, int], np.ndarray | None] = lambda cfg, n: None
+    sample: Sample = lambda cfg, n: None
     twin: Callable[[Runner], Runner] | None = None
-    twin_result: Callable[..., tuple[dict, list]] | None = None
+    twin_result: TwinResult | None = None
     gate_names: tuple[str, ...] = ()
-    describe: Callable[[str, dict, str], str | None] | None = None
+    describe: Describe | None = None

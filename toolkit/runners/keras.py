@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import DataError, UsageError, first_line, whole_message
-from toolkit.runners import Runtime, register
+from toolkit.runners import RUNTIMES, Runtime
 from toolkit.runners.base import Runner, TensorSpec
 
 
@@ -99,9 +99,6 @@ class KerasRunner(Runner):
     def bench_fields(self) -> dict:
         return {"graph": "tf.function (not model.predict)"}
 
-    def _infer(self, images: np.ndarray) -> np.ndarray:
-        return self.run_raw(images).astype(np.float32, copy=False)
-
 
 def _tf_reason(device: str) -> str | None:
     import importlib.util
@@ -131,7 +128,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Ker
     return KerasRunner.load(path, device=device)
 
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="tensorflow",
     linestyle=(0, (8, 2, 1, 2)),
     formats=("keras",),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import DataError, DeviceUnavailableError
-from toolkit.runners import Runtime, register
+from toolkit.runners import RUNTIMES, Runtime
 from toolkit.runners.base import Runner, TensorSpec
 
 
@@ -189,9 +189,6 @@ class KerasJaxRunner(Runner):
     def run_raw(self, x) -> np.ndarray:
         return self._impl.run_raw(x)
 
-    def _infer(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self.run_raw(self.prepare(images)), dtype=np.float32)
-
     @property
     def providers(self) -> list[str]:
         return [f"jax {self._impl.described}"]
@@ -232,7 +229,7 @@ def _open_tf32(path: Path, *, device: str = "cuda", threads: int | None = None) 
     return KerasJaxRunner.load(path, device=device, precision="default")
 
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="keras-jax",
     formats=("keras",),
     devices=("cpu", "cuda"),
@@ -245,7 +242,7 @@ register(Runtime(
     linestyle=(0, (4, 1, 1, 1)),
 ))
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="keras-jax-tf32",
     formats=("keras",),
     devices=("cuda",),

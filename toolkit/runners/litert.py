@@ -5,7 +5,7 @@ by path, the interpreter can crash the whole process. We also check the FlatBuff
 identifier ("TFL3" at offset 4) before handing the bytes over.
 
 The interpreter is not thread-safe: one runner instance must be used from one thread at a
-time (``infer`` holds a lock so a shared instance is still safe, merely serialised).
+time (``infer`` holds ``_lock`` around the call, so a shared instance is still safe, merely serialised).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 
 from toolkit._quiet import quiet_stderr
 from toolkit.errors import DataError
-from toolkit.runners import Runtime, register
-from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
+from toolkit.runners import RUNTIMES, Runtime
+from toolkit.runners.base import Runner, TensorSpec
 
 TFLITE_IDENTIFIER = b"TFL3"
 
@@ -84,10 +84,9 @@ class LiteRTRunner(Runner):
 
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """Float images -> the model's input dtype (quantized with the tensor's own params)."""
-        spec = self.input_spec
-        if spec.scale is not None:
-            return quantize(images, spec.scale, spec.zero_point, np.dtype(spec.dtype))
-        return images.astype(spec.dtype, copy=False)
+        if self.input_spec.scale is None:
+            return images.astype(self.input_spec.dtype, copy=False)
+        return super().prepare(images)
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """One invoke on an input already in the model's dtype; returns the raw output (bench)."""
@@ -95,14 +94,6 @@ class LiteRTRunner(Runner):
         self.interpreter.set_tensor(self._in["index"], x)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._out["index"])
-
-    def _infer(self, images: np.ndarray) -> np.ndarray:
-        with self._lock:
-            raw = self.run_raw(self.prepare(images))
-        spec = self.output_spec
-        if spec.scale is not None:
-            return dequantize(raw, spec.scale, spec.zero_point)
-        return raw.astype(np.float32, copy=False)
 
     @property
     def providers(self) -> list[str]:
@@ -130,7 +121,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None, **kwar
     return LiteRTRunner.load(path, threads=threads, **kwargs)
 
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="litert",
     linestyle="-",
     formats=("tflite",),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from toolkit.runners import Runtime, register
+from toolkit.runners import RUNTIMES, Runtime
 from toolkit.runners.litert import LiteRTRunner
 
 
@@ -14,7 +14,7 @@ def _open(path: Path, *, device: str = "cpu", threads: int | None = None) -> Lit
     return LiteRTRunner.load(path, threads=threads, resolver="BUILTIN_WITHOUT_DEFAULT_DELEGATES")
 
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="litert-builtin",
     linestyle=(0, (1, 1)),
     formats=("tflite",),

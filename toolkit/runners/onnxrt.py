@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import DataError, DeviceUnavailableError, first_line, whole_message
-from toolkit.runners import Runtime, register
+from toolkit.runners import RUNTIMES, Runtime
 from toolkit.runners.base import Runner, TensorSpec
 
 _DTYPES = {
@@ -197,9 +197,6 @@ class OnnxRuntimeRunner(Runner):
         on_gpu = self._providers and self._providers[0] in gpu and not self.cpu_compute_ops()
         return "cuda" if on_gpu else "cpu"
 
-    def _infer(self, images: np.ndarray) -> np.ndarray:
-        return self.run_raw(images).astype(np.float32, copy=False)
-
 
 def _dim(d):
     return d if isinstance(d, int) else None
@@ -247,7 +244,7 @@ def _open_trt(path: Path, *, device: str = "cuda", threads: int | None = None) -
                              threads=threads, strict_device=True)
 
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="onnxruntime",
     linestyle="--",
     formats=("onnx",),
@@ -260,7 +257,7 @@ register(Runtime(
     order=20,
 ))
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="onnxruntime-tf32",
     linestyle=(0, (3, 1)),
     formats=("onnx",),
@@ -274,7 +271,7 @@ register(Runtime(
     order=22,
 ))
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="onnxruntime-trt",
     linestyle=(0, (5, 1)),
     formats=("onnx",),

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import DataError, first_line, whole_message
-from toolkit.runners import Runtime, register
-from toolkit.runners.base import Runner, TensorSpec, dequantize, quantize
+from toolkit.runners import RUNTIMES, Runtime
+from toolkit.runners.base import Runner, TensorSpec
 
 INSTALL_HINT = "install it with `pip install -e '.[openvino]'`"
 _DTYPES = {"f32": "float32", "f16": "float16", "i8": "int8", "u8": "uint8", "i64": "int64"}
@@ -118,22 +118,8 @@ class OpenVINORunner(Runner):
     def load(cls, path: Path, **kwargs) -> OpenVINORunner:
         return cls(Path(path), **kwargs)
 
-    def prepare(self, images: np.ndarray) -> np.ndarray:
-        spec = self.input_spec
-        if spec.scale is not None:
-            return quantize(images, spec.scale, spec.zero_point, np.dtype(spec.dtype))
-        return np.ascontiguousarray(images, dtype=np.float32)
-
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         return self.request.infer({0: x})[self._out]
-
-    def _infer(self, images: np.ndarray) -> np.ndarray:
-        with self._lock:
-            raw = self.run_raw(self.prepare(images))
-        spec = self.output_spec
-        if spec.scale is not None:
-            return dequantize(raw, spec.scale, spec.zero_point)
-        return np.asarray(raw, dtype=np.float32)
 
     @property
     def providers(self) -> list[str]:
@@ -168,7 +154,7 @@ def _open_bf16(path: Path, *, device: str = "cpu", threads: int | None = None) -
 FORMATS = ("openvino", "onnx", "tflite")
 OTHER_DEVICES = "the openvino wheel's GPU plugin is for Intel GPUs, not CUDA"
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="openvino",
     linestyle="-.",
     formats=FORMATS,
@@ -182,7 +168,7 @@ register(Runtime(
     order=50,
 ))
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="openvino-bf16",
     linestyle=(0, (3, 1, 1, 1, 1, 1)),
     formats=FORMATS,

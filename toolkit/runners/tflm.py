@@ -14,8 +14,8 @@ import numpy as np
 
 from toolkit import tflm as micro
 from toolkit.errors import DataError
-from toolkit.runners import Runtime, register
-from toolkit.runners.base import ParityHooks, Runner, TensorSpec, dequantize, quantize
+from toolkit.runners import RUNTIMES, Runtime
+from toolkit.runners.base import ParityHooks, Runner, TensorSpec
 
 
 def _spec(detail: dict, name: str) -> TensorSpec:
@@ -54,24 +54,17 @@ class TFLMRunner(Runner):
             raise DataError(f"cannot read {path} as C source: {exc}") from None
         return cls(micro.parse_c_array(text), path=path)
 
-    def prepare(self, images: np.ndarray) -> np.ndarray:
-        s = self.input_spec
-        return quantize(images, s.scale, s.zero_point, np.dtype(s.dtype))
-
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """One image (batch of 1) already in the model's dtype."""
         self.interpreter.set_input(x, 0)
         self.interpreter.invoke()
         return self.interpreter.get_output(0)
 
-    def _infer(self, images: np.ndarray) -> np.ndarray:
+    def _run_prepared(self, q: np.ndarray) -> np.ndarray:
         # TFLM models have a fixed batch of one (the shared input check ignores the batch
         # dimension): feed the images one by one.
-        q = self.prepare(images)
         with self._lock:
-            raw = np.concatenate([self.run_raw(q[i : i + 1]) for i in range(len(q))])
-        s = self.output_spec
-        return dequantize(raw, s.scale, s.zero_point)
+            return np.concatenate([self.run_raw(q[i : i + 1]) for i in range(len(q))])
 
     @property
     def providers(self) -> list[str]:
@@ -127,7 +120,7 @@ def _describe(name: str, m: dict, scores: str) -> str | None:
             f"max abs {scores} difference {m['max_abs_logit_diff_vs_litert']:.3g}).")
 
 
-register(Runtime(
+RUNTIMES.register(Runtime(
     name="tflm",
     linestyle=(0, (1, 2)),
     formats=("tflite-micro",),

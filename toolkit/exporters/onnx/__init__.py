@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
 from toolkit.errors import ConversionError, first_line, whole_message
-from toolkit.exporters import ExportContext, Format, op_check, plain_companion, register, register_format
+from toolkit.exporters import FORMATS, ExportContext, Format, op_check, plain_companion, register
 from toolkit.model import INPUT_NAME, OUTPUT_NAME
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -173,7 +173,7 @@ def float_onnx(ctx: ExportContext) -> Path:
     return ctx._float_onnx
 
 
-FORMAT = register_format(Format(
+FORMAT = FORMATS.register(Format(
     "onnx", "ONNX through tf2onnx: float32, and int8 QDQ from onnxruntime's quantize_static", order=20,
     control="toolkit.exporters.onnx.control", diagnose="toolkit.exporters.onnx.diagnose"))
 

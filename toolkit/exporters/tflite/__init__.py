@@ -20,7 +20,7 @@ import numpy as np
 
 from toolkit.artifacts import atomic_write_bytes
 from toolkit.errors import ConversionError, DataError, first_line, message_lines, whole_message
-from toolkit.exporters import ExportContext, Format, op_check, plain_companion, register, register_format
+from toolkit.exporters import FORMATS, ExportContext, Format, op_check, plain_companion, register
 
 _OP_PATTERNS = (
     re.compile(r"failed to legalize operation '([\w.]+)'"),
@@ -313,7 +313,7 @@ def _footprint(entry: dict, path: Path) -> dict:
     return row
 
 
-FORMAT = register_format(Format(
+FORMAT = FORMATS.register(Format(
     "tflite", "LiteRT flatbuffers from the TFLite converter: float32, fp16, dynamic-range and full-integer int8",
     order=10, lists_ops=True, footprint=_footprint, control="toolkit.exporters.tflite.control",
     diagnose="toolkit.exporters.tflite.diagnose"))
