@@ -22,11 +22,46 @@ candidates' validation figures go to the manifest.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-ESTIMATORS = ("minmax", "mean-minmax", "tail-aware")
 TAIL_RATIO = 4.0
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """A range estimator as data (NNCF's statistic and aggregator): the statistic is each image's minimum and
+    maximum; ``reduce`` aggregates them over the images ("extreme": the global min/max; "mean": their mean),
+    on every tensor, or with ``tails_only`` only on a side with a long tail (the global extreme elsewhere)."""
+
+    name: str
+    reduce: str
+    tails_only: bool = False
+
+    def side(self, values: np.ndarray) -> float:
+        """One side's bound from its per-image extremes, oriented so that larger is further out."""
+        if self.reduce == "extreme" or (self.tails_only and not _tail(values)):
+            return float(values.max())
+        return float(values.mean())
+
+
+ESTIMATOR_SPECS = (Estimator("minmax", "extreme"), Estimator("mean-minmax", "mean"),
+                   Estimator("tail-aware", "mean", tails_only=True))
+ESTIMATORS = tuple(e.name for e in ESTIMATOR_SPECS)
+# calibrators a runtime's own quantizer brings, and the only format that has them
+RUNTIME_CALIBRATORS = {"entropy": "onnx", "percentile": "onnx"}
+# every valid --calibration-method: the one list the CLI, the configs and the formats read
+METHODS = ("auto", *ESTIMATORS, *RUNTIME_CALIBRATORS)
+
+
+def method_for(fmt: str, method: str) -> tuple[str, str | None]:
+    """(the calibration method format ``fmt`` uses when ``method`` is asked, a note when that is another one)."""
+    owner = RUNTIME_CALIBRATORS.get(method)
+    if owner is None or owner == fmt:
+        return method, None
+    return "minmax", (f"--calibration-method {method} is onnxruntime's calibrator ({owner} only): {fmt} is "
+                      "calibrated with minmax")
 
 
 class Stats:
@@ -51,20 +86,13 @@ class Stats:
 
     def ranges(self, estimator: str) -> dict[str, tuple[float, float]]:
         """{tensor: (low, high)} by ``estimator``; every range contains 0 (an int8 zero point must exist)."""
-        if estimator not in ESTIMATORS:
+        spec = next((e for e in ESTIMATOR_SPECS if e.name == estimator), None)
+        if spec is None:
             raise ValueError(f"unknown range estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
         out = {}
         for name in self.mins:
             mins, maxs = np.asarray(self.mins[name]), np.asarray(self.maxs[name])
-            lo_global, hi_global = float(mins.min()), float(maxs.max())
-            lo_mean, hi_mean = float(mins.mean()), float(maxs.mean())
-            if estimator == "minmax":
-                lo, hi = lo_global, hi_global
-            elif estimator == "mean-minmax":
-                lo, hi = lo_mean, hi_mean
-            else:
-                lo = lo_mean if _tail(-mins) else lo_global
-                hi = hi_mean if _tail(maxs) else hi_global
+            lo, hi = -spec.side(-mins), spec.side(maxs)
             out[name] = (min(lo, 0.0), max(hi, 0.0))
         return out
 

@@ -257,7 +257,7 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
     from toolkit.config import ExportConfig
 
     d = ExportConfig()
-    from toolkit import exporters
+    from toolkit import exporters, ranges
 
     p.add_argument("--format", nargs="+", default=["all"], choices=(*exporters.formats(), "all"), metavar="FORMAT",
                    help=exporters.format_help())
@@ -267,7 +267,7 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                    help="training images used to calibrate int8 variants, a fixed-seed sample; all of them "
                    "when the training split is smaller (default: %(default)s)")
     p.add_argument("--calibration-method", default=d.calibration_method,
-                   choices=("auto", "minmax", "mean-minmax", "tail-aware", "entropy", "percentile"),
+                   choices=ranges.METHODS,
                    help="how each activation's int8 range is set from the calibration images: minmax (the global "
                    "min/max), mean-minmax (the mean of each image's min/max: rare outliers clipped, NNCF's "
                    "default), tail-aware (mean-minmax only for tensors whose max is over 4x the median "

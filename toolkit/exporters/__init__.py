@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from toolkit.errors import UsageError
 from toolkit.plugins import Registry
@@ -245,10 +245,15 @@ def plain_companion(path: Path, plain: bytes) -> dict:
     return {"path": plain_path.name, "bytes": len(plain), "sha256": sha256_bytes(plain), "role": "plain-int8"}
 
 
+S = TypeVar("S")
+
+
 @dataclass
 class ExportContext:
-    """What exporters share: the model, calibration data and a scratch directory. Conversions
-    are made once and shared by the variants that need them (failures too: ``failures``)."""
+    """What every format needs: the model, calibration data and a scratch directory; conversions made once
+    and shared by the variants that need them (failures too: ``failures``). What one format keeps for itself
+    (its converted bytes, its range statistics, its accuracy-control graph) is its own typed state, asked for
+    with ``ctx.state(ItsState)``: no field here that only one format uses, no string-keyed cache."""
 
     model: object  # keras.Model
     model_path: Path
@@ -256,20 +261,33 @@ class ExportContext:
     calibration_images: object  # float32 (N, *model input shape), preprocessed as the manifest says
     calibration_method: str
     opset: int
-    _saved_model: Path | None = None
-    _float_onnx: Path | None = None
-    tflite_bytes: dict = field(default_factory=dict)  # quantization mode -> converted model
-    openvino_model: object = None  # ov.Model, converted once
+    _saved_model: Path | None = None  # what the TFLite, ONNX and OpenVINO conversions read
     failures: dict = field(default_factory=dict)  # conversion key -> ConversionError
     timings: dict = field(default_factory=dict)  # conversion key -> seconds it took
     _charged: set = field(default_factory=set)
     # accuracy-controlled int8 (toolkit/accuracy_control.py): settings, the validation split
-    # (loaded on first use), per-format caches and the results shared by variants
+    # (loaded on first use) and the results shared by variants (tflite-int8 and tflite-micro: the same bytes)
     control: object = None  # ControlSettings or None
     validation: object = None  # () -> accuracy_control.Validation
     log: object = print  # (str) -> None: progress lines
-    control_cache: dict = field(default_factory=dict)
     control_results: dict = field(default_factory=dict)
+    _states: dict = field(default_factory=dict)  # a format's state class -> its instance for this export
+
+    def state(self, kind: type[S]) -> S:
+        """A format's own state for this export (a dataclass with defaults, defined beside its format), made
+        on first use."""
+        if kind not in self._states:
+            self._states[kind] = kind()
+        return self._states[kind]
+
+    def derived(self, **changes) -> ExportContext:
+        """A context for another model (fine-tuning's): the same settings and data, none of the conversions,
+        failures, timings or states of this one."""
+        import dataclasses
+
+        fresh = {f.name: f.default_factory() for f in dataclasses.fields(self) if f.default_factory
+                 is not dataclasses.MISSING}
+        return dataclasses.replace(self, _saved_model=None, **fresh, **changes)
 
     def charge(self, key: str) -> float:
         """The seconds of a shared conversion, counted once: for the first variant that uses it

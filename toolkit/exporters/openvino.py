@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import ConversionError, first_line, whole_message
@@ -49,11 +50,19 @@ def normalize(model) -> None:
         op.set_friendly_name(new)
 
 
+@dataclass
+class OpenVinoState:
+    """What the OpenVINO format keeps per export (ExportContext.state)."""
+
+    model: object = None  # ov.Model, converted once (openvino and openvino-fp16 save it)
+
+
 def convert(ctx: ExportContext):
     """The ov.Model, converted once per export (failures too)."""
     if "openvino" in ctx.failures:
         raise ctx.failures["openvino"]
-    if ctx.openvino_model is None:
+    state = ctx.state(OpenVinoState)
+    if state.model is None:
         import openvino as ov
 
         from toolkit.artifacts import as_write_error
@@ -71,8 +80,8 @@ def convert(ctx: ExportContext):
                 f"{first_line(exc)}", detail=whole_message(exc))
             raise ctx.failures["openvino"] from None
         ctx.timings["openvino"] = time.perf_counter() - start
-        ctx.openvino_model = model
-    return ctx.openvino_model
+        state.model = model
+    return state.model
 
 
 FORMAT = FORMATS.register(Format(

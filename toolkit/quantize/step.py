@@ -5,8 +5,6 @@ the user's own model."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 
@@ -68,7 +66,4 @@ def fine_tuned_context(cfg, ctx, data, prep, info, generation):
     )
     workdir = ctx.workdir / "finetuned"
     workdir.mkdir()
-    derived = dataclasses.replace(
-        ctx, model=model, model_path=path, workdir=workdir, _saved_model=None, _float_onnx=None, tflite_bytes={},
-        openvino_model=None, failures={}, timings={}, _charged=set(), control_cache={}, control_results={})
-    return derived, record
+    return ctx.derived(model=model, model_path=path, workdir=workdir), record

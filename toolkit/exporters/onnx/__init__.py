@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,6 @@ from toolkit.artifacts import atomic_write_bytes
 from toolkit.errors import ConversionError, first_line, whole_message
 from toolkit.exporters import FORMATS, ExportContext, Format, op_check, plain_companion, register
 from toolkit.model import INPUT_NAME, OUTPUT_NAME
-
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
 
 _COUNTER = re.compile(r"__\d+")  # tf2onnx's process-wide counter: Transpose__34, const_axes__25
 _SCOPE_SUFFIX = re.compile(r"_\d+(?=/|:|$)")  # Keras' per-process name scopes: seed_cnn_1/conv1_1/...
@@ -127,11 +125,27 @@ class _UnsupportedOps(logging.Handler):
             self.ops.append(match.group(1))
 
 
+@dataclass
+class OnnxState:
+    """What the ONNX format keeps per export (ExportContext.state): its float file, the pre-processed graph the
+    quantizer reads, per-image range statistics, the range estimator chosen, the accuracy search's layers and
+    the float model's activations on the images the search measures (by images_key)."""
+
+    float_onnx: Path | None = None
+    float_graph: tuple | None = None  # (onnx.ModelProto, float tensor names, initializer names)
+    affine: list | None = None
+    range_stats: object = None  # toolkit.ranges.Stats
+    estimator: str | None = None
+    control_graph: list | None = None
+    float_activations: dict = field(default_factory=dict)
+
+
 def float_onnx(ctx: ExportContext) -> Path:
     """Convert once; the int8 variant quantizes this file."""
     if "onnx" in ctx.failures:
         raise ctx.failures["onnx"]
-    if ctx._float_onnx is None:
+    state = ctx.state(OnnxState)
+    if state.float_onnx is None:
         from toolkit._quiet import quiet_stderr, tf
 
         tf = tf()
@@ -169,8 +183,8 @@ def float_onnx(ctx: ExportContext) -> Path:
         proto.producer_name = "toolkit (tf2onnx)"
         path = ctx.workdir / "float.onnx"
         atomic_write_bytes(path, proto.SerializeToString())
-        ctx._float_onnx = path
-    return ctx._float_onnx
+        state.float_onnx = path
+    return state.float_onnx
 
 
 FORMAT = FORMATS.register(Format(
@@ -205,15 +219,15 @@ def _preprocessed(ctx: ExportContext) -> Path:
 def _float_graph(ctx: ExportContext):
     """The pre-processed float model, its float tensors and its initializer names: read once per export
     (the range statistics, the affine rule and the accuracy search all look at it)."""
-    cache = ctx.control_cache.setdefault("onnx", {})
-    if "float_graph" not in cache:
+    state = ctx.state(OnnxState)
+    if state.float_graph is None:
         import onnx
 
         model = onnx.load(str(_preprocessed(ctx)))
         floats = {v.name for v in [*model.graph.value_info, *model.graph.output, *model.graph.input]
                   if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-        cache["float_graph"] = (model, floats, {i.name for i in model.graph.initializer})
-    return cache["float_graph"]
+        state.float_graph = (model, floats, {i.name for i in model.graph.initializer})
+    return state.float_graph
 
 
 _ELEMENTWISE = ("Add", "Sub", "Mul", "Div")
@@ -225,13 +239,13 @@ def _affine_arithmetic(ctx: ExportContext) -> list[str]:
     int8 "weights" their constants share one scale, and the small ones (the 1/std of ordinary pixels
     beside rarely inked ones) round to a step or two. What they feed is still quantized where a
     quantized layer reads it."""
-    cache = ctx.control_cache.setdefault("onnx", {})
-    if "affine" not in cache:
+    state = ctx.state(OnnxState)
+    if state.affine is None:
         model, _, _ = _float_graph(ctx)
         sizes = {i.name: int(np.prod(i.dims)) if i.dims else 1 for i in model.graph.initializer}
-        cache["affine"] = [n.name for n in model.graph.node if n.op_type in _ELEMENTWISE
-                           and any(sizes.get(i, 0) > 1 for i in n.input)]
-    return cache["affine"]
+        state.affine = [n.name for n in model.graph.node if n.op_type in _ELEMENTWISE
+                        and any(sizes.get(i, 0) > 1 for i in n.input)]
+    return state.affine
 
 
 # Why 7-bit weights (onnxruntime's reduce_range, its advice for x86 CPUs without VNNI): its int8 kernels on
@@ -248,8 +262,8 @@ REDUCE_RANGE = True
 def _range_stats(ctx: ExportContext):
     """Each float activation tensor's min and max on each calibration image (the graph input and every
     node output of the pre-processed float model), computed once per export."""
-    cache = ctx.control_cache.setdefault("onnx", {})
-    if "range_stats" not in cache:
+    state = ctx.state(OnnxState)
+    if state.range_stats is None:
         import onnx
         import onnxruntime as ort
 
@@ -274,14 +288,14 @@ def _range_stats(ctx: ExportContext):
             stats.add(INPUT_NAME, batch, batched=True)
             for name, values in zip(names, session.run(names, {INPUT_NAME: batch}), strict=True):
                 stats.add(name, values, batched=True)
-        cache["range_stats"] = stats
-    return cache["range_stats"]
+        state.range_stats = stats
+    return state.range_stats
 
 
 def _estimator(ctx: ExportContext) -> str | None:
     """The range estimator (toolkit/ranges.py) the current build uses, or None for onnxruntime's own
     calibration (minmax, entropy, percentile)."""
-    chosen = ctx.control_cache.setdefault("onnx", {}).get("estimator")
+    chosen = ctx.state(OnnxState).estimator
     return None if chosen in (None, "minmax") else chosen
 
 
@@ -376,7 +390,7 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
         _quantize(ctx, tmp, estimator=name or "minmax")
         candidates[name or method] = tmp.read_bytes()
     chosen, choice = ranges.pick(ctx, candidates, _control_predict, "onnx-int8", stats)
-    ctx.control_cache.setdefault("onnx", {})["estimator"] = chosen  # the search builds on the same ranges
+    ctx.state(OnnxState).estimator = chosen  # the search builds on the same ranges
     plain = candidates[chosen]
     out = {
         "opset": ctx.opset,
@@ -412,13 +426,13 @@ def _opset(content: bytes) -> int:
 
 
 def _control_graph(ctx: ExportContext) -> list[tuple]:
-    cache = ctx.control_cache.setdefault("onnx", {})
-    if "graph" not in cache:
+    state = ctx.state(OnnxState)
+    if state.control_graph is None:
         model, floats, inits = _float_graph(ctx)
-        cache["graph"] = [(n.name, n.op_type, [i for i in n.input if i in floats and i not in inits], n.output[0])
-                          for n in model.graph.node
-                          if n.op_type not in _NOT_LAYERS and n.output and n.output[0] in floats]
-    return cache["graph"]
+        state.control_graph = [(n.name, n.op_type, [i for i in n.input if i in floats and i not in inits],
+                                n.output[0]) for n in model.graph.node
+                               if n.op_type not in _NOT_LAYERS and n.output and n.output[0] in floats]
+    return state.control_graph
 
 
 def _runner(content: bytes, threads: int | None = None):

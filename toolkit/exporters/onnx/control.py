@@ -9,6 +9,7 @@ import numpy as np
 
 from toolkit.exporters import ExportContext
 from toolkit.exporters.onnx import (
+    OnnxState,
     _control_graph,
     _control_predict,
     _preprocessed,
@@ -84,9 +85,9 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
 
     import tempfile
 
-    cache = ctx.control_cache.setdefault("onnx", {})
+    cache = ctx.state(OnnxState).float_activations
     with tempfile.TemporaryDirectory(prefix="toolkit-control-") as tmp:
-        key = ("float_activations", images_key(images))  # the float model's: the same at every step
+        key = images_key(images)  # the float model's activations: the same at every step
         if key not in cache:
             aug_float = f"{tmp}/float.aug.onnx"
             qdq.modify_model_output_intermediate_tensors(str(_preprocessed(ctx)), aug_float)

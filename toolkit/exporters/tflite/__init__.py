@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,14 +61,33 @@ def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     return _converted(ctx, mode)
 
 
+@dataclass
+class TfliteState:
+    """What the TFLite format keeps per export (ExportContext.state): each conversion's bytes by what was
+    converted, the SavedModel the int8 conversion reads and the Normalization layers it rewrote, per-image range
+    statistics by the calibrated model they were measured on, and the accuracy search's float graph, its
+    ai-edge-quantizer calibration and the float activations on the images it measures (by images_key)."""
+
+    converted: dict = field(default_factory=dict)  # conversion key -> (bytes, manifest extras)
+    int8_saved_model: Path | None = None
+    int8_rewrites: list | None = None
+    range_stats: dict = field(default_factory=dict)  # sha256 of the calibrated model -> toolkit.ranges.Stats
+    range_stats_last: object = None  # the statistics of the latest calibration (what `auto` decides on)
+    control_graph: list | None = None  # (name, op, float inputs, output) per float activation layer
+    signature: tuple | None = None  # (signature key, input name) of the float model the search quantizes
+    qsv: object = None  # ai-edge-quantizer's calibration of that model
+    float_activations: dict = field(default_factory=dict)
+
+
 def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax", int8_graph: bool = False) -> tuple[bytes, dict]:
     key = f"tflite-{mode}" if mode != "int8" or estimator == "minmax" else f"tflite-int8:{estimator}"
     if int8_graph and mode != "int8":
         key += ":int8-graph"
     if key in ctx.failures:
         raise ctx.failures[key]
-    if key in ctx.tflite_bytes:
-        return ctx.tflite_bytes[key]
+    converted = ctx.state(TfliteState).converted
+    if key in converted:
+        return converted[key]
     from toolkit._quiet import quiet_stderr, tf
 
     tf = tf()
@@ -114,7 +134,7 @@ def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax", int8_gr
         ctx.failures[key] = conversion_error(exc, mode)
         raise ctx.failures[key] from None
     ctx.timings[key] = ctx.timings.get(key, 0.0) + time.perf_counter() - start
-    ctx.tflite_bytes[key] = (content, extra)
+    converted[key] = (content, extra)
     return content, extra
 
 
@@ -129,20 +149,20 @@ def _int8_saved_model(ctx: ExportContext) -> Path:
     are the same in float; in int8 a depthwise kernel is quantized per channel, where the converter gives
     a Mul's constant one scale for all and rounds the small ones to a step or two. (ONNX leaves such
     arithmetic in float instead: toolkit/exporters/onnx/.)"""
-    cache = ctx.control_cache.setdefault("tflite", {})
-    if "int8_saved_model" in cache:
-        return cache["int8_saved_model"]
+    state = ctx.state(TfliteState)
+    if state.int8_saved_model is not None:
+        return state.int8_saved_model
     rewritten = _affine_as_depthwise(ctx.model)
     if rewritten is None:
-        cache["int8_saved_model"], cache["int8_rewrites"] = ctx.saved_model(), []
-        return cache["int8_saved_model"]
+        state.int8_saved_model, state.int8_rewrites = ctx.saved_model(), []
+        return state.int8_saved_model
     model, names = rewritten
     from toolkit._quiet import quiet_stderr
 
     path = ctx.workdir / "saved_model_int8"
     with quiet_stderr():
         model.export(str(path), format="tf_saved_model", verbose=False)
-    cache["int8_saved_model"], cache["int8_rewrites"] = path, names
+    state.int8_saved_model, state.int8_rewrites = path, names
     return path
 
 
@@ -192,27 +212,31 @@ def _affine_as_depthwise(model):
 def _int8(ctx: ExportContext) -> tuple[bytes, dict]:
     """The plain int8 model: each range estimator the calibration method asks for, the one that agrees
     best with Keras on the validation split kept (minmax alone when the data has no validation split)."""
-    if "tflite-int8" in ctx.tflite_bytes and "tflite-int8:chosen" in ctx.tflite_bytes:
-        return ctx.tflite_bytes["tflite-int8:chosen"]
+    state = ctx.state(TfliteState)
+    if "tflite-int8" in state.converted and "tflite-int8:chosen" in state.converted:
+        return state.converted["tflite-int8:chosen"]
     from toolkit import ranges
 
-    method = ctx.calibration_method if ctx.calibration_method in (*ranges.ESTIMATORS, "auto") else "minmax"
+    method, note = ranges.method_for("tflite", ctx.calibration_method)
+    if note:
+        ctx.log(f"  note: {note}")
     start = time.perf_counter()
     candidates = {"minmax": _converted(ctx, "int8", "minmax")[0]}  # its calibration measures every tensor
-    stats = ctx.control_cache.get("tflite-range-stats-last")
+    stats = state.range_stats_last
     names = ranges.estimators_for(method, stats)
     candidates.update({name: _converted(ctx, "int8", name)[0] for name in names if name != "minmax"})
     candidates = {name: candidates[name] for name in names}
     chosen, record = ranges.pick(ctx, candidates, _control_predict, "tflite-int8", stats)
     content, extra = _converted(ctx, "int8", chosen)
-    extra = {**extra, "calibration": {**extra["calibration"], **record}}
-    rewrites = ctx.control_cache.get("tflite", {}).get("int8_rewrites")
+    extra = {**extra, "calibration": {**extra["calibration"], **record,
+                                      **({"asked": ctx.calibration_method, "note": note} if note else {})}}
+    rewrites = state.int8_rewrites
     if rewrites:
         extra["int8_graph"] = {"normalization_as_depthwise_conv": rewrites,
                                "why": f"per-channel scales spanning over {AFFINE_SPAN:g}x: a depthwise kernel is "
                                       "quantized per channel, a Mul's constant with one scale"}
     ctx.timings["tflite-int8"] = time.perf_counter() - start
-    ctx.tflite_bytes["tflite-int8"] = ctx.tflite_bytes["tflite-int8:chosen"] = (content, extra)
+    state.converted["tflite-int8"] = state.converted["tflite-int8:chosen"] = (content, extra)
     return content, extra
 
 
@@ -220,7 +244,13 @@ class _ranges_in_calibration:
     """While the converter runs: its calibration's min/max per activation tensor (the global min/max of
     the representative images) replaced by ``estimator``'s ranges, measured per image on the same
     calibrated model. For minmax the converter's own ranges are kept (the per-image figures are measured
-    all the same: whether any tensor has a long tail decides whether other estimators are tried)."""
+    all the same: whether any tensor has a long tail decides whether other estimators are tried).
+
+    Why a patched method: the converter has no public hook between calibration and quantization. Its
+    public options take a representative dataset and compute min/max themselves; the only ways in are
+    private (``_experimental_calibrate_only`` plus ``convert.mlir_quantize``, what LiteRT's own
+    QuantizationDebugger uses) or this one. The patch is undone on exit, and a converter that changes
+    the method fails the op check and the estimator tests rather than quietly ignoring the ranges."""
 
     def __init__(self, ctx: ExportContext, estimator: str):
         self.ctx, self.estimator = ctx, estimator
@@ -255,14 +285,14 @@ def _set_ranges(ctx: ExportContext, calibrated: bytes, estimator: str) -> bytes:
                           and len(t.quantization.min) == 1]
     import hashlib
 
-    key = ("tflite-range-stats", hashlib.sha256(calibrated).hexdigest())
-    cache = ctx.control_cache
-    if key not in cache:
-        cache[key] = _per_image_stats(bytes(calibrated), calibrated_tensors, ctx.calibration_images)
-    cache["tflite-range-stats-last"] = cache[key]
+    key = hashlib.sha256(calibrated).hexdigest()
+    state = ctx.state(TfliteState)
+    if key not in state.range_stats:
+        state.range_stats[key] = _per_image_stats(bytes(calibrated), calibrated_tensors, ctx.calibration_images)
+    state.range_stats_last = state.range_stats[key]
     if estimator == "minmax":
         return calibrated
-    ranges = cache[key].ranges(estimator)
+    ranges = state.range_stats[key].ranges(estimator)
     for i in calibrated_tensors:
         if str(i) in ranges:
             lo, hi = ranges[str(i)]

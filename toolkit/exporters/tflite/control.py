@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from toolkit.exporters import ExportContext
-from toolkit.exporters.tflite import _control_predict, _converted, _int8_saved_model, convert
+from toolkit.exporters.tflite import TfliteState, _control_predict, _converted, _int8_saved_model, convert
 
 
 def _control_float(ctx: ExportContext) -> bytes:
@@ -17,9 +17,11 @@ def _control_float(ctx: ExportContext) -> bytes:
     return _converted(ctx, "none", int8_graph=True)[0]
 
 
-def _float_graph(ctx: ExportContext) -> dict:
-    """The float TFLite model's activation layers: ops with a float32 output, in graph order."""
-    if "graph" not in ctx.control_cache.setdefault("tflite", {}):
+def _float_graph(ctx: ExportContext) -> TfliteState:
+    """The TFLite state with the float model's activation layers (ops with a float32 output, in graph order)
+    and its signature filled in."""
+    state = ctx.state(TfliteState)
+    if state.control_graph is None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         content = _control_float(ctx)
@@ -35,12 +37,12 @@ def _float_graph(ctx: ExportContext) -> dict:
             graph.append((outs[0]["name"], op["op_name"], inputs, outs[0]["name"]))
         sig = it.get_signature_list()
         key = next(iter(sig))
-        ctx.control_cache["tflite"].update(graph=graph, signature=(key, sig[key]["inputs"][0]))
-    return ctx.control_cache["tflite"]
+        state.control_graph, state.signature = graph, (key, sig[key]["inputs"][0])
+    return state
 
 
 def _control_layers(ctx: ExportContext) -> list[dict]:
-    return [{"name": name, "op": op} for name, op, _, _ in _float_graph(ctx)["graph"]]
+    return [{"name": name, "op": op} for name, op, _, _ in _float_graph(ctx).control_graph]
 
 
 def _control_build(ctx: ExportContext, levels: dict) -> bytes:
@@ -55,7 +57,7 @@ def _control_build(ctx: ExportContext, levels: dict) -> bytes:
     from toolkit._quiet import quiet_stderr
     from toolkit.accuracy_control import exact
 
-    cache = _float_graph(ctx)
+    state = _float_graph(ctx)
     content = _control_float(ctx)
     with quiet_stderr():
         q = quantizer.Quantizer(content)
@@ -66,12 +68,12 @@ def _control_build(ctx: ExportContext, levels: dict) -> bytes:
             elif level == "float":
                 q.update_quantization_recipe(exact(layer), qtyping.TFLOperationName.ALL_SUPPORTED, None,
                                              algorithm_key="no_quantize")
-        if "qsv" not in cache:  # min/max of every tensor: the same whatever the recipe
-            key, name = cache["signature"]
+        if state.qsv is None:  # min/max of every tensor: the same whatever the recipe
+            key, name = state.signature
             images = ctx.calibration_images
             data = {key: [{name: images[i : i + 1].astype(np.float32)} for i in range(len(images))]}
-            cache["qsv"] = q.calibrate(data, num_threads=1)
-        result = q.quantize(cache["qsv"], enable_progress_report=False, enable_progress_bar=False)
+            state.qsv = q.calibrate(data, num_threads=1)
+        result = q.quantize(state.qsv, enable_progress_report=False, enable_progress_bar=False)
     return inline_buffers(bytes(result.quantized_model))
 
 
@@ -142,11 +144,11 @@ def _all_tensors(content: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
 def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
     from toolkit.accuracy_control import images_key, sqnr_db
 
-    cache = _float_graph(ctx)
-    key = ("float_activations", images_key(images))  # the float model's: the same at every step
-    if key not in cache:
-        cache[key] = _all_tensors(_control_float(ctx), images)
-    graph, reference = cache["graph"], cache[key]
+    state = _float_graph(ctx)
+    key = images_key(images)  # the float model's activations: the same at every step
+    if key not in state.float_activations:
+        state.float_activations[key] = _all_tensors(_control_float(ctx), images)
+    graph, reference = state.control_graph, state.float_activations[key]
     quantized = _all_tensors(content, images)
     sqnr = {name: sqnr_db(value, quantized[name]) for name, value in reference.items()
             if name in quantized and quantized[name].shape == value.shape}
