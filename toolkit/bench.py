@@ -166,13 +166,10 @@ def measure_group(runtime_name: str, path: str, device: str, threads: int, batch
     import psutil
 
     from toolkit import runners
-    from toolkit.errors import ToolkitError, first_line, whole_message
+    from toolkit.errors import failure_record
 
     def failure(stage: str, exc: BaseException, batch: int | None = None) -> dict:
-        reason = first_line(exc, None)
-        return {"stage": stage, **({"batch": batch} if batch is not None else {}),
-                "reason": reason if isinstance(exc, ToolkitError) else f"{type(exc).__name__}: {reason}",
-                "detail": getattr(exc, "detail", None) or whole_message(exc)}
+        return failure_record(stage, exc, **({"batch": batch} if batch is not None else {}))
 
     runtime = runners.get(runtime_name)
     rss_before = psutil.Process().memory_info().rss

@@ -113,12 +113,22 @@ class Gates:
 
 
 @dataclass(frozen=True)
-class ParityConfig:
+class ExportReader:
+    """What every command that reads an export takes: its directory, the data to run it on (the dataset the
+    manifest records unless another is named) and where the reference model is."""
+
     exports: ExportDir = Path("exports")
     data_dir: Path | None = None
     dataset: str | None = None  # None: the dataset recorded in the manifest
     dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
     model: Path | None = None  # the reference model; None: the one the manifest names
+
+    def __post_init__(self):
+        _own_export_dir(self, "exports")
+
+
+@dataclass(frozen=True)
+class ParityConfig(ExportReader):
     variants: tuple[str, ...] = ()
     json_path: Path | None = None
     gates: Gates = field(default_factory=Gates)
@@ -132,17 +142,9 @@ class ParityConfig:
     strict: bool = False  # an inconclusive gate exits 4, not 0
     verbose: bool = True
 
-    def __post_init__(self):
-        _own_export_dir(self, "exports")
-
 
 @dataclass(frozen=True)
-class BenchConfig:
-    exports: ExportDir = Path("exports")
-    data_dir: Path | None = None
-    dataset: str | None = None  # None: the dataset recorded in the manifest
-    dataset_options: tuple = ()  # the source's own options (toolkit/datasets: SourceOption) as (dest, value) pairs
-    model: Path | None = None  # the reference model; None: the one the manifest names
+class BenchConfig(ExportReader):
     variants: tuple[str, ...] = ()  # manifest variants plus "keras" (the reference); () = all
     runtimes: tuple[str, ...] = ()  # () = every runtime that fits a variant
     device: str = "cpu"
@@ -158,9 +160,6 @@ class BenchConfig:
     allow_fallback: bool = False
     plots: bool = True
     verbose: bool = True
-
-    def __post_init__(self):
-        _own_export_dir(self, "exports")
 
 
 def config_json(cfg) -> dict:

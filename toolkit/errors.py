@@ -50,6 +50,16 @@ def whole_message(exc: BaseException | str, limit: int = 4000) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
+def failure_record(stage: str, exc: BaseException, **where) -> dict:
+    """What could not be done, as every command records it (export's ``failed``, parity's and bench's failed
+    rows): where (``where``: variant, format, runtime, batch, ...), the stage, one line of reason (a library's
+    exception keeps its type name) and the whole message as ``detail``."""
+    reason = first_line(exc, None)
+    return {**where, "stage": stage,
+            "reason": reason if isinstance(exc, ToolkitError) else f"{type(exc).__name__}: {reason}",
+            "detail": getattr(exc, "detail", None) or whole_message(exc)}
+
+
 class ToolkitError(Exception):
     """Base class for errors a user can cause. The CLI prints one line, no traceback. ``detail``
     keeps a library's whole message where ``message`` shows one line of it."""

@@ -40,13 +40,14 @@ def _inputs(shape):
     return keras().Input(shape=tuple(shape), name=INPUT_NAME)
 
 
-def build_cnn(dropout: float | None = 0.5, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES):
-    """conv 5x5x32 -> maxpool -> conv 5x5x64 -> maxpool -> dense 1024 -> dropout -> dense K."""
+def build_cnn(dropout: float | None = 0.5, shape=MNIST_SHAPE, classes: int = MNIST_CLASSES, conv2_filters: int = 64):
+    """conv 5x5x32 -> maxpool -> conv 5x5x64 -> maxpool -> dense 1024 -> dropout -> dense K (``conv2_filters``:
+    a wider or narrower second convolution, what benchmarks/gate.py's slower release is)."""
     layers = keras().layers
     inputs = _inputs(shape)
     x = layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1")(inputs)
     x = layers.MaxPooling2D(2, name="pool1")(x)
-    x = layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2")(x)
+    x = layers.Conv2D(conv2_filters, 5, padding="same", activation="relu", name="conv2")(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(1024, activation="relu", name="fc1")(x)

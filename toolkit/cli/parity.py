@@ -119,18 +119,9 @@ def parity_run(args: argparse.Namespace) -> int:
 
     report = run_parity(cfg)
     paths = write_outputs(report, cfg)
-    w = max(15, *(len(name) for name in report.variants))
-    print(f"{'variant':<{w}} {'accuracy':>9} {'diff pts':>9} {'95% CI (pts)':>17} {'agreement':>10} "
-          f"{'disagree':>8} {'McNemar p':>9}  gates")
-    ref = report.reference
-    print(f"{'keras (ref)':<{w}} {ref['accuracy']:>9.2%}")
-    for name, v in report.variants.items():
-        m = v.metrics
-        lo, hi = m["accuracy_diff_ci95_points"]
-        print(f"{name:<{w}} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
-              f"{f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} {m['disagreements']:>8} "
-              f"{m['mcnemar_p']:>9.3g}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}"
-              + (f"  (TFLM, {m['images']} images)" if m.get("images") != len(report.labels) else ""))
+    from toolkit.parity.render import table_lines
+
+    print("\n".join(table_lines(report)))
     print(f"wrote {paths['json']}, {paths['markdown']} and {paths['png']}")
     report.raise_if_failed("parity", paths['markdown'], strict=args.strict)
     report.raise_if_incomplete("parity", paths['markdown'])

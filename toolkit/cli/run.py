@@ -107,20 +107,6 @@ def _run_config(args: argparse.Namespace, settings: dict):
     return cfg
 
 
-def _print_parity_table(report) -> None:
-    """The parity table on stdout: the Keras reference, then each variant's size, accuracy, difference,
-    agreement and verdict."""
-    print(f"{'variant':<15} {'bytes':>10} {'accuracy':>9} {'diff pts':>9} {'agreement':>10}  gates")
-    ref = report.reference
-    print(f"{'keras (ref)':<15} {'':>10} {ref['accuracy']:>9.2%}")
-    for name, v in report.variants.items():
-        m = v.metrics
-        size = schema.model_bytes(m)
-        sample = f"  (TFLM, {m['images']:,} images)" if m["images"] != ref["images"] else ""
-        print(f"{name:<15} {size:>10,} {m['accuracy']:>9.2%} {m['accuracy_diff_points']:>+9.2f} "
-              f"{m['agreement']:>10.2%}  {v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}{sample}")
-
-
 def _summary(exports, result: dict) -> dict:
     """The --json summary: every stage's files, seconds and verdicts."""
     report = result["parity"]
@@ -162,7 +148,9 @@ def run_run(args: argparse.Namespace) -> int:
     settings = _checked_settings(args)
     result = run(_run_config(args, settings))
     print()
-    _print_parity_table(result["parity"])
+    from toolkit.parity.render import table_lines
+
+    print("\n".join(table_lines(result["parity"])))
     from toolkit.export import failure_lines, warning_lines
 
     for line in [*warning_lines(result["manifest"]), *failure_lines(result["manifest"])]:

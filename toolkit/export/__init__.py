@@ -30,8 +30,8 @@ from toolkit.export.variant import (
     VariantFailed,
     build_variant,
     calibration_record,
-    failure_record,
     op_support,
+    variant_failure,
 )
 from toolkit.exportdir import Generation
 from toolkit.exporters import Exporter
@@ -78,7 +78,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 bar.set_postfix_str(exporter.variant)
                 support = support_by_format[exporter.format]
                 if not support["supported"]:
-                    failed.append(failure_record(exporter, "op-check", support["error"]))
+                    failed.append(variant_failure(exporter, "op-check", support["error"]))
                     continue
                 use = ctx
                 if cfg.fine_tune and exporter.quantization == "int8":

@@ -16,6 +16,7 @@ from toolkit.errors import (
     DeviceUnavailableError,
     UsageError,
     WriteError,
+    failure_record,
     first_line,
 )
 from toolkit.export.inputs import Inputs
@@ -64,13 +65,12 @@ def check_against_reference(exporter: Exporter, path: Path, images: np.ndarray, 
     return runner, check
 
 
-def failure_record(exporter: Exporter, stage: str, exc: BaseException) -> dict:
-    failure = {"variant": exporter.variant, "format": exporter.format, "stage": stage, "reason": first_line(exc, None)}
+def variant_failure(exporter: Exporter, stage: str, exc: BaseException) -> dict:
+    """A variant that could not be made, as the manifest's ``failed`` lists it (errors.failure_record, and the
+    ops a converter refused)."""
+    failure = failure_record(stage, exc, variant=exporter.variant, format=exporter.format)
     if isinstance(exc, ConversionError):
         failure["unsupported_ops"] = exc.ops
-    detail = getattr(exc, "detail", None)
-    if detail:
-        failure["detail"] = detail
     return failure
 
 
@@ -108,7 +108,7 @@ def build_variant(exporter: Exporter, ctx: ExportContext, inp: Inputs, generatio
         if isinstance(exc, (WriteError, UsageError, DeviceUnavailableError)):
             raise  # a flag that cannot work, a missing tool: not this variant's failure
         log(f"  {exporter.variant:<15} FAILED to convert: {first_line(exc)}")
-        raise VariantFailed(failure_record(exporter, "convert", exc)) from None
+        raise VariantFailed(variant_failure(exporter, "convert", exc)) from None
     # the conversions the op checks already ran count for the first variant that uses them
     seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
     try:
@@ -116,7 +116,7 @@ def build_variant(exporter: Exporter, ctx: ExportContext, inp: Inputs, generatio
     except DataError as exc:
         log(f"  {exporter.variant:<15} FAILED its check: {first_line(exc)}")
         path.unlink(missing_ok=True)
-        raise VariantFailed(failure_record(exporter, "check", exc)) from None
+        raise VariantFailed(variant_failure(exporter, "check", exc)) from None
     entry = {
         "variant": exporter.variant,
         "format": exporter.format,

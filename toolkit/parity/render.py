@@ -266,3 +266,25 @@ def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
     plot_disagreements(report, exports.parity_png_path)
     return {"json": json_path, "predictions": predictions_path(json_path), "markdown": exports.parity_md_path,
             "png": exports.parity_png_path}
+
+
+def table_lines(report: ParityReport) -> list[str]:
+    """The parity table the commands print (`toolkit parity`, `toolkit run`): the Keras reference, then each
+    variant's deployable size, accuracy, difference with its 95% interval, agreement, disagreements, McNemar's
+    p and verdict (TFLM's sample size where it ran on fewer images)."""
+    w = max(15, *(len(name) for name in report.variants))
+    ref = report.reference
+    lines = [f"{'variant':<{w}} {'bytes':>10} {'accuracy':>9} {'diff pts':>9} {'95% CI (pts)':>17} {'agreement':>10} "
+             f"{'disagree':>8} {'McNemar p':>9}  gates",
+             f"{'keras (ref)':<{w}} {'':>10} {ref['accuracy']:>9.2%}"]
+    for name, v in report.variants.items():
+        m = v.metrics
+        lo, hi = m["accuracy_diff_ci95_points"]
+        size = schema.model_bytes(m)
+        size = f"{size:,}" if size is not None else ""
+        lines.append(f"{name:<{w}} {size:>10} {m['accuracy']:>9.2%} "
+                     f"{m['accuracy_diff_points']:>+9.2f} {f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} "
+                     f"{m['disagreements']:>8} {m['mcnemar_p']:>9.3g}  "
+                     f"{v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}"
+                     + (f"  (TFLM, {m['images']:,} images)" if m.get("images") != len(report.labels) else ""))
+    return lines

@@ -145,12 +145,9 @@ def _plain_companions(exports: ExportDir, entries: list[dict], checks: dict, pat
 def failed_row(key: str, entry: dict, runtime: str, stage: str, exc: BaseException) -> dict:
     """A check that could not be made (the runtime cannot load or run the file), with the runtime's
     whole reason: recorded, shown, and the command exits 7; the other checks go on."""
-    from toolkit.errors import ToolkitError, first_line, whole_message
+    from toolkit.errors import failure_record
 
-    reason = first_line(exc, None)
-    return {"key": key, "variant": entry["variant"], "format": entry["format"], "runtime": runtime, "stage": stage,
-            "reason": reason if isinstance(exc, ToolkitError) else f"{type(exc).__name__}: {reason}",
-            "detail": getattr(exc, "detail", None) or whole_message(exc)}
+    return failure_record(stage, exc, key=key, variant=entry["variant"], format=entry["format"], runtime=runtime)
 
 
 @dataclass

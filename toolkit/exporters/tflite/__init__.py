@@ -185,21 +185,7 @@ def _affine_as_depthwise(model):
             targets[layer.name] = (scale.astype(np.float32), (-mean * scale).astype(np.float32))
     if not targets:
         return None
-
-    class DepthwiseAffine(keras.layers.Layer):
-        """y = x * scale + shift per last-axis channel, as a depthwise 1x1 convolution."""
-
-        def __init__(self, scale, shift, **kwargs):
-            super().__init__(**kwargs)
-            self.kernel = np.asarray(scale).reshape(1, 1, -1, 1)
-            self.shift = np.asarray(shift)
-
-        def call(self, x):
-            shape = keras.ops.shape(x)
-            channels = self.kernel.shape[2]
-            grid = keras.ops.reshape(x, (-1, 1, 1, channels)) if len(x.shape) == 2 else x
-            y = keras.ops.depthwise_conv(grid, self.kernel, strides=1, padding="valid") + self.shift
-            return keras.ops.reshape(y, shape) if len(x.shape) == 2 else y
+    from toolkit.exporters.tflite.layers import DepthwiseAffine
 
     def clone(layer):
         if layer.name in targets:
