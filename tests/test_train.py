@@ -50,7 +50,7 @@ def test_bf16_training_saves_a_float32_model_whose_figures_are_float32(tmp_path,
     from toolkit._quiet import keras
 
     def run(name):
-        return train(TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=2000, precision="bf16",
+        return train(TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=500, precision="bf16",
                                  verbose=False))
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")

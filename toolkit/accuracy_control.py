@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit import schema
 from toolkit.config import Gates
 from toolkit.errors import UsageError
 from toolkit.stats import paired_difference_interval, wilson_interval
@@ -219,15 +220,14 @@ def _match_layers(levels: dict, known: set[str]) -> dict:
     return out
 
 
-def read_recipe(path: Path) -> dict:
-    from toolkit import artifacts
+def read_recipe(path: Path) -> schema.Recipe:
     from toolkit.errors import DataError
 
     try:
-        doc = artifacts.read_json(Path(path))
+        doc = schema.Recipe.read_file(Path(path))
     except DataError as exc:
         raise UsageError(f"--recipe {path}: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != RECIPE_SCHEMA or not isinstance(doc.get("variants"), dict):
+    if not isinstance(doc.raw(), dict) or doc.get("schema") != RECIPE_SCHEMA or not isinstance(doc.get("variants"), dict):
         raise UsageError(f"--recipe {path}: not a toolkit quantization recipe (schema {RECIPE_SCHEMA}, 'variants')")
     return doc
 

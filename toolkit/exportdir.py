@@ -75,6 +75,10 @@ class ExportDir(os.PathLike):
     report_path = property(lambda self: self.root / schema.REPORT)
     labels_path = property(lambda self: self.root / schema.LABELS)
 
+    def npu_compiled_path(self, target: str, variant: str) -> Path:
+        """An NPU compiler's output for one variant and target (``toolkit footprint --npu``)."""
+        return self.root / "npu" / target / f"{variant}_vela.tflite"
+
     def diagnose_path(self, variant: str) -> Path:
         return self.root / f"diagnose-{variant}.json"
 

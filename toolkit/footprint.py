@@ -13,9 +13,17 @@ from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 
 
-def footprint(exports: ExportDir | Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES) -> dict:
+def footprint(exports: ExportDir | Path, devices: tuple[micro.DeviceClass, ...] = micro.DEVICE_CLASSES,
+              npu: tuple[str, ...] = (), log=lambda line: None) -> dict:
+    """The TFLM footprint of each int8 variant and, for each NPU configuration in ``npu`` (toolkit/targets),
+    what its compiler places where and estimates."""
     exports = ExportDir.of(exports)
     with exports.reading() as manifest:  # hold this generation while reading it
+        extra = {}
+        if npu:
+            from toolkit.targets import analyse_export
+
+            extra["npu"] = analyse_export(exports, manifest, list(npu), log)
         rows, known = [], exporters.load_all()
         for entry in manifest["artifacts"]:
             if entry.get("quantization") != "int8":
@@ -39,7 +47,7 @@ def footprint(exports: ExportDir | Path, devices: tuple[micro.DeviceClass, ...] 
         return schema.Footprint.versioned({
             "variants": rows, "devices": [vars(d) for d in devices],
             "counted": "flash = model bytes; RAM = TFLM tensor arena. Not counted: interpreter code, stack, application",
-            "provenance": provenance()})
+            **extra, "provenance": provenance()})
 
 
 def markdown(doc: dict) -> str:
@@ -65,7 +73,35 @@ def markdown(doc: dict) -> str:
         lines.append(f"| {r['variant']} | {r['model_bytes']:,} | {r['arena_bytes']:,} | "
                      f"{', '.join(sorted(set(r['ops'])))} | " + " | ".join(cells) + " |")
     lines += ["", *notes, "", "Device classes: " + "; ".join(f"{d['name']}: {d['example']}" for d in devices) + ".", ""]
+    if doc.get("npu"):
+        lines += npu_markdown(doc["npu"])
     return "\n".join(lines)
+
+
+def npu_markdown(npu: dict) -> list[str]:
+    """The NPU section: per variant and configuration, operators on the NPU and CPU, memory, estimated time."""
+    lines = ["## Arm Ethos-U NPU (Vela's estimates, not measurements)", "",
+             "| variant | configuration | NPU operators | CPU operators | SRAM KiB | off-chip flash KiB | DRAM KiB "
+             "| est. ms / inference | est. inferences/s | MACs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in npu["rows"]:
+        ops = r["operators"]
+        lines.append(f"| {r['variant']} | {r['target']} | {ops['npu']} of {ops['total']} | {ops['cpu']} | "
+                     f"{r['sram_kib']:.1f} | {r['off_chip_flash_kib']:.1f} | {r['dram_kib']:.1f} | "
+                     f"{r['inference_ms']:.3f} | {r['inferences_per_second']:.1f} | {r['macs']:,} |")
+    fallbacks = [(r, f) for r in npu["rows"] for f in r["cpu_fallbacks"]]
+    if fallbacks:
+        lines += ["", "Operators Vela places on the CPU, with its reason:", ""]
+        lines += [f"- {r['variant']} on {r['target']}: {f['operator']} ({f['output']}): {f['reason']}" for r, f in fallbacks]
+    else:
+        lines += ["", "Every operator runs on the NPU in every configuration."]
+    if npu["not_analysed"]:
+        lines += ["", "Not compiled for the NPU:", ""] + [f"- {s['variant']}: {s['reason']}" for s in npu["not_analysed"]]
+    lines += ["", "Configurations (Vela's Arm/vela.ini): " + "; ".join(
+        f"{t['name']}: {t['description']} ({t['accelerator']}, --system-config {t['system_config']}, --memory-mode "
+        f"{t['memory_mode']})" for t in npu["targets"]) + ".",
+        "Compiled files (they run only with the Ethos-U driver): " + ", ".join(
+            sorted({r["compiled"]["path"] for r in npu["rows"]})) + ".", ""]
+    return lines
 
 
 def write_outputs(doc: dict, exports: ExportDir | Path, json_path: Path | None = None) -> dict[str, Path]:

@@ -189,4 +189,14 @@ class TrainRecord(View):
     name = TRAIN
 
 
+class Recipe(View):
+    """quantization-recipe.json: what an accuracy search chose, per variant (replayed with --recipe)."""
+
+    name = RECIPE
+
+    @property
+    def variants(self) -> dict[str, Mapping]:
+        return dict(self["variants"])
+
+
 VIEWS = {v.name: v for v in (Manifest, Parity, Bench, Gate, Footprint)}
