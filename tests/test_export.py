@@ -154,7 +154,7 @@ def test_failure_mid_export_leaves_previous_export_identical(export_copy, data_d
 
     broken = [exporters.Exporter(v, f, q, ".bin", boom, True) for v, f, q in
               (("tflite", "tflite", "none"), ("onnx", "onnx", "none"))]
-    with pytest.raises(ConversionError, match="no variant could be exported: tflite: simulated converter crash"):
+    with pytest.raises(ConversionError, match="no variant could be exported: tflite: RuntimeError: simulated converter crash"):
         export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False), broken)
     assert snapshot(export_copy) == before
     assert not [p for p in export_copy.iterdir() if p.name.startswith(artifacts.STAGING_PREFIX)]
@@ -170,8 +170,9 @@ def test_one_variant_failing_commits_the_others(export_copy, data_dir, capsys):
     broken = [chosen[0], exporters.Exporter("onnx", "onnx", "none", ".onnx", boom, True)]
     manifest = export(ExportConfig(exports=export_copy, data_dir=data_dir, force=True, verbose=False), broken)
     assert [e["variant"] for e in manifest["artifacts"]] == ["tflite"]
-    assert manifest["failed"] == [{"variant": "onnx", "format": "onnx", "stage": "convert",
-                                   "reason": "simulated converter crash"}]
+    assert manifest["failed"] == [{"variant": "onnx", "format": "onnx", "stage": "convert",  # errors.failure_record
+                                   "reason": "RuntimeError: simulated converter crash",
+                                   "detail": "simulated converter crash"}]
     assert main(["verify", "--exports", str(export_copy)]) == 0
 
 

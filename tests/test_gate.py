@@ -240,7 +240,7 @@ def interleaved(monkeypatch, tmp_path):
 
     import numpy as np
 
-    from toolkit import bench
+    from toolkit import inputs, interleaved
     from toolkit.gate import GateConfig, remeasured_latency_checks
 
     old, new = _tiny_export(tmp_path / "old", b"old model"), _tiny_export(tmp_path / "new", b"new model")
@@ -257,8 +257,8 @@ def interleaved(monkeypatch, tmp_path):
                                                                          n + 30_000]])
         return out
 
-    monkeypatch.setattr(bench, "run_interleaved", run_interleaved)
-    monkeypatch.setattr(bench, "bench_inputs", lambda cfg, manifest, count: np.zeros((count, 4), np.float32))
+    monkeypatch.setattr(interleaved, "run_interleaved", run_interleaved)
+    monkeypatch.setattr(inputs, "test_images", lambda cfg, manifest, count: np.zeros((count, 4), np.float32))
 
     def use(ratios):
         fake.ratios = tuple(ratios)
@@ -338,12 +338,12 @@ def test_latency_margin_moves_the_bound(interleaved):
 
 
 def test_a_file_the_runtime_cannot_time_is_incomplete_not_a_verdict(interleaved, monkeypatch):
-    from toolkit import bench
+    from toolkit import interleaved as timer
 
     def refuse(*args, **kw):
         raise RuntimeError("Didn't find op for builtin opcode\nmore")
 
-    monkeypatch.setattr(bench, "run_interleaved", refuse)
+    monkeypatch.setattr(timer, "run_interleaved", refuse)
     (check,) = interleaved.checks((1.0, 1.0, 1.0))
     assert (check.kind, check.status) == ("incomplete", "incomplete")
     assert check.detail == "could not re-measure it: Didn't find op for builtin opcode"
@@ -469,3 +469,22 @@ def test_an_openvino_ir_with_other_weights_is_not_the_same_file():
     assert "same file" in check.detail
     (check,) = accuracy_checks(parity, parity, preds, preds, 0.1, file_identities(old), file_identities(new))
     assert "same file" not in check.detail and check.values["newly_wrong"] == 0 and check.status == "pass"
+
+
+def test_the_npu_checks_pass_a_copy_and_fail_an_sram_budget(baseline, tmp_path):
+    """With both exports compiled for an Ethos-U55 (`toolkit footprint --npu`): a copy passes the placement check;
+    the SRAM Vela estimates fails a budget below it and passes one above it."""
+    pytest.importorskip("ethosu.vela", reason="ethos-u-vela (the [npu] extra) is not installed")
+    base = shutil.copytree(baseline, tmp_path / "base", symlinks=True)
+    assert main(["footprint", "--exports", str(base), "--npu", "ethos-u55-128", "--quiet"]) == 0
+    new = shutil.copytree(base, tmp_path / "new", symlinks=True)
+    sram = json.loads((new / "footprint.json").read_text())["npu"]["rows"][0]["sram_kib"] * 1024
+    rc, doc = _gate(base, new, tmp_path, "--max-npu-sram", f"ethos-u55-128={int(sram) + 1024}")
+    npu = {c["name"]: c for c in doc["checks"] if c["kind"] == "npu"}
+    assert rc == 0 and npu["tflite-int8 on ethos-u55-128"]["status"] == "pass"
+    assert npu["tflite-int8 on ethos-u55-128 sram"]["status"] == "pass"
+    rc, doc = _gate(base, new, tmp_path, "--max-npu-sram", f"ethos-u55-128={int(sram) - 1024}")
+    assert rc == 4 and _failed(doc) == {("npu", "tflite-int8 on ethos-u55-128 sram")}
+    rc, doc = _gate(base, new, tmp_path, "--max-npu-ms", "ethos-u85-256=5")
+    assert rc == 4 and "toolkit footprint --npu ethos-u85-256" in next(
+        c["detail"] for c in doc["checks"] if c["kind"] == "npu" and c["status"] == "fail")

@@ -52,20 +52,20 @@ def test_the_seed_cnn_runs_on_the_npu_with_the_figures_vela_gives_by_hand(export
     assert row["compiler"]["options"] == {"accelerator": "ethos-u55-128", "system_config": "Ethos_U55_High_End_Embedded",
                                           "memory_mode": "Shared_Sram"}
     skipped = {s["variant"]: s["reason"] for s in doc["npu"]["not_analysed"]}
-    assert "integers only" in skipped["tflite"] and "TFLite files" in skipped["onnx-int8"]
+    assert "integers only" in skipped["tflite"] and "takes tflite files" in skipped["onnx-int8"]
     assert "same model bytes as tflite-int8" in skipped["tflite-micro"]
 
 
-def test_an_operator_the_npu_cannot_take_is_named_with_vela_s_reason(tmp_path):
-    """A GATHER (channel shuffle) has no Ethos-U55 kernel: Vela leaves it on the CPU and says why."""
+def _int8_tflite(path, shuffle: bool):
+    """A small full-integer classifier, with a GATHER (a channel shuffle, which the Ethos-U55 has no kernel for)
+    or without."""
     import keras
     import tensorflow as tf
 
-    from toolkit.targets import TARGETS
-
     x = keras.Input((16, 16, 3), batch_size=1)
     y = keras.layers.Conv2D(8, 3, activation="relu")(x)
-    y = keras.layers.Lambda(lambda t: tf.gather(t, [3, 1, 2, 0, 5, 4, 7, 6], axis=-1), name="shuffle")(y)
+    if shuffle:
+        y = keras.layers.Lambda(lambda t: tf.gather(t, [3, 1, 2, 0, 5, 4, 7, 6], axis=-1), name="shuffle")(y)
     y = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(y))
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, y))
     rng = np.random.default_rng(0)
@@ -73,14 +73,31 @@ def test_an_operator_the_npu_cannot_take_is_named_with_vela_s_reason(tmp_path):
     converter.representative_dataset = lambda: ([rng.random((1, 16, 16, 3), dtype=np.float32)] for _ in range(8))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = converter.inference_output_type = tf.int8  # full integer, as tflite-int8
-    model = tmp_path / "shuffle.tflite"
-    model.write_bytes(converter.convert())
+    path.write_bytes(converter.convert())
+    return path
+
+
+def test_an_operator_the_npu_cannot_take_is_named_and_fails_the_gate(tmp_path):
+    """A GATHER has no Ethos-U55 kernel: Vela leaves it on the CPU and says why, and the gate's placement check
+    fails the model that gained it against the one without (both compiled by Vela here)."""
+    from toolkit.targets import TARGETS
+    from toolkit.targets.checks import fallback_checks
+
     target = TARGETS.get("ethos-u55-128")
-    record = target.analyse(target, model, tmp_path / "work")
-    (fallback,) = record["cpu_fallbacks"]
+    plain = target.analyse(target, _int8_tflite(tmp_path / "plain.tflite", False), tmp_path / "w1")
+    shuffled = target.analyse(target, _int8_tflite(tmp_path / "shuffle.tflite", True), tmp_path / "w2")
+    (fallback,) = shuffled["cpu_fallbacks"]
     assert fallback["operator"] == "GatherV2" and "shuffle" in fallback["output"]
     assert fallback["reason"] == "Unsupported opType"
-    assert record["operators"]["cpu"] == 1 and record["operators"]["npu"] >= 3
+    assert shuffled["operators"]["cpu"] == 1 and plain["operators"]["cpu"] == 0
+
+    def footprint(row):
+        return {"npu": {"rows": [{"variant": "tflite-int8", **{k: v for k, v in row.items() if k != "_compiled_content"}}]}}
+
+    (ab,) = fallback_checks(footprint(plain), footprint(shuffled))
+    assert ab[2] == "fail" and "GatherV2" in ab[3] and "Unsupported opType" in ab[3]
+    (aa,) = fallback_checks(footprint(shuffled), footprint(shuffled))
+    assert aa[2] == "pass"
 
 
 def test_an_export_with_no_integer_tflite_is_refused_in_one_line(export_copy, capsys):

@@ -77,6 +77,7 @@ class GateConfig:
     data_dir: Path | None = None
     max_bytes: dict = field(default_factory=dict)  # variant -> bytes
     max_arena: int | None = None
+    npu_budgets: dict = field(default_factory=dict)  # "sram" | "flash" | "ms" -> {NPU configuration: budget}
     json_path: Path | None = None
     junit: Path | None = None
     strict: bool = False
@@ -311,6 +312,14 @@ def _parity_check(name: str, v: dict) -> Check:
                  f"parity {status}: " + "; ".join(str(g) for g in shown))
 
 
+def _npu_checks(cfg: GateConfig) -> list[Check]:
+    """The NPU placement and budget checks on the two exports' footprint.json (toolkit/targets/checks.py)."""
+    from toolkit.targets.checks import budget_checks, fallback_checks
+
+    old, new = cfg.baseline.footprint(required=False), cfg.exports.footprint(required=False)
+    return [Check(*row) for row in [*fallback_checks(old, new), *budget_checks(new, cfg.npu_budgets)]]
+
+
 def run_gate(cfg: GateConfig) -> dict:
     if cfg.accuracy_margin_points <= 0 or cfg.latency_margin < 0:
         raise UsageError("--accuracy-margin must be positive and --latency-margin not negative")
@@ -344,6 +353,7 @@ def run_gate(cfg: GateConfig) -> dict:
             size = schema.model_bytes(new_variants[variant])
             checks.append(Check("size", variant, PASS if size <= budget else FAIL, f"{size:,} bytes (budget {budget:,})",
                                 {"bytes": size, "budget": budget}))
+        checks += _npu_checks(cfg)
         if cfg.max_arena is not None:
             arenas = {v: e["arena"]["arena_bytes"] for v, e in new_variants.items() if e.get("arena")}
             if not arenas:
@@ -368,7 +378,7 @@ def run_gate(cfg: GateConfig) -> dict:
                      "latency_batch_sizes": list(cfg.latency_batch_sizes),
                      "latency_threads": list(cfg.latency_threads), "latency_rounds": cfg.latency_rounds,
                      "latency_block_seconds": cfg.latency_block_seconds, "max_bytes": cfg.max_bytes,
-                     "max_arena": cfg.max_arena, "strict": cfg.strict},
+                     "max_arena": cfg.max_arena, "npu_budgets": cfg.npu_budgets, "strict": cfg.strict},
         "statistics": {
             "rule": "each check is pass, fail or inconclusive on its interval (toolkit/verdicts.py); the gate fails "
                     "when a check fails; inconclusive exits 0 unless --strict",

@@ -49,19 +49,19 @@ class Estimator:
 ESTIMATOR_SPECS = (Estimator("minmax", "extreme"), Estimator("mean-minmax", "mean"),
                    Estimator("tail-aware", "mean", tails_only=True))
 ESTIMATORS = tuple(e.name for e in ESTIMATOR_SPECS)
-# calibrators a runtime's own quantizer brings, and the only format that has them
-RUNTIME_CALIBRATORS = {"entropy": "onnx", "percentile": "onnx"}
+# calibrators onnxruntime's quantizer brings (a format whose quantizer has them passes them as ``own``)
+RUNTIME_CALIBRATORS = ("entropy", "percentile")
 # every valid --calibration-method: the one list the CLI, the configs and the formats read
 METHODS = ("auto", *ESTIMATORS, *RUNTIME_CALIBRATORS)
 
 
-def method_for(fmt: str, method: str) -> tuple[str, str | None]:
-    """(the calibration method format ``fmt`` uses when ``method`` is asked, a note when that is another one)."""
-    owner = RUNTIME_CALIBRATORS.get(method)
-    if owner is None or owner == fmt:
+def method_for(variant: str, method: str, own: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """(the calibration method ``variant`` uses when ``method`` is asked, a note when that is another one): a
+    runtime calibrator its quantizer does not have (``own``) becomes minmax, and says so."""
+    if method not in RUNTIME_CALIBRATORS or method in own:
         return method, None
-    return "minmax", (f"--calibration-method {method} is onnxruntime's calibrator ({owner} only): {fmt} is "
-                      "calibrated with minmax")
+    return "minmax", (f"--calibration-method {method} is a calibrator of onnxruntime's quantizer, which {variant} is "
+                      "not made with: it is calibrated with minmax")
 
 
 class Stats:

@@ -19,6 +19,16 @@ def _budget(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"expected VARIANT=SIZE (e.g. tflite-int8=3.4M), got {text!r}") from None
 
 
+def _ms_budget(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep or not name or not float(value) > 0:
+            raise ValueError
+        return name, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CONFIG=MS (e.g. ethos-u55-128=10), got {text!r}") from None
+
+
 def gate_args(p: argparse.ArgumentParser) -> None:
     quiet_arg(p)
     p.add_argument("--baseline", type=Path, required=True, metavar="OLD_DIR",
@@ -47,6 +57,15 @@ def gate_args(p: argparse.ArgumentParser) -> None:
                    "repeatable")
     p.add_argument("--max-arena", type=byte_size, default=None, metavar="SIZE",
                    help="budget for the TFLM tensor arena of tflite-micro variants, e.g. 48K (K = 1024) or 49152")
+    p.add_argument("--max-npu-sram", type=_budget, action="append", default=[], metavar="CONFIG=SIZE",
+                   help="budget for the SRAM Vela estimates on an Ethos-U configuration, e.g. ethos-u55-128=256K, "
+                   "for every variant the new export's footprint.json compiled for it (`toolkit footprint --npu`); "
+                   "repeatable. Also fails any operator type the new export runs on the CPU more often than the "
+                   "baseline did, whenever both footprint.json files hold NPU rows")
+    p.add_argument("--max-npu-flash", type=_budget, action="append", default=[], metavar="CONFIG=SIZE",
+                   help="the same for flash (on- and off-chip), e.g. ethos-u55-128=4M")
+    p.add_argument("--max-npu-ms", type=_ms_budget, action="append", default=[], metavar="CONFIG=MS",
+                   help="the same for Vela's estimated time per inference in milliseconds, e.g. ethos-u55-128=10")
     p.add_argument("--json", type=Path, default=None, metavar="PATH",
                    help="where to write the JSON verdict (default: DIR/gate.json; .md beside it)")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE", help="also write the verdict as JUnit XML")
@@ -67,6 +86,8 @@ def gate_config(args: argparse.Namespace):
                       latency_batch_sizes=tuple(args.latency_batch_sizes), latency_threads=tuple(args.latency_threads),
                       latency_rounds=args.latency_rounds, data_dir=args.data_dir, max_bytes=dict(args.max_bytes),
                       max_arena=args.max_arena, json_path=getattr(args, "json", None),
+                      npu_budgets={kind: dict(getattr(args, f"max_npu_{kind}")) for kind in ("sram", "flash", "ms")
+                                   if getattr(args, f"max_npu_{kind}")},
                       junit=getattr(args, "junit", None), strict=args.strict, verbose=not getattr(args, "quiet", True))
 
 

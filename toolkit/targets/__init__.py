@@ -32,6 +32,7 @@ class Target:
     description: str  # one line: the accelerator, its MACs, the system and memory configuration
     analyse: Analyse
     extra: str  # the pip extra that installs its compiler
+    reads: str = ""  # the format of the files its compiler takes (full-integer ones)
     settings: dict = field(default_factory=dict)  # the compiler's options for this configuration
     default: bool = True  # in the representative set `--npu` with no name analyses
     order: int = 100
@@ -69,15 +70,17 @@ def analyse_export(exports, manifest, names: list[str], log=lambda line: None) -
     from toolkit.artifacts import atomic_write_bytes
 
     targets = [TARGETS.get(name) for name in names]
-    by_sha = {e["sha256"]: e["variant"] for e in manifest["artifacts"] if e["format"] == "tflite"}
+    reads = {t.reads for t in targets}
+    by_sha = {e["sha256"]: e["variant"] for e in manifest["artifacts"] if e["format"] in reads}
     rows, skipped, analysable = [], [], []
     for entry in manifest["artifacts"]:
         variant = entry["variant"]
         if entry.get("model_sha256") in by_sha:  # tflite-micro: the same model bytes as a .tflite variant
             skipped.append({"variant": variant, "reason": f"the same model bytes as {by_sha[entry['model_sha256']]}: "
                                                           "see its rows"})
-        elif entry["format"] != "tflite":
-            skipped.append({"variant": variant, "reason": f"a {entry['format']} file: Vela compiles TFLite files"})
+        elif entry["format"] not in reads:
+            skipped.append({"variant": variant, "reason": f"a {entry['format']} file: the NPU compiler takes "
+                                                          f"{' and '.join(sorted(reads))} files"})
         elif entry.get("quantization") != "int8":
             kind = {"none": "float32", "fp16": "float16 weights", "dynamic": "dynamic range: float activations"}.get(
                 entry.get("quantization"), entry.get("quantization"))

@@ -155,6 +155,6 @@ def analyse(target: Target, model: Path, workdir: Path) -> dict:
 
 for _name, _accelerator, _system, _memory, _default, _description in CONFIGURATIONS:
     TARGETS.register(Target(
-        _name, "ethos-u", _description, analyse, extra="npu", default=_default, order=10,
+        _name, "ethos-u", _description, analyse, extra="npu", reads="tflite", default=_default, order=10,
         missing=lambda: None if vela_version() is not None else f"Arm's Vela: {INSTALL}",
         settings={"accelerator": _accelerator, "system_config": _system, "memory_mode": _memory}))

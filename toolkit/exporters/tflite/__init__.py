@@ -203,7 +203,7 @@ def _int8(ctx: ExportContext) -> tuple[bytes, dict]:
         return state.converted["tflite-int8:chosen"]
     from toolkit import ranges
 
-    method, note = ranges.method_for("tflite", ctx.calibration_method)
+    method, note = ranges.method_for("tflite-int8", ctx.calibration_method)
     if note:
         ctx.log(f"  note: {note}")
     start = time.perf_counter()
