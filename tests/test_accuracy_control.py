@@ -504,3 +504,34 @@ def test_an_onnx_gemm_or_matmul_can_go_to_float(tmp_path):
             assert applied["gemm"] == expect and applied["matmul"] == "int8", applied
         else:
             assert applied["matmul"] == "float", applied
+
+
+def test_with_an_npu_named_the_search_keeps_layers_on_it_and_says_what_leaves(standardized_mlp, data_dir, tmp_path):
+    """`--npu ethos-u55-128`: the manifest records Vela's placement of tflite-int8; the search raises layers to
+    int16x8 (on the NPU) before float and never swaps int16x8 for float for speed; its record says which
+    operators run on the CPU before and after and Vela's estimated time of each."""
+    pytest.importorskip("ethosu.vela", reason="ethos-u-vela (the [npu] extra) is not installed")
+    exports = tmp_path / "npu"
+    assert main(["export", "--model", str(standardized_mlp), "--data-dir", str(data_dir), "--quiet", "--exports",
+                 str(exports), "--format", "tflite", "--quantize", "int8", "--max-accuracy-drop", "0.3",
+                 "--npu", "ethos-u55-128"]) == 0
+    entry = _manifest(exports)["tflite-int8"]
+    (row,) = entry["npu"]
+    assert row["target"] == "ethos-u55-128" and row["operators"]["total"] == row["operators"]["npu"] + \
+        row["operators"]["cpu"] > 0 and "not a measurement" in row["estimate"]
+    record = entry["accuracy_control"]
+    assert record["met"]
+    raised = [(s["layer"], s["from"], s["to"]) for s in record["steps"] if s.get("layer")]
+    assert not any("faster" in s.get("why", "") for s in record["steps"])  # no swap to float for speed
+    for layer, level in record["layers"].items():  # a float layer went through int16x8 first
+        if level == "float":
+            assert raised.index((layer, "int16x8", "float")) > raised.index((layer, "int8", "int16x8"))
+    (npu,) = record["npu"]
+    assert npu["target"] == "ethos-u55-128" and npu["plain"]["cpu_operators"] <= npu["searched"]["cpu_operators"]
+    assert npu["float_layers"] == sorted(k for k, v in record["layers"].items() if v == "float")
+    if npu["searched"]["cpu_operators"] > npu["plain"]["cpu_operators"]:  # Vela does not time CPU operators
+        assert npu["estimated_ms_cost"] is None and "does not estimate" in npu["cost_note"]
+    else:
+        assert npu["estimated_ms_cost"] == pytest.approx(npu["searched"]["estimated_ms"] - npu["plain"]["estimated_ms"],
+                                                         abs=1e-3)
+    assert _manifest(exports)["tflite-int8"]["npu"][0]["cpu_fallbacks"] == row["cpu_fallbacks"]

@@ -145,7 +145,10 @@ def runs(cases, tmp_path_factory):
 
 # two cases in the default suite (about a minute each); all four with -m slow
 _SLOW = pytest.mark.slow
-NAMES = ["quickstart", "rgb_rescaling", pytest.param("flat_mlp", marks=_SLOW), pytest.param("conv_softmax", marks=_SLOW)]
+# the RGB folder model runs `toolkit run` behind the slow marker (the default suite's time): its folder source and
+# RGB preprocessing are checked in tests/test_user_files.py and tests/test_sources.py
+NAMES = ["quickstart", pytest.param("rgb_rescaling", marks=_SLOW), pytest.param("flat_mlp", marks=_SLOW),
+         pytest.param("conv_softmax", marks=_SLOW)]
 
 
 @pytest.mark.parametrize("name", NAMES)

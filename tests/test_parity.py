@@ -80,7 +80,9 @@ def test_numbers_match_an_independent_evaluation(quick_export, parity_run, mnist
 
 
 def test_cli_writes_json_markdown_png(export_copy, data_dir, capsys):
-    assert main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir)]) == 0
+    """The command's outputs and printed table (three variants: every variant's gates are the test above's)."""
+    assert main(["parity", "--exports", str(export_copy), "--data-dir", str(data_dir), "--variants", "tflite",
+                 "tflite-int8", "onnx-int8"]) == 0
     doc = json.loads((export_copy / "parity.json").read_text())
     assert doc["passed"] is True and doc["reference"]["accuracy"] > 0.96
     for name, v in doc["variants"].items():
@@ -89,7 +91,7 @@ def test_cli_writes_json_markdown_png(export_copy, data_dir, capsys):
     # every printed accuracy is the one in parity.json
     for name, v in doc["variants"].items():
         line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
-        assert f"{v['accuracy']:.2%}" in line
+        assert f"{v['accuracy']:.2%}" in line and f" {v['bytes']:,} " in line  # and its deployable size
     md = (export_copy / "parity.md").read_text()
     assert "| tflite-int8 |" in md and "McNemar" in md
     png = (export_copy / "parity-disagreements.png").read_bytes()

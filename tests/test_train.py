@@ -26,7 +26,7 @@ def test_quick_training_record(quick_model):
 
 def test_same_seed_same_weights_different_seed_different(tmp_path, data_dir):
     def run(seed, name):
-        cfg = TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=1500,
+        cfg = TrainConfig(out=tmp_path / name, data_dir=data_dir, epochs=1, train_limit=500,
                           seed=seed, verbose=False)
         return train(cfg)["model"]["weights_sha256"]
 

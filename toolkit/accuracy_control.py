@@ -62,6 +62,7 @@ class ControlSettings:
     confidence: float = 0.95
     min_agreement: float | None = None  # percent of validation images on which it must agree with Keras
     parity_min_agreement: float = Gates.int8_min_agreement  # parity's int8 agreement gate
+    npu: tuple[str, ...] = ()  # NPU configurations the int8 files are for (toolkit/targets): keep layers on the NPU
 
     def verdicts(self, m: dict) -> list:
         from toolkit.verdicts import at_least, at_most, paired_resize, wilson_resize

@@ -92,6 +92,7 @@ class ExportConfig:
     fine_tune: bool = False  # int8 variants from weights fine-tuned toward the model (toolkit/quantize/)
     fine_tune_epochs: int | None = None  # None: toolkit/quantize/finetune.py's default
     fine_tune_images: int | None = None
+    npu: tuple[str, ...] = ()  # NPU configurations the int8 files are for (toolkit/targets)
     verbose: bool = True
 
     def __post_init__(self):

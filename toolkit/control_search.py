@@ -261,6 +261,13 @@ def _cheaper_float(s: _Search) -> None:
     batch 1 runs faster."""
     if "float" not in s.allowed:
         return
+    npu = _npu_targets(s.settings, s.backend.format)
+    if npu:
+        kept = [layer for layer, level in s.best.levels.items() if level == "int16x8"]
+        if kept:
+            s.log(f"  {s.variant}: {', '.join(kept)} kept in int16x8, not tried in float for speed: float runs on the "
+                  f"CPU of {', '.join(npu)}, int16x8 on the NPU")
+        return
     for layer, level in list(s.best.levels.items()):
         if level != "int16x8":
             continue
@@ -372,6 +379,55 @@ def check_budget(ctx) -> None:
                          "folder); --fine-tune makes the int8 files as close to the model as it can without a budget")
 
 
+def _npu_targets(settings, fmt: str) -> list[str]:
+    """The NPU configurations of ``settings`` whose compiler takes ``fmt``'s files."""
+    if not getattr(settings, "npu", ()):
+        return []
+    from toolkit.targets import TARGETS
+
+    return [name for name in settings.npu if TARGETS.get(name).reads == fmt]
+
+
+def npu_outcome(ctx, fmt: str, plain: bytes, content: bytes, levels: dict) -> list[dict] | None:
+    """For each NPU configuration named (--npu) whose compiler takes these files: what the plain and the searched
+    model run on the NPU and the CPU, the layers the search sent to the CPU, and Vela's estimated time of each
+    (estimates)."""
+    names = _npu_targets(ctx.control, fmt)
+    if not names:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from toolkit.targets import TARGETS
+
+    out = []
+    with tempfile.TemporaryDirectory(prefix="toolkit-npu-search-") as tmp:
+        files = {"plain": Path(tmp) / "plain.tflite", "searched": Path(tmp) / "searched.tflite"}
+        files["plain"].write_bytes(plain)
+        files["searched"].write_bytes(content)
+        for name in names:
+            target = TARGETS.get(name)
+            rows = {k: target.analyse(target, path, Path(tmp) / f"{name}-{k}") for k, path in files.items()}
+            summary = {k: {"npu_operators": r["operators"]["npu"], "cpu_operators": r["operators"]["cpu"],
+                           "estimated_ms": round(r["inference_ms"], 4), "sram_kib": r["sram_kib"]}
+                       for k, r in rows.items()}
+            floats = sorted(layer for layer, level in levels.items() if level == "float")
+            same_split = summary["plain"]["cpu_operators"] == summary["searched"]["cpu_operators"]
+            out.append({"target": name, **summary,
+                        "left_npu": [{"operator": f["operator"], "output": f["output"], "reason": f["reason"]}
+                                     for f in rows["searched"]["cpu_fallbacks"]],
+                        "float_layers": floats,
+                        # Vela times the NPU's operators only: with operators moved to the CPU the two are not comparable
+                        "estimated_ms_cost": (round(rows["searched"]["inference_ms"] - rows["plain"]["inference_ms"], 4)
+                                              if same_split else None),
+                        "cost_note": None if same_split else (
+                            f"{summary['searched']['cpu_operators'] - summary['plain']['cpu_operators']} more operator(s) "
+                            "run on the CPU, whose time Vela does not estimate: measure them on the device"),
+                        "estimate": "Vela's performance model, not a measurement; its time covers the NPU's operators "
+                                    "only"})
+    return out
+
+
 def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ...] = LEVELS,
                check: Callable | None = None) -> tuple[bytes, dict | None]:
     """What an int8 exporter writes: ``plain`` when accuracy control is off, else the searched (or
@@ -396,6 +452,14 @@ def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ..
         else:
             check_budget(ctx)
             content, record = search(ctx, variant, backend, plain, settings, val, allowed, ctx.log)
+        npu = npu_outcome(ctx, fmt, plain, content, record.get("layers") or {})
+        if npu is not None:
+            record = {**record, "npu": npu}
+            for row in npu:
+                ctx.log(f"  {variant} on {row['target']}: {row['searched']['cpu_operators']} operator(s) on the CPU "
+                        f"({row['plain']['cpu_operators']} before the search); "
+                        + (row["cost_note"] or f"Vela's estimate {row['searched']['estimated_ms']:.3f} ms vs "
+                                               f"{row['plain']['estimated_ms']:.3f} ms"))
         ctx.control_results[key] = (content, record)
     content, record = ctx.control_results[key]
     return content, {**record, "variant": variant}

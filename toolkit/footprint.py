@@ -82,7 +82,7 @@ def npu_markdown(npu: dict) -> list[str]:
     """The NPU section: per variant and configuration, operators on the NPU and CPU, memory, estimated time."""
     lines = ["## Arm Ethos-U NPU (Vela's estimates, not measurements)", "",
              "| variant | configuration | NPU operators | CPU operators | SRAM KiB | off-chip flash KiB | DRAM KiB "
-             "| est. ms / inference | est. inferences/s | MACs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| est. ms / inference (NPU part) | est. inferences/s | MACs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in npu["rows"]:
         ops = r["operators"]
         lines.append(f"| {r['variant']} | {r['target']} | {ops['npu']} of {ops['total']} | {ops['cpu']} | "
@@ -92,6 +92,7 @@ def npu_markdown(npu: dict) -> list[str]:
     if fallbacks:
         lines += ["", "Operators Vela places on the CPU, with its reason:", ""]
         lines += [f"- {r['variant']} on {r['target']}: {f['operator']} ({f['output']}): {f['reason']}" for r, f in fallbacks]
+        lines += ["", "Vela's time covers the operators on the NPU only: the CPU operators' time is not in it."]
     else:
         lines += ["", "Every operator runs on the NPU in every configuration."]
     if npu["not_analysed"]:

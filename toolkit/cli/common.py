@@ -295,6 +295,12 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                          help="at most N layers changed (default: %(default)s)")
     control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
                          help="replay a quantization-recipe.json without searching (the same bytes every time)")
+    control.add_argument("--npu", nargs="+", default=(), metavar="CONFIG",
+                         help="the Arm Ethos-U configurations the int8 TFLite file is for (e.g. ethos-u55-128; see "
+                         "`toolkit footprint --npu`): the manifest records what Vela places on the NPU and the CPU "
+                         "and its estimated time; a search keeps raised layers in int16x8 (on the NPU) rather than "
+                         "trying float for speed (float runs on the CPU), and states which layers leave the NPU and "
+                         "the estimated time it costs. Needs ethos-u-vela (pip install -e '.[npu]')")
     tune = p.add_argument_group(
         "quantization-aware fine-tuning (tflite-int8, tflite-micro, onnx-int8)",
         "fine-tune a copy of the model with its int8 arithmetic simulated (per-channel int8 weights with "
@@ -320,7 +326,8 @@ def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
                 calibration_method=args.calibration_method, opset=args.opset, force=args.force,
                 max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers,
                 recipe=args.recipe, min_agreement=args.min_agreement, fine_tune=args.fine_tune,
-                fine_tune_epochs=args.fine_tune_epochs, fine_tune_images=args.fine_tune_images), chosen
+                fine_tune_epochs=args.fine_tune_epochs, fine_tune_images=args.fine_tune_images,
+                npu=tuple(args.npu)), chosen
 
 
 def check_export_flags(args: argparse.Namespace) -> None:
@@ -336,6 +343,10 @@ def check_export_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {args.max_accuracy_drop}")
     if args.min_agreement is not None and not 0 < args.min_agreement <= 100:
         raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {args.min_agreement}")
+    if args.npu:
+        from toolkit.targets import check_available
+
+        check_available(list(args.npu))
     if (args.fine_tune_epochs or args.fine_tune_images) and not args.fine_tune:
         raise UsageError("--fine-tune-epochs and --fine-tune-images apply with --fine-tune")
     if args.max_accuracy_drop is not None or args.recipe is not None or args.fine_tune:

@@ -95,6 +95,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     continue
                 if use is not ctx:
                     entry["weights"] = "fine-tuned toward the model (manifest: fine_tuning)"
+                if cfg.npu:
+                    _npu_rows(cfg, exporter, entry, Generation(staging))
                 entries.append(entry)
             if not entries:
                 raise ConversionError(
@@ -119,3 +121,18 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 shutil.rmtree(staging, ignore_errors=True)
         artifacts.remove_stale(exports.root, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
         return manifest
+
+
+def _npu_rows(cfg: ExportConfig, exporter: Exporter, entry: dict, generation: Generation) -> None:
+    """``entry["npu"]``: what each --npu configuration's compiler makes of this file (Vela's estimates)."""
+    from pathlib import Path
+
+    from toolkit.targets import manifest_rows
+
+    rows = manifest_rows(cfg.npu, exporter.format, exporter.quantization, generation.file(Path(entry["path"]).name))
+    if rows is not None:
+        entry["npu"] = rows
+        for r in rows:
+            log(cfg, f"  {exporter.variant:<15} {r['target']}: {r['operators']['npu']} of {r['operators']['total']} "
+                     f"operators on the NPU, SRAM {r['sram_kib']:.1f} KiB, estimated {r['inference_ms']:.3f} ms "
+                     "(Vela's estimate)")

@@ -148,7 +148,7 @@ def control_settings(cfg: ExportConfig, exporters: list[Exporter]):
         raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {cfg.min_agreement}")
     return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,
                            recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None,
-                           min_agreement=cfg.min_agreement)
+                           min_agreement=cfg.min_agreement, npu=tuple(cfg.npu))
 
 
 def validation_loader(data, prep, model, log=None):

@@ -66,7 +66,7 @@ def manifest_record(cfg: ExportConfig, exporters: list[Exporter], inp: Inputs, e
             "min_agreement": cfg.min_agreement,
             "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
             "fine_tune": cfg.fine_tune, "fine_tune_epochs": cfg.fine_tune_epochs,
-            "fine_tune_images": cfg.fine_tune_images,
+            "fine_tune_images": cfg.fine_tune_images, "npu": list(cfg.npu),
             "dataset": data.spec,
             **recorded_options(data.options),
             "preprocess": {"scale": prep.scale, "color_mode": prep.color_mode, "resize": prep.resize,

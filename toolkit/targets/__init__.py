@@ -107,3 +107,26 @@ def analyse_export(exports, manifest, names: list[str], log=lambda line: None) -
                 rows.append({"variant": entry["variant"], "source_sha256": entry["sha256"], **record})
     return {"targets": [{"name": t.name, "family": t.family, "description": t.description, **t.settings}
                         for t in targets], "rows": rows, "not_analysed": skipped}
+
+
+def manifest_rows(names: tuple[str, ...], fmt: str, quantization: str, path: Path) -> list[dict] | None:
+    """What the manifest records of one exported file for the NPU configurations ``names`` (`export --npu`):
+    per configuration whose compiler takes this format, the operators on the NPU and the CPU (with the
+    compiler's reasons), memory and the estimated time; None when no named configuration takes this file."""
+    if quantization != "int8":
+        return None
+    targets = [t for t in (TARGETS.get(n) for n in names) if t.reads == fmt]
+    if not targets:
+        return None
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="toolkit-npu-") as work:
+        for target in targets:
+            r = target.analyse(target, path, Path(work) / target.name)
+            rows.append({k: r[k] for k in ("target", "estimate", "time_covers", "compiler", "operators", "cpu_fallbacks",
+                                           "sram_kib",
+                                           "off_chip_flash_kib", "on_chip_flash_kib", "dram_kib", "inference_ms",
+                                           "inferences_per_second", "macs")}
+                        | {"compiled_sha256": r["compiled"]["sha256"]})
+    return rows

@@ -129,6 +129,7 @@ def analyse(target: Target, model: Path, workdir: Path) -> dict:
         "target": target.name,
         "description": target.description,
         "estimate": "Vela's performance model, not a measurement",
+        "time_covers": "the operators on the NPU only: the time of operators on the CPU is not in Vela's estimate",
         "compiler": {"name": "vela", "version": vela_version(), "options": dict(target.settings),
                      "config_file": "Arm/vela.ini (shipped with Vela)"},
         "operators": {"npu": npu, "cpu": cpu, "total": (npu or 0) + (cpu or 0)},
