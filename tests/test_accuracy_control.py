@@ -534,4 +534,8 @@ def test_with_an_npu_named_the_search_keeps_layers_on_it_and_says_what_leaves(st
     else:
         assert npu["estimated_ms_cost"] == pytest.approx(npu["searched"]["estimated_ms"] - npu["plain"]["estimated_ms"],
                                                          abs=1e-3)
-    assert _manifest(exports)["tflite-int8"]["npu"][0]["cpu_fallbacks"] == row["cpu_fallbacks"]
+    (compiled,) = [c for c in entry["companions"] if c["role"] == "npu-compiled"]
+    assert compiled["target"] == "ethos-u55-128" and compiled["sha256"] == row["compiled_sha256"]
+    assert main(["verify", "--exports", str(exports)]) == 0  # the compiled file is checked like the artifact
+    (exports / compiled["path"]).write_bytes(b"changed")
+    assert main(["verify", "--exports", str(exports)]) == 3

@@ -127,10 +127,21 @@ def _npu_rows(cfg: ExportConfig, exporter: Exporter, entry: dict, generation: Ge
     """``entry["npu"]``: what each --npu configuration's compiler makes of this file (Vela's estimates)."""
     from pathlib import Path
 
+    from toolkit.artifacts import atomic_write_bytes
     from toolkit.targets import manifest_rows
 
-    rows = manifest_rows(cfg.npu, exporter.format, exporter.quantization, generation.file(Path(entry["path"]).name))
+    source = Path(entry["path"]).name
+    rows = manifest_rows(cfg.npu, exporter.format, exporter.quantization, generation.file(source))
     if rows is not None:
+        for r in rows:  # the compiled file beside its source, checked by verify like the artifact itself
+            name = f"{Path(source).stem}.{r['target']}.vela{Path(source).suffix}"
+            content = r.pop("compiled_content")
+            atomic_write_bytes(generation.file(name), content)
+            entry.setdefault("companions", []).append({
+                "path": generation.recorded(name), "bytes": len(content), "sha256": r["compiled_sha256"],
+                "role": "npu-compiled", "target": r["target"],
+                "what": f"{entry['variant']}'s bytes compiled by Vela for {r['target']}: it runs only with the Ethos-U "
+                        "driver (its NPU part is a command stream)"})
         entry["npu"] = rows
         for r in rows:
             log(cfg, f"  {exporter.variant:<15} {r['target']}: {r['operators']['npu']} of {r['operators']['total']} "

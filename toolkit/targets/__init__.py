@@ -112,7 +112,8 @@ def analyse_export(exports, manifest, names: list[str], log=lambda line: None) -
 def manifest_rows(names: tuple[str, ...], fmt: str, quantization: str, path: Path) -> list[dict] | None:
     """What the manifest records of one exported file for the NPU configurations ``names`` (`export --npu`):
     per configuration whose compiler takes this format, the operators on the NPU and the CPU (with the
-    compiler's reasons), memory and the estimated time; None when no named configuration takes this file."""
+    compiler's reasons), memory, the estimated time and the compiled file (``compiled_content``, for the caller
+    to write); None when no named configuration takes this file."""
     if quantization != "int8":
         return None
     targets = [t for t in (TARGETS.get(n) for n in names) if t.reads == fmt]
@@ -128,5 +129,5 @@ def manifest_rows(names: tuple[str, ...], fmt: str, quantization: str, path: Pat
                                            "sram_kib",
                                            "off_chip_flash_kib", "on_chip_flash_kib", "dram_kib", "inference_ms",
                                            "inferences_per_second", "macs")}
-                        | {"compiled_sha256": r["compiled"]["sha256"]})
+                        | {"compiled_sha256": r["compiled"]["sha256"], "compiled_content": r["_compiled_content"]})
     return rows
