@@ -43,7 +43,7 @@ def measure(model: str, work: Path) -> dict:
         return {"error": (proc.stderr.strip().splitlines() or ["(no message)"])[-1][:400]}
     footprint = schema.Footprint.read(copy)
     tflm = next((r for r in footprint["variants"] if r["variant"] == "tflite-int8"), {})
-    return {"tflite_int8_bytes": tflm.get("model_bytes"), "tflm_arena_bytes": tflm.get("arena_bytes"),
+    return {"tflite_int8_bytes": schema.model_bytes(tflm) if tflm else None, "tflm_arena_bytes": tflm.get("arena_bytes"),
             "npu": [{k: v for k, v in row.items() if k not in ("layers", "folded_warnings")}
                     for row in footprint["npu"]["rows"] if row["variant"] == "tflite-int8"],
             "targets": footprint["npu"]["targets"]}

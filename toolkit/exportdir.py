@@ -177,4 +177,5 @@ class Generation:
         return f"{self.prefix}/{name}"
 
     labels_path = property(lambda self: self.path / schema.LABELS)
+    work_path = property(lambda self: self.path / ".work")  # the formats' scratch files, removed before the commit
     finetuned_model_path = property(lambda self: self.path / schema.FINETUNED_MODEL)

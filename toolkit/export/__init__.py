@@ -50,14 +50,13 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         inp = load_inputs(cfg)
         gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         staging = artifacts.new_staging_dir(exports.root, gen_id)
-        workdir = staging / ".work"
+        workdir = Generation(staging).work_path
         workdir.mkdir()
         ctx = context(cfg, exporters, inp, workdir)
         calibration = calibration_record(cfg, inp)
         from toolkit.control_search import check_budget
 
         check_budget(ctx)  # a budget the validation images cannot resolve: refused before any conversion
-        entries, failed = [], []
         committed = False
         stack = contextlib.ExitStack()
         try:
@@ -71,33 +70,9 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 if failed_write:
                     raise failed_write from None
                 raise
-            tuned: list = []  # (context, record) of the fine-tuned model, made for the first int8 variant
             bar = stack.enter_context(progress_bar(len(exporters), "export", unit="variant", verbose=cfg.verbose))
-            for exporter in exporters:
-                bar.update(1)
-                bar.set_postfix_str(exporter.variant)
-                support = support_by_format[exporter.format]
-                if not support["supported"]:
-                    failed.append(variant_failure(exporter, "op-check", support["error"]))
-                    continue
-                use = ctx
-                if cfg.fine_tune and exporter.quantization == "int8":
-                    if not tuned:
-                        from toolkit.quantize.step import fine_tuned_context
-
-                        tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, Generation(staging)))
-                    use = tuned[0][0]
-                try:
-                    entry = build_variant(exporter, use, inp, Generation(staging), calibration,
-                                          lambda line: log(cfg, line))
-                except VariantFailed as exc:
-                    failed.append(exc.record)
-                    continue
-                if use is not ctx:
-                    entry["weights"] = "fine-tuned toward the model (manifest: fine_tuning)"
-                if cfg.npu:
-                    _npu_rows(cfg, exporter, entry, Generation(staging))
-                entries.append(entry)
+            entries, failed, tuned = _variants(cfg, exporters, ctx, inp, Generation(staging), calibration,
+                                               support_by_format, bar)
             if not entries:
                 raise ConversionError(
                     "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
@@ -108,7 +83,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 manifest["fine_tuning"] = tuned[0][1]
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
-                manifest["accuracy_control"] = {"recipe": exports.recipe_path.name, "validation": ctx.validation().description}
+                manifest["accuracy_control"] = {"recipe": exports.recipe_path.name,
+                                                "validation": ctx.validation().description}
             artifacts.commit_generation(exports.root, staging, gen_id, manifest)
             committed = True
             if recipes:
@@ -121,6 +97,38 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 shutil.rmtree(staging, ignore_errors=True)
         artifacts.remove_stale(exports.root, keep={f"{artifacts.GENERATION_PREFIX}{gen_id}"})
         return manifest
+
+
+def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation: Generation, calibration: dict,
+              support_by_format: dict, bar) -> tuple[list, list, list]:
+    """Every variant built into the generation: (manifest entries, failure records, [(the fine-tuned model's
+    context, its record)] when --fine-tune made one for the first int8 variant)."""
+    entries, failed, tuned = [], [], []
+    for exporter in exporters:
+        bar.update(1)
+        bar.set_postfix_str(exporter.variant)
+        support = support_by_format[exporter.format]
+        if not support["supported"]:
+            failed.append(variant_failure(exporter, "op-check", support["error"]))
+            continue
+        use = ctx
+        if cfg.fine_tune and exporter.quantization == "int8":
+            if not tuned:
+                from toolkit.quantize.step import fine_tuned_context
+
+                tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, generation))
+            use = tuned[0][0]
+        try:
+            entry = build_variant(exporter, use, inp, generation, calibration, lambda line: log(cfg, line))
+        except VariantFailed as exc:
+            failed.append(exc.record)
+            continue
+        if use is not ctx:
+            entry["weights"] = "fine-tuned toward the model (manifest: fine_tuning)"
+        if cfg.npu:
+            _npu_rows(cfg, exporter, entry, generation)
+        entries.append(entry)
+    return entries, failed, tuned
 
 
 def _npu_rows(cfg: ExportConfig, exporter: Exporter, entry: dict, generation: Generation) -> None:
