@@ -54,6 +54,11 @@ def test_the_seed_cnn_runs_on_the_npu_with_the_figures_vela_gives_by_hand(export
     skipped = {s["variant"]: s["reason"] for s in doc["npu"]["not_analysed"]}
     assert "integers only" in skipped["tflite"] and "takes tflite files" in skipped["onnx-int8"]
     assert "same model bytes as tflite-int8" in skipped["tflite-micro"]
+    from toolkit.exportdir import ExportDir
+    from toolkit.report import _footprint_lines
+
+    report = "\n".join(_footprint_lines(ExportDir(export_copy)))  # the report shows what footprint.json holds
+    assert "Arm Ethos-U NPU (Vela's estimates, not measurements)" in report and "| tflite-int8 | ethos-u55-128 |" in report
 
 
 def _int8_tflite(path, shuffle: bool):

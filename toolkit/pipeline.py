@@ -95,9 +95,10 @@ def run(cfg: RunConfig) -> dict:
         from toolkit.footprint import write_outputs as write_footprint
 
         stage += 1
-        _stage(stage, total, "microcontroller footprint", cfg.verbose)
+        _stage(stage, total, "microcontroller footprint" + (" and NPU" if cfg.export.npu else ""), cfg.verbose)
         if any(e["quantization"] == "int8" for e in manifest["artifacts"]):
-            paths.update({f"footprint_{k}": v for k, v in write_footprint(footprint(exports), exports).items()})
+            doc = footprint(exports, npu=tuple(cfg.export.npu))  # --npu: the report's NPU section too
+            paths.update({f"footprint_{k}": v for k, v in write_footprint(doc, exports).items()})
     stage += 1
     _stage(stage, total, "report", cfg.verbose)
     paths["report"] = write_report(exports, paths.get("bench_json"))
