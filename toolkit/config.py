@@ -98,6 +98,36 @@ class ExportConfig:
     def __post_init__(self):
         _own_export_dir(self, "exports")
 
+    def check(self, exporters=None) -> None:
+        """Every usage error of these settings (exit 2), found before any file is read: the one place the CLI
+        (`export`, `run`) and the API (`toolkit.export.export`) check them. ``exporters``: the chosen variants,
+        which accuracy control and fine-tuning need one of theirs among."""
+        from toolkit.errors import UsageError
+
+        if self.opset < 17:
+            raise UsageError(f"--opset must be 17 or newer, got {self.opset}")
+        if self.calibration_samples < 1:
+            raise UsageError(f"--calibration-samples must be at least 1, got {self.calibration_samples}")
+        if self.max_accuracy_drop is not None and self.recipe is not None:
+            raise UsageError("--max-accuracy-drop searches, --recipe replays a search: give one of them")
+        if self.max_accuracy_drop is not None and not self.max_accuracy_drop > 0:
+            raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {self.max_accuracy_drop}")
+        if self.max_fallback_layers < 1:
+            raise UsageError(f"--max-fallback-layers must be at least 1, got {self.max_fallback_layers}")
+        if self.min_agreement is not None and not 0 < self.min_agreement <= 100:
+            raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {self.min_agreement}")
+        if self.npu:
+            from toolkit.targets import check_available
+
+            check_available(list(self.npu))
+        if (self.fine_tune_epochs or self.fine_tune_images) and not self.fine_tune:
+            raise UsageError("--fine-tune-epochs and --fine-tune-images apply with --fine-tune")
+        if exporters is not None and (self.max_accuracy_drop is not None or self.recipe is not None
+                                      or self.fine_tune):
+            from toolkit.exporters import require_controllable
+
+            require_controllable(exporters)
+
 
 @dataclass(frozen=True)
 class Gates:

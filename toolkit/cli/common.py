@@ -333,27 +333,10 @@ def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
 def check_export_flags(args: argparse.Namespace) -> None:
     """The export options' usage errors, found before any file is read (exit 2, never hidden behind a
     missing file's exit 3)."""
-    from toolkit.errors import UsageError
+    from toolkit.config import ExportConfig
 
-    if args.opset < 17:
-        raise UsageError(f"--opset must be 17 or newer, got {args.opset}")
-    if args.max_accuracy_drop is not None and args.recipe is not None:
-        raise UsageError("--max-accuracy-drop searches, --recipe replays a search: give one of them")
-    if args.max_accuracy_drop is not None and not args.max_accuracy_drop > 0:
-        raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {args.max_accuracy_drop}")
-    if args.min_agreement is not None and not 0 < args.min_agreement <= 100:
-        raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {args.min_agreement}")
-    if args.npu:
-        from toolkit.targets import check_available
-
-        check_available(list(args.npu))
-    if (args.fine_tune_epochs or args.fine_tune_images) and not args.fine_tune:
-        raise UsageError("--fine-tune-epochs and --fine-tune-images apply with --fine-tune")
-    if args.max_accuracy_drop is not None or args.recipe is not None or args.fine_tune:
-        from toolkit import exporters
-
-        exporters.require_controllable(exporters.select(tuple(args.format),
-                                                        tuple(args.quantize) if args.quantize else None))
+    settings, chosen = export_settings(args)
+    ExportConfig(**settings).check(chosen)  # the same checks `toolkit.export.export` makes
 
 
 def check_preprocess_flags(args: argparse.Namespace) -> None:

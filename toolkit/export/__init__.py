@@ -45,7 +45,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
     variants that could not be made; the caller decides the exit code)."""
     exports = cfg.exports
     with exports.writing(cfg.verbose):  # a second export waits for this one
-        check_flags(cfg)
+        check_flags(cfg, exporters)
         artifacts.check_current(exports.root)
         inp = load_inputs(cfg)
         gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]

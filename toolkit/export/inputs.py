@@ -13,7 +13,7 @@ from toolkit.datasets import open_dataset, reopen, sample_indices
 from toolkit.datasets.base import validation_note
 from toolkit.errors import DataError, UsageError
 from toolkit.exportdir import ExportDir
-from toolkit.exporters import ExportContext, Exporter, require_controllable
+from toolkit.exporters import ExportContext, Exporter
 from toolkit.modelinfo import confirm_output, inspect_model
 from toolkit.preprocess import resolve
 from toolkit.progress import say
@@ -83,17 +83,15 @@ class Inputs:
     reference: np.ndarray  # Keras' scores on the check images
 
 
-def check_flags(cfg: ExportConfig) -> None:
+def check_flags(cfg: ExportConfig, exporters: list[Exporter]) -> None:
+    """An export already in DIR without --force, and every usage error of the settings (ExportConfig.check)."""
     manifest_path = cfg.exports.manifest_path
     if manifest_path.exists() and not cfg.force:
         raise UsageError(
             f"{manifest_path} already exists; refusing to overwrite it",
             hint="pass --force to replace the export, or --exports DIR for a new one",
         )
-    if cfg.calibration_samples < 1:
-        raise UsageError(f"--calibration-samples must be at least 1, got {cfg.calibration_samples}")
-    if cfg.opset < 17:
-        raise UsageError(f"--opset must be 17 or newer, got {cfg.opset}")
+    cfg.check(exporters)
 
 
 def load_inputs(cfg: ExportConfig) -> Inputs:
@@ -137,15 +135,7 @@ def control_settings(cfg: ExportConfig, exporters: list[Exporter]):
         return None
     from toolkit.accuracy_control import ControlSettings, read_recipe
 
-    if cfg.max_accuracy_drop is not None and cfg.recipe is not None:
-        raise UsageError("--max-accuracy-drop searches, --recipe replays a search: give one of them")
-    if cfg.max_accuracy_drop is not None and not cfg.max_accuracy_drop > 0:
-        raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {cfg.max_accuracy_drop}")
-    if cfg.max_fallback_layers < 1:
-        raise UsageError(f"--max-fallback-layers must be at least 1, got {cfg.max_fallback_layers}")
-    require_controllable(exporters)
-    if cfg.min_agreement is not None and not 0 < cfg.min_agreement <= 100:
-        raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {cfg.min_agreement}")
+    cfg.check(exporters)  # the API path too (export() checked already; a caller of context() alone may not have)
     return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,
                            recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None,
                            min_agreement=cfg.min_agreement, npu=tuple(cfg.npu))
