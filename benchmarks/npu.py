@@ -89,6 +89,10 @@ def markdown(doc: dict) -> str:
     lines += ["", "Operators Vela leaves on the CPU, with its reason:" if reasons else
               "Vela places every operator of every model on the NPU in every configuration.", ""]
     lines += reasons + ([""] if reasons else [])
+    missing = [m for m in MODELS if m not in doc["models"]]
+    if missing:
+        lines += [f"Not measured yet: {', '.join(missing)} (their PTQ.md exports were not made in the run this "
+                  "page reads).", ""]
     targets = next((m["targets"] for m in doc["models"].values() if "targets" in m), [])
     lines += ["Configurations (Vela's Arm/vela.ini): " + "; ".join(
         f"{t['name']}: {t['description']} (`--system-config {t['system_config']} --memory-mode {t['memory_mode']}`)"

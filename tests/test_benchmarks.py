@@ -181,6 +181,7 @@ ONE_FILE_PAGES = {
     "ACCURACY_CONTROL.md": ("accuracy_control", "accuracy-control.json"),
     "MEMORY.md": ("memory", "memory.json"),
     "PIPELINE.md": ("pipeline", "pipeline.json"),
+    "NPU.md": ("npu", "npu.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {
