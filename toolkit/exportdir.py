@@ -27,8 +27,11 @@ from toolkit.errors import DataError
 # names the stages write beside their JSON (a --json PATH elsewhere carries them along, same stem)
 BENCH_COMPANIONS = {"csv": ".csv", "markdown": ".md", "latency_png": "-latency.png", "memory_png": "-memory.png",
                     "tradeoff_png": "-tradeoff.png"}
-BENCH_PLOT_TITLES = {"latency_png": "Latency", "tradeoff_png": "Accuracy vs latency and size",
-                     "memory_png": "Peak memory"}
+
+
+def _in_root(name: str) -> property:
+    """The path of the file ``name`` in the directory (``root``: an ExportDir's, a Generation's)."""
+    return property(lambda self: self.root / name)
 
 
 class ExportDir(os.PathLike):
@@ -58,22 +61,19 @@ class ExportDir(os.PathLike):
     def __hash__(self) -> int:
         return hash(self.root)
 
-    def exists(self) -> bool:
-        return self.root.exists()
-
-    # --- where each file lives ------------------------------------------------------------------------
-    manifest_path = property(lambda self: self.root / schema.MANIFEST)
-    train_path = property(lambda self: self.root / schema.TRAIN)
-    model_path = property(lambda self: self.root / schema.MODEL)
-    parity_path = property(lambda self: self.root / schema.PARITY)
-    parity_md_path = property(lambda self: self.root / schema.PARITY_MD)
-    parity_png_path = property(lambda self: self.root / schema.PARITY_PNG)
-    bench_path = property(lambda self: self.root / schema.BENCH)
-    gate_path = property(lambda self: self.root / schema.GATE)
-    footprint_path = property(lambda self: self.root / schema.FOOTPRINT)
-    recipe_path = property(lambda self: self.root / schema.RECIPE)
-    report_path = property(lambda self: self.root / schema.REPORT)
-    labels_path = property(lambda self: self.root / schema.LABELS)
+    # --- where each file lives (schema.py names them) ---------------------------------------------------
+    manifest_path = _in_root(schema.MANIFEST)
+    train_path = _in_root(schema.TRAIN)
+    model_path = _in_root(schema.MODEL)
+    parity_path = _in_root(schema.PARITY)
+    parity_md_path = _in_root(schema.PARITY_MD)
+    parity_png_path = _in_root(schema.PARITY_PNG)
+    bench_path = _in_root(schema.BENCH)
+    gate_path = _in_root(schema.GATE)
+    footprint_path = _in_root(schema.FOOTPRINT)
+    recipe_path = _in_root(schema.RECIPE)
+    report_path = _in_root(schema.REPORT)
+    labels_path = _in_root(schema.LABELS)
 
     def npu_compiled_path(self, target: str, variant: str) -> Path:
         """An NPU compiler's output for one variant and target (``toolkit footprint --npu``)."""
@@ -176,6 +176,7 @@ class Generation:
         """How the manifest names the file ``name`` of this generation once committed."""
         return f"{self.prefix}/{name}"
 
-    labels_path = property(lambda self: self.path / schema.LABELS)
-    work_path = property(lambda self: self.path / ".work")  # the formats' scratch files, removed before the commit
-    finetuned_model_path = property(lambda self: self.path / schema.FINETUNED_MODEL)
+    root = property(lambda self: self.path)
+    labels_path = _in_root(schema.LABELS)
+    work_path = _in_root(".work")  # the formats' scratch files, removed before the commit
+    finetuned_model_path = _in_root(schema.FINETUNED_MODEL)

@@ -50,7 +50,8 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         inp = load_inputs(cfg)
         gen_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         staging = artifacts.new_staging_dir(exports.root, gen_id)
-        workdir = Generation(staging).work_path
+        generation = Generation(staging)
+        workdir = generation.work_path
         workdir.mkdir()
         ctx = context(cfg, exporters, inp, workdir)
         calibration = calibration_record(cfg, inp)
@@ -71,14 +72,14 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     raise failed_write from None
                 raise
             bar = stack.enter_context(progress_bar(len(exporters), "export", unit="variant", verbose=cfg.verbose))
-            entries, failed, tuned = _variants(cfg, exporters, ctx, inp, Generation(staging), calibration,
+            entries, failed, tuned = _variants(cfg, exporters, ctx, inp, generation, calibration,
                                                support_by_format, bar)
             if not entries:
                 raise ConversionError(
                     "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
                     hint="the previous export, if any, is unchanged")
             shutil.rmtree(workdir)
-            manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, Generation(staging))
+            manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, generation)
             if tuned:
                 manifest["fine_tuning"] = tuned[0][1]
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
