@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "toolkit"
 # where a format's name is not a second place to edit: a runtime declares the formats it runs; a format may build
 # on another (tflite-micro embeds the tflite-int8 model); provenance lists pip distributions whose names match
 EXEMPT = {"runners": "runtimes", "exporters": "formats", "provenance.py": "distribution names",
-          "targets": "the format an accelerator's compiler reads"}
+          "targets": "the format an accelerator's compiler reads",
+          "references": "a source framework is named for the files it loads (the ONNX framework reads .onnx)"}
 
 
 def _string_constants(path: Path) -> set[str]:

@@ -2,7 +2,8 @@
 
 Each block runs in a fresh directory holding the files the README names: `exports/model.keras` (the seed
 CNN, briefly trained), `flowers.keras` and `flowers/` (a small RGB classifier and its class folders),
-`any_size.keras` (the same classifier taking any height and width), `model.keras` and `data/` (the CI
+`any_size.keras` (the same classifier taking any height and width), `net.pt2` and `net.onnx` (a small PyTorch
+CNN, tests/userdata.py), `model.keras` and `data/` (the CI
 snippets' names for them) and `releases/v1` (an exported, checked baseline). Install lines are what
 .ci/run does and are skipped here; a block marked `<!-- readme-test: needs a GPU -->` (or the network)
 is only checked to be marked. The quick-start block has its own test (tests/test_quickstart.py).
@@ -103,6 +104,9 @@ def sandbox(tmp_path_factory, mnist, data_dir) -> Path:
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         model.fit(x, y, epochs=3, batch_size=32, verbose=0)
         model.save(root / name)
+    from userdata import torch_mnist_net  # net.pt2 and net.onnx (Models from PyTorch and ONNX)
+
+    torch_mnist_net(root, mnist.train.images, mnist.train.labels)
     shutil.copy(root / "flowers.keras", root / "model.keras")
     shutil.copytree(root / "flowers", root / "data")
     # releases/v1: the baseline the CI snippets compare against, exported and checked

@@ -22,11 +22,11 @@ def test_every_runtime_module_registers_itself():
     registry = runners.load_all()
     modules = {p.stem for p in (PACKAGE / "runners").glob("*.py") if p.stem not in ("__init__", "base")}
     assert {"litert", "litert-builtin", "onnxruntime", "onnxruntime-trt", "tflm", "tensorflow", "openvino",
-            "openvino-bf16", "keras-jax"} <= set(registry)
-    assert len(modules) == 7  # one module per runtime family; each registers what it runs
+            "openvino-bf16", "keras-jax", "torch"} <= set(registry)
+    assert len(modules) == 8  # one module per runtime family; each registers what it runs
     for runtime in registry.values():
         assert runtime.formats and runtime.devices and runtime.summary
-    for fmt in ("tflite", "onnx", "keras", "tflite-micro", "openvino"):
+    for fmt in ("tflite", "onnx", "keras", "tflite-micro", "openvino", "torch"):
         assert fmt in runners.default_for(fmt).formats
 
 

@@ -73,3 +73,43 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0, fr
                   loss=k.losses.SparseCategoricalCrossentropy(from_logits=from_logits), metrics=["accuracy"])
     model.fit(x, y, epochs=epochs, batch_size=32, verbose=0)
     return model
+
+
+def torch_mnist_net(root: Path, images: np.ndarray, labels: np.ndarray, steps: int = 300) -> tuple[Path, Path]:
+    """A small PyTorch CNN (conv, depthwise and pointwise convs with hard-swish, max-pool, dense: as MobileNets are
+    written) trained ``steps`` Adam steps on MNIST (N, 28, 28, 1) images, fixed seed; saved as ``root/net.pt2``
+    (torch.export.save, dynamic batch) and exported by PyTorch's own ONNX exporter as ``root/net.onnx`` (NCHW
+    input, its weights in ``net.onnx.data`` beside it)."""
+    import torch
+
+    class SmallNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(1, 16, 3, padding=1, stride=2)
+            self.depthwise = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.pointwise = torch.nn.Conv2d(16, 32, 1)
+            self.head = torch.nn.Linear(32 * 7 * 7, 10)
+
+        def forward(self, x):
+            x = torch.relu(self.stem(x))
+            x = torch.nn.functional.max_pool2d(torch.nn.functional.hardswish(self.pointwise(self.depthwise(x))), 2)
+            return self.head(torch.flatten(x, 1))
+
+    torch.manual_seed(0)
+    x = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))  # PyTorch's layout
+    net = SmallNet()
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        j = rng.integers(0, len(x), 64)
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x[j])), torch.from_numpy(labels[j]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    example = (torch.from_numpy(x[:2]),)
+    batch = ({0: torch.export.Dim("batch")},)
+    root.mkdir(parents=True, exist_ok=True)
+    torch.export.save(torch.export.export(net, example, dynamic_shapes=batch), root / "net.pt2")
+    torch.onnx.export(net, example, str(root / "net.onnx"), dynamo=True, dynamic_shapes=batch, external_data=True)
+    return root / "net.pt2", root / "net.onnx"

@@ -73,7 +73,8 @@ def _targets(cfg: BenchConfig, manifest: dict) -> list[dict]:
             from toolkit.inputs import reference_model
 
             path = reference_model(cfg, manifest)
-            targets.append({"variant": REFERENCE, "format": "keras", "bytes": path.stat().st_size,
+            framework = (manifest.get("model") or {}).get("framework", "keras")  # the reference's own runtime runs it
+            targets.append({"variant": REFERENCE, "format": framework, "bytes": path.stat().st_size,
                             "sha256": manifest.get("source_model", {}).get("sha256")})
         else:
             targets.append(entries[n])

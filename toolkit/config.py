@@ -120,6 +120,9 @@ class ExportConfig:
             from toolkit.targets import check_available
 
             check_available(list(self.npu))
+        if self.fine_tune and self.model is not None and Path(self.model).suffix.lower() != ".keras":
+            raise UsageError(f"--fine-tune trains the Keras model toward its int8 form; {self.model} is not a Keras "
+                             "model", hint="fine-tune in your own framework, or drop --fine-tune")
         if (self.fine_tune_epochs or self.fine_tune_images) and not self.fine_tune:
             raise UsageError("--fine-tune-epochs and --fine-tune-images apply with --fine-tune")
         if exporters is not None and (self.max_accuracy_drop is not None or self.recipe is not None

@@ -61,11 +61,10 @@ def diagnose(cfg: ParityConfig) -> dict:
                              + (f" (diagnose {fmt.diagnose_instead}: the same model bytes)" if fmt and fmt.diagnose_instead else ""))
         path = exports.verified(entry)
         from toolkit.inputs import data_for, reference_model
-        from toolkit.modelinfo import inspect_model
-        from toolkit.runners.keras import load_keras_model
+        from toolkit.modelinfo import for_export
 
         model_path = reference_model(cfg, manifest)
-        dataset, prep, _ = data_for(cfg, manifest, inspect_model(load_keras_model(model_path), model_path))
+        dataset, prep, _ = data_for(cfg, manifest, for_export(manifest, model_path))
         images = prep.load(dataset.test, np.arange(min(DEBUG_IMAGES, len(dataset.test))))
         result = importlib.import_module(fmt.diagnose).diagnose(Diagnosis(
             exports=exports, entries=entries, entry=entry, path=path, model_path=model_path, dataset=dataset,

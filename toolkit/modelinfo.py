@@ -29,6 +29,10 @@ class ModelInfo:
     rescaling: str | None  # the layer that rescales raw pixels inside the model, if any
     parameters: int
     fixed_at_export: str | None = None  # how a dynamic height and width were fixed (--input-size)
+    framework: str = "keras"  # the framework the model comes from (toolkit/references/): keras, onnx, torch
+    # "channels_first" when the model takes (N, C, H, W) (PyTorch, most ONNX models): input_shape is still given
+    # channels last, (H, W, C), as the toolkit's images are; runners transpose them for such a model
+    data_format: str = "channels_last"
 
     @property
     def layout(self) -> str:
@@ -63,9 +67,9 @@ def for_export(manifest: dict, model_path) -> ModelInfo:
     """The model as the manifest describes it (exports before that was recorded: read the model)."""
     if manifest.get("model"):
         return ModelInfo.from_json(manifest["model"])
-    from toolkit.runners.keras import load_keras_model
+    from toolkit.references import load_reference
 
-    return inspect_model(load_keras_model(model_path), model_path)
+    return load_reference(model_path).info
 
 
 def _op(tensor):

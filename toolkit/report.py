@@ -208,7 +208,7 @@ def _parity_cells(entry: dict, parity: dict) -> list[str] | None:
     ref = parity["reference"]
     name = entry["variant"]
     if name == "keras":
-        return ["keras (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
+        return [f"{ref.get('framework', 'keras')} (reference)", "-", f"{ref['accuracy']:.2%}", "-", "-", "-", "-"]
     if name not in parity["variants"]:
         return None
     v = parity["variants"][name]

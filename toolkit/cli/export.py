@@ -26,9 +26,10 @@ def export_args(p: argparse.ArgumentParser) -> None:
     quiet_arg(p)
     exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
-                   help="Keras image classifier (.keras) to export: any single-input model taking (H, W, C), "
-                   "(H, W) or flat images and giving K class scores, logits or probabilities "
-                   "(default: DIR/model.keras)")
+                   help="image classifier to export: a Keras model (.keras), a PyTorch model saved with "
+                   "torch.export.save (.pt2, needs [torch]) or an ONNX model (.onnx); one input taking (H, W, C), "
+                   "(C, H, W), (H, W) or flat images and giving K class scores, logits or probabilities; every file "
+                   "is checked against it in its own framework (default: DIR/model.keras)")
     dataset_args(p, "the dataset the model was trained on by `toolkit train`, else mnist")
     export_options_args(p)
     json_arg(p, "the manifest (DIR/manifest.json) with each file's full path")

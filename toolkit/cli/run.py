@@ -32,8 +32,8 @@ def run_args(p: argparse.ArgumentParser) -> None:
     dataset_args(p, "mnist; with --skip-train or --model, the dataset the model was trained on, else mnist")
     exports_arg(p)
     p.add_argument("--model", type=Path, default=None, metavar="PATH",
-                   help="your own Keras image classifier (.keras): skip training and take it through export, "
-                   "parity, bench and the report")
+                   help="your own image classifier (.keras, .pt2 from torch.export.save, or .onnx): skip training "
+                   "and take it through export, parity, bench and the report")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 12,000 training images, one epoch, a short benchmark (about a minute here)")
     p.add_argument("--skip-train", action="store_true", help="reuse DIR/model.keras instead of training")
@@ -75,7 +75,7 @@ def _checked_settings(args: argparse.Namespace) -> dict:
     if args.model is not None and not args.model.exists():
         from toolkit.errors import DataError
 
-        raise DataError(f"model file {args.model} not found", hint="give the path of a .keras file")
+        raise DataError(f"model file {args.model} not found", hint="give the path of a .keras, .pt2 or .onnx file")
     return settings
 
 

@@ -14,11 +14,11 @@ from toolkit.datasets.base import validation_note
 from toolkit.errors import DataError, UsageError
 from toolkit.exportdir import ExportDir
 from toolkit.exporters import ExportContext, Exporter
-from toolkit.modelinfo import confirm_output, inspect_model
+from toolkit.modelinfo import confirm_output
 from toolkit.preprocess import resolve
 from toolkit.progress import say
 from toolkit.provenance import sha256_file
-from toolkit.runners.keras import KerasRunner, load_keras_model
+from toolkit.references import Reference, load_reference
 
 
 def log(cfg: ExportConfig, message: str) -> None:
@@ -48,8 +48,9 @@ def fixed_size(model, input_shape: tuple):
     return k.Model(image, model(image), name=model.name)
 
 
-def dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
-    """The dataset and preprocessing for this model: as given, else as it was trained with."""
+def dataset_and_preprocessing(cfg: ExportConfig, info, model_path: Path):
+    """The dataset and preprocessing for this model (``info``: what it takes): as given, else as it was trained
+    with."""
     record = train_record(model_path)
     if cfg.dataset is not None:
         dataset = open_dataset(cfg.dataset, data_dir=cfg.data_dir, **dict(cfg.dataset_options))
@@ -63,7 +64,6 @@ def dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
         options = PreprocessOptions(scale=trained["scale"], color_mode=trained["color_mode"],
                                     mean=tuple(trained["mean"]) if trained.get("mean") else None,
                                     std=tuple(trained["std"]) if trained.get("std") else None)
-    info = inspect_model(model, model_path)
     return dataset, resolve(dataset, info, options), info
 
 
@@ -71,8 +71,9 @@ def dataset_and_preprocessing(cfg: ExportConfig, model, model_path: Path):
 class Inputs:
     """What every variant of one export is made from and checked against."""
 
-    model: object  # keras.Model (its height and width fixed when the model takes any)
+    model: object  # keras.Model (its height and width fixed when the model takes any); None for other frameworks
     model_path: Path
+    source: Reference  # the model in its own framework: what every variant is checked against
     data: object  # toolkit.datasets.Dataset
     prep: object  # toolkit.preprocess.Preprocessing
     info: object  # toolkit.modelinfo.ModelInfo
@@ -80,7 +81,7 @@ class Inputs:
     population: int  # training images the sample was drawn from
     calibration: np.ndarray
     check_images: np.ndarray
-    reference: np.ndarray  # Keras' scores on the check images
+    reference: np.ndarray  # the reference's scores on the check images
 
 
 def check_flags(cfg: ExportConfig, exporters: list[Exporter]) -> None:
@@ -95,12 +96,15 @@ def check_flags(cfg: ExportConfig, exporters: list[Exporter]) -> None:
 
 
 def load_inputs(cfg: ExportConfig) -> Inputs:
-    """The model, its data and preprocessing, the calibration sample and Keras' scores on the check images."""
+    """The model, its data and preprocessing, the calibration sample and the reference's scores on the check
+    images (the model run by its own framework: toolkit/references/)."""
     model_path = Path(cfg.model) if cfg.model else cfg.exports.model_path
-    model = load_keras_model(model_path)
-    data, prep, info = dataset_and_preprocessing(cfg, model, model_path)
-    if info.image_size is not None and None in info.image_size:
+    source = load_reference(model_path)
+    model = source.model if source.keras else None
+    data, prep, info = dataset_and_preprocessing(cfg, source.info, model_path)
+    if source.keras and info.image_size is not None and None in info.image_size:
         model = fixed_size(model, prep.input_shape)
+        source = replace(source, model=model)
         info = replace(info, input_shape=tuple(prep.input_shape), fixed_at_export="--input-size "
                        f"{prep.image_size[0]}x{prep.image_size[1]} (the model takes any height and width)")
     population = len(data.train)
@@ -110,20 +114,20 @@ def load_inputs(cfg: ExportConfig) -> Inputs:
     if not np.isfinite(calibration).all():
         raise DataError("calibration images contain NaN or Inf values", hint=f"check the data in {data.source}")
     check_images = prep.load(data.test, np.arange(min(cfg.check_samples, len(data.test))))
-    reference = KerasRunner(model).infer(check_images)
+    reference = source.runner().infer(check_images)
     info = confirm_output(info, reference)
-    return Inputs(model, model_path, data, prep, info, idx, population, calibration, check_images, reference)
+    return Inputs(model, model_path, source, data, prep, info, idx, population, calibration, check_images, reference)
 
 
 def context(cfg: ExportConfig, exporters: list[Exporter], inp: Inputs, workdir: Path) -> ExportContext:
     ctx = ExportContext(
-        model=inp.model, model_path=inp.model_path, workdir=workdir, calibration_images=inp.calibration,
+        model=inp.model, model_path=inp.model_path, reference=inp.source, workdir=workdir, calibration_images=inp.calibration,
         calibration_method=cfg.calibration_method, opset=cfg.opset,
     )
     control = control_settings(cfg, exporters)
     # the validation split (loaded on first use): the int8 range estimator and accuracy control choose on it
     ctx.log = lambda message: log(cfg, message)
-    ctx.validation = validation_loader(inp.data, inp.prep, inp.model, ctx.log)
+    ctx.validation = validation_loader(inp.data, inp.prep, inp.source.runner, ctx.log)
     if control is not None:
         ctx.control = control
     return ctx
@@ -141,8 +145,9 @@ def control_settings(cfg: ExportConfig, exporters: list[Exporter]):
                            min_agreement=cfg.min_agreement, npu=tuple(cfg.npu))
 
 
-def validation_loader(data, prep, model, log=None):
-    """() -> the validation split, preprocessed, with the Keras model's predictions (loaded once)."""
+def validation_loader(data, prep, reference, log=None):
+    """() -> the validation split, preprocessed, with the reference's predictions (loaded once). ``reference``:
+    () -> a runner of the reference model."""
     from toolkit.accuracy_control import Validation
 
     cache: list = []
@@ -153,9 +158,9 @@ def validation_loader(data, prep, model, log=None):
             if len(split) == 0:
                 raise DataError(f"{data.source} has no validation images: accuracy control measures on them")
             images = prep.load(split)
-            reference = KerasRunner(model).infer_batched(images, 500).argmax(1)
+            predicted = reference().infer_batched(images, 500).argmax(1)
             unseen = "" if data.validation_named else ", a share of the training images: the model may have seen them"
-            cache.append(Validation(images, np.asarray(split.labels), reference,
+            cache.append(Validation(images, np.asarray(split.labels), predicted,
                                     f"{data.kind} validation split ({len(split):,} images{unseen})"))
             if log is not None and validation_note(data):
                 log(f"  note: {validation_note(data)}")

@@ -42,7 +42,8 @@ def manifest_record(cfg: ExportConfig, exporters: list[Exporter], inp: Inputs, e
             # relative to the export directory when inside it, so the directory can move
             "path": _relative_or_absolute(model_path, cfg.exports.root),
             "sha256": sha256_file(model_path),
-            "parameters": int(inp.model.count_params()),
+            "framework": inp.source.framework.name,
+            "parameters": int(inp.info.parameters),
             "train_record_sha256": sha256_file(train_record) if train_record.is_file() else None,
         },
         "model": inp.info.to_json(),

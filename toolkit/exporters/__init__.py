@@ -255,7 +255,7 @@ class ExportContext:
     (its converted bytes, its range statistics, its accuracy-control graph) is its own typed state, asked for
     with ``ctx.state(ItsState)``: no field here that only one format uses, no string-keyed cache."""
 
-    model: object  # keras.Model
+    model: object  # keras.Model; None when the model comes from another framework (``reference``)
     model_path: Path
     workdir: Path
     calibration_images: object  # float32 (N, *model input shape), preprocessed as the manifest says
@@ -272,6 +272,17 @@ class ExportContext:
     log: object = print  # (str) -> None: progress lines
     control_results: dict = field(default_factory=dict)
     _states: dict = field(default_factory=dict)  # a format's state class -> its instance for this export
+    reference: object = None  # toolkit.references.Reference: the model in its own framework (None: ``model``)
+
+    @property
+    def framework(self):
+        """The framework the model comes from (toolkit/references/): its ``to_onnx`` and ``to_openvino`` say how
+        the formats are made from a non-Keras model."""
+        if self.reference is None:
+            from toolkit.references import FRAMEWORKS
+
+            return FRAMEWORKS.get("keras")
+        return self.reference.framework
 
     def state(self, kind: type[S]) -> S:
         """A format's own state for this export (a dataclass with defaults, defined beside its format), made
@@ -301,6 +312,13 @@ class ExportContext:
         """The model as a TF SavedModel (what the TFLite converter reads), made once."""
         if self._saved_model is None:
             from toolkit._quiet import quiet_stderr
+
+            if self.model is None:
+                from toolkit.errors import ConversionError
+
+                raise ConversionError(
+                    f"the TFLite converter reads TensorFlow models; no converter from {self.framework.name} to TFLite "
+                    "is installed beside this TensorFlow (onnx2tf pins an older one): use the ONNX and OpenVINO files")
 
             path = self.workdir / "saved_model"
             with quiet_stderr():

@@ -69,14 +69,18 @@ def convert(ctx: ExportContext):
 
         start = time.perf_counter()
         try:
-            saved_model = ctx.saved_model()
-            model = ov.convert_model(str(saved_model))
+            if ctx.framework.to_openvino is not None:  # a model from another framework: from it, or its ONNX
+                from toolkit.exporters.onnx import float_onnx
+
+                model = ctx.framework.to_openvino(ctx.reference, lambda: float_onnx(ctx))
+            else:
+                model = ov.convert_model(str(ctx.saved_model()))
             normalize(model)
         except Exception as exc:  # OpenVINO's frontends raise their own types
             if as_write_error(ctx.workdir, exc):
                 raise
             ctx.failures["openvino"] = ConversionError(
-                f"OpenVINO conversion (convert_model from the SavedModel) failed: "
+                f"OpenVINO conversion (convert_model from the {'SavedModel' if ctx.model is not None else 'model'}) failed: "
                 f"{first_line(exc)}", detail=whole_message(exc))
             raise ctx.failures["openvino"] from None
         ctx.timings["openvino"] = time.perf_counter() - start

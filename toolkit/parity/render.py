@@ -276,7 +276,7 @@ def table_lines(report: ParityReport) -> list[str]:
     ref = report.reference
     lines = [f"{'variant':<{w}} {'bytes':>10} {'accuracy':>9} {'diff pts':>9} {'95% CI (pts)':>17} {'agreement':>10} "
              f"{'disagree':>8} {'McNemar p':>9}  gates",
-             f"{'keras (ref)':<{w}} {'':>10} {ref['accuracy']:>9.2%}"]
+             f"{ref.get('framework', 'keras') + ' (ref)':<{w}} {'':>10} {ref['accuracy']:>9.2%}"]
     for name, v in report.variants.items():
         m = v.metrics
         lo, hi = m["accuracy_diff_ci95_points"]

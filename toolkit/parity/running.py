@@ -82,19 +82,20 @@ def plan_checks(entries: list[dict], wanted: tuple[str, ...], device: str = "cpu
 
 
 def open_reference(cfg: ParityConfig, model_path: Path, manifest: dict):
-    """The Keras reference on ``--reference-runtime`` (default: the keras format's reference runtime,
-    TensorFlow) on ``--device``, and what the model is (read from it)."""
-    runtime = runners.get(cfg.reference_runtime) if cfg.reference_runtime else runners.default_for("keras")
-    if "keras" not in runtime.formats:
-        raise UsageError(f"--reference-runtime {runtime.name} does not run Keras models "
-                         f"(these do: {', '.join(r.name for r in runners.for_format('keras'))})")
+    """The reference model on ``--reference-runtime`` (default: its framework's reference runtime: TensorFlow for
+    Keras, onnxruntime for ONNX, PyTorch for .pt2) on ``--device``, and what the model is."""
+    framework = (manifest.get("model") or {}).get("framework", "keras")
+    runtime = runners.get(cfg.reference_runtime) if cfg.reference_runtime else runners.default_for(framework)
+    if framework not in runtime.formats:
+        raise UsageError(f"--reference-runtime {runtime.name} does not run {framework} models "
+                         f"(these do: {', '.join(r.name for r in runners.for_format(framework))})")
     reason = runtime.why_not(cfg.device)
     if reason:
         raise DeviceUnavailableError(f"the reference cannot run on {runtime.name} ({cfg.device}): {reason}",
                                      hint="choose another with --reference-runtime")
     runner = runtime.load(model_path, device=cfg.device)
     model = getattr(runner, "model", None)
-    if model is None:  # the runtime holds the model in another process: what the manifest says of it
+    if model is None or framework != "keras":  # what the manifest says of it (the runtime may hold it elsewhere)
         return runner, for_export(manifest, model_path)
     return runner, inspect_model(model, model_path)
 
@@ -231,7 +232,8 @@ def _stream(cfg: ParityConfig, run: _Run, reference_runner, prep, test, bar) -> 
 def _reference_row(reference_runner, model_path: Path, manifest: dict, info, ref_pred: np.ndarray,
                    labels: np.ndarray, seconds: dict) -> dict:
     return {
-        "variant": "keras",
+        "variant": "keras",  # the reference's key in parity.json, whatever its framework (``framework``)
+        "framework": info.framework,
         "runtime": reference_runner.name,
         "device": reference_runner.used_device(),
         "providers": reference_runner.providers,
@@ -331,7 +333,7 @@ def run_parity(cfg: ParityConfig) -> ParityReport:
         ref_pred = np.concatenate(run.ref_preds)
         class_names = list(dataset.class_names) + [str(k) for k in range(dataset.num_classes, info.classes)]
         reference = _reference_row(reference_runner, model_path, manifest, info, ref_pred, labels, run.seconds)
-        _log(cfg, f"reference keras: accuracy {reference['accuracy']:.2%} on {n:,} test images")
+        _log(cfg, f"reference {reference.get('framework', 'keras')} model: accuracy {reference['accuracy']:.2%} on {n:,} test images")
         variants: dict[str, VariantParity] = {}
         for variant in run.checks:
             result = variants[variant] = _variant_result(cfg, run, variant, ref_pred, labels, info.classes)

@@ -28,9 +28,19 @@ class TensorSpec:
         return {k: v for k, v in d.items() if v is not None or k in ("name", "shape", "dtype")}
 
 
+def channels_first(shape) -> bool:
+    """A 4-D input (N, C, H, W) with C of 1 or 3 whose last axis is not a channel axis: PyTorch's layout, and
+    most ONNX models'. The toolkit's images are (N, H, W, C); a runner transposes them for such a model."""
+    shape = tuple(shape)
+    return len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3)
+
+
 class Runner(ABC):
     """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load`` and ``run_raw``;
     ``prepare``, ``providers``, ``bench_fields`` and the hooks of ``_infer`` have defaults.
+
+    Every runner takes the toolkit's images, (N, H, W, C) float32; a model whose input is channels-first
+    (``layout`` "NCHW": PyTorch's, most ONNX models') gets them transposed in ``prepare``, outside the timer.
 
     ``_infer`` is a template, as Polygraphy's ``BaseRunner.infer`` calls ``infer_impl``: ``prepare`` (float
     images -> the model's dtype, quantized with the input tensor's own scale and zero point), ``_run_prepared``
@@ -44,10 +54,28 @@ class Runner(ABC):
     # runtimes whose interpreter is not thread-safe set a threading.Lock: a shared runner is then serialised
     _lock: threading.Lock | None = None
 
+    @property
+    def layout(self) -> str:
+        """"NCHW" when the model's input is channels-first (the runner transposes the toolkit's images), else
+        "NHWC" for an image input (or the shape's own order: flat, no channel axis)."""
+        return "NCHW" if channels_first(self.input_spec.shape) else "NHWC"
+
+    @property
+    def image_shape(self) -> tuple:
+        """The input shape the runner takes from its caller: the model's, channels last."""
+        shape = tuple(self.input_spec.shape)
+        return (shape[0], *shape[2:], shape[1]) if self.layout == "NCHW" else shape
+
+    def arrange(self, images: np.ndarray) -> np.ndarray:
+        """The toolkit's (N, H, W, C) images in the model's layout."""
+        return np.transpose(images, (0, 3, 1, 2)) if self.layout == "NCHW" else images
+
     def prepare(self, images: np.ndarray):
-        """Float images -> the input ``run_raw`` takes (the model's dtype), outside the timer: quantized with the
-        input tensor's own scale and zero point where it has them, else contiguous float32."""
+        """Float images -> the input ``run_raw`` takes (the model's layout and dtype), outside the timer: transposed
+        to channels-first where the model is, quantized with the input tensor's own scale and zero point where it
+        has them, else contiguous float32."""
         spec = self.input_spec
+        images = self.arrange(images)
         if spec.scale is not None:
             return quantize(images, spec.scale, spec.zero_point, np.dtype(spec.dtype))
         return np.ascontiguousarray(images, dtype=np.float32)
@@ -96,7 +124,7 @@ class Runner(ABC):
     def check_input(self, images: np.ndarray) -> None:
         if not isinstance(images, np.ndarray):
             raise DataError(f"{self.name}: expected a numpy array, got {type(images).__name__}")
-        expected = tuple(self.input_spec.shape)
+        expected = self.image_shape
         if images.ndim != len(expected) or any(
             e not in (None, -1) and e != g for e, g in zip(expected[1:], images.shape[1:], strict=True)
         ):

@@ -85,7 +85,7 @@ class LiteRTRunner(Runner):
     def prepare(self, images: np.ndarray) -> np.ndarray:
         """Float images -> the model's input dtype (quantized with the tensor's own params)."""
         if self.input_spec.scale is None:
-            return images.astype(self.input_spec.dtype, copy=False)
+            return np.ascontiguousarray(self.arrange(images), dtype=self.input_spec.dtype)
         return super().prepare(images)
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:

@@ -42,14 +42,20 @@ def check_onnx_file(path: Path):
     if not model.graph.node:
         raise DataError(f"{path} holds no ONNX graph (empty or not an ONNX file)")
     root = path.parent.resolve()
+    external = False
     for tensor in model.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
+                external = True
                 target = (root / entry.value).resolve()
                 if root != target.parent and root not in target.parents:
                     raise DataError(f"{path}: external data {entry.value!r} lies outside {root}")
     try:
-        onnx.checker.check_model(model, full_check=True)
+        # a model with its weights beside it (torch.onnx.export writes NAME.onnx.data): checked from its path, so
+        # the checker finds them, and returned with them loaded
+        onnx.checker.check_model(str(path) if external else model, full_check=True)
+        if external:
+            model = onnx.load(str(path))
     except Exception as exc:
         raise DataError(f"{path} fails onnx.checker: {first_line(exc)}", detail=whole_message(exc)) from None
     return model

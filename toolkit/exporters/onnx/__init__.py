@@ -140,11 +140,31 @@ class OnnxState:
     float_activations: dict = field(default_factory=dict)
 
 
+def feed(ctx: ExportContext, images: np.ndarray) -> np.ndarray:
+    """The toolkit's (N, H, W, C) images in the float ONNX model's layout: channels first for a model that takes
+    them so (a PyTorch model, most ONNX classifiers)."""
+    info = getattr(ctx.reference, "info", None)
+    if info is not None and info.data_format == "channels_first":
+        return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+    return images
+
+
 def float_onnx(ctx: ExportContext) -> Path:
     """Convert once; the int8 variant quantizes this file."""
     if "onnx" in ctx.failures:
         raise ctx.failures["onnx"]
     state = ctx.state(OnnxState)
+    if state.float_onnx is None and ctx.framework.to_onnx is not None:  # a model from another framework
+        start = time.perf_counter()
+        try:
+            proto = ctx.framework.to_onnx(ctx.reference, ctx.opset)
+        except ConversionError as exc:
+            ctx.failures["onnx"] = exc
+            raise
+        ctx.timings["onnx"] = time.perf_counter() - start
+        path = ctx.workdir / "float.onnx"
+        atomic_write_bytes(path, proto.SerializeToString())
+        state.float_onnx = path
     if state.float_onnx is None:
         from toolkit._quiet import quiet_stderr, tf
 
@@ -282,7 +302,7 @@ def _range_stats(ctx: ExportContext):
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         stats = Stats()
-        images = ctx.calibration_images.astype(np.float32)
+        images = feed(ctx, ctx.calibration_images.astype(np.float32))
         for i in range(0, len(images), 16):
             batch = images[i : i + 16]
             stats.add(INPUT_NAME, batch, batched=True)
@@ -337,7 +357,7 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {INPUT_NAME: batch.astype(np.float32)}
+            return None if batch is None else {INPUT_NAME: feed(ctx, batch.astype(np.float32))}
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     extra: dict = {}

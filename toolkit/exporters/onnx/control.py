@@ -15,6 +15,7 @@ from toolkit.exporters.onnx import (
     _preprocessed,
     _quantize,
     _runner,
+    feed,
 )
 from toolkit.model import INPUT_NAME
 
@@ -81,7 +82,7 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
 
         def get_next(self):
             i = next(self._it, None)
-            return None if i is None else {INPUT_NAME: images[i : i + 64]}
+            return None if i is None else {INPUT_NAME: feed(ctx, images[i : i + 64])}
 
     import tempfile
 
@@ -119,7 +120,7 @@ def _control_latency(content: bytes) -> dict:
     from toolkit.accuracy_control import p50_latency
 
     runner = _runner(content, threads=1)
-    x = runner.prepare(np.zeros((1, *[d or 1 for d in runner.input_spec.shape[1:]]), np.float32))
+    x = runner.prepare(np.zeros((1, *[d or 1 for d in runner.image_shape[1:]]), np.float32))
     return p50_latency(lambda: runner.run_raw(x))
 
 

@@ -93,6 +93,9 @@ def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax", int8_gr
     tf = tf()
     try:
         saved_model = _int8_saved_model(ctx) if mode == "int8" or int8_graph else ctx.saved_model()
+    except ConversionError as exc:  # no TensorFlow model to convert (a model from another framework)
+        ctx.failures[key] = exc
+        raise
     except Exception as exc:  # Keras/TensorFlow raise many types; a full disk is re-raised as such
         from toolkit.artifacts import as_write_error
 
@@ -152,7 +155,7 @@ def _int8_saved_model(ctx: ExportContext) -> Path:
     state = ctx.state(TfliteState)
     if state.int8_saved_model is not None:
         return state.int8_saved_model
-    rewritten = _affine_as_depthwise(ctx.model)
+    rewritten = _affine_as_depthwise(ctx.model) if ctx.model is not None else None
     if rewritten is None:
         state.int8_saved_model, state.int8_rewrites = ctx.saved_model(), []
         return state.int8_saved_model

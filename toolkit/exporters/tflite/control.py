@@ -162,7 +162,7 @@ def _control_latency(content: bytes) -> dict:
     from toolkit.runners.litert import LiteRTRunner
 
     runner = LiteRTRunner(content, threads=1)
-    x = runner.prepare(np.zeros((1, *runner.input_spec.shape[1:]), np.float32))
+    x = runner.prepare(np.zeros((1, *runner.image_shape[1:]), np.float32))
     return p50_latency(lambda: runner.run_raw(x))
 
 
