@@ -130,7 +130,7 @@ def test_keras_lambda_layer_is_refused(tmp_path, capsys):
 def test_wrong_extension_for_the_stage(export_copy, capsys):
     tflite = export_copy / _entry(export_copy, "tflite")["path"]
     assert main(["export", "--exports", str(export_copy), "--model", str(tflite), "--force"]) == 3
-    assert "not a .keras file" in capsys.readouterr().err
+    assert "is not a model file the toolkit reads (it reads .keras" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("variant", ["tflite-int8", "onnx", "tflite-micro"])
