@@ -182,6 +182,7 @@ ONE_FILE_PAGES = {
     "MEMORY.md": ("memory", "memory.json"),
     "PIPELINE.md": ("pipeline", "pipeline.json"),
     "NPU.md": ("npu", "npu.json"),
+    "PYTORCH.md": ("pytorch", "pytorch.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {
