@@ -249,7 +249,8 @@ def _variants_lines(manifest: dict, parity: dict, rows: list[dict]) -> list[str]
     big = batches[-1] if batches else None
     ref = parity["reference"]
     lines = ["## Variants", "",
-             f"Reference (Keras) accuracy on {ref['images']:,} test images: **{ref['accuracy']:.2%}**.", ""]
+             f"Reference ({ref.get('framework', 'keras')} model) accuracy on {ref['images']:,} test images: "
+             f"**{ref['accuracy']:.2%}**.", ""]
     head = ["variant", "size (bytes)", "accuracy", "diff (pts)", "95% CI (pts)", "agreement", "gates", "runtime",
             "p50 ms batch 1"]
     if big and big != 1:

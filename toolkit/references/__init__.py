@@ -33,6 +33,9 @@ class Framework:
     to_onnx: Callable | None = None
     # (reference, () -> the float ONNX file) -> openvino.Model; None: OpenVINO converts the SavedModel
     to_openvino: Callable | None = None
+    # reference -> (float TFLite bytes, manifest extras) for a framework with its own TFLite converter; None: the
+    # TFLite converter reads the Keras model's SavedModel (or, for a framework without one, a failed row)
+    to_tflite: Callable | None = None
 
 
 @dataclass

@@ -69,6 +69,50 @@ def _to_onnx(reference: Reference, opset: int):
     return as_toolkit_onnx(proto, reference.path)  # the batch dimension named "batch", checked to run
 
 
+def _to_tflite(reference: Reference) -> tuple[bytes, dict]:
+    """The float TFLite model through litert-torch (PyTorch's own converter to LiteRT), with its input in the
+    model's layout: a dynamic batch where litert-torch converts one, else a batch fixed at 1 (its lowering of
+    ``view``/``flatten`` cannot take a symbolic batch); the manifest says which."""
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") is None:
+        raise ConversionError("TFLite from a PyTorch model needs litert-torch, which is not installed",
+                              hint="pip install -e '.[torch]'")
+    import torch
+
+    from toolkit._quiet import quiet_stderr
+
+    h, w, c = reference.info.input_shape if len(reference.info.input_shape) == 3 else (*reference.info.input_shape, 1)
+    channels_first = reference.info.data_format == "channels_first"
+    shape = (2, c, h, w) if channels_first else (2, h, w, c)
+    module = reference.model.module()
+    import litert_torch
+
+    why = None
+    with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):  # its progress lines and absl logs
+        try:
+            model = litert_torch.convert(module, (torch.zeros(shape),),
+                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
+            batch = "dynamic"
+        except Exception as exc:  # litert-torch raises many types
+            why = first_line(exc)
+            model = None
+        if model is None:
+            try:
+                model = litert_torch.convert(module, (torch.zeros((1, *shape[1:])),))
+            except Exception as exc:  # litert-torch raises many types
+                raise ConversionError(f"litert-torch could not convert the model: {type(exc).__name__}: "
+                                      f"{first_line(exc)}", detail=whole_message(exc)) from None
+            batch = "fixed at 1"
+        content = bytes(model.model_content())
+    from importlib.metadata import version
+
+    extra = {"converter": f"litert-torch {version('litert-torch')}", "batch": batch}
+    if why:
+        extra["batch_note"] = f"litert-torch could not convert a dynamic batch: {why[:300]}"
+    return content, extra
+
+
 def _to_openvino(reference: Reference, float_onnx):
     """The ExportedProgram converted directly, its input shape given (the frontend leaves every dimension dynamic
     otherwise, and a runner could not tell its layout)."""
@@ -81,4 +125,4 @@ def _to_openvino(reference: Reference, float_onnx):
 
 FRAMEWORK = FRAMEWORKS.register(Framework(
     "torch", (".pt2",), "a PyTorch model saved with torch.export.save (run eagerly by PyTorch)", _load, order=30,
-    extra="torch", available=available, to_onnx=_to_onnx, to_openvino=_to_openvino))
+    extra="torch", available=available, to_onnx=_to_onnx, to_openvino=_to_openvino, to_tflite=_to_tflite))

@@ -67,6 +67,10 @@ class LiteRTRunner(Runner):
         self.use_xnnpack = use_xnnpack
         self._batch = None
         self._lock = threading.Lock()
+        # a file whose batch is fixed (litert-torch writes batch 1 where it cannot convert a dynamic one): fed one
+        # batch of that size per invoke by infer; run_raw (what bench times) takes only that size
+        first = self.input_spec.shape[0] if self.input_spec.shape else None
+        self.fixed_batch = first if isinstance(first, int) and first > 0 else None  # -1: a dynamic batch
 
     @classmethod
     def load(cls, path: Path, **kwargs) -> LiteRTRunner:
@@ -88,8 +92,25 @@ class LiteRTRunner(Runner):
             return np.ascontiguousarray(self.arrange(images), dtype=self.input_spec.dtype)
         return super().prepare(images)
 
+    def _run_prepared(self, x):
+        """A file with a fixed batch runs the images in pieces of that batch (the last one padded)."""
+        size = self.fixed_batch
+        if size is None or len(x) == size:
+            return super()._run_prepared(x)
+        outs = []
+        for i in range(0, len(x), size):
+            piece = x[i : i + size]
+            pad = size - len(piece)
+            if pad:
+                piece = np.concatenate([piece, np.repeat(piece[-1:], pad, axis=0)])
+            outs.append(super()._run_prepared(piece)[: size - pad])
+        return np.concatenate(outs)
+
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """One invoke on an input already in the model's dtype; returns the raw output (bench)."""
+        if self.fixed_batch is not None and x.shape[0] != self.fixed_batch:
+            raise DataError(f"this file's batch is fixed at {self.fixed_batch} (its input shape "
+                            f"{list(self.input_spec.shape)}): it cannot run a batch of {x.shape[0]} in one invoke")
         self._resize(x.shape[0])
         self.interpreter.set_tensor(self._in["index"], x)
         self.interpreter.invoke()
