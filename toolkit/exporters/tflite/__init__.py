@@ -12,6 +12,8 @@ and one line of reason, and the full text in the manifest's ``detail``.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import time
 from dataclasses import dataclass, field
@@ -145,22 +147,67 @@ def _converted(ctx: ExportContext, mode: str, estimator: str = "minmax", int8_gr
 
 
 def _from_framework(ctx: ExportContext, mode: str, key: str) -> tuple[bytes, dict]:
-    """The float model from the source framework's own converter (PyTorch: litert-torch). Its quantized forms are
-    not built from that file yet: failed rows saying so."""
-    if mode != "none":
-        ctx.failures[key] = ConversionError(
-            f"TFLite {_MODE_TEXT[mode]} from a {ctx.framework.name} model is not built yet: the toolkit's TFLite "
-            "quantization calibrates through the TensorFlow converter, which reads TensorFlow models; the float "
-            "TFLite file, the ONNX files (onnx-int8 included) and OpenVINO are made")
-        raise ctx.failures[key]
+    """A TFLite model from the source framework's own converter (PyTorch: litert-torch's float file) and, for
+    the quantized modes, that file quantized by ai-edge-quantizer (LiteRT's quantizer, which the accuracy search
+    uses too): float16 weights, dynamic-range int8 weights, or full-integer int8 (int8 input and output) calibrated
+    on the calibration images with its own min/max."""
     start = time.perf_counter()
     try:
-        content, extra = ctx.framework.to_tflite(ctx.reference)
+        if mode == "none":
+            content, extra = ctx.framework.to_tflite(ctx.reference)
+        else:
+            content, extra = _quantized_by_aeq(ctx, _converted(ctx, "none")[0], mode)
     except ConversionError as exc:
         ctx.failures[key] = exc
         raise
     ctx.timings[key] = time.perf_counter() - start
     return content, extra
+
+
+def _quantized_by_aeq(ctx: ExportContext, content: bytes, mode: str) -> tuple[bytes, dict]:
+    """``content`` (a float TFLite file) quantized by ai-edge-quantizer: ``fp16``, ``dynamic`` or ``int8``."""
+    from importlib.metadata import version
+
+    try:
+        from ai_edge_quantizer import qtyping, quantizer, recipe
+    except ImportError:
+        raise ConversionError("quantized TFLite from a float TFLite file needs ai-edge-quantizer, which is not "
+                              "installed", hint="pip install -e '.[control]'") from None
+    from toolkit._quiet import quiet_stderr
+    from toolkit.exporters.tflite.control import inline_buffers
+
+    tool = f"ai-edge-quantizer {version('ai-edge-quantizer')}"
+    with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):  # its size and time report
+        q = quantizer.Quantizer(content)
+        if mode == "fp16":  # weights stored as float16, computed in float32 (a Dequantize op before each use)
+            q.update_quantization_recipe(
+                regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key="float_casting",
+                op_config=qtyping.OpQuantizationConfig(
+                    weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16,
+                                                                          dtype=qtyping.TensorDataType.FLOAT),
+                    compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
+            result = q.quantize()
+            return inline_buffers(bytes(result.quantized_model)), {"quantizer": f"{tool}, float_casting to float16"}
+        if mode == "dynamic":
+            q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+            result = q.quantize()
+            return inline_buffers(bytes(result.quantized_model)), {"quantizer": f"{tool}, dynamic_wi8_afp32"}
+        from ai_edge_litert.interpreter import Interpreter
+
+        signatures = Interpreter(model_content=content).get_signature_list()
+        key = next(iter(signatures))
+        name = signatures[key]["inputs"][0]
+        images = ctx.calibration_images.astype(np.float32)
+        info = getattr(ctx.reference, "info", None)
+        if info is not None and info.data_format == "channels_first":
+            images = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        calibration = q.calibrate({key: [{name: images[i : i + 1]} for i in range(len(images))]}, num_threads=1)
+        result = q.quantize(calibration, enable_progress_report=False, enable_progress_bar=False)
+    return inline_buffers(bytes(result.quantized_model)), {
+        "quantizer": f"{tool}, static_wi8_ai8 (int8 weights per channel, int8 activations, int8 input and output)",
+        "calibration": {"method": "minmax (ai-edge-quantizer's calibration of the float file: the toolkit's range "
+                                  "estimators apply to the TensorFlow converter's and ONNX's int8)"}}
 
 
 # A Normalization whose per-channel scales span more than this ratio is rewritten for int8 (below)
@@ -226,6 +273,9 @@ def _int8(ctx: ExportContext) -> tuple[bytes, dict]:
     state = ctx.state(TfliteState)
     if "tflite-int8" in state.converted and "tflite-int8:chosen" in state.converted:
         return state.converted["tflite-int8:chosen"]
+    if ctx.model is None:  # from the framework's own float file, quantized by ai-edge-quantizer
+        state.converted["tflite-int8"] = state.converted["tflite-int8:chosen"] = _converted(ctx, "int8")
+        return state.converted["tflite-int8"]
     from toolkit import ranges
 
     method, note = ranges.method_for("tflite-int8", ctx.calibration_method)
