@@ -52,7 +52,9 @@ def _onnx(float_path: Path, qdq_path: Path, images: np.ndarray) -> dict:
             qdq_acts = qdq.collect_activations(aug_qdq, Reader())
         except Exception as exc:  # onnxruntime's own error types
             raise DataError(f"cannot instrument the ONNX models: {exc}") from None
-    errors = qdq.compute_activation_error(qdq.create_activation_matching(qdq_acts, float_acts))
+    # tensors of the QDQ graph with no float counterpart (names the quantizer's pre-processing made) are left out
+    matching = {k: v for k, v in qdq.create_activation_matching(qdq_acts, float_acts).items() if "float" in v}
+    errors = qdq.compute_activation_error(matching)
     scales = {}
     model = onnx.load(str(qdq_path))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
