@@ -33,7 +33,7 @@ def _export(tmp, model: Path, *formats: str) -> tuple[int, dict]:
     return code, json.loads((out / "manifest.json").read_text())
 
 
-def test_a_pytorch_model_exports_to_every_format_and_passes_parity_against_pytorch(torch_models, tmp_path):
+def test_a_pytorch_model_exports_to_every_format_and_passes_parity_against_pytorch(torch_models, tmp_path, mnist):
     code, manifest = _export(tmp_path, torch_models[0], "onnx", "openvino", "tflite", "tflite-micro")
     assert code == 0
     model = manifest["model"]
@@ -62,6 +62,14 @@ def test_a_pytorch_model_exports_to_every_format_and_passes_parity_against_pytor
                                                                    ("agreement_percent", 99.5)}, v["gates"]
         assert v["verdict"] in ("pass", "inconclusive"), (name, v["gates"])
     assert parity["variants"]["tflite-micro"]["verdict"] in ("pass", "inconclusive")
+
+    from toolkit.errors import DataError
+    from toolkit.runners.litert import LiteRTRunner
+
+    fixed = LiteRTRunner.load(tmp_path / "exports" / entries["tflite"]["path"])  # batch fixed at 1
+    assert fixed.infer(mnist.test.images[:3]).shape == (3, 10)  # fed in pieces of its batch
+    with pytest.raises(DataError, match="batch is fixed at 1"):  # bench's timed call takes only its own batch
+        fixed.run_raw(fixed.prepare(mnist.test.images[:3]))
 
     code = main(["bench", "--exports", str(tmp_path / "exports"), "--batch-sizes", "1", "--threads", "1",
                  "--min-runs", "5", "--min-seconds", "0", "--warmup", "1", "--quiet"])
