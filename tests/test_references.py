@@ -63,6 +63,10 @@ def test_a_pytorch_model_exports_to_every_format_and_passes_parity_against_pytor
         assert v["verdict"] in ("pass", "inconclusive"), (name, v["gates"])
     assert parity["variants"]["tflite-micro"]["verdict"] in ("pass", "inconclusive")
 
+    # the same .pt2, data and settings give the same bytes in this process too (OpenVINO numbers its models per
+    # process; torch.onnx, litert-torch and ai-edge-quantizer must not depend on what ran before)
+    assert main(["verify", "--exports", str(tmp_path / "exports"), "--rebuild", "--quiet"]) == 0
+
     from toolkit.errors import DataError
     from toolkit.runners.litert import LiteRTRunner
 

@@ -28,6 +28,8 @@ def normalize(model) -> None:
     rt = model.get_rt_info()
     if "conversion_parameters" in list(rt.keys()):
         del rt["conversion_parameters"]
+    if re.fullmatch(r"Model\d+", model.get_friendly_name()):  # the frontend's own count of models in this process
+        model.set_friendly_name("Model0")  # what a fresh process writes
     used: set[str] = set()
     counts: dict[str, int] = {}
     for op in model.get_ordered_ops():
