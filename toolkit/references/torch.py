@@ -69,10 +69,10 @@ def _to_onnx(reference: Reference, opset: int):
     return as_toolkit_onnx(proto, reference.path)  # the batch dimension named "batch", checked to run
 
 
-def _to_tflite(reference: Reference) -> tuple[bytes, dict]:
+def _to_tflite(reference: Reference, batch_one: bool = False) -> tuple[bytes, dict]:
     """The float TFLite model through litert-torch (PyTorch's own converter to LiteRT), with its input in the
-    model's layout: a dynamic batch where litert-torch converts one, else a batch fixed at 1 (its lowering of
-    ``view``/``flatten`` cannot take a symbolic batch); the manifest says which."""
+    model's layout: a dynamic batch where litert-torch converts one, else (or with ``batch_one``) a batch fixed at
+    1 (its lowering of ``view``/``flatten`` cannot take a symbolic batch); the manifest says which."""
     import importlib.util
 
     if importlib.util.find_spec("litert_torch") is None:
@@ -88,15 +88,15 @@ def _to_tflite(reference: Reference) -> tuple[bytes, dict]:
     module = reference.model.module()
     import litert_torch
 
-    why = None
+    why, model = ("asked for one image per invoke (the int8 graph)" if batch_one else None), None
     with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):  # its progress lines and absl logs
         try:
-            model = litert_torch.convert(module, (torch.zeros(shape),),
-                                         dynamic_shapes=({0: torch.export.Dim("batch")},))
-            batch = "dynamic"
+            if not batch_one:
+                model = litert_torch.convert(module, (torch.zeros(shape),),
+                                             dynamic_shapes=({0: torch.export.Dim("batch")},))
+                batch = "dynamic"
         except Exception as exc:  # litert-torch raises many types
-            why = first_line(exc)
-            model = None
+            why = f"litert-torch could not convert a dynamic batch: {first_line(exc)}"
         if model is None:
             try:
                 model = litert_torch.convert(module, (torch.zeros((1, *shape[1:])),))
@@ -109,7 +109,7 @@ def _to_tflite(reference: Reference) -> tuple[bytes, dict]:
 
     extra = {"converter": f"litert-torch {version('litert-torch')}", "batch": batch}
     if why:
-        extra["batch_note"] = f"litert-torch could not convert a dynamic batch: {why[:300]}"
+        extra["batch_note"] = why[:300]
     return content, extra
 
 

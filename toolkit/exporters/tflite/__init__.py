@@ -150,13 +150,17 @@ def _from_framework(ctx: ExportContext, mode: str, key: str) -> tuple[bytes, dic
     """A TFLite model from the source framework's own converter (PyTorch: litert-torch's float file) and, for
     the quantized modes, that file quantized by ai-edge-quantizer (LiteRT's quantizer, which the accuracy search
     uses too): float16 weights, dynamic-range int8 weights, or full-integer int8 (int8 input and output) calibrated
-    on the calibration images with its own min/max."""
+    on the calibration images with its own min/max. The int8 file (and so TFLM's C array and Vela's input) is made
+    from a conversion at batch 1: a dynamic-batch conversion keeps its example's batch (2) as the tensors' static
+    shape, which TFLM and Vela, reading static shapes, would run as two images per invoke."""
     start = time.perf_counter()
     try:
-        if mode == "none":
-            content, extra = ctx.framework.to_tflite(ctx.reference)
+        if mode == "none":  # the int8 graph: one image per invoke, as microcontrollers and NPUs run it
+            content, extra = ctx.framework.to_tflite(ctx.reference, batch_one=key.endswith(":int8-graph"))
         else:
-            content, extra = _quantized_by_aeq(ctx, _converted(ctx, "none")[0], mode)
+            base, made = _converted(ctx, "none", int8_graph=mode == "int8")
+            content, extra = _quantized_by_aeq(ctx, base, mode)
+            extra = {**{k: made[k] for k in ("converter", "batch", "batch_note") if k in made}, **extra}
     except ConversionError as exc:
         ctx.failures[key] = exc
         raise

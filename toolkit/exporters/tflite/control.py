@@ -12,9 +12,9 @@ from toolkit.exporters.tflite import TfliteState, _control_predict, _converted, 
 def _control_float(ctx: ExportContext) -> bytes:
     """The float model the search quantizes layer by layer: the int8 conversion's graph (with its
     Normalization rewrites, if any), in float."""
-    if _int8_saved_model(ctx) == ctx.saved_model():
-        return convert(ctx, "none")[0]
-    return _converted(ctx, "none", int8_graph=True)[0]
+    if ctx.model is None or _int8_saved_model(ctx) != ctx.saved_model():  # (another framework: its int8 graph)
+        return _converted(ctx, "none", int8_graph=True)[0]
+    return convert(ctx, "none")[0]
 
 
 def _float_graph(ctx: ExportContext) -> TfliteState:
