@@ -188,6 +188,10 @@ def markdown(doc: dict) -> str:
             name = "reference" if row["variant"] == "keras" else row["variant"]
             lines.append(f"| {name} | {row['runtime']} | {row['batch_size']} | {cell(row)} | "
                          + (f"{cell(other)} | {other['p50_ms'] / row['p50_ms']:.2f}x |" if other else "- | - |"))
+        not_timed = {(f.get("variant"), f.get("runtime"), f.get("batch"), f.get("reason")) for f in r["bench"][0]["failed"]}
+        lines += [""] + [f"Not timed: {'reference' if v == 'keras' else v} on {rt} "
+                         f"{f'at batch {b}' if b else '(it does not load)'}: {why}"
+                         for v, rt, b, why in sorted(not_timed, key=str)]
         lines.append("")
     machine = (doc["references"]["pt2"]["bench"][0].get("provenance") or {}).get("machine", {})
     lines += [f"Machine: {cpu_text(machine)}. Latency is the toolkit's timer around each runtime's raw call (docs/reference.md); "
