@@ -59,10 +59,6 @@ def diagnose(cfg: ParityConfig) -> dict:
                     if e.calibrated and exporters.get_format(e.format).diagnose]
             raise UsageError(f"--diagnose works on {' and '.join(able)}; {variant} is format {entry['format']}"
                              + (f" (diagnose {fmt.diagnose_instead}: the same model bytes)" if fmt and fmt.diagnose_instead else ""))
-        framework = (manifest.get("model") or {}).get("framework", "keras")
-        if framework != "keras" and entry["format"] == "tflite":
-            raise UsageError(f"--diagnose {variant} re-runs the TFLite converter's debugger on the Keras model; this "
-                             f"export's model is a {framework} model", hint="diagnose onnx-int8 instead")
         path = exports.verified(entry)
         from toolkit.inputs import data_for, reference_model
         from toolkit.modelinfo import for_export

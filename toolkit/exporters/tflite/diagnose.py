@@ -13,10 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.datasets import sample_indices
+from toolkit.errors import UsageError
 
 
 def diagnose(d) -> dict:
     """d: toolkit.diagnose.Diagnosis."""
+    from toolkit.references import framework_for
+
+    framework = framework_for(d.model_path).name
+    if framework != "keras":
+        raise UsageError(f"--diagnose {d.entry['variant']} re-runs the TFLite converter's debugger on the Keras model; "
+                         f"this export's model is a {framework} model", hint="diagnose its ONNX int8 file instead")
     cal = d.entry["calibration"]
     idx = sample_indices(cal["count"], len(d.dataset.train), seed=cal["seed"])
     return _tflite(d.model_path, d.path, d.prep.load(d.dataset.train, idx), d.images)
