@@ -12,8 +12,6 @@ and one line of reason, and the full text in the manifest's ``detail``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ import numpy as np
 from toolkit.artifacts import atomic_write_bytes
 from toolkit.errors import ConversionError, DataError, first_line, message_lines, whole_message
 from toolkit.exporters import FORMATS, ExportContext, Format, op_check, plain_companion, register
+from toolkit.exporters.tflite.aeq import quantized
 
 _OP_PATTERNS = (
     re.compile(r"failed to legalize operation '([\w.]+)'"),
@@ -159,59 +158,13 @@ def _from_framework(ctx: ExportContext, mode: str, key: str) -> tuple[bytes, dic
             content, extra = ctx.framework.to_tflite(ctx.reference, batch_one=key.endswith(":int8-graph"))
         else:
             base, made = _converted(ctx, "none", int8_graph=mode == "int8")
-            content, extra = _quantized_by_aeq(ctx, base, mode)
+            content, extra = quantized(ctx, base, mode)
             extra = {**{k: made[k] for k in ("converter", "batch", "batch_note") if k in made}, **extra}
     except ConversionError as exc:
         ctx.failures[key] = exc
         raise
     ctx.timings[key] = time.perf_counter() - start
     return content, extra
-
-
-def _quantized_by_aeq(ctx: ExportContext, content: bytes, mode: str) -> tuple[bytes, dict]:
-    """``content`` (a float TFLite file) quantized by ai-edge-quantizer: ``fp16``, ``dynamic`` or ``int8``."""
-    from importlib.metadata import version
-
-    try:
-        from ai_edge_quantizer import qtyping, quantizer, recipe
-    except ImportError:
-        raise ConversionError("quantized TFLite from a float TFLite file needs ai-edge-quantizer, which is not "
-                              "installed", hint="pip install -e '.[control]'") from None
-    from toolkit._quiet import quiet_stderr
-    from toolkit.exporters.tflite.control import inline_buffers
-
-    tool = f"ai-edge-quantizer {version('ai-edge-quantizer')}"
-    with quiet_stderr(), contextlib.redirect_stdout(io.StringIO()):  # its size and time report
-        q = quantizer.Quantizer(content)
-        if mode == "fp16":  # weights stored as float16, computed in float32 (a Dequantize op before each use)
-            q.update_quantization_recipe(
-                regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, algorithm_key="float_casting",
-                op_config=qtyping.OpQuantizationConfig(
-                    weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16,
-                                                                          dtype=qtyping.TensorDataType.FLOAT),
-                    compute_precision=qtyping.ComputePrecision.FLOAT, explicit_dequantize=True))
-            result = q.quantize()
-            return inline_buffers(bytes(result.quantized_model)), {"quantizer": f"{tool}, float_casting to float16"}
-        if mode == "dynamic":
-            q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-            result = q.quantize()
-            return inline_buffers(bytes(result.quantized_model)), {"quantizer": f"{tool}, dynamic_wi8_afp32"}
-        from ai_edge_litert.interpreter import Interpreter
-
-        signatures = Interpreter(model_content=content).get_signature_list()
-        key = next(iter(signatures))
-        name = signatures[key]["inputs"][0]
-        images = ctx.calibration_images.astype(np.float32)
-        info = getattr(ctx.reference, "info", None)
-        if info is not None and info.data_format == "channels_first":
-            images = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
-        q.load_quantization_recipe(recipe.static_wi8_ai8())
-        calibration = q.calibrate({key: [{name: images[i : i + 1]} for i in range(len(images))]}, num_threads=1)
-        result = q.quantize(calibration, enable_progress_report=False, enable_progress_bar=False)
-    return inline_buffers(bytes(result.quantized_model)), {
-        "quantizer": f"{tool}, static_wi8_ai8 (int8 weights per channel, int8 activations, int8 input and output)",
-        "calibration": {"method": "minmax (ai-edge-quantizer's calibration of the float file: the toolkit's range "
-                                  "estimators apply to the TensorFlow converter's and ONNX's int8)"}}
 
 
 # A Normalization whose per-channel scales span more than this ratio is rewritten for int8 (below)

@@ -7,6 +7,7 @@ import numpy as np
 
 from toolkit.exporters import ExportContext
 from toolkit.exporters.tflite import TfliteState, _control_predict, _converted, _int8_saved_model, convert
+from toolkit.exporters.tflite.aeq import inline_buffers
 
 
 def _control_float(ctx: ExportContext) -> bytes:
@@ -75,23 +76,6 @@ def _control_build(ctx: ExportContext, levels: dict) -> bytes:
             state.qsv = q.calibrate(data, num_threads=1)
         result = q.quantize(state.qsv, enable_progress_report=False, enable_progress_bar=False)
     return inline_buffers(bytes(result.quantized_model))
-
-
-def inline_buffers(content: bytes) -> bytes:
-    """The model with every constant inside the FlatBuffer. ai-edge-quantizer writes constants of
-    models with 256 KiB or more of them after the FlatBuffer, addressed by offset (LiteRT's
-    large-model layout); TFLM does not read that layout (it runs such a model on wrong weights),
-    and a C array for a microcontroller wants one plain FlatBuffer anyway."""
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
-    external = [b for b in model.buffers if getattr(b, "offset", 0) > 1]
-    if not external:
-        return content
-    for buffer in external:
-        buffer.data = np.frombuffer(content, np.uint8, count=buffer.size, offset=buffer.offset).copy()
-        buffer.offset, buffer.size = 0, 0
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
