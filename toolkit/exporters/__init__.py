@@ -291,6 +291,16 @@ class ExportContext:
             self._states[kind] = kind()
         return self._states[kind]
 
+    def in_model_layout(self, images):
+        """The toolkit's (N, H, W, C) images in the model's own layout: channels first for a model that takes them
+        so (a PyTorch model, most ONNX classifiers), as its ONNX and TFLite files keep it."""
+        info = getattr(self.reference, "info", None)
+        if info is not None and info.data_format == "channels_first":
+            from toolkit.runners.base import to_channels_first
+
+            return to_channels_first(images)
+        return images
+
     def derived(self, **changes) -> ExportContext:
         """A context for another model (fine-tuning's): the same settings and data, none of the conversions,
         failures, timings or states of this one."""

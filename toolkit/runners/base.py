@@ -35,6 +35,11 @@ def channels_first(shape) -> bool:
     return len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3)
 
 
+def to_channels_first(images: np.ndarray) -> np.ndarray:
+    """The toolkit's (N, H, W, C) images as (N, C, H, W), contiguous."""
+    return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+
+
 class Runner(ABC):
     """Subclasses set ``name``, ``input_spec`` and ``output_spec`` and implement ``load`` and ``run_raw``;
     ``prepare``, ``providers``, ``bench_fields`` and the hooks of ``_infer`` have defaults.
@@ -68,7 +73,7 @@ class Runner(ABC):
 
     def arrange(self, images: np.ndarray) -> np.ndarray:
         """The toolkit's (N, H, W, C) images in the model's layout."""
-        return np.transpose(images, (0, 3, 1, 2)) if self.layout == "NCHW" else images
+        return to_channels_first(images) if self.layout == "NCHW" else images
 
     def prepare(self, images: np.ndarray):
         """Float images -> the input ``run_raw`` takes (the model's layout and dtype), outside the timer: transposed

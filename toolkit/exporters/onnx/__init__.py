@@ -140,15 +140,6 @@ class OnnxState:
     float_activations: dict = field(default_factory=dict)
 
 
-def feed(ctx: ExportContext, images: np.ndarray) -> np.ndarray:
-    """The toolkit's (N, H, W, C) images in the float ONNX model's layout: channels first for a model that takes
-    them so (a PyTorch model, most ONNX classifiers)."""
-    info = getattr(ctx.reference, "info", None)
-    if info is not None and info.data_format == "channels_first":
-        return np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
-    return images
-
-
 def float_onnx(ctx: ExportContext) -> Path:
     """Convert once; the int8 variant quantizes this file."""
     if "onnx" in ctx.failures:
@@ -302,7 +293,7 @@ def _range_stats(ctx: ExportContext):
         session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         stats = Stats()
-        images = feed(ctx, ctx.calibration_images.astype(np.float32))
+        images = ctx.in_model_layout(ctx.calibration_images.astype(np.float32))
         for i in range(0, len(images), 16):
             batch = images[i : i + 16]
             stats.add(INPUT_NAME, batch, batched=True)
@@ -357,7 +348,7 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
 
         def get_next(self):
             batch = next(self._batches, None)
-            return None if batch is None else {INPUT_NAME: feed(ctx, batch.astype(np.float32))}
+            return None if batch is None else {INPUT_NAME: ctx.in_model_layout(batch.astype(np.float32))}
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     extra: dict = {}

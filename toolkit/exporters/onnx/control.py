@@ -15,7 +15,6 @@ from toolkit.exporters.onnx import (
     _preprocessed,
     _quantize,
     _runner,
-    feed,
 )
 from toolkit.model import INPUT_NAME
 
@@ -82,7 +81,7 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
 
         def get_next(self):
             i = next(self._it, None)
-            return None if i is None else {INPUT_NAME: feed(ctx, images[i : i + 64])}
+            return None if i is None else {INPUT_NAME: ctx.in_model_layout(images[i : i + 64])}
 
     import tempfile
 

@@ -28,12 +28,12 @@ def _onnx(float_path: Path, qdq_path: Path, images: np.ndarray) -> dict:
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization import qdq_loss_debug as qdq
 
-    from toolkit.runners.base import channels_first
+    from toolkit.runners.base import channels_first, to_channels_first
 
     graph_input = onnx.load(str(float_path), load_external_data=False).graph.input[0]
     dims = [d.dim_value or None for d in graph_input.type.tensor_type.shape.dim]
     if channels_first(dims):  # a model from PyTorch or another NCHW exporter
-        images = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+        images = to_channels_first(images)
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -45,10 +45,7 @@ def quantized(ctx: ExportContext, content: bytes, mode: str) -> tuple[bytes, dic
         signatures = Interpreter(model_content=content).get_signature_list()
         key = next(iter(signatures))
         name = signatures[key]["inputs"][0]
-        images = ctx.calibration_images.astype(np.float32)
-        info = getattr(ctx.reference, "info", None)
-        if info is not None and info.data_format == "channels_first":
-            images = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+        images = ctx.in_model_layout(ctx.calibration_images.astype(np.float32))
         q.load_quantization_recipe(recipe.static_wi8_ai8())
         calibration = q.calibrate({key: [{name: images[i : i + 1]} for i in range(len(images))]}, num_threads=1)
         result = q.quantize(calibration, enable_progress_report=False, enable_progress_bar=False)
