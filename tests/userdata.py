@@ -113,3 +113,39 @@ def torch_mnist_net(root: Path, images: np.ndarray, labels: np.ndarray, steps: i
     torch.export.save(torch.export.export(net, example, dynamic_shapes=batch), root / "net.pt2")
     torch.onnx.export(net, example, str(root / "net.onnx"), dynamo=True, dynamic_shapes=batch, external_data=True)
     return root / "net.pt2", root / "net.onnx"
+
+
+def torch_outlier_mlp(root: Path, images: np.ndarray, labels: np.ndarray, steps: int = 400,
+                      scale: float = 1000.0) -> Path:
+    """A PyTorch MLP (dense 128 relu, dense 10) trained ``steps`` Adam steps on MNIST, fixed seed, whose hidden
+    unit the median image uses most is scaled ``scale`` times (incoming weights and bias x scale, outgoing / scale:
+    ReLU is positively homogeneous, so the float model computes the same function). Per-tensor int8 activations
+    then leave the other hidden channels a few steps: plain int8 loses most of the accuracy and only a wider
+    activation type or float for the layer reading that tensor keeps it. Saved as ``root/mlp.pt2``."""
+    import torch
+
+    torch.manual_seed(0)
+    x = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].size, 128), torch.nn.ReLU(),
+                              torch.nn.Linear(128, 10))
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        j = rng.integers(0, len(x), 64)
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x[j])), torch.from_numpy(labels[j]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    hidden, logits = net[1], net[3]
+    with torch.no_grad():
+        active = torch.relu(hidden(torch.from_numpy(x[:2000]).flatten(1)))
+        unit = int(torch.argmax(torch.median(active, dim=0).values))
+        hidden.weight[unit] *= scale
+        hidden.bias[unit] *= scale
+        logits.weight[:, unit] /= scale
+    root.mkdir(parents=True, exist_ok=True)
+    example = (torch.from_numpy(x[:2]),)
+    program = torch.export.export(net, example, dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, root / "mlp.pt2")
+    return root / "mlp.pt2"

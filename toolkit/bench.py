@@ -99,6 +99,14 @@ def _settings(runtime, values: tuple[int, ...], fixed: tuple[int, ...] | None) -
     return tuple(fixed) if fixed is not None else tuple(values)
 
 
+def fixed_batch(target: dict) -> int | None:
+    """The batch a file's input is fixed at (a PyTorch model's TFLite files where litert-torch could not keep a
+    symbolic batch), else None. Only that batch can be timed: a runner would feed another in pieces."""
+    inputs = target.get("inputs") or []
+    first = inputs[0].get("shape") if inputs else None
+    return first[0] if first and isinstance(first[0], int) else None
+
+
 def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
     """(groups to run, skipped) where a group is one target on one runtime and device."""
     groups, skipped = [], []
@@ -116,9 +124,19 @@ def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
         for runtime in wanted:
             if target["format"] not in runtime.formats:
                 continue
+            batches = _settings(runtime, cfg.batch_sizes, runtime.batch_sizes)
+            fixed = fixed_batch(target)
+            if fixed is not None and any(b != fixed for b in batches):  # not the runtime's: the file cannot
+                skipped.append({"variant": target["variant"], "runtime": runtime.name, "device": cfg.device,
+                                "batch_sizes": [b for b in batches if b != fixed],
+                                "reason": f"the file's batch is fixed at {fixed}"
+                                          + (f" ({target['batch_note']})" if target.get("batch_note") else "")})
+                batches = tuple(b for b in batches if b == fixed)
+                if not batches:
+                    continue
             group = {"target": target, "runtime": runtime.name, "device": cfg.device, "fallback_reason": None,
-                     "batch_sizes": _settings(runtime, cfg.batch_sizes, runtime.batch_sizes),
-                     "threads": _settings(runtime, cfg.threads, runtime.threads), "note": runtime.note}
+                     "batch_sizes": batches, "threads": _settings(runtime, cfg.threads, runtime.threads),
+                     "note": runtime.note, "own_runtime": target["format"] in runtime.default_for}
             reason = runtime.why_not(cfg.device)
             if reason and cfg.device == "cuda" and cfg.allow_fallback and runtime.why_not("cpu") is None:
                 group.update(device="cpu", fallback_reason=reason)
@@ -239,14 +257,16 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
     """Each thread setting in a fresh worker process: rows do not inherit another model's memory
     peak, and runtimes that size their thread pools once per process (TensorFlow) get the count. A
     row that fails (the runtime cannot load the file or run a batch size, or its process dies) is
-    appended to ``failed`` with the runtime's whole reason; the other rows go on."""
+    appended to ``failed`` with the runtime's whole reason; the other rows go on. A runtime that is not the
+    format's own failing to load the file (OpenVINO reading a TFLite file it has no reader for) is a limit of that
+    second reader, not of the file: the group is skipped with the reason."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
     rows = []
     where = {"variant": group["target"]["variant"], "runtime": group["runtime"], "device": group["device"]}
-    for threads in group["threads"]:
+    for n, threads in enumerate(group["threads"]):
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
             try:
                 result = pool.submit(measure_group, group["runtime"], str(path), group["device"], threads,
@@ -263,6 +283,12 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
                     f"(a crash in the runtime's native code): {type(exc).__name__}", "detail": str(exc)}]}
         for bad in result["failed"]:
             batches = [bad["batch"]] if "batch" in bad else list(group["batch_sizes"])
+            if bad["stage"] == "load" and not group.get("own_runtime", True):  # a second reader's limit
+                skipped.append({**where, "reason": f"{group['runtime']} cannot read this {group['target']['format']} "
+                                f"file (it is not the format's own runtime): {bad['reason']}"})
+                say(f"  skipped {where['variant']} on {where['runtime']}: {skipped[-1]['reason']}", cfg.verbose)
+                progress(None, len(batches) * (len(group["threads"]) - n))
+                return rows
             failed.append({**where, "threads": threads, "batch_sizes": batches, **bad})
             say(f"  FAILED {where['variant']} on {where['runtime']} (threads {threads}, batch "
                 f"{','.join(map(str, batches))}, {bad['stage']}): {bad['reason']}", cfg.verbose)

@@ -13,6 +13,14 @@ CSV_FIELDS = ["variant", "runtime", "device", "providers", "batch_size", "thread
               "first_inference_ms", "peak_rss_mb", "rss_before_load_mb", "bytes", "sha256"]
 
 
+def shown(row: dict) -> str:
+    """A row's variant as tables show it: the reference's key stays ``keras`` in the JSON (gate baselines match
+    on it), a model from another framework is shown under its framework's name."""
+    if row["variant"] == "keras" and row.get("format", "keras") != "keras":
+        return f"{row['format']} (ref)"
+    return row["variant"]
+
+
 def to_csv(doc: dict) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
@@ -45,7 +53,7 @@ def to_markdown(doc: dict) -> str:
     for r in doc["results"]:
         device = r["device"] + (" (fallback)" if r.get("fallback_reason") else "")
         lines.append(
-            f"| {r['variant']} | {r['runtime']} | {device} | {'+'.join(r['providers'])} | {r['batch_size']} | "
+            f"| {shown(r)} | {r['runtime']} | {device} | {'+'.join(r['providers'])} | {r['batch_size']} | "
             f"{r['threads']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['mean_ms']:.3f} | "
             f"{r['std_ms']:.3f} | {r['throughput']:,.0f} | {r['runs']} | {r['load_ms']:.1f} | "
             f"{r['first_inference_ms']:.2f} | {r.get('peak_rss_mb', float('nan')):.1f} |"
@@ -56,7 +64,7 @@ def to_markdown(doc: dict) -> str:
         lines += [failed_line(f) for f in doc["failed"]]
     if doc["skipped"]:
         lines += ["", "Skipped:", ""]
-        lines += [f"- {s['variant']} on {s['runtime']} ({s['device']}): {s['reason']}" for s in doc["skipped"]]
+        lines += [f"- {skipped_line(s)}" for s in doc["skipped"]]
     notes = {r["note"] for r in doc["results"] if r.get("note")}
     if notes:
         lines += ["", *[f"Note: {n}." for n in sorted(notes)]]
@@ -71,3 +79,9 @@ def failed_line(f: dict) -> str:
     """One failed row for a summary: where, at which settings, at which stage, and the runtime's reason."""
     return (f"- {f['variant']} on {f['runtime']} ({f['device']}, threads {f['threads']}, batch "
             f"{','.join(map(str, f['batch_sizes']))}, {f['stage']}): {f['reason']}")
+
+
+def skipped_line(s: dict) -> str:
+    """One skipped group (or its batch sizes a fixed-batch file cannot take) and why."""
+    batches = f" at batch {','.join(map(str, s['batch_sizes']))}" if s.get("batch_sizes") else ""
+    return f"{s['variant']} on {s['runtime']} ({s['device']}){batches}: {s['reason']}"

@@ -61,6 +61,7 @@ def bench_args(p: argparse.ArgumentParser) -> None:
 
 def bench_run(args: argparse.Namespace) -> int:
     from toolkit.bench import run_bench, write_outputs
+    from toolkit.bench_render import shown, skipped_line
     from toolkit.config import BenchConfig
 
     check_runtimes(args)
@@ -77,10 +78,10 @@ def bench_run(args: argparse.Namespace) -> int:
     print(f"{'variant':<15} {'runtime':<16} {'device':<6} {'batch':>5} {'thr':>3} {'p50 ms':>9} {'p99 ms':>9} "
           f"{'img/s':>10} {'peak MiB':>9}")
     for r in doc["results"]:
-        print(f"{r['variant']:<15} {r['runtime']:<16} {r['device']:<6} {r['batch_size']:>5} {r['threads']:>3} "
+        print(f"{shown(r):<15} {r['runtime']:<16} {r['device']:<6} {r['batch_size']:>5} {r['threads']:>3} "
               f"{r['p50_ms']:>9.3f} {r['p99_ms']:>9.3f} {r['throughput']:>10,.0f} {r['peak_rss_mb']:>9.1f}")
     for s in doc["skipped"]:
-        print(f"skipped {s['variant']} on {s['runtime']}: {s['reason']}")
+        print(f"skipped {skipped_line(s)}")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     if doc["failed"]:
         from toolkit.bench import failed_line

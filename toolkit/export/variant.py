@@ -42,7 +42,9 @@ class VariantFailed(Exception):
         self.record = record
 
 
-def check_against_reference(exporter: Exporter, path: Path, images: np.ndarray, ref: np.ndarray):
+def check_against_reference(exporter: Exporter, path: Path, images: np.ndarray, ref: np.ndarray,
+                            framework: str = "Keras"):
+    """The new file on the check batch against the model in its own framework (``framework``: its title)."""
     runner = runner_for(exporter.format, path)
     logits = runner.infer(images)
     if logits.shape != ref.shape or not np.isfinite(logits).all():
@@ -54,12 +56,12 @@ def check_against_reference(exporter: Exporter, path: Path, images: np.ndarray, 
         "max_abs_logit_diff": float(np.abs(logits - ref).max()),
     }
     if exporter.calibrated and INT8_BROKEN_AGREEMENT <= agreement < GROSS_MIN_AGREEMENT:
-        check["warning"] = (f"agrees with Keras on only {agreement:.1%} of {len(images)} test images: int8 loses "
+        check["warning"] = (f"agrees with {framework} on only {agreement:.1%} of {len(images)} test images: int8 loses "
                             "much of this model; `toolkit parity` gives the verdict, --max-accuracy-drop PTS searches "
                             "for a model that keeps it, `toolkit parity --diagnose` names the layers")
     elif agreement < GROSS_MIN_AGREEMENT:
         raise DataError(
-            f"{exporter.variant}: agrees with Keras on only {agreement:.1%} of {len(images)} test images "
+            f"{exporter.variant}: agrees with {framework} on only {agreement:.1%} of {len(images)} test images "
             f"(< {GROSS_MIN_AGREEMENT:.0%}): the conversion is broken"
         )
     return runner, check
@@ -112,7 +114,8 @@ def build_variant(exporter: Exporter, ctx: ExportContext, inp: Inputs, generatio
     # the conversions the op checks already ran count for the first variant that uses them
     seconds = time.perf_counter() - start + extra.pop("shared_seconds", 0.0)
     try:
-        runner, check = check_against_reference(exporter, path, inp.check_images, inp.reference)
+        runner, check = check_against_reference(exporter, path, inp.check_images, inp.reference,
+                                               inp.source.framework.title or inp.source.framework.name)
     except DataError as exc:
         log(f"  {exporter.variant:<15} FAILED its check: {first_line(exc)}")
         path.unlink(missing_ok=True)

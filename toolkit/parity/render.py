@@ -268,6 +268,14 @@ def write_outputs(report: ParityReport, cfg: ParityConfig) -> dict:
             "png": exports.parity_png_path}
 
 
+def _shown_verdict(v) -> str:
+    """A variant's verdict in the printed table; the plain int8 that accuracy control replaced is not gated, so
+    it says what its gates would have said rather than a pass it was never given."""
+    if "informational" in v.metrics:
+        return f"not enforced (would {combine([Verdict.from_json(g) for g in v.metrics['gates_if_enforced']])})"
+    return v.verdict if v.verdict != "inconclusive" else "INCONCLUSIVE"
+
+
 def table_lines(report: ParityReport) -> list[str]:
     """The parity table the commands print (`toolkit parity`, `toolkit run`): the Keras reference, then each
     variant's deployable size, accuracy, difference with its 95% interval, agreement, disagreements, McNemar's
@@ -284,7 +292,6 @@ def table_lines(report: ParityReport) -> list[str]:
         size = f"{size:,}" if size is not None else ""
         lines.append(f"{name:<{w}} {size:>10} {m['accuracy']:>9.2%} "
                      f"{m['accuracy_diff_points']:>+9.2f} {f'{lo:+.2f} to {hi:+.2f}':>17} {m['agreement']:>10.2%} "
-                     f"{m['disagreements']:>8} {m['mcnemar_p']:>9.3g}  "
-                     f"{v.verdict if v.verdict != 'inconclusive' else 'INCONCLUSIVE'}"
+                     f"{m['disagreements']:>8} {m['mcnemar_p']:>9.3g}  {_shown_verdict(v)}"
                      + (f"  (TFLM, {m['images']:,} images)" if m.get("images") != len(report.labels) else ""))
     return lines

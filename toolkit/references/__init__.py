@@ -26,6 +26,7 @@ class Framework:
     summary: str  # one line for --help
     load: Callable[[Path], Reference]  # the model file -> a Reference (DataError when unusable)
     order: int = 100
+    title: str = ""  # how messages name the model's framework ("agrees with PyTorch on ..."); the name if empty
     extra: str | None = None  # the pip extra that installs it (None: the base install)
     available: Callable[[], bool] = lambda: True
     # (reference, opset) -> onnx.ModelProto with one input named toolkit.model.INPUT_NAME and one output

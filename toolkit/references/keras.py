@@ -23,5 +23,6 @@ def _available() -> bool:
 
 
 FRAMEWORK = FRAMEWORKS.register(Framework(
-    "keras", (".keras", ".h5", ".hdf5"), "a Keras 3 model (model.save('model.keras'))", _load, order=10,
+    "keras", (".keras", ".h5", ".hdf5"), "a Keras 3 model (model.save('model.keras'))", _load,
+    title="Keras", order=10,
     available=_available))

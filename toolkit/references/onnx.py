@@ -91,7 +91,8 @@ def as_toolkit_onnx(model, where):
     for info in (*proto.graph.input, *proto.graph.output):
         del info.metadata_props[:]  # an exporter's notes on the source graph (torch: its signature)
     fixed = []
-    for info in (proto.graph.input[[i.name for i in proto.graph.input].index(INPUT_NAME)], proto.graph.output[0]):
+    image = next(i for i in proto.graph.input if i.name == INPUT_NAME)  # not input[0]: old exporters list weights
+    for info in (image, proto.graph.output[0]):
         dim = info.type.tensor_type.shape.dim[0]
         if dim.HasField("dim_value"):
             fixed.append(dim.dim_value)
@@ -99,7 +100,7 @@ def as_toolkit_onnx(model, where):
         dim.dim_param = "batch"
     if fixed:
         try:
-            shape = [2, *[d or 1 for d in _dims(proto.graph.input[0])[1:]]]
+            shape = [2, *[d or 1 for d in _dims(image)[1:]]]
             session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
             session.run(None, {INPUT_NAME: np.zeros(shape, np.float32)})
         except Exception as exc:  # onnxruntime raises its own types
@@ -119,5 +120,6 @@ def _to_openvino(reference: Reference, float_onnx):
 
 
 FRAMEWORK = FRAMEWORKS.register(Framework(
-    "onnx", (".onnx",), "an ONNX image classifier from any exporter (run in float by onnxruntime)", _load, order=20,
+    "onnx", (".onnx",), "an ONNX image classifier from any exporter (run in float by onnxruntime)", _load,
+    title="the ONNX model", order=20,
     to_onnx=_to_onnx, to_openvino=_to_openvino))

@@ -124,5 +124,6 @@ def _to_openvino(reference: Reference, float_onnx):
 
 
 FRAMEWORK = FRAMEWORKS.register(Framework(
-    "torch", (".pt2",), "a PyTorch model saved with torch.export.save (run eagerly by PyTorch)", _load, order=30,
+    "torch", (".pt2",), "a PyTorch model saved with torch.export.save (run eagerly by PyTorch)", _load,
+    title="PyTorch", order=30,
     extra="torch", available=available, to_onnx=_to_onnx, to_openvino=_to_openvino, to_tflite=_to_tflite))

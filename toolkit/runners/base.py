@@ -111,9 +111,28 @@ class Runner(ABC):
         """Run one already-checked float32 batch; return float32 scores (logits)."""
         return self._scores(self._run_prepared(self.prepare(images)))
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch the model's input is fixed at (a PyTorch model's TFLite file where litert-torch kept no
+        symbolic batch, an ONNX file from an older exporter), else None."""
+        shape = self.input_spec.shape
+        first = shape[0] if shape else None
+        return first if isinstance(first, int) and first > 0 else None  # TFLite writes -1 for a dynamic batch
+
     def _run_prepared(self, x):
-        """The raw output for a prepared batch: ``run_raw`` under ``_lock`` when there is one. A runtime with a
-        fixed batch size overrides it to feed the batch in pieces (TFLM: one image at a time)."""
+        """The raw output for a prepared batch: ``run_raw`` under ``_lock`` when there is one; a model with a
+        fixed batch gets the images in pieces of that batch (the last one padded). A runtime that runs one image
+        at a time overrides it (TFLM)."""
+        size = self.fixed_batch
+        if size is not None and len(x) != size:
+            outs = []
+            for i in range(0, len(x), size):
+                piece = x[i : i + size]
+                pad = size - len(piece)
+                if pad:
+                    piece = np.concatenate([piece, np.repeat(piece[-1:], pad, axis=0)])
+                outs.append(self._run_prepared(piece)[: size - pad])
+            return np.concatenate(outs)
         if self._lock is None:
             return self.run_raw(x)
         with self._lock:

@@ -66,11 +66,8 @@ class LiteRTRunner(Runner):
         self.content = content
         self.use_xnnpack = use_xnnpack
         self._batch = None
-        self._lock = threading.Lock()
-        # a file whose batch is fixed (litert-torch writes batch 1 where it cannot convert a dynamic one): fed one
-        # batch of that size per invoke by infer; run_raw (what bench times) takes only that size
-        first = self.input_spec.shape[0] if self.input_spec.shape else None
-        self.fixed_batch = first if isinstance(first, int) and first > 0 else None  # -1: a dynamic batch
+        self._lock = threading.Lock()  # a file whose batch is fixed: fed in pieces by infer (Runner.fixed_batch);
+        # run_raw (what bench times) takes only that size
 
     @classmethod
     def load(cls, path: Path, **kwargs) -> LiteRTRunner:
@@ -91,20 +88,6 @@ class LiteRTRunner(Runner):
         if self.input_spec.scale is None:
             return np.ascontiguousarray(self.arrange(images), dtype=self.input_spec.dtype)
         return super().prepare(images)
-
-    def _run_prepared(self, x):
-        """A file with a fixed batch runs the images in pieces of that batch (the last one padded)."""
-        size = self.fixed_batch
-        if size is None or len(x) == size:
-            return super()._run_prepared(x)
-        outs = []
-        for i in range(0, len(x), size):
-            piece = x[i : i + size]
-            pad = size - len(piece)
-            if pad:
-                piece = np.concatenate([piece, np.repeat(piece[-1:], pad, axis=0)])
-            outs.append(super()._run_prepared(piece)[: size - pad])
-        return np.concatenate(outs)
 
     def run_raw(self, x: np.ndarray) -> np.ndarray:
         """One invoke on an input already in the model's dtype; returns the raw output (bench)."""

@@ -71,7 +71,7 @@ def _control_build(ctx: ExportContext, levels: dict) -> bytes:
                                              algorithm_key="no_quantize")
         if state.qsv is None:  # min/max of every tensor: the same whatever the recipe
             key, name = state.signature
-            images = ctx.calibration_images
+            images = ctx.in_model_layout(ctx.calibration_images)
             data = {key: [{name: images[i : i + 1].astype(np.float32)} for i in range(len(images))]}
             state.qsv = q.calibrate(data, num_threads=1)
         result = q.quantize(state.qsv, enable_progress_report=False, enable_progress_bar=False)
@@ -91,19 +91,30 @@ def _all_tensors(content: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from toolkit._quiet import quiet_stderr
-    from toolkit.runners.base import dequantize, quantize
+    from toolkit.runners.base import quantize
 
     with quiet_stderr(), __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("ignore")
         it = Interpreter(model_content=content, experimental_preserve_all_tensors=True,
                          experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
     inp = it.get_input_details()[0]
-    it.resize_tensor_input(inp["index"], [len(images), *inp["shape"][1:]])
-    it.allocate_tensors()
     x = images.astype(np.float32)
     if inp["dtype"] != np.float32:
         scale, zero = inp["quantization"]
         x = quantize(x, scale, zero, np.dtype(inp["dtype"]))
+    fixed = int(inp["shape_signature"][0]) if len(inp["shape_signature"]) and inp["shape_signature"][0] > 0 else None
+    if fixed is not None and fixed != len(images):  # a batch fixed in the graph (a PyTorch model's): in pieces
+        pieces = [_tensors_of(it, inp, x[i : i + fixed]) for i in range(0, len(x), fixed)]
+        return {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0] if all(k in p for p in pieces)}
+    it.resize_tensor_input(inp["index"], [len(images), *inp["shape"][1:]])
+    return _tensors_of(it, inp, x)
+
+
+def _tensors_of(it, inp: dict, x: np.ndarray) -> dict[str, np.ndarray]:
+    """One invocation's batch-major tensors (int8/int16 ones dequantized)."""
+    from toolkit.runners.base import dequantize
+
+    it.allocate_tensors()
     it.set_tensor(inp["index"], x)
     it.invoke()
     out = {}
@@ -114,7 +125,7 @@ def _all_tensors(content: bytes, images: np.ndarray) -> dict[str, np.ndarray]:
             value = it.get_tensor(t["index"])
         except ValueError:  # constants without data, scratch tensors
             continue
-        if value is None or value.shape[:1] != (len(images),):
+        if value is None or value.shape[:1] != (len(x),):
             continue
         if t["dtype"] != np.float32:
             scale, zero = t["quantization"]
@@ -131,9 +142,9 @@ def _control_sqnr(ctx: ExportContext, content: bytes, images: np.ndarray):
     state = _float_graph(ctx)
     key = images_key(images)  # the float model's activations: the same at every step
     if key not in state.float_activations:
-        state.float_activations[key] = _all_tensors(_control_float(ctx), images)
+        state.float_activations[key] = _all_tensors(_control_float(ctx), ctx.in_model_layout(images))
     graph, reference = state.control_graph, state.float_activations[key]
-    quantized = _all_tensors(content, images)
+    quantized = _all_tensors(content, ctx.in_model_layout(images))
     sqnr = {name: sqnr_db(value, quantized[name]) for name, value in reference.items()
             if name in quantized and quantized[name].shape == value.shape}
     return sqnr, graph
