@@ -25,7 +25,7 @@ MODULE = '''
 """A runtime for the tests: onnxruntime, except that it refuses onnx-int8."""
 from pathlib import Path
 
-from toolkit.errors import DataError
+from toolkit.errors import DataError, NotReadableHere
 from toolkit.runners import Runtime, register
 from toolkit.runners.onnxrt import OnnxRuntimeRunner
 
@@ -46,6 +46,12 @@ def _open(path, *, device="cpu", threads=None):
     return OnnxRuntimeRunner(path, threads=threads)
 
 
+def _open_has_no_reader(path, *, device="cpu", threads=None):
+    if Path(path).name.startswith("onnx-int8"):
+        raise NotReadableHere("no reader here for " + Path(path).name + ": test-reader-limit")
+    return OnnxRuntimeRunner(path, threads=threads)
+
+
 def _open_fails_on_run(path, *, device="cpu", threads=None):
     return (Refusing if Path(path).name.startswith("onnx-int8") else OnnxRuntimeRunner)(path, threads=threads)
 
@@ -54,6 +60,8 @@ register(Runtime(name="refuses-int8", formats=("onnx",), devices=("cpu",), summa
                  open=_open, in_default_set=False, order=900))
 register(Runtime(name="fails-int8-on-run", formats=("onnx",), devices=("cpu",), summary="test: fails onnx-int8 on run",
                  open=_open_fails_on_run, in_default_set=False, order=901))
+register(Runtime(name="no-int8-reader", formats=("onnx",), devices=("cpu",), summary="test: cannot read onnx-int8",
+                 open=_open_has_no_reader, in_default_set=False, order=902))
 '''
 
 
@@ -69,7 +77,7 @@ def refusing_runtime(tmp_path_factory, monkeypatch):
     monkeypatch.syspath_prepend(str(root))
     runners.RUNTIMES.forget()  # the next lookup scans again and finds the entry point
     yield
-    runners.RUNTIMES.forget("refuses-int8", "fails-int8-on-run")
+    runners.RUNTIMES.forget("refuses-int8", "fails-int8-on-run", "no-int8-reader")
     sys.modules.pop("toolkit_refusing_runtime", None)  # registered again by the next test's scan
 
 
@@ -91,6 +99,21 @@ def test_bench_records_the_failed_row_and_measures_every_other(quick_export, ref
     err = captured.err.strip().splitlines()[-1]
     assert err.startswith("toolkit bench: error: 1 row(s) failed, 6 measured and written")
     assert "Traceback" not in captured.err
+
+
+def test_a_file_a_second_reader_cannot_read_is_a_skip_with_its_reason(quick_export, refusing_runtime, tmp_path,
+                                                                       capsys):
+    """errors.NotReadableHere (OpenVINO's TFLite reader on ai-edge-quantizer's fp16 file): a limit of the reader,
+    not of the file: the group is skipped with the reason, the other rows measured, and bench exits 0."""
+    rc = main(["bench", "--exports", str(quick_export), "--variants", "onnx", "onnx-int8", "--runtimes",
+               "no-int8-reader", *FAST, "--json", str(tmp_path / "b.json")])
+    assert rc == 0
+    doc = json.loads((tmp_path / "b.json").read_text())
+    assert {(r["variant"], r["batch_size"]) for r in doc["results"]} == {("onnx", 1), ("onnx", 4)}
+    assert not doc["failed"]
+    (skip,) = [s for s in doc["skipped"] if s["runtime"] == "no-int8-reader"]
+    assert skip["variant"] == "onnx-int8" and "test-reader-limit" in skip["reason"]
+    assert "skipped onnx-int8 on no-int8-reader" in capsys.readouterr().out
 
 
 def test_a_failure_on_one_batch_size_costs_that_row(quick_export, refusing_runtime, tmp_path):

@@ -24,7 +24,7 @@ import numpy as np
 from toolkit import artifacts, runners, schema
 from toolkit.bench_render import CSV_FIELDS, failed_line, to_csv, to_markdown  # noqa: F401 - importable from here
 from toolkit.config import BenchConfig, config_json
-from toolkit.errors import DataError, DeviceUnavailableError, UsageError
+from toolkit.errors import DataError, DeviceUnavailableError, NotReadableHere, UsageError
 from toolkit.inputs import test_images
 from toolkit.progress import bar as progress_bar
 from toolkit.progress import say
@@ -136,7 +136,7 @@ def plan(cfg: BenchConfig, manifest: dict) -> tuple[list[dict], list[dict]]:
                     continue
             group = {"target": target, "runtime": runtime.name, "device": cfg.device, "fallback_reason": None,
                      "batch_sizes": batches, "threads": _settings(runtime, cfg.threads, runtime.threads),
-                     "note": runtime.note, "own_runtime": target["format"] in runtime.default_for}
+                     "note": runtime.note}
             reason = runtime.why_not(cfg.device)
             if reason and cfg.device == "cuda" and cfg.allow_fallback and runtime.why_not("cpu") is None:
                 group.update(device="cpu", fallback_reason=reason)
@@ -197,6 +197,8 @@ def measure_group(runtime_name: str, path: str, device: str, threads: int, batch
         runner = runtime.load(path, device=device, threads=threads)
     except DeviceUnavailableError:
         raise
+    except NotReadableHere as exc:
+        return {"rows": [], "failed": [], "not_readable": str(exc)}
     except Exception as exc:  # every runtime raises its own types: this row's failure, not the run's
         return {"rows": [], "failed": [failure("load", exc)]}
     load_ms = (time.perf_counter_ns() - start) / 1e6
@@ -257,9 +259,9 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
     """Each thread setting in a fresh worker process: rows do not inherit another model's memory
     peak, and runtimes that size their thread pools once per process (TensorFlow) get the count. A
     row that fails (the runtime cannot load the file or run a batch size, or its process dies) is
-    appended to ``failed`` with the runtime's whole reason; the other rows go on. A runtime that is not the
-    format's own failing to load the file (OpenVINO reading a TFLite file it has no reader for) is a limit of that
-    second reader, not of the file: the group is skipped with the reason."""
+    appended to ``failed`` with the runtime's whole reason; the other rows go on. A file a second reader cannot
+    read (errors.NotReadableHere: OpenVINO's TFLite reader on ai-edge-quantizer's fp16 file) is that reader's
+    limit, not the file's: the group is skipped with the reason."""
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
@@ -281,14 +283,13 @@ def _run_group(group: dict, path: Path, images: np.ndarray, cfg: BenchConfig, pr
                 result = {"rows": [], "failed": [{
                     "stage": "process", "reason": f"the worker process running {group['runtime']} died "
                     f"(a crash in the runtime's native code): {type(exc).__name__}", "detail": str(exc)}]}
+        if result.get("not_readable"):  # a second reader's limit (errors.NotReadableHere), not the file's
+            skipped.append({**where, "reason": result["not_readable"]})
+            say(f"  skipped {where['variant']} on {where['runtime']}: {result['not_readable']}", cfg.verbose)
+            progress(None, len(group["batch_sizes"]) * (len(group["threads"]) - n))
+            return rows
         for bad in result["failed"]:
             batches = [bad["batch"]] if "batch" in bad else list(group["batch_sizes"])
-            if bad["stage"] == "load" and not group.get("own_runtime", True):  # a second reader's limit
-                skipped.append({**where, "reason": f"{group['runtime']} cannot read this {group['target']['format']} "
-                                f"file (it is not the format's own runtime): {bad['reason']}"})
-                say(f"  skipped {where['variant']} on {where['runtime']}: {skipped[-1]['reason']}", cfg.verbose)
-                progress(None, len(batches) * (len(group["threads"]) - n))
-                return rows
             failed.append({**where, "threads": threads, "batch_sizes": batches, **bad})
             say(f"  FAILED {where['variant']} on {where['runtime']} (threads {threads}, batch "
                 f"{','.join(map(str, batches))}, {bad['stage']}): {bad['reason']}", cfg.verbose)

@@ -96,6 +96,12 @@ class ConversionError(DataError):
         self.ops = ops or []
 
 
+class NotReadableHere(DataError):
+    """A well-formed file that a runtime reading another format's files (OpenVINO's ONNX and TFLite readers) has
+    no reader for: a limit of that second reader, not of the file, which its own runtime runs. Bench records the
+    group as skipped with this reason."""
+
+
 class PartialError(ToolkitError):
     """Some rows (a variant on a runtime) or variants failed; each is recorded with its reason and
     everything else was measured and written (bench, parity, gate, export)."""

@@ -169,6 +169,6 @@ COMMANDS = {
         "DIR/model.keras with --skip-train), export every variant (or --format/--quantize, with export's options) "
         "into DIR (--force to replace an earlier run there), check parity on the full test set, benchmark "
         "batch 1 and 32 with 1 and 2 threads, and write DIR/report.md. Exits 4 if a parity gate "
-        "failed, 3 if a variant could not be exported. --quick is a smoke run for trying the tool and for CI.",
+        "failed, 7 if a variant could not be exported or a benchmark row failed (the rest written). --quick is a smoke run for trying the tool and for CI.",
     ),
 }

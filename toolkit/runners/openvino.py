@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.errors import DataError, first_line, whole_message
+from toolkit.errors import DataError, NotReadableHere, first_line, whole_message
 from toolkit.runners import RUNTIMES, Runtime
 from toolkit.runners.base import Runner, TensorSpec
 
@@ -67,7 +67,9 @@ def _read(path: Path):
     try:
         return _core().read_model(str(path))
     except Exception as exc:  # OpenVINO raises RuntimeError with its own text
-        raise DataError(f"OpenVINO cannot read {path}: {first_line(exc)}", detail=whole_message(exc)) from None
+        # an ONNX or TFLite file that passed its format's checks above: OpenVINO's reader for it lacks something
+        kind = DataError if suffix == ".xml" else NotReadableHere
+        raise kind(f"OpenVINO cannot read {path}: {first_line(exc)}", detail=whole_message(exc)) from None
 
 
 def _tflite_quantization(path: Path) -> tuple[TensorSpec | None, TensorSpec | None]:
