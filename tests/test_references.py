@@ -108,14 +108,19 @@ def test_a_pytorch_export_rebuilds_byte_identical_and_passes_the_gate_against_it
 
 
 def test_an_onnx_model_from_another_exporter_is_the_reference_of_its_own_exports(torch_models, tmp_path):
-    code, manifest = _export(tmp_path, torch_models[1], "onnx", "tflite")
-    assert code == 7  # TFLite from ONNX: a failed row with its reason (no converter installable beside TensorFlow)
-    assert all("no converter from onnx to TFLite" in f["reason"] for f in manifest["failed"])
+    out = tmp_path / "exports"
+    code = main(["run", "--model", str(torch_models[1]), "--exports", str(out), "--quick", "--format", "onnx",
+                 "openvino", "tflite", "--runtimes", "onnxruntime", "--quiet"])
+    assert code == 7  # TFLite from ONNX: failed rows with their reason (no converter installable beside TensorFlow)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["failed"] and all("no converter from onnx to TFLite" in f["reason"] for f in manifest["failed"])
     assert manifest["model"]["framework"] == "onnx" and manifest["model"]["data_format"] == "channels_first"
-    assert main(["parity", "--exports", str(tmp_path / "exports"), "--quiet"]) == 0
-    parity = json.loads((tmp_path / "exports" / "parity.json").read_text())
+    parity = json.loads((out / "parity.json").read_text())
     assert parity["reference"]["runtime"] == "onnxruntime"
-    assert parity["variants"]["onnx"]["agreement"] == 1.0
+    assert parity["variants"]["onnx"]["agreement"] == 1.0 and parity["variants"]["openvino"]["agreement"] >= 0.9995
+    assert parity["variants"]["onnx-int8"]["verdict"] in ("pass", "inconclusive")
+    report = (out / "report.md").read_text()  # the same report, the failed variants named in it with their reason
+    assert "onnx (reference)" in report and "no converter from onnx to TFLite" in report
 
 
 def test_a_file_an_exporter_broke_does_not_pass(torch_models, pt2_run, tmp_path, monkeypatch):
