@@ -156,6 +156,37 @@ def test_a_file_an_exporter_broke_does_not_pass(torch_models, pt2_run, tmp_path,
     assert {c["kind"] for c in checks if c["status"] == "fail" and c["name"] == "onnx"}, checks
 
 
+def test_where_the_dynamo_exporter_writes_a_wrong_file_the_torchscript_one_is_tried(torch_models, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """Both of PyTorch's ONNX exporters are tried: dynamo's file computing something else on the fixed-seed probe
+    (here its stem kernels transposed) is not used; the TorchScript exporter's file is, and the manifest names it."""
+    from onnx import numpy_helper
+
+    from toolkit.references import torch as torch_framework
+
+    real = torch_framework._dynamo
+
+    def wrong(reference, opset):
+        proto = real(reference, opset)
+        init = next(i for i in proto.graph.initializer if i.name.endswith("stem.weight"))
+        init.CopyFrom(numpy_helper.from_array(np.swapaxes(numpy_helper.to_array(init), 2, 3).copy(), init.name))
+        return proto
+
+    monkeypatch.setattr(torch_framework, "_dynamo", wrong)
+    code, manifest = _export(tmp_path, torch_models[0], "onnx")
+    assert code == 0
+    entry = next(e for e in manifest["artifacts"] if e["variant"] == "onnx")
+    assert entry["producer"].startswith("torch.onnx.export (TorchScript") and entry["opset"] == 17
+    assert entry["check"]["agreement"] == 1.0
+
+    monkeypatch.setattr(torch_framework, "_torchscript", wrong)  # both wrong: refused, naming both
+    assert main(["export", "--model", str(torch_models[0]), "--exports", str(tmp_path / "both"), "--format", "onnx",
+                 "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "dynamo=True: its file computes something else" in err
+    assert "TorchScript, dynamo=False: its file computes something else" in err
+
+
 def test_the_accuracy_search_makes_a_pytorch_models_failing_int8_pass(tmp_path, mnist):
     """A PyTorch MLP with one hidden channel 200 times the others: plain int8 fails parity's gates; the search
     (--max-accuracy-drop) raises the layers reading it, judged on validation images the model never trained on,

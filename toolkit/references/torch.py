@@ -1,10 +1,11 @@
 """PyTorch models saved with ``torch.export.save`` (``.pt2``; why that format: toolkit/runners/torch.py), run
 eagerly by PyTorch as the reference.
 
-ONNX through ``torch.onnx.export(program, dynamo=True)`` (the exporter that takes an ExportedProgram; the older
-TorchScript exporter cannot trace one). Both of PyTorch's exporters have written files that compute something
-else (pytorch/pytorch#169178: a ResNet18 at 0% top-1 from dynamo=True; #166797: a wrong Conv bias shape), so
-nothing is assumed: every file made from it is checked against PyTorch eager at export and by parity.
+ONNX through ``torch.onnx.export(program, dynamo=True)`` (the exporter that takes an ExportedProgram), and where
+its file fails or computes something else on a fixed-seed probe, the older TorchScript exporter on the program's
+module. Both have written files that compute something else (pytorch/pytorch#169178: a ResNet18 at 0% top-1 from
+dynamo=True; #166797: a wrong Conv bias shape), so nothing is assumed: every file made from it is checked against
+PyTorch eager at export and by parity.
 OpenVINO converts the ExportedProgram directly (``openvino.convert_model``), not through the ONNX file.
 """
 
@@ -49,24 +50,91 @@ def _load(path: Path) -> Reference:
 
 
 def _to_onnx(reference: Reference, opset: int):
-    """The program as ONNX at ``opset`` or 18, whichever is newer: the dynamo exporter writes opset 18 and its
-    conversion down to 17 fails on ReduceMean's axes (onnx's version converter)."""
-    import torch
-
-    from toolkit.model import INPUT_NAME, OUTPUT_NAME
+    """The program as ONNX from PyTorch's dynamo exporter, else its TorchScript exporter: the first whose file
+    runs and computes what the model computes on a few fixed-seed inputs (both have written files that do not:
+    see the module's docstring). Export's check and parity still judge the file on real images."""
     from toolkit.references.onnx import as_toolkit_onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its progress lines ("[torch.onnx] Run decompositions...")
-            program = torch.onnx.export(reference.model, (), dynamo=True, opset_version=max(opset, 18),
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
-    except Exception as exc:  # torch.onnx raises many types
-        raise ConversionError(f"torch.onnx.export (dynamo=True, opset {opset}) failed: {type(exc).__name__}: "
-                              f"{first_line(exc)}", detail=whole_message(exc)) from None
+    tried, details = [], []
+    for name, exporter in (("dynamo=True", _dynamo), ("TorchScript, dynamo=False", _torchscript)):
+        try:
+            proto = as_toolkit_onnx(exporter(reference, opset), reference.path)  # the batch dimension made dynamic
+            wrong = _differs(reference, proto)
+        except Exception as exc:  # torch.onnx and onnxruntime raise many types
+            tried.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
+            details.append(whole_message(exc))
+            continue
+        if wrong is None:
+            return proto
+        tried.append(f"{name}: its file computes something else than the model ({wrong})")
+    raise ConversionError("torch.onnx.export failed with both of PyTorch's exporters: " + "; ".join(tried),
+                          detail="\n\n".join(details) or None)
+
+
+def _dynamo(reference: Reference, opset: int):
+    """torch.onnx.export(program, dynamo=True) at ``opset`` or 18, whichever is newer: the dynamo exporter writes
+    opset 18 and its conversion down to 17 fails on ReduceMean's axes (onnx's version converter)."""
+    import torch
+
+    from toolkit.model import INPUT_NAME, OUTPUT_NAME
+
+    with contextlib.redirect_stdout(io.StringIO()):  # its progress lines ("[torch.onnx] Run decompositions...")
+        program = torch.onnx.export(reference.model, (), dynamo=True, opset_version=max(opset, 18),
+                                    input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False)
     proto = program.model_proto
-    proto.producer_name = f"toolkit (torch.onnx.export {torch.__version__}, dynamo=True)"
-    return as_toolkit_onnx(proto, reference.path)  # the batch dimension named "batch", checked to run
+    proto.producer_name, proto.producer_version = "torch.onnx.export (dynamo=True)", torch.__version__
+    return proto
+
+
+def _torchscript(reference: Reference, opset: int):
+    """The TorchScript exporter on the program's module (traced; ``training=PRESERVE`` because an exported
+    program's module refuses ``train()``), the batch dimension dynamic."""
+    import onnx
+    import torch
+
+    from toolkit.model import INPUT_NAME, OUTPUT_NAME
+
+    buffer = io.BytesIO()
+    with contextlib.redirect_stdout(io.StringIO()), __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")  # its tracer and constant-folding warnings
+        torch.onnx.export(reference.model.module(), (torch.from_numpy(_probe(reference))[:2],), buffer, dynamo=False,
+                          training=torch.onnx.TrainingMode.PRESERVE, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    proto = onnx.load_from_string(buffer.getvalue())
+    proto.producer_name, proto.producer_version = "torch.onnx.export (TorchScript, dynamo=False)", torch.__version__
+    return proto
+
+
+def _probe(reference: Reference):
+    """Four fixed-seed inputs in [0, 1], in the model's own layout."""
+    import numpy as np
+
+    shape = tuple(reference.info.input_shape)
+    if reference.info.data_format == "channels_first" and len(shape) == 3:
+        shape = (shape[2], shape[0], shape[1])
+    return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
+
+
+def _differs(reference: Reference, proto) -> str | None:
+    """None when the ONNX file's outputs on the probe match PyTorch eager's (within 1e-3 of the largest score);
+    else what differs."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from toolkit.model import INPUT_NAME
+
+    x = _probe(reference)
+    with torch.no_grad():
+        want = reference.model.module()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT_NAME: x})[0]
+    diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+    if diff <= 1e-3 * max(1.0, float(np.abs(want).max())):
+        return None
+    return f"max abs difference {diff:.3g} on fixed-seed inputs" if np.isfinite(diff) else f"shape {got.shape}"
 
 
 def _to_tflite(reference: Reference, batch_one: bool = False) -> tuple[bytes, dict]:

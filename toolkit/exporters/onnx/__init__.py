@@ -211,8 +211,10 @@ def check_onnx_ops(ctx: ExportContext) -> None:
 @register("onnx", format="onnx", quantization="none", suffix=".onnx", default=True, roles=("closest-float",),
           style=("#2ca02c", "^"))
 def onnx_float(ctx: ExportContext, path: Path) -> dict:
-    atomic_write_bytes(path, float_onnx(ctx).read_bytes())
-    return {"opset": ctx.opset, "shared_seconds": ctx.charge("onnx")}
+    content = float_onnx(ctx).read_bytes()
+    atomic_write_bytes(path, content)
+    # the file's own opset: a PyTorch model's is at least 18 (the dynamo exporter's), whatever --opset asked
+    return {"opset": _opset(content), "producer": _producer(content), "shared_seconds": ctx.charge("onnx")}
 
 
 def _preprocessed(ctx: ExportContext) -> Path:
@@ -404,7 +406,7 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
     ctx.state(OnnxState).estimator = chosen  # the search builds on the same ranges
     plain = candidates[chosen]
     out = {
-        "opset": ctx.opset,
+        "opset": _opset(plain),
         "shared_seconds": ctx.charge("onnx"),
         "calibration": {"method": method, **choice},
         "quantization_scheme": "QDQ, per-channel symmetric int8 weights in 7 bits (-64..63: no 16-bit overflow in "
@@ -426,6 +428,15 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
 
 _NOT_LAYERS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "ConstantOfShape", "Range",
                "Identity", "Constant"}
+
+
+def _producer(content: bytes) -> str:
+    """Which converter wrote the float file (its producer_name: tf2onnx, torch.onnx's dynamo or TorchScript
+    exporter, or the user's own exporter for an ONNX model)."""
+    import onnx
+
+    model = onnx.load_from_string(content)
+    return " ".join(x for x in (model.producer_name, model.producer_version) if x)
 
 
 def _opset(content: bytes) -> int:
