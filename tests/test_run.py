@@ -1,4 +1,7 @@
-"""End to end: `toolkit run --quick`, and the report's numbers against the files it wrote."""
+"""End to end: `toolkit run --quick`, and the report's numbers against the files it wrote. The pipeline runs on
+the small MLP (--arch mlp): every stage and file is the same as for the seed CNN at a fraction of the default
+suite's time; the seed CNN's quick run is README's first command (tests/test_readme.py, slow), and its training,
+export and parity are the session fixtures most other tests use."""
 
 import json
 import re
@@ -11,7 +14,7 @@ from toolkit.cli import main
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, data_dir):
     exports = tmp_path_factory.mktemp("run")
-    rc = main(["run", "--quick", "--exports", str(exports), "--data-dir", str(data_dir)])
+    rc = main(["run", "--quick", "--arch", "mlp", "--exports", str(exports), "--data-dir", str(data_dir)])
     return rc, exports
 
 
