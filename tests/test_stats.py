@@ -112,6 +112,8 @@ def test_quantile_interval_has_at_least_nominal_coverage_for_every_n():
             if binom.cdf(n - 1, n, q) - binom.cdf(0, n, q) < 0.95:
                 continue  # no interval of 20 samples covers their p90 95% of the time
             truth = -np.log(1 - q)  # the exponential's q-quantile
-            hits = sum(lo <= truth <= hi for lo, hi in
-                       (quantile_interval(np.sort(rng.exponential(size=n)), q) for _ in range(reps)))
+            samples = np.sort(rng.exponential(size=(reps, n)), axis=1)  # reps runs of n samples each
+            lo, hi = quantile_ranks(n, q)  # quantile_interval is these order statistics of each run:
+            assert quantile_interval(samples[0], q) == [samples[0, lo], samples[0, hi]]
+            hits = int(np.sum((samples[:, lo] <= truth) & (truth <= samples[:, hi])))
             assert hits / reps >= 0.95 - 3 * np.sqrt(0.95 * 0.05 / reps), (n, q, hits / reps)
