@@ -239,7 +239,8 @@ def readme_block(doc: dict) -> str:
     seconds = t["search_seconds"] + o["search_seconds"]
     def size(v: dict) -> str:
         fp16 = doc["tflite_fp16_bytes"]
-        return f"{fp16 / v['bytes']:.2f}x smaller than fp16" if v["bytes"] < fp16 else f"{v['bytes'] / fp16:.2f}x the size of fp16"
+        shown = f"{fp16 / v['bytes']:.2f}x smaller than fp16" if v["bytes"] < fp16 else f"{v['bytes'] / fp16:.2f}x the size of fp16"
+        return f"{shown}, {latency(v)}"
 
     text = (
         f"Measured (`python benchmarks/accuracy_control.py`, [benchmarks/ACCURACY_CONTROL.md](benchmarks/ACCURACY_CONTROL.md)): "
@@ -255,11 +256,23 @@ def readme_block(doc: dict) -> str:
         f"({t['bytes']:,} bytes, {size(t)}, {'' if t['int8_only'] else 'not '}full-integer)")
     if m.get("exported"):
         text += (f"; `tflite-micro`, with integer steps only, changes {changes(m['record']['layers'])}, budget "
-                 f"{_outcome(m)} (TFLM agrees with LiteRT on {m['test']['agreement_with_litert']:.2%} of the test set)")
+                 f"{_outcome(m)} ({latency(m)}; TFLM agrees with LiteRT on {m['test']['agreement_with_litert']:.2%} "
+                 "of the test set)")
     text += (f". Each search took {min(seconds):.1f} to {max(seconds):.1f} s here, and two runs gave the same bytes"
              if all(v.get("same_bytes_in_run_2") for v in (t, o)) else
              f". Each search took {min(seconds):.1f} to {max(seconds):.1f} s here")
     return text + "."
+
+
+def latency(v: dict) -> str:
+    """The controlled file's batch-1 p50 beside plain int8's, on the variant's own runtime, as the search timed
+    them (its record)."""
+    record = v["record"]
+    chosen = next((s for s in record["steps"] if s["step"] == record.get("chosen_step")), None)
+    if chosen is None or not record.get("p50_vs_plain"):
+        return "latency not recorded"
+    return (f"batch-1 p50 {chosen['p50_ms_batch1']:.3f} ms vs plain int8's {record['plain']['p50_ms_batch1']:.3f} "
+            f"ms: {record['p50_vs_plain']:.2f}x")
 
 
 def all_gates(test: dict) -> str:

@@ -58,6 +58,26 @@ def standardized_mlp(tmp_path_factory, mnist) -> Path:
     return path
 
 
+def _assert_no_weight_dequantized_per_call(path: Path) -> None:
+    """The cost rule for a controlled ONNX file: no 16-bit Q/DQ (onnxruntime has no 16-bit kernels), and no int8
+    weight's DequantizeLinear feeding a layer whose output is not quantized (onnxruntime would run it in float and
+    dequantize the weight on every call: 37x plain int8's p50 measured); a float layer reads float weights."""
+    import onnx
+
+    model = onnx.load(path)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    sixteen = [n.name for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2
+               and inits.get(n.input[2]) is not None and inits[n.input[2]].data_type in (onnx.TensorProto.INT16,
+                                                                                         onnx.TensorProto.UINT16)]
+    assert not sixteen, sixteen
+    weight_dq = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    quantized = {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    per_call = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
+                and any(i in weight_dq for i in n.input[1:]) and n.output[0] not in quantized]
+    assert not per_call, per_call
+
+
 def _manifest(exports: Path) -> dict[str, dict]:
     return {e["variant"]: e for e in json.loads((exports / "manifest.json").read_text())["artifacts"]}
 
@@ -85,7 +105,6 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
         assert recipe["variants"][variant]["layers"] == record["layers"]
         steps = record["steps"]
         assert steps[0]["step"] == 0 and all("bytes" in s and "p50_ms_batch1" in s for s in steps)
-    assert entries["onnx-int8"]["bytes"] * 1.8 <= entries["tflite-fp16"]["bytes"]
     assert entries["onnx-int8"]["int8_only"] is False  # a float layer, and the manifest says so
     assert entries["tflite-int8"]["int8_only"] is False
     # the searched TFLite bytes come from ai-edge-quantizer's calibration, and the manifest says so; the ONNX
@@ -123,7 +142,7 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
     from toolkit.report import build_report
 
     assert "### Accuracy-controlled `onnx-int8`" in build_report(exports)
-    assert entries["onnx-int8"]["opset"] == 21  # int16 Q/DQ: onnxruntime's quantizer moved the model to 21
+    _assert_no_weight_dequantized_per_call(exports / entries["onnx-int8"]["path"])
 
     # a replayed recipe builds the same bytes, without searching
     replay = tmp_path / "replayed"

@@ -6,7 +6,8 @@ interval (Newcombe). If the upper bound is above the budget, the search raises t
 one layer at a time, the layer that adds the most quantization error first, and re-measures:
 
 1. ``int16x8``: 16-bit activations with 8-bit weights for that layer, still full-integer
-   (LiteRT/TFLM 16x8 kernels through ai-edge-quantizer; int16 QDQ in ONNX);
+   (LiteRT/TFLM 16x8 kernels through ai-edge-quantizer; not in ONNX, whose runtimes have no 16-bit kernels:
+   toolkit/exporters/onnx ONNX_LEVELS);
 2. ``float``: the layer left in float (not full-integer: ``int8_only: false``).
 
 Per-layer error, for both formats the same measure as `parity --diagnose onnx-int8`: each

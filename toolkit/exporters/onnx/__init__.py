@@ -312,10 +312,9 @@ def _estimator(ctx: ExportContext) -> str | None:
     return None if chosen in (None, "minmax") else chosen
 
 
-def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int16: tuple[str, ...] = (),
-              estimator: str | None = None) -> None:
+def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), estimator: str | None = None) -> None:
     """onnxruntime static quantization (QDQ, per-channel symmetric int8 weights, asymmetric uint8
-    activations); nodes in ``exclude`` stay float, the activations ``int16`` nodes read and write are 16-bit.
+    activations); nodes in ``exclude`` stay float.
 
     Why uint8 activations (onnxruntime's default for QDQ is int8): OpenVINO's CPU plugin in its
     default configuration on CPUs with bf16 (Intel AMX) cannot compile a Conv whose input is
@@ -354,16 +353,9 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
 
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
     extra: dict = {}
-    if int16:  # as a 16x8 kernel in LiteRT: the layer's activation inputs and its output in 16 bits
-        tensors = {name: [*inputs, output] for name, _, inputs, output in _control_graph(ctx)}
-        outputs = {n.name: n.output[0] for n in _float_graph(ctx)[0].graph.node}
-        for n in int16:
-            for tensor in tensors.get(n, [outputs[n]]):
-                overrides[tensor] = {**overrides.get(tensor, {}), "quant_type": QuantType.QInt16}
-        extra["UseQDQContribOps"] = ctx.opset < 21  # int16 Q/DQ: com.microsoft ops before opset 21
     if overrides:
         extra["TensorQuantOverrides"] = {name: [values] for name, values in overrides.items()}
-    root = logging.getLogger()  # onnxruntime warns on the root logger that int16 moves the model to opset 21
+    root = logging.getLogger()  # onnxruntime's quantizer warns on the root logger
     level = root.level
     root.setLevel(logging.ERROR)
     try:
@@ -387,6 +379,13 @@ def _quantize(ctx: ExportContext, out: Path, exclude: tuple[str, ...] = (), int1
                               f"{first_line(exc)}", detail=whole_message(exc)) from None
     finally:
         root.setLevel(level)
+
+
+# The levels the search gives an ONNX layer. No int16x8: onnxruntime (and OpenVINO) have no kernel for a layer that
+# reads or writes a 16-bit activation, so such a layer computes in float anyway and the DequantizeLinear of its int8
+# weight runs on every call (37x plain int8's batch-1 p50 on the outlier MLP of benchmarks/ACCURACY_CONTROL.md at
+# commit 5441e7d, 0.513 vs 0.014 ms): never cheaper than float, never more accurate.
+ONNX_LEVELS = ("int8", "float")
 
 
 @register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True, controllable=True,
@@ -418,7 +417,7 @@ def onnx_int8(ctx: ExportContext, path: Path) -> dict:
     if ctx.control is not None:
         from toolkit.control_search import controlled
 
-        content, record = controlled(ctx, "onnx-int8", "onnx", plain)
+        content, record = controlled(ctx, "onnx-int8", "onnx", plain, ONNX_LEVELS)
         out.update(accuracy_control=record, int8_only=record["int8_only"], opset=_opset(content))
         if content != plain:
             out["companions"] = [plain_companion(path, plain)]

@@ -1,5 +1,6 @@
-"""Accuracy control for ONNX (toolkit/accuracy_control.py): nodes_to_exclude and int16 overrides in
-onnxruntime's quantize_static."""
+"""Accuracy control for ONNX (toolkit/accuracy_control.py): onnxruntime's quantize_static with nodes_to_exclude,
+the float layers then fed their float inputs and no weight dequantized per call (int8 or float per layer: ONNX's
+runtimes have no 16-bit kernels)."""
 
 from __future__ import annotations
 
@@ -23,49 +24,166 @@ def _control_layers(ctx: ExportContext) -> list[dict]:
     return [{"name": name, "op": op} for name, op, _, _ in _control_graph(ctx)]
 
 
+# the suffix of a weight stored as the float values its int8 DequantizeLinear gives (see _fold_weights)
+FOLDED = "_int8_grid"
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
 def _control_build(ctx: ExportContext, levels: dict) -> bytes:
     out = ctx.workdir / "control.onnx"
-    # a float node's inputs and output are still quantized where a quantized node writes or reads them: at
-    # 16 bits, so that "float" is never less precise than "int16x8"
-    _quantize(ctx, out, exclude=tuple(k for k, v in levels.items() if v == "float"),
-              int16=tuple(k for k, v in levels.items() if v in ("int16x8", "float")))
-    return out.read_bytes()
+    floats = tuple(k for k, v in levels.items() if v == "float")
+    _quantize(ctx, out, exclude=floats)
+    return _float_layers_read_float(out.read_bytes(), floats)
+
+
+def _float_layers_read_float(content: bytes, floats: tuple[str, ...]) -> bytes:
+    """A float layer reads its activations in float: the QuantizeLinear/DequantizeLinear pair quantize_static
+    leaves on its input (written for the layer that produces it) is replaced, for it alone, by a Clip to the
+    pair's representable range. The pair's saturation is kept, and with it a Relu or Clip the quantizer folded
+    into it (an 8-bit range starting at 0 is the Relu it removed); only the rounding goes. A weighted layer whose
+    output no int8 reader then quantizes computes in float in onnxruntime: its weights are folded
+    (_fold_weights) so that no DequantizeLinear runs per call."""
+    import onnx
+
+    if not floats:
+        return content
+    model = onnx.load_from_string(content)
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    clips: dict[str, str] = {}
+    wanted = set(floats)
+    for node in list(graph.node):
+        if node.name not in wanted:
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3 or q.input[2] not in inits:
+                continue
+            if q.input[0] not in clips:
+                clips[q.input[0]] = _clip(graph, inits, q)
+            node.input[k] = clips[q.input[0]]
+    _drop_unread(graph)
+    _fold_weights(graph)
+    _in_order(graph)
+    return model.SerializeToString()
+
+
+def _in_order(graph) -> None:
+    """The nodes in an order where each reads only what is already there (ONNX requires it; the Clips were
+    appended), otherwise as they were."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        node = next(n for n in pending if all(i in ready for i in n.input))
+        pending.remove(node)
+        ordered.append(node)
+        ready.update(node.output)
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def _clip(graph, inits: dict, q) -> str:
+    """A Clip of the tensor ``q`` quantizes, to the range the 8-bit pair can represent; its output's name."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    scale = float(numpy_helper.to_array(inits[q.input[1]]).reshape(-1)[0])
+    zero_init = inits[q.input[2]]
+    zero = int(numpy_helper.to_array(zero_init).reshape(-1)[0])
+    lo, hi = (0, 255) if zero_init.data_type == onnx.TensorProto.UINT8 else (-128, 127)
+    tensor = q.input[0]
+    low, high, out = f"{tensor}_float_min", f"{tensor}_float_max", f"{tensor}_float"
+    graph.initializer.extend([numpy_helper.from_array(np.array((lo - zero) * scale, np.float32), low),
+                              numpy_helper.from_array(np.array((hi - zero) * scale, np.float32), high)])
+    graph.node.append(helper.make_node("Clip", [tensor, low, high], [out], name=f"{tensor}_float_clip"))
+    return out
+
+
+def _fold_weights(graph) -> None:
+    """A Conv/Gemm/MatMul whose output no QuantizeLinear reads has no int8 kernel in onnxruntime: it computes in
+    float and would dequantize its int8 weight on every call. Its weights (and bias) are stored as the float values
+    DequantizeLinear gives (the int8 grid, computed as onnxruntime computes it), named ...FOLDED so the layer still
+    reads as int8."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    for node in graph.node:
+        if node.op_type not in _WEIGHTED:
+            continue
+        if any(r.op_type == "QuantizeLinear" for r in readers.get(node.output[0], [])):
+            continue  # quantized on its output: onnxruntime's int8 kernel
+        for k, name in enumerate(node.input[1:], start=1):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+                continue
+            target = dq.input[0] + FOLDED
+            if target not in inits:
+                inits[target] = numpy_helper.from_array(_dequantized(dq, inits, numpy_helper), target)
+                graph.initializer.append(inits[target])
+            node.input[k] = target
+    _drop_unread(graph)
+
+
+def _drop_unread(graph) -> None:
+    """Nodes whose outputs nothing reads any more, then initializers nothing reads."""
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [n for n in graph.node if not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+
+
+def _dequantized(dq, inits: dict, numpy_helper) -> np.ndarray:
+    """What DequantizeLinear computes from a constant, as onnxruntime does: float32(x - zero point) * scale in
+    float32, per tensor or along its axis."""
+    x = numpy_helper.to_array(inits[dq.input[0]]).astype(np.int64)
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
+    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.int64) if len(dq.input) > 2 else np.zeros(1, np.int64)
+    if scale.ndim == 1 and scale.size > 1:  # per channel, along ``axis`` (default 1)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % x.ndim
+        shape = [1] * x.ndim
+        shape[axis] = scale.size
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return (x - zero).astype(np.float32) * scale
 
 
 def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
-    """The precision of each layer in the QDQ model. A layer with weights: ``float`` when it reads a weight
-    initializer directly (not through DequantizeLinear), else ``int16x8`` or ``int8`` by its output's
-    quantized type. A layer without weights (Add, Relu, Reshape...) computes on what it reads, which
-    onnxruntime dequantizes for every consumer alike: ``int8`` when its output is quantized to 8 bits,
-    else, 16-bit or not quantized, the level asked for (``float`` and ``int16x8`` are one graph there)."""
+    """The precision of each layer in the QDQ model. A layer with weights: ``float`` when it reads a float weight
+    initializer directly, ``int8`` when it reads an int8 weight (through DequantizeLinear, or folded to its int8
+    grid's values). A layer without weights (Add, Relu, Reshape...): ``int8`` when it reads a dequantized tensor,
+    ``float`` when it reads only float ones."""
     import onnx
 
     model = onnx.load_from_string(content)
     inits = {i.name: i for i in model.graph.initializer}
-    zero_types = {name: i.data_type for name, i in inits.items()}
-    dequantized_weights = {n.output[0] for n in model.graph.node
-                           if n.op_type == "DequantizeLinear" and n.input[0] in inits}
-    quantized = {n.input[0]: zero_types.get(n.input[2]) for n in model.graph.node
-                 if n.op_type == "QuantizeLinear" and len(n.input) > 2}
+    dequantized = {n.output[0]: n.input[0] in inits for n in model.graph.node if n.op_type == "DequantizeLinear"}
     nodes = {n.name: n for n in model.graph.node}
     applied = {}
-    for layer, asked in levels.items():
+    for layer in levels:
         node = nodes.get(layer)
         if node is None:
             applied[layer] = "missing"
             continue
-        out_type = quantized.get(node.output[0])
         float_weights = [i for i in node.input[1:] if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT
-                         and len(inits[i].dims) >= 2]
-        int_weights = [i for i in node.input[1:] if i in dequantized_weights]
-        if float_weights:
-            applied[layer] = "float"
-        elif int_weights:
-            applied[layer] = "int16x8" if out_type == onnx.TensorProto.INT16 else "int8"
-        elif out_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
-            applied[layer] = "int8"
+                         and len(inits[i].dims) >= 2 and not i.endswith(FOLDED)]
+        int_weights = [i for i in node.input[1:] if dequantized.get(i) or i.endswith(FOLDED)]
+        if float_weights or int_weights:
+            applied[layer] = "float" if float_weights else "int8"
         else:
-            applied[layer] = asked if asked in ("float", "int16x8") else "int8"
+            reads_int8 = any(i in dequantized and not dequantized[i] for i in node.input)
+            applied[layer] = "int8" if reads_int8 else "float"
     return applied
 
 
