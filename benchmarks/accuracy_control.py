@@ -264,15 +264,18 @@ def readme_block(doc: dict) -> str:
     return text + "."
 
 
+RUNTIME = {"tflite": "LiteRT", "onnx": "onnxruntime"}  # what the search times each format's candidates on
+
+
 def latency(v: dict) -> str:
-    """The controlled file's batch-1 p50 beside plain int8's, on the variant's own runtime, as the search timed
-    them (its record)."""
+    """The controlled file's batch-1 p50 beside plain int8's, as the search timed them (its record): on LiteRT
+    for both TFLite variants (tflite-micro's too: not a TFLM timing), on onnxruntime for ONNX."""
     record = v["record"]
     chosen = next((s for s in record["steps"] if s["step"] == record.get("chosen_step")), None)
     if chosen is None or not record.get("p50_vs_plain"):
         return "latency not recorded"
-    return (f"batch-1 p50 {chosen['p50_ms_batch1']:.3f} ms vs plain int8's {record['plain']['p50_ms_batch1']:.3f} "
-            f"ms: {record['p50_vs_plain']:.2f}x")
+    return (f"batch-1 p50 on {RUNTIME.get(record['format'], record['format'])} {chosen['p50_ms_batch1']:.3f} ms vs "
+            f"plain int8's {record['plain']['p50_ms_batch1']:.3f} ms: {record['p50_vs_plain']:.2f}x")
 
 
 def all_gates(test: dict) -> str:
