@@ -75,6 +75,21 @@ def fit(model, x: np.ndarray, y: np.ndarray, epochs: int = 15, seed: int = 0, fr
     return model
 
 
+def _fit(net, x: np.ndarray, labels: np.ndarray, steps: int, lr: float) -> None:
+    """``steps`` Adam steps of 64 fixed-seed images (NCHW) with cross-entropy; the network left in eval mode."""
+    import torch
+
+    opt = torch.optim.Adam(net.parameters(), lr)
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        j = rng.integers(0, len(x), 64)
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x[j])), torch.from_numpy(labels[j]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+
+
 def torch_mnist_net(root: Path, images: np.ndarray, labels: np.ndarray, steps: int = 300) -> tuple[Path, Path]:
     """A small PyTorch CNN (conv, depthwise and pointwise convs with hard-swish, max-pool, dense: as MobileNets are
     written) trained ``steps`` Adam steps on MNIST (N, 28, 28, 1) images, fixed seed; saved as ``root/net.pt2``
@@ -98,15 +113,7 @@ def torch_mnist_net(root: Path, images: np.ndarray, labels: np.ndarray, steps: i
     torch.manual_seed(0)
     x = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))  # PyTorch's layout
     net = SmallNet()
-    opt = torch.optim.Adam(net.parameters(), 3e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        j = rng.integers(0, len(x), 64)
-        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x[j])), torch.from_numpy(labels[j]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
+    _fit(net, x, labels, steps, 3e-3)
     example = (torch.from_numpy(x[:2]),)
     batch = ({0: torch.export.Dim("batch")},)
     root.mkdir(parents=True, exist_ok=True)
@@ -128,15 +135,7 @@ def torch_outlier_mlp(root: Path, images: np.ndarray, labels: np.ndarray, steps:
     x = np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2)))
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].size, 128), torch.nn.ReLU(),
                               torch.nn.Linear(128, 10))
-    opt = torch.optim.Adam(net.parameters(), 1e-3)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        j = rng.integers(0, len(x), 64)
-        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x[j])), torch.from_numpy(labels[j]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
+    _fit(net, x, labels, steps, 1e-3)
     hidden, logits = net[1], net[3]
     with torch.no_grad():
         active = torch.relu(hidden(torch.from_numpy(x[:2000]).flatten(1)))
