@@ -103,10 +103,12 @@ def _clip(graph, inits: dict, q) -> str:
 
 def _fold_weights(graph) -> None:
     """A Conv/Gemm/MatMul whose output no QuantizeLinear reads has no int8 kernel in onnxruntime: it computes in
-    float and would dequantize its int8 weight on every call. Its weights (and bias) are stored as the float values
-    DequantizeLinear gives (the int8 grid, computed as onnxruntime computes it), named ...FOLDED so the layer still
-    reads as int8."""
-    from onnx import numpy_helper
+    float and would dequantize its int8 weight on every call (runtimes keep DequantizeLinear out of constant
+    folding, for their int8 fusions). Its weights (and bias) become Cast(int8) x scale instead: the same numbers
+    as DequantizeLinear with a zero point of 0 (float(q) * scale in float32), still stored as int8, and made of
+    operators every runtime folds into a float constant when it loads the file. Named ...FOLDED so the layer
+    still reads as int8."""
+    from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -114,7 +116,8 @@ def _fold_weights(graph) -> None:
     for n in graph.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
-    for node in graph.node:
+    folded: set[str] = set()
+    for node in list(graph.node):
         if node.op_type not in _WEIGHTED:
             continue
         if any(r.op_type == "QuantizeLinear" for r in readers.get(node.output[0], [])):
@@ -124,11 +127,35 @@ def _fold_weights(graph) -> None:
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
                 continue
             target = dq.input[0] + FOLDED
-            if target not in inits:
-                inits[target] = numpy_helper.from_array(_dequantized(dq, inits, numpy_helper), target)
-                graph.initializer.append(inits[target])
+            if target not in folded:
+                folded.add(target)
+                nodes, constants = _grid_nodes(dq, inits, target, helper, numpy_helper)
+                graph.node.extend(nodes)
+                graph.initializer.extend(constants)
             node.input[k] = target
     _drop_unread(graph)
+
+
+def _grid_nodes(dq, inits: dict, target: str, helper, numpy_helper) -> tuple[list, list]:
+    """(nodes, initializers) computing what DequantizeLinear ``dq`` gives from its constant, into ``target``:
+    Cast(q) x scale (the scale shaped along ``axis``), or, for a non-zero zero point, the values themselves as a
+    float constant."""
+    import onnx
+
+    scale, shape = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32), None
+    zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 else np.zeros(1)
+    q = numpy_helper.to_array(inits[dq.input[0]])
+    if np.any(zero != 0):
+        return [], [numpy_helper.from_array(_dequantized(dq, inits, numpy_helper), target)]
+    if scale.ndim == 1 and scale.size > 1:  # per channel, along ``axis`` (default 1)
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+    scale_name = f"{target}_scale"
+    nodes = [helper.make_node("Cast", [dq.input[0]], [f"{target}_cast"], to=onnx.TensorProto.FLOAT,
+                              name=f"{target}_cast"),
+             helper.make_node("Mul", [f"{target}_cast", scale_name], [target], name=f"{target}_mul")]
+    return nodes, [numpy_helper.from_array(scale.reshape(shape) if shape else scale, scale_name)]
 
 
 def _drop_unread(graph) -> None:
