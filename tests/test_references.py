@@ -166,8 +166,8 @@ def test_where_the_dynamo_exporter_writes_a_wrong_file_the_torchscript_one_is_tr
 
     real = torch_framework._dynamo
 
-    def wrong(reference, opset):
-        proto = real(reference, opset)
+    def wrong(reference, opset, runner):
+        proto = real(reference, opset, runner)
         init = next(i for i in proto.graph.initializer if i.name.endswith("stem.weight"))
         init.CopyFrom(numpy_helper.from_array(np.swapaxes(numpy_helper.to_array(init), 2, 3).copy(), init.name))
         return proto

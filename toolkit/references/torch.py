@@ -56,11 +56,12 @@ def _to_onnx(reference: Reference, opset: int):
     from toolkit.references.onnx import as_toolkit_onnx
 
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    runner = TorchRunner(reference.model, path=reference.path)  # PyTorch eager: what each file is checked against
     tried, details = [], []
     for name, exporter in (("dynamo=True", _dynamo), ("TorchScript, dynamo=False", _torchscript)):
         try:
-            proto = as_toolkit_onnx(exporter(reference, opset), reference.path)  # the batch dimension made dynamic
-            wrong = _differs(reference, proto)
+            proto = as_toolkit_onnx(exporter(reference, opset, runner), reference.path)  # its batch made dynamic
+            wrong = _differs(runner, proto)
         except Exception as exc:  # torch.onnx and onnxruntime raise many types
             tried.append(f"{name}: {type(exc).__name__}: {first_line(exc)}")
             details.append(whole_message(exc))
@@ -72,7 +73,7 @@ def _to_onnx(reference: Reference, opset: int):
                           detail="\n\n".join(details) or None)
 
 
-def _dynamo(reference: Reference, opset: int):
+def _dynamo(reference: Reference, opset: int, runner: TorchRunner):
     """torch.onnx.export(program, dynamo=True) at ``opset`` or 18, whichever is newer: the dynamo exporter writes
     opset 18 and its conversion down to 17 fails on ReduceMean's axes (onnx's version converter)."""
     import torch
@@ -87,7 +88,7 @@ def _dynamo(reference: Reference, opset: int):
     return proto
 
 
-def _torchscript(reference: Reference, opset: int):
+def _torchscript(reference: Reference, opset: int, runner: TorchRunner):
     """The TorchScript exporter on the program's module (traced; ``training=PRESERVE`` because an exported
     program's module refuses ``train()``), the batch dimension dynamic."""
     import onnx
@@ -98,7 +99,8 @@ def _torchscript(reference: Reference, opset: int):
     buffer = io.BytesIO()
     with contextlib.redirect_stdout(io.StringIO()), __import__("warnings").catch_warnings():
         __import__("warnings").simplefilter("ignore")  # its tracer and constant-folding warnings
-        torch.onnx.export(reference.model.module(), (torch.from_numpy(_probe(reference))[:2],), buffer, dynamo=False,
+        example = runner.prepare(_probe(runner)[:2])  # the model's own layout
+        torch.onnx.export(runner.module, (example,), buffer, dynamo=False,
                           training=torch.onnx.TrainingMode.PRESERVE, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
@@ -107,30 +109,25 @@ def _torchscript(reference: Reference, opset: int):
     return proto
 
 
-def _probe(reference: Reference):
-    """Four fixed-seed inputs in [0, 1], in the model's own layout."""
+def _probe(runner: TorchRunner):
+    """Four fixed-seed images in [0, 1] as the toolkit holds them (channels last)."""
     import numpy as np
 
-    shape = tuple(reference.info.input_shape)
-    if reference.info.data_format == "channels_first" and len(shape) == 3:
-        shape = (shape[2], shape[0], shape[1])
-    return np.random.default_rng(0).random((4, *shape), dtype=np.float32)
+    return np.random.default_rng(0).random((4, *[d or 1 for d in runner.image_shape[1:]]), dtype=np.float32)
 
 
-def _differs(reference: Reference, proto) -> str | None:
+def _differs(runner: TorchRunner, proto) -> str | None:
     """None when the ONNX file's outputs on the probe match PyTorch eager's (within 1e-3 of the largest score);
     else what differs."""
     import numpy as np
     import onnxruntime as ort
-    import torch
 
     from toolkit.model import INPUT_NAME
 
-    x = _probe(reference)
-    with torch.no_grad():
-        want = reference.model.module()(torch.from_numpy(x)).numpy()
+    x = _probe(runner)
+    want = runner.infer(x)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    got = session.run(None, {INPUT_NAME: x})[0]
+    got = session.run(None, {INPUT_NAME: runner.arrange(x)})[0]
     diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
     if diff <= 1e-3 * max(1.0, float(np.abs(want).max())):
         return None

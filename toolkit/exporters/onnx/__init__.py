@@ -214,7 +214,7 @@ def onnx_float(ctx: ExportContext, path: Path) -> dict:
     content = float_onnx(ctx).read_bytes()
     atomic_write_bytes(path, content)
     # the file's own opset: a PyTorch model's is at least 18 (the dynamo exporter's), whatever --opset asked
-    return {"opset": _opset(content), "producer": _producer(content), "shared_seconds": ctx.charge("onnx")}
+    return {**_written(content), "shared_seconds": ctx.charge("onnx")}
 
 
 def _preprocessed(ctx: ExportContext) -> Path:
@@ -429,21 +429,19 @@ _NOT_LAYERS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Sli
                "Identity", "Constant"}
 
 
-def _producer(content: bytes) -> str:
-    """Which converter wrote the float file (its producer_name: tf2onnx, torch.onnx's dynamo or TorchScript
-    exporter, or the user's own exporter for an ONNX model)."""
-    import onnx
-
-    model = onnx.load_from_string(content)
-    return " ".join(x for x in (model.producer_name, model.producer_version) if x)
-
-
 def _opset(content: bytes) -> int:
-    """The default-domain opset of a model (int16 Q/DQ moves onnxruntime's quantizer to 21)."""
+    """The default-domain opset of a model."""
+    return _written(content)["opset"]
+
+
+def _written(content: bytes) -> dict:
+    """What an ONNX file says of itself: its default-domain opset, and which converter wrote it (its producer:
+    tf2onnx, torch.onnx's dynamo or TorchScript exporter, or the user's own exporter for an ONNX model)."""
     import onnx
 
     model = onnx.load_from_string(content)
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0),
+            "producer": " ".join(x for x in (model.producer_name, model.producer_version) if x)}
 
 
 def _control_graph(ctx: ExportContext) -> list[tuple]:

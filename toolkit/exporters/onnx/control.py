@@ -24,7 +24,7 @@ def _control_layers(ctx: ExportContext) -> list[dict]:
     return [{"name": name, "op": op} for name, op, _, _ in _control_graph(ctx)]
 
 
-# the suffix of a weight stored as the float values its int8 DequantizeLinear gives (see _fold_weights)
+# the suffix of an int8 weight read through Cast and Mul instead of DequantizeLinear (see _fold_weights)
 FOLDED = "_int8_grid"
 _WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -105,10 +105,10 @@ def _fold_weights(graph) -> None:
     """A Conv/Gemm/MatMul whose output no QuantizeLinear reads has no int8 kernel in onnxruntime: it computes in
     float and would dequantize its int8 weight on every call (runtimes keep DequantizeLinear out of constant
     folding, for their int8 fusions). Its weights (and bias) become Cast(int8) x scale instead: the same numbers
-    as DequantizeLinear with a zero point of 0 (float(q) * scale in float32), still stored as int8, and made of
-    operators every runtime folds into a float constant when it loads the file. Named ...FOLDED so the layer
-    still reads as int8."""
-    from onnx import helper, numpy_helper
+    as DequantizeLinear with a zero point of 0 (float(q) * scale in float32; quantize_static's weights and biases
+    are symmetric), still stored as int8, and made of operators every runtime folds into a float constant when it
+    loads the file. Named ...FOLDED so the layer still reads as int8."""
+    from onnx import numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -126,36 +126,32 @@ def _fold_weights(graph) -> None:
             dq = producer.get(name)
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
                 continue
+            if len(dq.input) > 2 and numpy_helper.to_array(inits[dq.input[2]]).any():
+                continue  # an asymmetric weight: left to DequantizeLinear
             target = dq.input[0] + FOLDED
             if target not in folded:
                 folded.add(target)
-                nodes, constants = _grid_nodes(dq, inits, target, helper, numpy_helper)
-                graph.node.extend(nodes)
-                graph.initializer.extend(constants)
+                _add_grid(graph, dq, inits, target)
             node.input[k] = target
     _drop_unread(graph)
 
 
-def _grid_nodes(dq, inits: dict, target: str, helper, numpy_helper) -> tuple[list, list]:
-    """(nodes, initializers) computing what DequantizeLinear ``dq`` gives from its constant, into ``target``:
-    Cast(q) x scale (the scale shaped along ``axis``), or, for a non-zero zero point, the values themselves as a
-    float constant."""
+def _add_grid(graph, dq, inits: dict, target: str) -> None:
+    """Nodes computing into ``target`` what DequantizeLinear ``dq`` gives from its constant (zero point 0):
+    Cast(q) x scale, the scale shaped along ``axis`` when it is per channel."""
     import onnx
+    from onnx import helper, numpy_helper
 
-    scale, shape = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32), None
-    zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 else np.zeros(1)
-    q = numpy_helper.to_array(inits[dq.input[0]])
-    if np.any(zero != 0):
-        return [], [numpy_helper.from_array(_dequantized(dq, inits, numpy_helper), target)]
+    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
     if scale.ndim == 1 and scale.size > 1:  # per channel, along ``axis`` (default 1)
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
-        shape = [1] * q.ndim
-        shape[axis] = scale.size
-    scale_name = f"{target}_scale"
-    nodes = [helper.make_node("Cast", [dq.input[0]], [f"{target}_cast"], to=onnx.TensorProto.FLOAT,
-                              name=f"{target}_cast"),
-             helper.make_node("Mul", [f"{target}_cast", scale_name], [target], name=f"{target}_mul")]
-    return nodes, [numpy_helper.from_array(scale.reshape(shape) if shape else scale, scale_name)]
+        rank = len(inits[dq.input[0]].dims)
+        shape = [1] * rank
+        shape[next((a.i for a in dq.attribute if a.name == "axis"), 1) % rank] = scale.size
+        scale = scale.reshape(shape)
+    graph.initializer.append(numpy_helper.from_array(scale, f"{target}_scale"))
+    graph.node.extend([helper.make_node("Cast", [dq.input[0]], [f"{target}_cast"], to=onnx.TensorProto.FLOAT,
+                                        name=f"{target}_cast"),
+                       helper.make_node("Mul", [f"{target}_cast", f"{target}_scale"], [target], name=f"{target}_mul")])
 
 
 def _drop_unread(graph) -> None:
@@ -170,20 +166,6 @@ def _drop_unread(graph) -> None:
     used = {i for n in graph.node for i in n.input}
     for init in [i for i in graph.initializer if i.name not in used]:
         graph.initializer.remove(init)
-
-
-def _dequantized(dq, inits: dict, numpy_helper) -> np.ndarray:
-    """What DequantizeLinear computes from a constant, as onnxruntime does: float32(x - zero point) * scale in
-    float32, per tensor or along its axis."""
-    x = numpy_helper.to_array(inits[dq.input[0]]).astype(np.int64)
-    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float32)
-    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.int64) if len(dq.input) > 2 else np.zeros(1, np.int64)
-    if scale.ndim == 1 and scale.size > 1:  # per channel, along ``axis`` (default 1)
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % x.ndim
-        shape = [1] * x.ndim
-        shape[axis] = scale.size
-        scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return (x - zero).astype(np.float32) * scale
 
 
 def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
@@ -204,7 +186,7 @@ def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
             applied[layer] = "missing"
             continue
         float_weights = [i for i in node.input[1:] if i in inits and inits[i].data_type == onnx.TensorProto.FLOAT
-                         and len(inits[i].dims) >= 2 and not i.endswith(FOLDED)]
+                         and len(inits[i].dims) >= 2]
         int_weights = [i for i in node.input[1:] if dequantized.get(i) or i.endswith(FOLDED)]
         if float_weights or int_weights:
             applied[layer] = "float" if float_weights else "int8"
