@@ -1,9 +1,10 @@
-"""Shared fixtures: real MNIST from ../shared (or $TOOLKIT_DATA_DIR), one quick training run
-and one export per test session."""
+"""Shared fixtures: real MNIST from ../shared (or $TOOLKIT_DATA_DIR), one quick training run, one export of it
+and one parity of that export per test run (built once, shared by pytest-xdist's workers)."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -45,30 +46,73 @@ def mnist(data_dir):
     )
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(directory)`` run once per test run: pytest-xdist's workers (pyproject.toml runs two) share the
+    directory under their common temporary root; the first to take the file lock builds it, the others wait and
+    read it. Without xdist, once per session as any session fixture."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-of-USER/pytest-N/, above each worker's popen-gwK/
+    directory, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            directory.mkdir(exist_ok=True)
+            build(directory)
+            done.touch()
+    return directory
+
+
 @pytest.fixture(scope="session")
 def quick_model(tmp_path_factory, data_dir) -> tuple[Path, dict]:
-    """One epoch on 12,000 images: the model most tests export and check."""
+    """One epoch on 12,000 images: the model most tests export and check. (directory, its train.json)"""
     from toolkit.config import TrainConfig
+    from toolkit.exportdir import ExportDir
     from toolkit.train import train
 
-    out = tmp_path_factory.mktemp("quick")
-    record = train(TrainConfig(out=out, data_dir=data_dir, epochs=1, train_limit=QUICK_TRAIN_LIMIT,
-                               verbose=False))
-    return out, record
+    def build(out: Path) -> None:
+        train(TrainConfig(out=out, data_dir=data_dir, epochs=1, train_limit=QUICK_TRAIN_LIMIT, verbose=False))
+
+    out = _built_once(tmp_path_factory, "quick", build)
+    return out, json.loads(ExportDir(out).train_path.read_text())
 
 
 @pytest.fixture(scope="session")
-def quick_export(quick_model, data_dir) -> Path:
+def quick_export(quick_model, tmp_path_factory, data_dir) -> Path:
     """Every variant of the quick model (the six, plus tflite-micro: tflite-micro is a dev
-    dependency). Read-only for tests: copy it to change it."""
+    dependency), in the model's directory. Read-only for tests: copy it to change it."""
     from toolkit import exporters
     from toolkit.config import ExportConfig
     from toolkit.export import export
 
     out, _ = quick_model
-    export(ExportConfig(exports=out, data_dir=data_dir, calibration_samples=200, verbose=False),
-           exporters.select("all", None))
+
+    def build(_: Path) -> None:
+        export(ExportConfig(exports=out, data_dir=data_dir, calibration_samples=200, verbose=False),
+               exporters.select("all", None))
+
+    _built_once(tmp_path_factory, "quick-export", build)
     return out
+
+
+@pytest.fixture(scope="session")
+def quick_parity(quick_export, tmp_path_factory, data_dir) -> Path:
+    """A copy of the quick export with one full `toolkit parity` of it, written as the command writes it
+    (parity.json, its predictions, parity.md, the PNG): test_parity checks it, the gate's baseline copies it.
+    Read-only for tests."""
+    from toolkit.config import ParityConfig
+    from toolkit.parity import run_parity
+    from toolkit.parity.render import write_outputs
+
+    def build(d: Path) -> None:
+        shutil.rmtree(d)
+        shutil.copytree(quick_export, d, symlinks=True)
+        cfg = ParityConfig(exports=d, data_dir=data_dir, verbose=False)
+        write_outputs(run_parity(cfg), cfg)
+
+    return _built_once(tmp_path_factory, "quick-parity", build)
 
 
 @pytest.fixture

@@ -143,6 +143,16 @@ def runs(cases, tmp_path_factory):
     return _Runs(cases, tmp_path_factory)
 
 
+@pytest.fixture(scope="module")
+def rgb_export(cases, tmp_path_factory) -> Path:
+    """The RGB folder model (its own Rescaling: raw pixels) exported to the four files the commands below read,
+    with parity (`toolkit run` on it, every variant, is the slow test above)."""
+    case, exports = cases["rgb_rescaling"], tmp_path_factory.mktemp("rgb-export")
+    assert main(["export", "--model", str(case.model), "--dataset", str(case.dataset), "--exports", str(exports),
+                 "--format", "tflite", "onnx", "--quantize", "none", "int8", "--quiet"]) == 0
+    return exports
+
+
 # two cases in the default suite (about a minute each); all four with -m slow
 _SLOW = pytest.mark.slow
 # the RGB folder model runs `toolkit run` behind the slow marker (the default suite's time): its folder source and
@@ -198,8 +208,8 @@ def test_reference_accuracy_matches_the_users_own_evaluation(name, cases, runs):
     assert accuracy >= 0.9  # the model learned the task: the checks above are about a working model
 
 
-def test_bench_and_parity_commands_on_a_user_export(cases, runs):
-    rc, exports = runs["rgb_rescaling"]
+def test_bench_and_parity_commands_on_a_user_export(rgb_export):
+    exports = rgb_export
     assert main(["parity", "--exports", str(exports), "--variants", "tflite-int8", "onnx-int8",
                  "--json", str(exports / "int8.json")]) == 0
     doc = json.loads((exports / "int8.json").read_text())
@@ -214,8 +224,8 @@ def test_bench_and_parity_commands_on_a_user_export(cases, runs):
     assert [(r["batch_size"], r["runtime"]) for r in rows] == [(b, rt) for rt in runtimes for b in (1, 4)]
 
 
-def test_a_moved_reference_model_is_found_with_model(cases, runs, tmp_path):
-    rc, exports = runs["rgb_rescaling"]
+def test_a_moved_reference_model_is_found_with_model(cases, rgb_export, tmp_path):
+    exports = rgb_export
     moved = tmp_path / "moved.keras"
     moved.write_bytes(cases["rgb_rescaling"].model.read_bytes())
     assert main(["parity", "--exports", str(exports), "--model", str(moved), "--variants", "onnx",
@@ -278,9 +288,9 @@ def test_training_preprocessing_carries_over_to_export(data, tmp_path):
 
 
 @pytest.mark.parametrize("variant", ["tflite-int8", "onnx-int8"])
-def test_diagnose_on_a_user_model_with_a_scalar_weight(variant, runs, capsys):
+def test_diagnose_on_a_user_model_with_a_scalar_weight(variant, rgb_export, capsys):
     """The Rescaling layer's scale is a 0-d weight, which onnxruntime's compute_weight_error fails on."""
-    _, exports = runs["rgb_rescaling"]
+    exports = rgb_export
     assert main(["parity", "--exports", str(exports), "--diagnose", variant]) == 0
     doc = json.loads((exports / f"diagnose-{variant}.json").read_text())
     assert doc["worst_layer"] and doc["debug_images"] == 60

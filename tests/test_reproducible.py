@@ -42,23 +42,21 @@ def models(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def exports(models, tmp_path_factory, data_dir):
-    """The same model.keras exported twice in two fresh processes, and once in this process after
-    another model's conversions (tf2onnx's and Keras' name counters have moved on by then)."""
+    """The same model.keras exported in a fresh process, and in this process after another model's conversions
+    (tf2onnx's and Keras' name counters have moved on by then: a harder case than a second fresh process)."""
     root = tmp_path_factory.mktemp("repro-exports")
     env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLKIT_DATA_DIR": str(data_dir)}
-    for name in ("p1", "p2"):
-        subprocess.run([sys.executable, "-m", "toolkit", "export", "--model", str(models["a"]), "--exports",
-                        str(root / name)], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "toolkit", "export", "--model", str(models["a"]), "--exports",
+                    str(root / "p1")], env=env, check=True, capture_output=True)
     assert main(["export", "--model", str(models["other"]), "--exports", str(root / "other")]) == 0
     assert main(["export", "--model", str(models["a"]), "--exports", str(root / "in-process")]) == 0
-    return {name: root / name for name in ("p1", "p2", "other", "in-process")}
+    return {name: root / name for name in ("p1", "other", "in-process")}
 
 
 def test_every_variant_is_byte_identical_in_every_process(exports):
     first = _digests(exports["p1"])
     assert {"tflite.tflite", "tflite-int8.tflite", "onnx.onnx", "onnx-int8.onnx", "tflite-micro.cc",
             "tflite-micro.h", "openvino.xml", "openvino.bin", "openvino-fp16.bin"} <= set(first)
-    assert _digests(exports["p2"]) == first
     assert _digests(exports["in-process"]) == first
     assert _digests(exports["other"]) != first  # a different model does give different bytes
     manifest = json.loads((exports["p1"] / "manifest.json").read_text())
