@@ -159,6 +159,7 @@ def evaluate(kind: str, path: Path, images: np.ndarray, labels: np.ndarray, refe
              predictions: dict, row: str) -> dict:
     """One file's figures; its per-image predictions go into ``predictions[row]``."""
     from toolkit.accuracy_control import p50_latency
+    from toolkit.provenance import sha256_file
     from toolkit.stats import wilson_interval
 
     if kind == "tflite":
@@ -178,7 +179,8 @@ def evaluate(kind: str, path: Path, images: np.ndarray, labels: np.ndarray, refe
     out = {"accuracy": right / len(labels), "accuracy_ci95": [lo, hi],
            "agreement": float((predicted == reference).mean()), "bytes": path.stat().st_size,
            "p50_ms_batch1": latency["p50_ms"], "p50_ci95_ms_batch1": latency["p50_ci95_ms"],
-           "runtime": "litert" if kind == "tflite" else "onnxruntime", "images": int(len(labels))}
+           "runtime": "litert" if kind == "tflite" else "onnxruntime", "images": int(len(labels)),
+           "sha256": sha256_file(path)}
     if kind == "onnx":  # NNCF's Q/DQ files are made for OpenVINO: every .onnx is timed there too
         try:
             from toolkit.runners.openvino import OpenVINORunner
@@ -457,6 +459,29 @@ def _needed_agreement(images: int, bound: float = 99.5) -> float | None:
     return None
 
 
+def same_bytes(rows: dict, name: str) -> str | None:
+    """The first earlier row whose file has the same sha256 as row ``name`` (runs before the sha256 was recorded:
+    None). Their p50s differ only by re-measurement."""
+    digest = rows[name].get("sha256")
+    for other, r in rows.items():
+        if other == name:
+            return None
+        if digest and r.get("sha256") == digest:
+            return other
+    return None
+
+
+def retime_spread(rows: dict) -> float | None:
+    """The largest max/min ratio of the p50s of rows that are the same file (the same sha256): how far one file's
+    batch-1 p50 moved between its timings in this run. None: no file was timed twice."""
+    groups: dict = {}
+    for r in rows.values():
+        if r.get("sha256") and r.get("p50_ms_batch1"):
+            groups.setdefault(r["sha256"], []).append(r["p50_ms_batch1"])
+    ratios = [max(g) / min(g) for g in groups.values() if len(g) > 1]
+    return max(ratios) if ratios else None
+
+
 def summary(doc: dict) -> list[str]:
     """Per model: the default int8 against the peers (paired verdicts), onnx-int8's speed, the search and
     fine-tuning as parity judges them on the test set."""
@@ -466,9 +491,15 @@ def summary(doc: dict) -> list[str]:
            f"`--max-accuracy-drop {BUDGET}`: `toolkit parity` on the test set, p50 vs plain int8 | `--fine-tune`: "
            "`toolkit parity`, p50 vs plain int8, fine-tuning time |",
            "|---|---|---|---|---|---|"]
+    spreads: list[str] = []
     for name, m in doc["models"].items():
         rows = m["rows"]
         speed = rows["onnx-int8"]["p50_ms_batch1"] / rows["onnx"]["p50_ms_batch1"]
+        spread = retime_spread(rows)
+        if spread:
+            spreads.append(f"{name} {100 * (spread - 1):.0f}%")
+        speed_word = ("within one file's re-timing spread: not a ranking" if spread and max(speed, 1 / speed) <= spread
+                      else "faster" if speed < 1 else "slower")
         cells = {}
         for label, key in ((f"toolkit --max-accuracy-drop {BUDGET}", "controlled"), (FINE_TUNE, "tuned")):
             found = []
@@ -477,10 +508,12 @@ def summary(doc: dict) -> list[str]:
                 if r and "accuracy" in r:
                     ratio = r["p50_ms_batch1"] / rows[variant]["p50_ms_batch1"]
                     time_text = f", {r['fine_tune_seconds']:.0f} s" if "fine_tune_seconds" in r else ""
-                    found.append(f"{variant} {r.get('parity_verdict')}, {ratio:.2f}x{time_text}")
+                    cost = ("the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant
+                            else f"{ratio:.2f}x")
+                    found.append(f"{variant} {r.get('parity_verdict')}, {cost}{time_text}")
             cells[key] = "; ".join(found) or "-"
         out.append(f"| {name} | {_peer_cell(m, 'tflite-int8')} | {_peer_cell(m, 'onnx-int8')} | {speed:.2f}x "
-                   f"({'faster' if speed < 1 else 'slower'}) | {cells['controlled']} | {cells['tuned']} |")
+                   f"({speed_word}) | {cells['controlled']} | {cells['tuned']} |")
     short = [name for name, m in doc["models"].items()
              if max(v.get("agreement", 0.0) for k, v in m["rows"].items() if k not in ("tflite", "onnx")) < 0.995]
     sizes = sorted({m["validation_images"] for m in doc["models"].values() if m.get("validation_images")})
@@ -491,6 +524,10 @@ def summary(doc: dict) -> list[str]:
                "they cannot pass parity there" if short else "")
             + f". Where plain int8 is inconclusive, the search must *show* 99.5% ({needs}), and may find no step "
             "that does.", ""]
+    if spreads:
+        out += ["The p50s are single timings, one file after another: the same file (the same sha256) timed twice in "
+                "one run moved by up to " + ", ".join(spreads) + " (max/min - 1). A ratio inside that is not a "
+                "ranking; interleaved rounds (as `toolkit gate` times) would be needed to rank them.", ""]
     return out
 
 
@@ -520,7 +557,8 @@ def markdown(doc: dict) -> str:
              "Keras model on the same images; \"within 0.3 points of a peer\" is a verdict on the paired 95% "
              "interval of the accuracy difference on those images, never a point estimate. p50 is batch 1, one "
              "thread, on the file's natural runtime (and every .onnx on OpenVINO too), measured one file after "
-             "another (not interleaved: differences under ~10% are not rankings). Only the toolkit makes choices "
+             "another (not interleaved: differences under ~10% are not rankings; rows that are the same bytes are "
+             "marked so, their p50s differing by re-measurement alone). Only the toolkit makes choices "
              "on validation images (its range estimator, the search, fine-tuning); the peers calibrate on the "
              "same 500 training images and choose nothing.", ""]
     lines += summary(doc)
@@ -538,7 +576,9 @@ def markdown(doc: dict) -> str:
             lo, hi = r["accuracy_ci95"]
             ov = (f"{r['openvino_p50_ms_batch1']:.3f}" if "openvino_p50_ms_batch1" in r else
                   f"failed: {r['openvino_error']}" if "openvino_error" in r else "-")
-            lines.append(f"| {shown(row)} | {shown(r['made_by'])} | {r.get('calibration') or '-'} | {100 * r['accuracy']:.2f}% "
+            same = same_bytes(m["rows"], row)
+            made_by = shown(r["made_by"]) + (f" (the same bytes as `{shown(same)}`)" if same else "")
+            lines.append(f"| {shown(row)} | {made_by} | {r.get('calibration') or '-'} | {100 * r['accuracy']:.2f}% "
                          f"({100 * lo:.2f}-{100 * hi:.2f}) | {100 * r['agreement']:.2f}% | {r.get('parity_verdict') or '-'} "
                          f"| {r['bytes'] / 1e6:.2f} MB | {r['p50_ms_batch1']:.3f} ({r['runtime']}) | {ov} |")
         lines.append("")
