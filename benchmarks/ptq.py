@@ -28,7 +28,7 @@ test set, its verdict in the table):
 For each file: test accuracy with its 95% Wilson interval, agreement with Keras, size, batch-1 p50 latency
 on its natural runtime (LiteRT for .tflite, onnxruntime for .onnx) and, for every .onnx, on OpenVINO too
 (NNCF's Q/DQ files are made for OpenVINO); one thread, one file after another (not interleaved:
-differences under ~10% are not rankings). Whether the default int8 is within 0.3 points of each peer is a
+PTQ.md states how far one file timed twice moved in a run). Whether the default int8 is within 0.3 points of each peer is a
 verdict on the paired interval of the accuracy difference on the same test images (toolkit/verdicts.py),
 never a point estimate. Per-image predictions go to results/ptq-predictions.npz. Writes results/ptq.json
 and PTQ.md (every number from the JSON and the predictions).
@@ -557,8 +557,8 @@ def markdown(doc: dict) -> str:
              "Keras model on the same images; \"within 0.3 points of a peer\" is a verdict on the paired 95% "
              "interval of the accuracy difference on those images, never a point estimate. p50 is batch 1, one "
              "thread, on the file's natural runtime (and every .onnx on OpenVINO too), measured one file after "
-             "another (not interleaved: differences under ~10% are not rankings; rows that are the same bytes are "
-             "marked so, their p50s differing by re-measurement alone). Only the toolkit makes choices "
+             "another (not interleaved: the summary gives how far one file's p50 moved when timed twice in a run; rows "
+             "that are the same bytes are marked so). Only the toolkit makes choices "
              "on validation images (its range estimator, the search, fine-tuning); the peers calibrate on the "
              "same 500 training images and choose nothing.", ""]
     lines += summary(doc)
