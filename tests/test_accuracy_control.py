@@ -295,6 +295,28 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
     assert "no step did better than plain int8" in record["outcome"]
 
 
+def test_a_step_that_misses_the_budget_replaces_plain_int8_only_when_better_beyond_noise():
+    from toolkit.accuracy_control import ControlSettings
+    from toolkit.control_search import search
+
+    settings = ControlSettings(max_drop=1.5, min_agreement=99.8)
+    integer = ("int8", "int16x8")  # B stays below float: the budget cannot be met
+    fake = _FakeBackend()
+    val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")
+    # raising A mends 30% of the images: clearly better than plain int8, so the best step is kept
+    content, record = search(None, "v", fake.backend, b"plain", settings, val, allowed=integer)
+    assert not record["met"] and record["layers"] == {"A": "int16x8"} and content != b"plain"
+    assert record["best_step_against_plain"]["beyond_noise"]
+    # raising A mends two images of 2,000: a point figure 'better', not beyond noise: plain int8 is kept
+    fake.broken_a = np.zeros_like(fake.broken_a)
+    fake.broken_a[np.flatnonzero(~fake.broken_b)[:2]] = True
+    content, record = search(None, "v", fake.backend, b"plain", settings, val, allowed=integer)
+    against = record["best_step_against_plain"]
+    assert (against["step_only_agrees"], against["plain_only_agrees"]) == (2, 0) and not against["beyond_noise"]
+    assert content == b"plain" and record["source"] == "plain" and not record["met"]
+    assert "beyond the validation images' noise" in record["outcome"]
+
+
 class _CostlyFake(_FakeBackend):
     """The fake above with a batch-1 latency that depends on the candidate, as a real runtime's does: 1 ms plus
     ``cost[layer][level]`` for each changed layer (plain int8 and step 0: 1 ms), its p50 interval +-``spread``

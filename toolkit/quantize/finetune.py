@@ -57,7 +57,9 @@ class FineTuneSettings:
     seed: int = 0
     temperature: float = 1.0  # distillation temperature (1: the float model's own probabilities)
     max_images: int = 20_000  # training images per epoch (a fixed-seed sample when there are more)
-    estimator: str = "tail-aware"  # the activation ranges simulated (toolkit/ranges.py)
+    # the activation ranges simulated (toolkit/ranges.py); auto: minmax unless a tensor has a long tail, as the
+    # exporters' auto (it simulated tail-aware always, where MobileNetV2's files are built with minmax)
+    estimator: str = "auto"
     optimizer: str = "adam"  # adam or sgd (with momentum 0.9)
     loss: str = "kl"  # kl, mse (on logits), kl+margin
 
@@ -268,6 +270,8 @@ class Simulation:
         stats = Stats()
         for i in range(0, len(images), batch):
             self(images[i : i + batch], quantize=False, record=stats)
+        if estimator == "auto":  # what the exporters' auto keeps without a long tail (with one: chosen on validation)
+            estimator = "tail-aware" if stats.tails() else "minmax"
         ranges = stats.ranges(estimator)
         for key, (lo, hi) in ranges.items():
             value = np.array([lo, hi], np.float32)

@@ -11,9 +11,12 @@ import numpy as np
 def settings_from(cfg):
     """The fine-tuning settings an ExportConfig asks for."""
     from toolkit.quantize.finetune import FineTuneSettings
+    from toolkit.ranges import ESTIMATORS
 
     d = FineTuneSettings()
-    return FineTuneSettings(epochs=cfg.fine_tune_epochs or d.epochs, max_images=cfg.fine_tune_images or d.max_images)
+    method = getattr(cfg, "calibration_method", "auto")
+    return FineTuneSettings(epochs=cfg.fine_tune_epochs or d.epochs, max_images=cfg.fine_tune_images or d.max_images,
+                            estimator=method if method in ESTIMATORS else d.estimator)
 
 
 def fine_tuned_context(cfg, ctx, data, prep, info, generation):
