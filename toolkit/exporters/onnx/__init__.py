@@ -52,17 +52,22 @@ def normalize_names(model, keep: set[str]) -> None:
     def walk(graph) -> None:
         graph.doc_string = ""  # "converted from b'__inference_<lambda>_147'": another counter
         # Initializers in the order the graph first uses them. tf2onnx's own constants (no scope in
-        # their name) are named by that order alone: which of two equal constants survives its
-        # de-duplication (const_starts or const_axes) depends on its counters.
+        # their name) and the constants its de-duplication shares between nodes are named by that order
+        # alone: which of two equal constants survives depends on its counters (const_starts or const_axes)
+        # or on the process's string hashing (every ReLU6's 0 and 6 become one pair named after some
+        # ReLU6: MobileNetV2's float ONNX differed between two exports of the same model).
         first_use: dict[str, int] = {}
+        consumers: dict[str, int] = {}
         for node in graph.node:
             for name in node.input:
                 first_use.setdefault(name, len(first_use))
+                consumers[name] = consumers.get(name, 0) + 1
         ordered = sorted(graph.initializer, key=lambda t: first_use.get(t.name, len(first_use)))
         del graph.initializer[:]
         graph.initializer.extend(ordered)
         for tensor in graph.initializer:
-            tensor.name = canonical(tensor.name, None if "/" in tensor.name else "const")
+            scoped = "/" in tensor.name and consumers.get(tensor.name, 0) <= 1
+            tensor.name = canonical(tensor.name, None if scoped else "const")
         for sparse in graph.sparse_initializer:
             sparse.values.name = canonical(sparse.values.name)
             sparse.indices.name = canonical(sparse.indices.name)
