@@ -183,6 +183,7 @@ ONE_FILE_PAGES = {
     "PIPELINE.md": ("pipeline", "pipeline.json"),
     "NPU.md": ("npu", "npu.json"),
     "PYTORCH.md": ("pytorch", "pytorch.json"),
+    "TFLM_KERNELS.md": ("tflm_kernels", "tflm-kernels.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {
