@@ -1,7 +1,7 @@
 """Where a full-integer int8 file's disagreement with its float model comes from, and so what fine-tuning can and
 cannot mend (issue #35).
 
-    python benchmarks/int8_error.py [--work /tmp/toolkit-ptq] [--models mobilenetv2 mobilenetv3small] [--from-json]
+    python benchmarks/int8_error.py [--work /tmp/toolkit-ptq] [--models mobilenetv2 mobilenetv3small efficientnetb0] [--from-json]
 
 For each model that `python benchmarks/ptq.py` trained (``WORK/MODEL/model.keras``, with the .npz it made), on
 the validation images the model never trained on (``x_val``; the test set is not read):
@@ -35,8 +35,8 @@ from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
 from toolkit.provenance import provenance
 from toolkit.stats import wilson_interval
 
-MODELS = ("mobilenetv2", "mobilenetv3small")
-IMAGES_PER_POINT = 1000  # validation images each single-point run uses (the full split for the rest)
+MODELS = ("mobilenetv2", "mobilenetv3small", "efficientnetb0")
+IMAGES_PER_POINT = 500  # validation images each single-point run uses (the full split for the rest)
 PERTURBATION = 1e-7
 
 
@@ -75,7 +75,8 @@ def _export(model: str, work: Path, npz: Path, data_dir: str | None) -> tuple[Pa
         raise SystemExit(f"{model}: toolkit export failed: {proc.stderr.strip()[-400:]}")
     manifest = read_json(exports / schema.MANIFEST)
     entry = next(a for a in manifest["artifacts"] if a["variant"] == "tflite-int8")
-    return exports / entry["path"], {"sha256": entry["sha256"], "calibration": entry["calibration"]}
+    return exports / entry["path"], {"sha256": entry["sha256"], "calibration": entry["calibration"],
+                                     "preprocessing": manifest["preprocessing"]}
 
 
 def _points(sim, images: np.ndarray, reference: np.ndarray) -> list[dict]:
@@ -129,10 +130,12 @@ def measure(model_name: str, work: Path, data_dir: str | None) -> dict:
     if not (work / model_name / schema.MODEL).is_file() or not npz.is_file():
         return {"error": f"no model at {work / model_name}: run `python benchmarks/ptq.py --models {model_name}` first"}
     started = time.perf_counter()
+    from toolkit.preprocess import Preprocessing
+
     data = np.load(npz)
-    images = data["x_val"].astype(np.float32) / 255.0  # ptq.py's models read pixels / 255 (its train record)
-    train = data["x_train"][:256].astype(np.float32) / 255.0
     path, file_record = _export(model_name, work, npz, data_dir)
+    prep = Preprocessing.from_json(file_record["preprocessing"])  # what the toolkit feeds this model
+    images, train = prep.finish(data["x_val"]), prep.finish(data["x_train"][:256])
     model = keras.models.load_model(work / model_name / schema.MODEL)
     reference = np.concatenate([np.asarray(model(images[i : i + 250], training=False))
                                 for i in range(0, len(images), 250)])
@@ -162,9 +165,15 @@ def measure(model_name: str, work: Path, data_dir: str | None) -> dict:
     }
 
 
+def _command(m: dict) -> str:
+    if "command" in m:
+        return f"`{m['command']}`"
+    return "an earlier run of `python benchmarks/int8_error.py`, its command not recorded per model"
+
+
 def markdown(doc: dict) -> str:
     lines = ["# Where int8's disagreement comes from", "",
-             "Written by `" + doc["command"] + "` from `results/int8-error.json`, on validation images the models "
+             "Written from `results/int8-error.json` by the command each model names below, on validation images the models "
              "never trained on (the test set is not read). For each model, the toolkit's default `tflite-int8` "
              "and toolkit/quantize/finetune.py's simulation of it (what `--fine-tune` trains through), with only "
              "the activations or only the weights quantized. *Margin error*: the error of the gap between the "
@@ -192,7 +201,8 @@ def markdown(doc: dict) -> str:
         top = m["points"][:5]
         rough = m["roughness"]
         lines += [
-            f"**{name}** (ranges: {sim['estimator']}; the simulation predicts the file's class on "
+            f"**{name}** ({_command(m)}; ranges: {sim['estimator']}; the simulation predicts "
+            "the file's class on "
             f"{100 * sim['same_class_as_file']:.2f}% of the images). Of the squared logit error the two parts "
             f"cause alone, the activations cause {100 * act['logit_rms'] ** 2 / variance:.0f}% and the weights "
             f"{100 * wts['logit_rms'] ** 2 / variance:.0f}%. The five activation tensors that cause the most error "
@@ -203,10 +213,12 @@ def markdown(doc: dict) -> str:
             f"({rough['loss']:.3g} on {rough['images']} training images) for {rough['raised']} of "
             f"{rough['tensors']} tensors and lowered it for {rough['lowered']} (from {100 * rough['largest_fall']:+.0f}% "
             f"to {100 * rough['largest_rise']:+.0f}%): at that scale the loss is rounding noise, not a slope.", ""]
-    lines += ["What follows for `--fine-tune`, learned rounding and bias correction: they change the weights, so "
-              "the most they can remove is the weights' share above; the activations' share needs more bits on "
-              "the tensors that cause it (the accuracy search's 16-bit activations) or clipping that the "
-              "validation images choose.", "",
+    lines += ["What follows: learned rounding and bias correction change how the weights round, so they can remove at "
+              "most about the weights' share above. Fine-tuning changes the weights and, through them, the "
+              "activations: it can pull values inside a clipped range, but not remove the rounding noise of "
+              "per-tensor 8-bit steps, and at the scale of one weight step the loss it descends is noise (the "
+              "roughness figures above). The activations' share needs more bits on the tensors that cause it (the "
+              "accuracy search's 16-bit activations) or ranges that the validation images choose.", "",
               f"Machine: {doc['provenance']['machine'].get('cpu')}; git {doc['provenance'].get('git_commit', '')[:7]}.",
               ""]
     return "\n".join(lines)
@@ -225,10 +237,11 @@ def main() -> None:
         atomic_write_text(BENCHMARKS / "INT8_ERROR.md", markdown(read_json(out)))
         return
     doc = read_json(out) if out.is_file() else {"models": {}}
+    command = ("python benchmarks/int8_error.py " + " ".join(sys.argv[1:])).rstrip()
     for name in args.models:
         print(f"{name}: measuring", file=sys.stderr, flush=True)
-        doc["models"][name] = measure(name, args.work, args.data_dir)
-    doc.update(command=("python benchmarks/int8_error.py " + " ".join(sys.argv[1:])).rstrip(), provenance=provenance())
+        doc["models"][name] = {**measure(name, args.work, args.data_dir), "command": command}
+    doc.update(command=command, provenance=provenance())
     atomic_write_json(out, doc)
     atomic_write_text(BENCHMARKS / "INT8_ERROR.md", markdown(doc))
     print(f"wrote {out} and {BENCHMARKS / 'INT8_ERROR.md'}", file=sys.stderr)

@@ -184,6 +184,7 @@ ONE_FILE_PAGES = {
     "NPU.md": ("npu", "npu.json"),
     "PYTORCH.md": ("pytorch", "pytorch.json"),
     "TFLM_KERNELS.md": ("tflm_kernels", "tflm-kernels.json"),
+    "INT8_ERROR.md": ("int8_error", "int8-error.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {
