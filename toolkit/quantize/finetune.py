@@ -48,7 +48,8 @@ INPUT_KEY = "input"
 
 @dataclass(frozen=True)
 class FineTuneSettings:
-    """The recipe (chosen on validation images: benchmarks/FINETUNE.md says how)."""
+    """The recipe (chosen on MobileNetV2's validation images; benchmarks/INT8_ERROR.md shows why no recipe tried
+    there beat the model's own weights)."""
 
     epochs: int = 3
     learning_rate: float = 1e-5

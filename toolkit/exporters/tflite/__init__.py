@@ -262,8 +262,8 @@ class _ranges_in_calibration:
     the representative images) replaced by ``estimator``'s ranges, measured per image on the same
     calibrated model. For minmax too: the converter's own min/max is wrong where an op apparently writes its output
     into its input's buffer (its calibration logged a residual Add's values for the projection feeding
-    it, so MobileNetV2's projections got their Add's wider range: 2.3x coarser steps on block 9; measured by
-    tests/test_finetune.py on a residual block). The per-image figures also decide whether any tensor has a
+    it, so MobileNetV2's projections got their Add's wider range: 2.3x coarser steps on block 9, read from its
+    file; tests/test_finetune.py checks the ranges on a residual block). The per-image figures also decide whether any tensor has a
     long tail, and so whether other estimators are tried.
 
     Why a patched method: the converter has no public hook between calibration and quantization. Its
