@@ -93,6 +93,11 @@ def artifact_files(exports: Path, manifest: Mapping) -> dict[str, Path]:
     return {e["variant"]: verify_entry(exports, e) for e in manifest["artifacts"]}
 
 
+def provenance_line(prov: Mapping) -> str:
+    """A page's last line: the machine's CPU and the commit that measured it, from a provenance record."""
+    return f"Machine: {prov['machine'].get('cpu')}; git {prov.get('git_commit', '')[:7]}."
+
+
 def cpu_text(machine: Mapping) -> str:
     """The CPU and the features behind runtime choices, from a provenance machine record (records written
     before features were summarised carry only the raw flags: the same summary is made from them)."""

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import BENCHMARKS, RESULTS, parser, run_toolkit
+from _common import BENCHMARKS, RESULTS, parser, provenance_line, run_toolkit
 
 from toolkit import schema
 from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
@@ -219,7 +219,7 @@ def markdown(doc: dict) -> str:
               "per-tensor 8-bit steps, and at the scale of one weight step the loss it descends is noise (the "
               "roughness figures above). The activations' share needs more bits on the tensors that cause it (the "
               "accuracy search's 16-bit activations) or ranges that the validation images choose.", "",
-              f"Machine: {doc['provenance']['machine'].get('cpu')}; git {doc['provenance'].get('git_commit', '')[:7]}.",
+              provenance_line(doc["provenance"]),
               ""]
     return "\n".join(lines)
 

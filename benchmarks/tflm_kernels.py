@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import BENCHMARKS, RESULTS, parser
+from _common import BENCHMARKS, RESULTS, parser, provenance_line
 
 from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
 from toolkit.provenance import provenance
@@ -119,7 +119,7 @@ def markdown(doc: dict) -> str:
               "predictions sit close to the float model's decision boundaries (PTQ.md's small-data EfficientNetB0) "
               "then gives different classes on the two runtimes. `toolkit parity` runs `tflite-micro` on TFLM and "
               "checks it against LiteRT on the test set, so no file is assumed to run the same on both.", "",
-              f"Machine: {doc['provenance']['machine'].get('cpu')}; git {doc['provenance'].get('git_commit', '')[:7]}.",
+              provenance_line(doc["provenance"]),
               ""]
     return "\n".join(lines)
 

@@ -14,9 +14,8 @@ def settings_from(cfg):
     from toolkit.ranges import ESTIMATORS
 
     d = FineTuneSettings()
-    method = getattr(cfg, "calibration_method", "auto")
     return FineTuneSettings(epochs=cfg.fine_tune_epochs or d.epochs, max_images=cfg.fine_tune_images or d.max_images,
-                            estimator=method if method in ESTIMATORS else d.estimator)
+                            estimator=cfg.calibration_method if cfg.calibration_method in ESTIMATORS else d.estimator)
 
 
 def fine_tuned_context(cfg, ctx, data, prep, info, generation):
