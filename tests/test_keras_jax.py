@@ -35,9 +35,10 @@ def test_same_predictions_as_the_tensorflow_reference_with_the_logit_difference_
     assert jax["passed"]
 
 
-def test_the_reference_itself_on_keras_jax_in_a_fresh_process(quick_export, data_dir, tmp_path):
+def test_the_reference_itself_on_keras_jax_in_a_fresh_process(quick_export, quick_parity, data_dir, tmp_path):
     """`--reference-runtime keras-jax` in a process where Keras is not loaded yet: in-process JAX,
-    the same reference accuracy and predictions as TensorFlow's."""
+    the same reference accuracy and predictions as TensorFlow's (quick_parity: a parity of the same model with
+    the default, TensorFlow, reference)."""
     out = tmp_path / "p.json"
     env_cmd = [sys.executable, "-m", "toolkit", "parity", "--exports", str(quick_export), "--data-dir", str(data_dir),
                "--variants", "onnx", "--reference-runtime", "keras-jax", "--json", str(out), "--quiet"]
@@ -45,12 +46,11 @@ def test_the_reference_itself_on_keras_jax_in_a_fresh_process(quick_export, data
     jax_doc = json.loads(out.read_text())
     assert jax_doc["reference"]["runtime"] == "keras-jax"
     assert jax_doc["reference"]["providers"] == ["jax cpu:0 (cpu)"]
-    tf_out = tmp_path / "tf.json"
-    assert main(["parity", "--exports", str(quick_export), "--variants", "onnx", "--json", str(tf_out), "--quiet"]) == 0
-    tf_doc = json.loads(tf_out.read_text())
+    tf_doc = json.loads((quick_parity / "parity.json").read_text())
+    assert tf_doc["reference"].get("runtime") != "keras-jax"
     assert jax_doc["reference"]["accuracy"] == tf_doc["reference"]["accuracy"]
     jp = np.load(out.with_name(out.stem + "-predictions.npz"))
-    tp = np.load(tf_out.with_name(tf_out.stem + "-predictions.npz"))
+    tp = np.load(quick_parity / tf_doc["predictions_file"])
     assert np.array_equal(jp["reference"], tp["reference"])
 
 

@@ -78,7 +78,8 @@ def test_onnx_names_depend_only_on_the_graph(exports):
 def test_shared_constants_get_the_same_names_in_every_process(tmp_path, data_dir):
     """tf2onnx de-duplicates equal constants (every ReLU6's 0 and 6) and names the survivor after one of the nodes
     that used it, chosen by the process's string hashing: the float ONNX of one MobileNetV2 differed between two
-    exports. The shared constants are named by the graph's order of first use."""
+    exports. The shared constants are named by the graph's order of first use. (Hash seeds 1 and 2 gave this
+    model's ONNX different bytes before the fix.)"""
     import keras
     from keras import layers
 
@@ -89,13 +90,13 @@ def test_shared_constants_get_the_same_names_in_every_process(tmp_path, data_dir
     model = keras.Model(inp, layers.Dense(10, name="logits")(layers.Flatten()(x)))
     model.save(tmp_path / "relu6.keras")
     digests = []
-    for seed in ("1", "2", "3"):
+    for seed in ("1", "2"):
         env = {**os.environ, "PYTHONPATH": str(REPO), "TOOLKIT_DATA_DIR": str(data_dir), "PYTHONHASHSEED": seed}
         subprocess.run([sys.executable, "-m", "toolkit", "export", "--model", str(tmp_path / "relu6.keras"),
                         "--exports", str(tmp_path / seed), "--format", "onnx", "--quantize", "none", "--quiet"],
                        env=env, check=True, capture_output=True)
         digests.append(_digests(tmp_path / seed)["onnx.onnx"])
-    assert digests[0] == digests[1] == digests[2]
+    assert digests[0] == digests[1]
 
 
 def test_model_keras_is_byte_identical_with_source_date_epoch(tmp_path, data_dir, monkeypatch):
