@@ -13,6 +13,7 @@ that one layer (or the layer in float) restore it.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -228,15 +229,17 @@ def test_local_errors_charge_the_layer_that_loses_sqnr():
 
 class _FakeBackend:
     """A backend whose 'model' is its precision per layer: layer A at int8 breaks 30% of the
-    images, layer B below float breaks 1%; layer C changes nothing but ranks second."""
+    images, layer B below float breaks 1%; layer C changes nothing but ranks second. Each of the ``n`` images comes
+    twice, at 2i and 2i+1: the search's half of the validation split and the held-out half are the same ``n``
+    images, so the search below is the search on those ``n`` and what it keeps is confirmed."""
 
     def __init__(self, n: int = 2000):
         from toolkit.accuracy_control import Backend
 
         rng = np.random.default_rng(0)
-        self.labels = rng.integers(0, 10, n)
-        self.broken_a = rng.random(n) < 0.30
-        self.broken_b = rng.random(n) < 0.01
+        self.labels = np.repeat(rng.integers(0, 10, n), 2)
+        self.broken_a = np.repeat(rng.random(n) < 0.30, 2)
+        self.broken_b = np.repeat(rng.random(n) < 0.01, 2)
         self.builds: list[dict] = []
         self.backend = Backend(
             format="fake", tool="fake 1.0", layers=lambda ctx: [{"name": k, "op": "OP"} for k in "ABC"],
@@ -255,9 +258,15 @@ class _FakeBackend:
         return sqnr, [(k, "OP", ["in"], k.lower()) for k in "ABC"]
 
     def _predict(self, content, images):
+        """Each 'image' is its index (``validation()``): the search predicts on halves of the split too."""
         levels = json.loads(content) if content != b"plain" else {}
         wrong = (self.broken_a & (levels.get("A", "int8") == "int8")) | (self.broken_b & (levels.get("B") != "float"))
-        return np.where(wrong, (self.labels + 1) % 10, self.labels)
+        at = images[:, 0].astype(int)
+        return np.where(wrong, (self.labels + 1) % 10, self.labels)[at]
+
+    def validation(self) -> Validation:
+        return Validation(np.arange(len(self.labels), dtype=np.float32)[:, None], self.labels, self.labels.copy(),
+                          "fake")
 
 
 def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed():
@@ -265,7 +274,7 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
     from toolkit.control_search import search
 
     fake = _FakeBackend()
-    val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")
+    val = fake.validation()
     # a loose agreement gate (98%): A at 16 bits is enough (B's 1% stays within 1.5 points and 98%)
     content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=1.5, parity_min_agreement=98),
                              val)
@@ -302,19 +311,73 @@ def test_a_step_that_misses_the_budget_replaces_plain_int8_only_when_better_beyo
     settings = ControlSettings(max_drop=1.5, min_agreement=99.8)
     integer = ("int8", "int16x8")  # B stays below float: the budget cannot be met
     fake = _FakeBackend()
-    val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")
+    val = fake.validation()
     # raising A mends 30% of the images: clearly better than plain int8, so the best step is kept
     content, record = search(None, "v", fake.backend, b"plain", settings, val, allowed=integer)
     assert not record["met"] and record["layers"] == {"A": "int16x8"} and content != b"plain"
     assert record["best_step_against_plain"]["beyond_noise"]
     # raising A mends two images of 2,000: a point figure 'better', not beyond noise: plain int8 is kept
     fake.broken_a = np.zeros_like(fake.broken_a)
-    fake.broken_a[np.flatnonzero(~fake.broken_b)[:2]] = True
+    fake.broken_a[np.flatnonzero(~fake.broken_b)[:4]] = True  # two images, each in both halves
     content, record = search(None, "v", fake.backend, b"plain", settings, val, allowed=integer)
     against = record["best_step_against_plain"]
     assert (against["step_only_agrees"], against["plain_only_agrees"]) == (2, 0) and not against["beyond_noise"]
     assert content == b"plain" and record["source"] == "plain" and not record["met"]
-    assert "beyond the validation images' noise" in record["outcome"]
+    assert "beyond the noise of 2,000 held-out validation images" in record["outcome"]
+
+
+def test_the_search_holds_half_the_validation_images_out_when_half_can_show_the_budget():
+    """Every second image is held out where a perfect step could pass there; else the record says how many would
+    be needed (Wilson's lower bound for n of n is n / (n + z^2): 99.5% needs 765 images all agreeing, 99.8%
+    needs 1,917)."""
+    from toolkit.accuracy_control import ControlSettings, split_for_confirmation
+
+    labels = np.arange(4000) % 10
+    val = Validation(np.arange(4000, dtype=np.float32)[:, None], labels, labels.copy(), "v")
+    search, held, record = split_for_confirmation(val, ControlSettings(max_drop=1.0))
+    assert record == {"made": True, "search_images": 2000, "held_out_images": 2000}
+    assert search.images[:3, 0].tolist() == [0, 2, 4] and held.images[:3, 0].tolist() == [1, 3, 5]
+    assert "odd-numbered images (2,000)" in held.description
+    small = Validation(val.images[:1000], labels[:1000], labels[:1000].copy(), "v")
+    search, held, record = split_for_confirmation(small, ControlSettings(max_drop=1.0))
+    assert held is None and search is small and not record["made"]
+    assert record["images_needed"] == 2 * 765 and "at least 1,530" in record["reason"]
+    z2 = 1.959964**2
+    assert (math.ceil(z2 * 0.995 / 0.005), math.ceil(z2 * 0.998 / 0.002)) == (765, 1917)
+    _, held, record = split_for_confirmation(val, ControlSettings(max_drop=1.0, min_agreement=99.8))
+    assert held is not None  # 2,000 all agreeing: 99.81%
+    three = Validation(val.images[:3000], labels[:3000], labels[:3000].copy(), "v")
+    _, held, record = split_for_confirmation(three, ControlSettings(max_drop=1.0, min_agreement=99.8))
+    assert held is None and record["images_needed"] == 2 * 1917
+
+
+def test_a_step_met_on_the_search_images_and_not_on_the_held_out_ones_is_not_accepted():
+    """Selection bias made concrete: B breaks 1% of the held-out images and none of the search's, so raising A
+    meets the budget on the search's half; judged once on the held-out half it fails agreement: the budget is not
+    met (exit 4), and the step is kept over plain int8 only because it agrees better there beyond noise."""
+    from toolkit.accuracy_control import ControlSettings
+    from toolkit.control_search import search
+
+    fake = _FakeBackend()
+    fake.broken_b[0::2] = False
+    logged: list[str] = []
+    content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=1.5, min_agreement=99.8),
+                             fake.validation(), allowed=("int8", "int16x8"), log=logged.append)
+    conf = record["confirmation"]
+    assert conf["made"] and conf["step"] == record["chosen_step"] and conf["confirmed"] is False
+    assert record["steps"][record["chosen_step"]]["agreement"] == 1.0  # on the search's half
+    assert conf["metrics"]["images"] == 2000 and conf["metrics"]["agreement"] < 0.995
+    assert not record["met"] and record["layers"] == {"A": "int16x8"} and content != b"plain"
+    assert record["best_step_against_plain"]["images"] == 2000 and record["best_step_against_plain"]["beyond_noise"]
+    assert record["outcome"].startswith("budget met at step 1 on the search's 2,000 validation images but not "
+                                        "confirmed on the 2,000 held out")
+    assert any("(not confirmed)" in line for line in logged)
+    # the same search where the held-out half is as clean: confirmed, and the outcome says on how many images
+    fake.broken_b[:] = False
+    _, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=1.5, min_agreement=99.8),
+                       fake.validation(), allowed=("int8", "int16x8"))
+    assert record["met"] and record["confirmation"]["confirmed"] is True
+    assert "confirmed on the 2,000 held-out validation images: loss" in record["outcome"]
 
 
 class _CostlyFake(_FakeBackend):
@@ -338,7 +401,7 @@ class _CostlyFake(_FakeBackend):
 def _run_search(fake: _FakeBackend, settings, **kw) -> tuple[bytes, dict, list[str]]:
     from toolkit.control_search import search
 
-    val = Validation(np.zeros((len(fake.labels), 1), np.float32), fake.labels, fake.labels.copy(), "fake")
+    val = fake.validation()
     logged: list[str] = []
     content, record = search(None, "v", fake.backend, b"plain", settings, val, log=logged.append, **kw)
     return content, record, logged
@@ -422,7 +485,8 @@ class _FloatBreaksA(_CostlyFake):
     def _predict(self, content, images):
         predicted = super()._predict(content, images)
         levels = json.loads(content) if content != b"plain" else {}
-        return np.where(self.broken_a & (levels.get("A") == "float"), (self.labels + 2) % 10, predicted)
+        at = images[:, 0].astype(int)
+        return np.where((self.broken_a & (levels.get("A") == "float"))[at], (self.labels[at] + 2) % 10, predicted)
 
 
 def _float_not_applied(fake):
