@@ -48,16 +48,32 @@ def test_batched_statistics_are_per_image():
     assert s.names() == ["t"]
 
 
-def test_choose_prefers_agreement_then_accuracy_then_the_first():
+def test_choose_keeps_tail_aware_unless_another_agrees_more_beyond_noise():
+    """Three images of 200 more is noise (the paired interval of the difference, 95% over the two comparisons,
+    reaches below zero): tail-aware is kept though minmax's point figure is higher; 30 more is not noise."""
     from toolkit.accuracy_control import Validation
 
-    labels = np.array([0, 1, 1, 0])
-    val = Validation(np.zeros((4, 1), np.float32), labels, np.array([0, 1, 1, 1]), "four images")
-    predictions = {b"a": np.array([0, 1, 1, 1]), b"b": np.array([0, 1, 1, 1]), b"c": np.array([0, 1, 1, 0])}
-    best, figures = ranges.choose({"minmax": b"a", "mean-minmax": b"b", "tail-aware": b"c"},
-                                  lambda content, images: predictions[content], val)
-    assert best == "minmax"  # a tie between minmax and mean-minmax goes to the first; c agrees less
-    assert figures["tail-aware"]["agreement"] == 0.75 and figures["minmax"]["agreement"] == 1.0
+    reference = np.arange(200) % 10
+    val = Validation(np.zeros((200, 1), np.float32), reference.copy(), reference, "200 images")
+
+    def wrong_on(k: int) -> np.ndarray:
+        predicted = reference.copy()
+        predicted[:k] = (predicted[:k] + 1) % 10
+        return predicted
+
+    def run(wrong: dict[str, int]) -> tuple[str, dict]:
+        return ranges.choose({name: name.encode() for name in wrong},
+                             lambda content, images: wrong_on(wrong[content.decode()]), val)
+
+    best, figures = run({"minmax": 10, "mean-minmax": 13, "tail-aware": 13})
+    assert best == "tail-aware" and figures["minmax"]["agreement"] == 0.95 > figures["tail-aware"]["agreement"]
+    lo, hi = figures["minmax"]["agreement_minus_default_ci_points"]
+    assert lo < 0 < 1.5 < hi
+    best, figures = run({"minmax": 40, "mean-minmax": 10, "tail-aware": 40})
+    assert best == "mean-minmax" and figures["mean-minmax"]["agreement_minus_default_ci_points"][0] > 0
+    best, _ = run({"minmax": 10, "mean-minmax": 40, "tail-aware": 40})  # beyond noise, in either place
+    assert best == "minmax"
+    assert run({"minmax": 40, "mean-minmax": 40})[0] == "minmax"  # no tail-aware: the first is the default
 
 
 # ----------------------------------------------------------------------------- end to end

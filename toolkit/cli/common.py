@@ -271,8 +271,8 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                    help="how each activation's int8 range is set from the calibration images: minmax (the global "
                    "min/max), mean-minmax (the mean of each image's min/max: rare outliers clipped, NNCF's "
                    "default), tail-aware (mean-minmax only for tensors whose max is over 4x the median "
-                   "image's); auto builds each and keeps the one that agrees best with Keras on the validation "
-                   "split. entropy and percentile: onnxruntime's calibrators (onnx-int8 only; TFLite then uses "
+                   "image's); auto builds each and keeps tail-aware unless another agrees with Keras on more "
+                   "validation images beyond noise. entropy and percentile: onnxruntime's calibrators (onnx-int8 only; TFLite then uses "
                    "minmax) (default: %(default)s)")
     p.add_argument("--opset", type=int, default=d.opset, metavar="N",
                    help="ONNX opset, 17 or newer (default: %(default)s)")

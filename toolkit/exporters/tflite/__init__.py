@@ -55,8 +55,8 @@ def conversion_error(exc: Exception, mode: str) -> ConversionError:
 
 def convert(ctx: ExportContext, mode: str) -> tuple[bytes, dict]:
     """The TFLite model for a quantization mode, converted once per export (failures too). For int8,
-    the range estimator's candidates (toolkit/ranges.py) are built and the one that agrees best with
-    Keras on the validation split is kept."""
+    the range estimator's candidates (toolkit/ranges.py) are built and judged on the validation split
+    (``ranges.choose``)."""
     if mode == "int8":
         return _int8(ctx)
     return _converted(ctx, mode)
