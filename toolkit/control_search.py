@@ -281,7 +281,7 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
             s.record.update(source="plain", met=False, chosen_step=None, layers={}, int8_only=True,
                             search_seconds=round(time.perf_counter() - started, 3),
                             outcome=(f"{_missed(s)}, and no step did better than plain int8 beyond the noise of "
-                                     f"{len(judge.labels):,} {'held-out ' if held else ''}validation images "
+                                     f"{len(judge.labels):,} {'held-out ' if held is not None else ''}validation images "
                                      f"({better['text']}), so plain int8 is kept: {settings.describe(plain_metrics)}"))
             return plain, s.record
     _outcome(s, plain_cost, chosen_for, round(time.perf_counter() - started, 3), met)
