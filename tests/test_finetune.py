@@ -161,3 +161,20 @@ def test_fine_tune_exports_full_integer_files_the_same_every_time(mobile_cnn, da
 def test_fine_tune_flags_are_checked(capsys):
     assert main(["export", "--fine-tune-epochs", "2"]) == 2
     assert "apply with --fine-tune" in capsys.readouterr().err
+
+
+def test_an_epoch_replaces_the_models_own_weights_only_beyond_noise():
+    """Two more images of 2,000 agreeing is a point figure, not evidence: the model's own weights stay; 60 more
+    (3 points) is beyond the paired interval's noise. An epoch that agrees less never is."""
+    from toolkit.quantize.finetune import _beyond_noise
+
+    own = np.ones(2000, bool)
+    own[:100] = False  # epoch 0 agrees on 95%
+    two_more = own.copy()
+    two_more[:2] = True
+    sixty_more = own.copy()
+    sixty_more[:60] = True
+    assert _beyond_noise(two_more, own, 0.95)[0] is False
+    beyond, (lo, hi) = _beyond_noise(sixty_more, own, 0.95)
+    assert beyond and 0 < lo < 3.0 < hi
+    assert _beyond_noise(own, sixty_more, 0.95)[0] is False

@@ -313,8 +313,8 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
     tune.add_argument("--fine-tune", action="store_true", help="make the int8 variants from fine-tuned weights")
     tune.add_argument("--fine-tune-epochs", type=positive_int, default=None, metavar="N",
                       help="at most this many passes over the training images; after each, the simulated int8 model is "
-                      "checked on the validation images and the best epoch kept (the model's own weights when none "
-                      "improves; default: 3)")
+                      "checked on the validation images; the model's own weights are kept unless an epoch agrees "
+                      "with it on more of them beyond noise (default: 3)")
     tune.add_argument("--fine-tune-images", type=positive_int, default=None, metavar="N",
                       help="training images per pass, a fixed-seed sample when there are more (default: 20,000)")
 

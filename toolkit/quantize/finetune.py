@@ -324,13 +324,23 @@ def distillation_loss(temperature: float, probabilities: bool = False, kind: str
 
 
 def _simulated_agreement(sim: Simulation, images: np.ndarray, reference: np.ndarray, calibration: np.ndarray,
-                         estimator: str) -> float:
-    """Agreement of the simulated int8 model (ranges re-measured on the current weights, as the exporter will
-    measure them) with the float model's predictions ``reference`` on ``images``."""
+                         estimator: str) -> np.ndarray:
+    """Per image, whether the simulated int8 model (ranges re-measured on the current weights, as the exporter
+    will measure them) predicts the float model's class ``reference``."""
     sim.calibrate(calibration, estimator)
     predicted = np.concatenate([np.asarray(sim(images[i : i + 250], quantize=True)).argmax(1)
                                 for i in range(0, len(images), 250)])
-    return float(np.mean(predicted == reference))
+    return predicted == reference
+
+
+def _beyond_noise(agrees: np.ndarray, own: np.ndarray, confidence: float) -> tuple[bool, list[float]]:
+    """Whether an epoch agrees with the float model on more validation images than the model's own weights beyond
+    noise (the paired interval of the difference above zero), and that interval in points."""
+    from toolkit.stats import paired_difference_interval
+
+    lo, hi = paired_difference_interval(int((own & ~agrees).sum()), int((~own & agrees).sum()), len(own), confidence,
+                                        both_right=int((own & agrees).sum()))
+    return lo > 0, [round(100 * lo, 4), round(100 * hi, 4)]
 
 
 def _trainable(student, sim: Simulation, settings: FineTuneSettings, probabilities: bool):
@@ -360,9 +370,10 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
     on ``train_images``; returns (the model, a record of what was done).
 
     With ``validation`` (images, the float model's predicted classes): after every epoch the simulated int8
-    model's agreement with the float model is measured on them, and the weights of the best epoch are
-    returned (epoch 0, the model's own weights, when no epoch improves on it; ties keep the earlier), with
-    training stopped after ``patience`` epochs without improvement. Small learning rates are needed: the
+    model's agreement with the float model is measured on them, and the model's own weights (epoch 0) are
+    returned unless an epoch agrees on more images beyond noise (the best of those then; a point figure one
+    image higher is noise, not a reason to ship other weights), with training stopped after ``patience``
+    epochs without a higher point figure. Small learning rates are needed: the
     rounding makes the loss surface rough, and Adam at 1e-4 (or SGD at 1e-3 with momentum) made MobileNetV2's
     simulated int8 agree less with its float model within one pass."""
     import time
@@ -386,8 +397,10 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
     history, started = [], time.perf_counter()
     best = None
     if validation is not None:
-        agreement = _simulated_agreement(sim, *validation, calibration, settings.estimator)
+        own = _simulated_agreement(sim, *validation, calibration, settings.estimator)
+        agreement = float(own.mean())
         best = (agreement, 0, student.get_weights())
+        top = (agreement, 0)  # the highest point figure so far: when it stops rising, training stops
         history.append({"epoch": 0, "validation_agreement": agreement, "seconds": 0.0})
         log(f"  fine-tuning: before, simulated int8 agrees with the model on {100 * agreement:.2f}% of "
             f"{len(validation[0]):,} validation images")
@@ -404,15 +417,18 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
         row = {"epoch": epoch, "distillation_loss": loss}
         text = f"  fine-tuning: epoch {epoch}/{settings.epochs}, distillation loss {loss:.4g}"
         if best is not None:
-            agreement = _simulated_agreement(sim, *validation, calibration, settings.estimator)
-            row["validation_agreement"] = agreement
+            agrees = _simulated_agreement(sim, *validation, calibration, settings.estimator)
+            agreement = float(agrees.mean())
+            beyond, interval = _beyond_noise(agrees, own, 1.0 - 0.05 / settings.epochs)
+            row.update(validation_agreement=agreement, agreement_minus_own_ci_points=interval)
             text += f", simulated int8 agreement {100 * agreement:.2f}% on validation"
-            if agreement > best[0]:
+            if beyond and agreement > best[0]:
                 best = (agreement, epoch, student.get_weights())
+            top = max(top, (agreement, epoch), key=lambda t: t[0])
         row["seconds"] = round(time.perf_counter() - started, 1)
         history.append(row)
         log(text + f" ({row['seconds']:.0f} s)")
-        if best is not None and epoch - best[1] >= settings.patience:
+        if best is not None and epoch - top[1] >= settings.patience:
             break
     record = {"settings": {**settings.__dict__}, "images": int(len(images)), "epochs": history,
               "quantization_points": len(sim.ranges), "folded_batchnorms": len(sim.fold),
@@ -420,6 +436,7 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
     if best is not None:
         student.set_weights(best[2])
         record.update(kept_epoch=best[1], validation_images=int(len(validation[0])),
-                      rule="the epoch whose simulated int8 model agrees best with the float model on the validation "
-                           "images (epoch 0: the model's own weights; ties keep the earlier)")
+                      rule="the model's own weights (epoch 0) unless an epoch's simulated int8 model agrees with the "
+                           "float model on more validation images beyond noise (the paired interval of the difference "
+                           "above zero, 95% over the epochs); of those, the highest agreement, the earlier on a tie")
     return student, record
