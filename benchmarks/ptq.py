@@ -322,7 +322,7 @@ def toolkit_rows(variants: dict, images: np.ndarray, labels: np.ndarray, referen
                               "parity_verdict": verdict.get("verdict"),
                               "parity_gates": {g["metric"]: g.get("status") for g in verdict.get("gates", [])},
                               **({"control": {k: control.get(k) for k in ("met", "source", "layers", "int8_only",
-                                                                           "p50_vs_plain", "outcome")}}
+                                                                           "p50_vs_plain", "outcome", "confirmation")}}
                                  if control else {})}
     return rows
 
