@@ -270,15 +270,15 @@ def train_model(name: str, npz: Path, mwork: Path, data_dir: Path, log) -> tuple
     return read_json(record_path), "mnist"
 
 
-def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path, log) -> dict:
-    """The toolkit's three int8 exports of the model (default, previous default, the search), each checked by
-    `toolkit parity`: {label: its export directory, seconds and parity rows, or the error}."""
+def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path, log, fine_tune: bool = True) -> dict:
+    """The toolkit's int8 exports of the model (default, minmax, the search, fine-tuned unless ``fine_tune`` is
+    False), each checked by `toolkit parity`: {label: its export directory, seconds and parity rows, or the error}."""
     variants: dict = {}
     for label, extra, folder in (("toolkit default", [], "default"),
                                  (MINMAX, ["--calibration-method", "minmax"], "minmax"),
                                  (f"toolkit --max-accuracy-drop {BUDGET}", ["--max-accuracy-drop", str(BUDGET)],
                                   "controlled"),
-                                 (FINE_TUNE, ["--fine-tune"], "finetuned")):
+                                 *([(FINE_TUNE, ["--fine-tune"], "finetuned")] if fine_tune else [])):
         exports = mwork / folder
         start = time.perf_counter()
         rc, err = toolkit("export", "--model", str(model), "--dataset", dataset, "--data-dir", str(data_dir),
@@ -328,7 +328,7 @@ def toolkit_rows(variants: dict, images: np.ndarray, labels: np.ndarray, referen
 
 
 def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str | None, log,
-              predictions: dict) -> dict:
+              predictions: dict, fine_tune: bool = True) -> dict:
     mwork = work / name
     mwork.mkdir(parents=True, exist_ok=True)
     model = ExportDir(mwork).model_path
@@ -339,7 +339,9 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
     record["dataset"] = "mnist (28x28 grayscale; validation: its first 5,000 training images)" if dataset == "mnist" \
         else (f"MNIST upsampled to {SIZE}x{SIZE} RGB, {train:,} training images, {val:,} validation images the "
               "model never trained on (x_val), 10,000 test images")
-    variants = export_all(name, model, dataset, mwork, data_dir, log)
+    variants = export_all(name, model, dataset, mwork, data_dir, log, fine_tune)
+    if not fine_tune:
+        record["fine_tune_skipped"] = "not run (--skip-fine-tune)"
     base = mwork / "default"
     data, prep = _test_set(base, data_dir)
     images, labels = prep.load(data.test), np.asarray(data.test.labels)
@@ -402,6 +404,9 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TOOLKIT_DATA_DIR", "")))
     p.add_argument("--nncf-python", default=None, help="a Python with nncf, onnx and onnxruntime installed")
     p.add_argument("--from-json", action="store_true", help="only rewrite PTQ.md and README's table")
+    p.add_argument("--skip-fine-tune", action="store_true",
+                   help="no --fine-tune export (its column says 'not run'): fine-tuning passes over up to 20,000 "
+                   "training images per epoch, as long as an epoch of the model's own training")
     args = p.parse_args()
     if args.from_json:
         write_texts(read_json(args.out / "ptq.json"))
@@ -419,7 +424,7 @@ def main() -> None:
                         small)
         predictions = {k: v for k, v in predictions.items() if not k.startswith(f"{name}/")}
         doc["models"][name] = run_model(name, npz, args.work, args.data_dir.resolve(), args.nncf_python, log,
-                                        predictions)
+                                        predictions, fine_tune=not args.skip_fine_tune)
         doc["models"][name]["provenance"] = provenance()
         doc["command"] = "python benchmarks/ptq.py " + " ".join(sys.argv[1:])
         atomic_write_json(out_json, json.loads(json.dumps(doc, default=str)))
@@ -511,7 +516,7 @@ def summary(doc: dict) -> list[str]:
                     cost = ("the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant
                             else f"{ratio:.2f}x")
                     found.append(f"{variant} {r.get('parity_verdict')}, {cost}{time_text}")
-            cells[key] = "; ".join(found) or "-"
+            cells[key] = "; ".join(found) or (m.get("fine_tune_skipped", "-") if key == "tuned" else "-")
         out.append(f"| {name} | {_peer_cell(m, 'tflite-int8')} | {_peer_cell(m, 'onnx-int8')} | {speed:.2f}x "
                    f"({speed_word}) | {cells['controlled']} | {cells['tuned']} |")
     short = [name for name, m in doc["models"].items()
