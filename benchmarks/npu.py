@@ -60,7 +60,8 @@ def host_latency(ptq: dict, model: str) -> dict | None:
 
 def markdown(doc: dict) -> str:
     lines = ["# Arm Ethos-U NPUs: the models of PTQ.md", "",
-             "Written by `" + doc["command"] + "` from `results/npu.json`. For each model, the toolkit's default "
+             "Written by `python benchmarks/npu.py` from `results/npu.json` (each model's rows by its own run, "
+             "whose command the JSON keeps; the last: `" + doc["command"] + "`). For each model, the toolkit's default "
              "`tflite-int8` (PTQ.md's run, checked there by `toolkit parity`) compiled by Arm's Vela "
              f"{doc['vela']} for three representative configurations with `toolkit footprint --npu`. **Vela's "
              "figures are estimates of its performance model, not measurements, and its time covers the operators "
