@@ -284,8 +284,8 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
         "of the layer that adds the most quantization error (16-bit activations first, then float; TFLM: 16-bit "
         "only) and repeat, then lower back what the budget does not need; of the steps that pass, a clearly faster "
         "one wins. The search works on every second validation image and the step it keeps must pass again on "
-        "the other half, which it never chose on (with under ~1,530 validation images it uses all and says the "
-        "step is not confirmed). The recipe goes "
+        "the other half, which it never chose on (where half the images cannot show the budget, it uses all and "
+        "says the step is not confirmed). The recipe goes "
         "to the manifest and DIR/quantization-recipe.json; exit 4 when the budget cannot be met or is not "
         "confirmed (the best step is kept only when it agrees with the model on more held-out validation images "
         "than plain int8 beyond noise; else plain int8)")
