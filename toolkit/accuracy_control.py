@@ -38,7 +38,7 @@ import numpy as np
 from toolkit import schema
 from toolkit.config import Gates
 from toolkit.errors import UsageError
-from toolkit.stats import paired_difference_interval, wilson_interval
+from toolkit.stats import paired_difference_interval, paired_gain_interval, wilson_interval
 
 LEVELS = ("int8", "int16x8", "float")
 INTEGER_LEVELS = ("int8", "int16x8")
@@ -213,7 +213,7 @@ def better_than_plain(val: Validation, plain_predicted: np.ndarray, step_predict
     plain_right, step_right = plain_predicted == ref, step_predicted == ref
     n = int(len(ref))
     b, c = int((plain_right & ~step_right).sum()), int((~plain_right & step_right).sum())
-    lo, hi = paired_difference_interval(b, c, n, confidence, both_right=int((plain_right & step_right).sum()))
+    lo, hi = paired_gain_interval(plain_right, step_right, confidence)
     return {"step": step, "images": n, "plain_only_agrees": b, "step_only_agrees": c,
             "agreement_difference_ci95_points": [100.0 * lo, 100.0 * hi], "beyond_noise": bool(lo > 0),
             "text": f"step {step} agrees on {c} image(s) plain int8 does not, plain on {b} the step does not: "

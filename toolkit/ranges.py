@@ -131,7 +131,7 @@ def choose(candidates: dict[str, bytes], predict: Callable[[bytes, np.ndarray], 
     highest point figure lets a few hundred images choose by noise: on 144 images of an EfficientNetB0 the
     three estimators were within one image and the one picked lost 7 points on the test set (issue #35)."""
     from toolkit.accuracy_control import measure
-    from toolkit.stats import paired_difference_interval
+    from toolkit.stats import paired_gain_interval
 
     figures, right = {}, {}
     for name, content in candidates.items():
@@ -147,9 +147,7 @@ def choose(candidates: dict[str, bytes], predict: Callable[[bytes, np.ndarray], 
     confidence = 1.0 - 0.05 / max(1, len(others))
     beyond = []
     for name in others:
-        a, d = right[name], right[default]
-        lo, hi = paired_difference_interval(int((d & ~a).sum()), int((~d & a).sum()), len(a), confidence,
-                                            both_right=int((a & d).sum()))
+        lo, hi = paired_gain_interval(right[default], right[name], confidence)
         figures[name]["agreement_minus_default_ci_points"] = [round(100 * lo, 4), round(100 * hi, 4)]
         if lo > 0:
             beyond.append(name)

@@ -89,3 +89,13 @@ def paired_difference_interval(b: int, c: int, n: int, confidence: float = 0.95,
         raise ValueError(f"inconsistent paired counts: n={n}, b={b}, c={c}, both right={e}")
     lo, hi = newcombe_paired_interval(e, c, b, h, confidence)  # p1 = variant, p2 = reference
     return (lo, hi)
+
+
+def paired_gain_interval(before, after, confidence: float = 0.95) -> tuple[float, float]:
+    """CI for the share of images ``after`` gets right minus the share ``before`` does (boolean arrays over the
+    same images): ``paired_difference_interval`` from the per-image outcomes."""
+    import numpy as np
+
+    before, after = np.asarray(before, bool), np.asarray(after, bool)
+    return paired_difference_interval(int((before & ~after).sum()), int((~before & after).sum()), len(before),
+                                      confidence, both_right=int((before & after).sum()))

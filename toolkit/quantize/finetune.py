@@ -336,10 +336,9 @@ def _simulated_agreement(sim: Simulation, images: np.ndarray, reference: np.ndar
 def _beyond_noise(agrees: np.ndarray, own: np.ndarray, confidence: float) -> tuple[bool, list[float]]:
     """Whether an epoch agrees with the float model on more validation images than the model's own weights beyond
     noise (the paired interval of the difference above zero), and that interval in points."""
-    from toolkit.stats import paired_difference_interval
+    from toolkit.stats import paired_gain_interval
 
-    lo, hi = paired_difference_interval(int((own & ~agrees).sum()), int((~own & agrees).sum()), len(own), confidence,
-                                        both_right=int((own & agrees).sum()))
+    lo, hi = paired_gain_interval(own, agrees, confidence)
     return lo > 0, [round(100 * lo, 4), round(100 * hi, 4)]
 
 
