@@ -172,6 +172,9 @@ def float_onnx(ctx: ExportContext) -> Path:
             with quiet_stderr():
                 import tf2onnx
 
+                from toolkit.exporters.onnx.ordered import make_tf2onnx_deterministic
+
+                make_tf2onnx_deterministic()
                 logger.setLevel(logging.ERROR)
                 logger.addHandler(listener)
                 model = ctx.model
