@@ -30,7 +30,8 @@ on its natural runtime (LiteRT for .tflite, onnxruntime for .onnx) and, for ever
 (NNCF's Q/DQ files are made for OpenVINO); one thread, one file after another (not interleaved:
 PTQ.md states how far one file timed twice moved in a run). Whether the default int8 is within 0.3 points of each peer is a
 verdict on the paired interval of the accuracy difference on the same test images (toolkit/verdicts.py),
-never a point estimate. Per-image predictions go to results/ptq-predictions.npz. Writes results/ptq.json
+never a point estimate; the same verdict on the agreement with Keras (a peer can score above the float model by
+departing from it). ``--from-json`` computes that one from the predictions for runs recorded before it. Per-image predictions go to results/ptq-predictions.npz. Writes results/ptq.json
 and PTQ.md (every number from the JSON and the predictions).
 """
 
@@ -369,15 +370,17 @@ def run_model(name: str, npz: Path, work: Path, data_dir: Path, nncf_python: str
     record["export_seconds"] = {k: v.get("export_seconds") for k, v in variants.items()}
     record["validation_images"] = len(data.validation)
     record["peer_verdicts"] = peer_verdicts(rows, mine, labels)
+    record["peer_agreement_verdicts"] = peer_verdicts(rows, mine, reference, AGREEMENT_METRIC)
     predictions.update({f"{name}/{row}": p for row, p in mine.items()})
     predictions[f"{name}/labels"] = labels.astype(np.uint8)
     predictions[f"{name}/keras"] = reference.astype(np.uint8)
     return record
 
 
-def peer_verdicts(rows: dict, predictions: dict, labels: np.ndarray) -> dict:
+def peer_verdicts(rows: dict, predictions: dict, labels: np.ndarray, metric: str = "accuracy_vs_peer_points") -> dict:
     """For the default tflite-int8 and onnx-int8: against each peer, the accuracy difference (toolkit minus
-    peer, points) on the same test images with Newcombe's paired interval, and the verdict on ">= -0.3"."""
+    peer, points) on the same test images with Newcombe's paired interval, and the verdict on ">= -0.3".
+    With ``labels`` the Keras model's own classes: the same for agreement with the model."""
     from toolkit.verdicts import at_least, paired_resize
 
     out: dict = {}
@@ -391,7 +394,7 @@ def peer_verdicts(rows: dict, predictions: dict, labels: np.ndarray) -> dict:
             g, h = int((~mine_ok & their_ok).sum()), int((~mine_ok & ~their_ok).sum())
             resize = paired_resize(e, f, g, h)
             n = len(labels)
-            v = at_least("accuracy_vs_peer_points", (f - g) / n * 100, -BUDGET, resize(n), n, resize=resize)
+            v = at_least(metric, (f - g) / n * 100, -BUDGET, resize(n), n, resize=resize)
             out.setdefault(ours, {})[peer] = v.to_json()
     return out
 
@@ -409,7 +412,10 @@ def main() -> None:
                    "training images per epoch, as long as an epoch of the model's own training")
     args = p.parse_args()
     if args.from_json:
-        write_texts(read_json(args.out / "ptq.json"))
+        doc = read_json(args.out / "ptq.json")
+        if _add_agreement_verdicts(doc, args.out / PREDICTIONS):
+            atomic_write_json(args.out / "ptq.json", doc)
+        write_texts(doc)
         return
 
     def log(line: str) -> None:
@@ -433,6 +439,22 @@ def main() -> None:
     write_texts(doc)
 
 
+def _add_agreement_verdicts(doc: dict, npz: Path) -> bool:
+    """Runs recorded before the agreement comparison had the per-image classes it needs in the predictions file:
+    compute it from them (Keras' classes are stored beside every file's). Returns whether any was added."""
+    if not npz.exists():
+        return False
+    predictions = np.load(npz)
+    added = False
+    for name, m in doc["models"].items():
+        if "peer_agreement_verdicts" in m or f"{name}/keras" not in predictions:
+            continue
+        mine = {k.split("/", 1)[1]: predictions[k] for k in predictions.files if k.startswith(f"{name}/")}
+        m["peer_agreement_verdicts"] = peer_verdicts(m["rows"], mine, predictions[f"{name}/keras"], AGREEMENT_METRIC)
+        added = True
+    return added
+
+
 def write_texts(doc: dict) -> None:
     atomic_write_text(BENCHMARKS / "PTQ.md", markdown(doc))
     replace_block(README, "ptq", readme_block(doc), required=False)
@@ -441,12 +463,16 @@ def write_texts(doc: dict) -> None:
 PEERS = ("onnxruntime quantize_static defaults", "ai-edge-quantizer static_wi8_ai8", "NNCF")
 
 
-def _peer_cell(m: dict, ours: str) -> str:
+AGREEMENT_METRIC = "agreement_vs_peer_points"
+
+
+def _peer_cell(m: dict, ours: str, key: str = "peer_verdicts") -> str:
     """The verdict of "``ours`` >= each peer - 0.3 points" on paired intervals: fail if any fails, else
-    inconclusive if any is; the closest peer's interval shown."""
+    inconclusive if any is; the closest peer's interval shown. ``key``: peer_verdicts (accuracy on the labels) or
+    peer_agreement_verdicts (agreement with the Keras model)."""
     from toolkit.verdicts import Verdict, combine
 
-    verdicts = {peer: Verdict.from_json(v) for peer, v in (m.get("peer_verdicts") or {}).get(ours, {}).items()}
+    verdicts = {peer: Verdict.from_json(v) for peer, v in (m.get(key) or {}).get(ours, {}).items()}
     if not verdicts:
         return "not decided (no per-image predictions in this run: a point estimate never decides)"
     peer, v = min(verdicts.items(), key=lambda kv: kv[1].interval[0])
@@ -519,6 +545,13 @@ def summary(doc: dict) -> list[str]:
             cells[key] = "; ".join(found) or (m.get("fine_tune_skipped", "-") if key == "tuned" else "-")
         out.append(f"| {name} | {_peer_cell(m, 'tflite-int8')} | {_peer_cell(m, 'onnx-int8')} | {speed:.2f}x "
                    f"({speed_word}) | {cells['controlled']} | {cells['tuned']} |")
+    out += ["", "Accuracy on the labels can favour a file that departs from the model in a lucky direction (a peer above "
+            "the float model itself); agreement with the Keras model is what parity judges. The same comparison on "
+            "agreement (toolkit minus peer, points of the test images on which each gives Keras' class):", "",
+            "| model | default `tflite-int8` agreement >= each peer - 0.3 pts | default `onnx-int8` agreement >= each "
+            "peer - 0.3 pts |", "|---|---|---|"]
+    out += [f"| {name} | {_peer_cell(m, 'tflite-int8', 'peer_agreement_verdicts')} | "
+            f"{_peer_cell(m, 'onnx-int8', 'peer_agreement_verdicts')} |" for name, m in doc["models"].items()]
     short = [name for name, m in doc["models"].items()
              if max(v.get("agreement", 0.0) for k, v in m["rows"].items() if k not in ("tflite", "onnx")) < 0.995]
     sizes = sorted({m["validation_images"] for m in doc["models"].values() if m.get("validation_images")})

@@ -178,3 +178,31 @@ def test_an_epoch_replaces_the_models_own_weights_only_beyond_noise():
     beyond, (lo, hi) = _beyond_noise(sixty_more, own, 0.95)
     assert beyond and 0 < lo < 3.0 < hi
     assert _beyond_noise(own, sixty_more, 0.95)[0] is False
+
+
+@pytest.mark.parametrize("gain, kept", [(2, 0), (60, 1)])
+def test_the_training_loop_keeps_the_own_weights_unless_an_epoch_is_beyond_noise(monkeypatch, gain, kept):
+    """The rule above as fine_tune applies it: the validation figures are scripted (epoch 0: 95% of 2,000 images;
+    epoch 1: ``gain`` images more; later epochs: epoch 0's), so the kept epoch and the returned weights show which
+    weights the loop ships."""
+    import keras
+
+    from toolkit.quantize import finetune
+
+    own = np.ones(2000, bool)
+    own[:100] = False
+    better = own.copy()
+    better[:gain] = True
+    script = iter([own, better, own, own])
+    monkeypatch.setattr(finetune, "_simulated_agreement", lambda *a, **k: next(script))
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,), name="image")
+    model = keras.Model(inp, keras.layers.Dense(3, name="logits")(keras.layers.Dense(6, activation="relu")(inp)))
+    images = np.random.default_rng(0).normal(size=(256, 8)).astype(np.float32)
+    settings = finetune.FineTuneSettings(epochs=3, learning_rate=1e-2, batch_size=32)
+    tuned, record = finetune.fine_tune(model, images, images[:64], settings, lambda b: np.asarray(model(b)),
+                                       validation=(images[:10], np.zeros(10, int)))
+    assert record["kept_epoch"] == kept
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]  # epoch 2 fell below epoch 1: patience 1 stops it
+    same = all(np.array_equal(a, b) for a, b in zip(tuned.get_weights(), model.get_weights(), strict=True))
+    assert same == (kept == 0)
