@@ -206,3 +206,33 @@ def test_the_training_loop_keeps_the_own_weights_unless_an_epoch_is_beyond_noise
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2]  # epoch 2 fell below epoch 1: patience 1 stops it
     same = all(np.array_equal(a, b) for a, b in zip(tuned.get_weights(), model.get_weights(), strict=True))
     assert same == (kept == 0)
+
+
+def test_with_a_budget_fine_tuning_is_the_ladders_last_step(mobile_cnn, data_dir, tmp_path, monkeypatch):
+    """`export --max-accuracy-drop 0.3 --fine-tune`: the variant is made from the model's own weights and searched
+    first; fine-tuning runs only where that misses the budget, and the entry's `ladder` says which happened. Run
+    twice: as it is (the search meets the budget on this model: no fine-tuning), and with every search's outcome
+    read as missed, so fine-tuning runs and no fine-tuned file can be kept: the first rung's file must come back,
+    the same bytes as the first run's (the branches themselves: tests/test_ladder.py)."""
+    from toolkit.export import ladder
+
+    entries = {}
+    for forced in (False, True):
+        if forced:
+            monkeypatch.setattr(ladder, "_met", lambda entry: False)
+        exports = tmp_path / str(forced)
+        assert main(["export", "--model", str(mobile_cnn), "--data-dir", str(data_dir), "--exports", str(exports),
+                     "--format", "tflite", "--quantize", "int8", "--max-accuracy-drop", "0.3", "--fine-tune",
+                     "--fine-tune-epochs", "1", "--fine-tune-images", "1000", "--quiet"]) in (0, 4)
+        manifest = json.loads((exports / "manifest.json").read_text())
+        entries[forced] = entry = manifest["artifacts"][0]
+        first, second = entry["ladder"]
+        assert (first["rung"], second["rung"]) == (ladder.FIRST, ladder.SECOND)
+        if first["met"]:
+            assert "skipped" in second and "fine_tuning" not in manifest and "weights" not in entry
+        else:
+            assert "fine_tuning" in manifest and ("weights" in entry) is bool(second["kept"])
+        assert sorted(p.name for p in (exports / entry["path"]).parent.iterdir() if "first-rung" in p.name) == []
+    assert entries[False]["ladder"][0]["met"]  # this model's plain int8 meets the budget
+    assert entries[True]["ladder"][1]["kept"] is False
+    assert entries[True]["sha256"] == entries[False]["sha256"]

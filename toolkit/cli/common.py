@@ -310,7 +310,10 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
         "BatchNormalization folded, 8-bit activations at the exporter's ranges) so that it reproduces the model's own "
         "logits on the training images (distillation: labels are not used), then make the int8 variants from those "
         "weights. Parity still judges them against your model. Seeded: two runs give the same files")
-    tune.add_argument("--fine-tune", action="store_true", help="make the int8 variants from fine-tuned weights")
+    tune.add_argument("--fine-tune", action="store_true",
+                      help="make the int8 variants from fine-tuned weights; with --max-accuracy-drop, only where the "
+                      "search on the model's own weights misses the budget, keeping the fine-tuned file only where its "
+                      "own search meets it (the manifest's `ladder` lists the steps tried)")
     tune.add_argument("--fine-tune-epochs", type=positive_int, default=None, metavar="N",
                       help="at most this many passes over the training images; after each, the simulated int8 model is "
                       "checked on the validation images; the model's own weights are kept unless an epoch agrees "

@@ -81,7 +81,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             shutil.rmtree(workdir)
             manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, generation)
             if tuned:
-                manifest["fine_tuning"] = tuned[0][1]
+                manifest["fine_tuning"] = _tuned_record(cfg, tuned[0][1], entries)
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
                 manifest["accuracy_control"] = {"recipe": exports.recipe_path.name,
@@ -113,14 +113,26 @@ def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation
             failed.append(variant_failure(exporter, "op-check", support["error"]))
             continue
         use = ctx
-        if cfg.fine_tune and exporter.quantization == "int8":
+        fine_tune = cfg.fine_tune and exporter.quantization == "int8"
+
+        def tuned_context():
             if not tuned:
                 from toolkit.quantize.step import fine_tuned_context
 
                 tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, generation))
-            use = tuned[0][0]
+            return tuned[0][0]
+
+        def build(context, exporter=exporter):
+            return build_variant(exporter, context, inp, generation, calibration, lambda line: log(cfg, line))
+
         try:
-            entry = build_variant(exporter, use, inp, generation, calibration, lambda line: log(cfg, line))
+            if fine_tune and cfg.max_accuracy_drop is not None:  # the ladder: fine-tuning only where the search fails
+                from toolkit.export.ladder import climb
+
+                entry = climb(build, ctx, tuned_context, generation, lambda line: log(cfg, line))
+            else:
+                use = tuned_context() if fine_tune else ctx
+                entry = build(use)
         except VariantFailed as exc:
             failed.append(exc.record)
             continue
@@ -130,6 +142,17 @@ def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation
             _npu_rows(cfg, exporter, entry, generation)
         entries.append(entry)
     return entries, failed, tuned
+
+
+def _tuned_record(cfg: ExportConfig, record: dict, entries: list[dict]) -> dict:
+    """The manifest's fine_tuning record; under the ladder (--max-accuracy-drop), which variants use the fine-tuned
+    weights: only those whose search met the budget from them."""
+    if cfg.max_accuracy_drop is None or "model" not in record:
+        return record
+    used = [e["variant"] for e in entries if e.get("weights")]
+    return {**record, "variants": ", ".join(used) + " (the ladder kept the fine-tuned file where its search met the "
+                                                    "budget)" if used else
+            "none: no search met the budget from the fine-tuned weights, so every int8 variant is the first rung's"}
 
 
 def _npu_rows(cfg: ExportConfig, exporter: Exporter, entry: dict, generation: Generation) -> None:
