@@ -12,6 +12,7 @@ that one layer (or the layer in float) restore it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -324,6 +325,44 @@ def test_a_step_that_misses_the_budget_replaces_plain_int8_only_when_better_beyo
     assert (against["step_only_agrees"], against["plain_only_agrees"]) == (2, 0) and not against["beyond_noise"]
     assert content == b"plain" and record["source"] == "plain" and not record["met"]
     assert "beyond the noise of 2,000 held-out validation images" in record["outcome"]
+
+
+def test_max_slowdown_keeps_no_step_clearly_slower_than_the_cap():
+    """The cost rule: with --max-slowdown 1.25, a step that meets the budget only by running 3x plain int8 (B in
+    float, p50 interval 0.29-0.31 ms against plain's 0.10) is not kept: plain int8, exit-4 material; a step at
+    plain's speed is kept; a step too close to call (1.2-1.3x) is not over. Without the cap the 3x step is kept."""
+    from toolkit.accuracy_control import ControlSettings
+    from toolkit.control_search import search
+
+    fake = _FakeBackend()
+    val = fake.validation()
+
+    def latency(content):
+        levels = json.loads(content) if content != b"plain" else {}
+        p50 = {"float": 0.3, "close": 0.125}.get(fake.slow_b, 0.1) if levels.get("B") == "float" else 0.1
+        return {"p50_ms": p50, "p50_ci95_ms": [p50 - 0.005 if p50 > 0.1 else p50, p50 + 0.005 if p50 > 0.1 else p50],
+                "runs": 1}
+
+    fake.backend = dataclasses.replace(fake.backend, latency=latency)
+    strict = ControlSettings(max_drop=1.5, min_agreement=99.8)  # met only with B in float
+    fake.slow_b = "float"
+    content, record = search(None, "v", fake.backend, b"plain", strict, val)
+    assert record["met"] and record["layers"]["B"] == "float" and record["p50_vs_plain"] == 3.0
+    capped = dataclasses.replace(strict, max_slowdown=1.25)
+    content, record = search(None, "v", fake.backend, b"plain", capped, val)
+    assert content == b"plain" and not record["met"] and record["cost_cap"]["p50_vs_plain"] == 3.0
+    assert "over --max-slowdown 1.25" in record["outcome"]
+    fake.slow_b = "close"  # 0.12-0.13 ms against 1.25 x 0.10: not clearly over
+    content, record = search(None, "v", fake.backend, b"plain", capped, val)
+    assert record["met"] and record["layers"]["B"] == "float" and "cost_cap" not in record
+    loose = dataclasses.replace(capped, min_agreement=None, parity_min_agreement=98)  # A alone, at plain's speed
+    content, record = search(None, "v", fake.backend, b"plain", loose, val)
+    assert record["met"] and record["layers"] == {"A": "int16x8"}
+
+
+def test_max_slowdown_needs_a_budget(capsys):
+    assert main(["export", "--max-slowdown", "1.25"]) == 2
+    assert "applies with --max-accuracy-drop" in capsys.readouterr().err
 
 
 def test_the_search_holds_half_the_validation_images_out_when_half_can_show_the_budget():

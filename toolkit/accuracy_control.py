@@ -66,6 +66,7 @@ class ControlSettings:
     min_agreement: float | None = None  # percent of validation images on which it must agree with Keras
     parity_min_agreement: float = Gates.int8_min_agreement  # parity's int8 agreement gate
     npu: tuple[str, ...] = ()  # NPU configurations the int8 files are for (toolkit/targets): keep layers on the NPU
+    max_slowdown: float | None = None  # a kept step may not run clearly slower than this times plain int8 (batch 1)
 
     def verdicts(self, m: dict) -> list:
         from toolkit.verdicts import at_least, at_most, paired_resize, wilson_resize

@@ -88,6 +88,7 @@ class ExportConfig:
     max_accuracy_drop: float | None = None  # accuracy control: budget in points (validation split)
     max_fallback_layers: int = 5
     min_agreement: float | None = None  # accuracy control: also agree with Keras on this % of validation images
+    max_slowdown: float | None = None  # accuracy control: no step clearly slower than this times plain int8 (batch 1)
     recipe: Path | None = None  # accuracy control: replay this quantization-recipe.json
     fine_tune: bool = False  # int8 variants from weights fine-tuned toward the model (toolkit/quantize/)
     fine_tune_epochs: int | None = None  # None: toolkit/quantize/finetune.py's default
@@ -114,6 +115,10 @@ class ExportConfig:
             raise UsageError(f"--max-accuracy-drop must be a positive number of points, got {self.max_accuracy_drop}")
         if self.max_fallback_layers < 1:
             raise UsageError(f"--max-fallback-layers must be at least 1, got {self.max_fallback_layers}")
+        if self.max_slowdown is not None and self.max_accuracy_drop is None:
+            raise UsageError("--max-slowdown caps the accuracy search's cost; it applies with --max-accuracy-drop")
+        if self.max_slowdown is not None and self.max_slowdown < 1:
+            raise UsageError(f"--max-slowdown is a ratio to plain int8's batch-1 p50, at least 1; got {self.max_slowdown}")
         if self.min_agreement is not None and not 0 < self.min_agreement <= 100:
             raise UsageError(f"--min-agreement must be a percentage in (0, 100], got {self.min_agreement}")
         if self.npu:

@@ -24,6 +24,7 @@ from toolkit.accuracy_control import (
     measure,
     split_for_confirmation,
 )
+from toolkit.control_npu import npu_outcome, npu_targets
 from toolkit.errors import UsageError
 
 
@@ -205,6 +206,35 @@ def _prefer_faster(s: _Search) -> str | None:
             "faster at batch 1 on its own runtime (10% and the p50 intervals apart)")
 
 
+def _over_cost_cap(s: _Search, plain_cost: dict) -> dict | None:
+    """--max-slowdown: the kept step may not run clearly slower than the cap times plain int8's batch-1 p50 (its p50
+    interval entirely above the cap times plain's: a cost too close to call is not over). Where the best-ranked step
+    is over, the best-ranked step that meets the budget within the cap takes its place; None when the kept step is
+    within the cap, else what is over it (plain int8 is then kept)."""
+    cap, plain_ci = s.settings.max_slowdown, plain_cost.get("p50_ci95_ms")
+    if cap is None or not plain_ci:
+        return None
+
+    def over(c: _Candidate) -> bool:
+        return c.p50_ci95_ms is not None and c.p50_ci95_ms[0] > cap * plain_ci[1]
+
+    if not over(s.best):
+        return None
+    within = [c for c in s.met_steps if not over(c)] if s.settings.met(s.best.metrics) else []
+    if within:
+        c = min(within, key=lambda c: (s.settings.rank(c.metrics), c.step))
+        s.log(f"  {s.variant}: step {s.best_step} runs over --max-slowdown {cap:g}; step {c.step} meets the budget "
+              f"within it and is kept")
+        s.best, s.best_step = c, c.step
+        return None
+    ratio = s.best.p50_ms / plain_cost["p50_ms"]
+    s.log(f"  {s.variant}: step {s.best_step} runs {ratio:.2f}x plain int8 at batch 1, over --max-slowdown {cap:g}")
+    return {"max_slowdown": cap, "step": s.best_step, "p50_vs_plain": round(ratio, 3),
+            "text": f"the best step ({s.best_step}) runs {ratio:.2f}x plain int8's batch-1 p50 ({s.best.p50_ms:.3f} vs "
+                    f"{plain_cost['p50_ms']:.3f} ms, intervals apart), over --max-slowdown {cap:g}, and no step that "
+                    "meets the budget runs within it"}
+
+
 def _confirmed(s: _Search, held: Validation) -> bool:
     """The kept step judged once on the held-out images, by the same rule."""
     m = measure(held, s.backend.predict(s.best.content, held.images), s.settings.confidence)
@@ -271,6 +301,12 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
         _lower_back(s)
         _cheaper_float(s)
     chosen_for = _prefer_faster(s)
+    over = _over_cost_cap(s, plain_cost)
+    if over is not None:
+        s.record.update(source="plain", met=False, chosen_step=None, layers={}, int8_only=True, cost_cap=over,
+                        search_seconds=round(time.perf_counter() - started, 3),
+                        outcome=f"{over['text']}, so plain int8 is kept: {settings.describe(plain_metrics)}")
+        return plain, s.record
     met = settings.met(s.best.metrics) and (held is None or _confirmed(s, held))
     if not met:
         judge = s.val if held is None else held  # held-out images: one look, no choice made on them
@@ -294,7 +330,7 @@ def _cheaper_float(s: _Search) -> None:
     batch 1 runs faster."""
     if "float" not in s.allowed:
         return
-    npu = _npu_targets(s.settings, s.backend.format)
+    npu = npu_targets(s.settings, s.backend.format)
     if npu:
         kept = [layer for layer, level in s.best.levels.items() if level == "int16x8"]
         if kept:
@@ -410,55 +446,6 @@ def check_budget(ctx) -> None:
                          f"{floor:.2f} points even when every prediction matches Keras (95% bound), so no model could "
                          "meet it", hint="give a larger budget, or more validation images (x_val/y_val, a val/ "
                          "folder); --fine-tune makes the int8 files as close to the model as it can without a budget")
-
-
-def _npu_targets(settings, fmt: str) -> list[str]:
-    """The NPU configurations of ``settings`` whose compiler takes ``fmt``'s files."""
-    if not getattr(settings, "npu", ()):
-        return []
-    from toolkit.targets import TARGETS
-
-    return [name for name in settings.npu if TARGETS.get(name).reads == fmt]
-
-
-def npu_outcome(ctx, fmt: str, plain: bytes, content: bytes, levels: dict) -> list[dict] | None:
-    """For each NPU configuration named (--npu) whose compiler takes these files: what the plain and the searched
-    model run on the NPU and the CPU, the layers the search sent to the CPU, and Vela's estimated time of each
-    (estimates)."""
-    names = _npu_targets(ctx.control, fmt)
-    if not names:
-        return None
-    import tempfile
-    from pathlib import Path
-
-    from toolkit.targets import TARGETS
-
-    out = []
-    with tempfile.TemporaryDirectory(prefix="toolkit-npu-search-") as tmp:
-        files = {"plain": Path(tmp) / "plain.tflite", "searched": Path(tmp) / "searched.tflite"}
-        files["plain"].write_bytes(plain)
-        files["searched"].write_bytes(content)
-        for name in names:
-            target = TARGETS.get(name)
-            rows = {k: target.analyse(target, path, Path(tmp) / f"{name}-{k}") for k, path in files.items()}
-            summary = {k: {"npu_operators": r["operators"]["npu"], "cpu_operators": r["operators"]["cpu"],
-                           "estimated_ms": round(r["inference_ms"], 4), "sram_kib": r["sram_kib"]}
-                       for k, r in rows.items()}
-            floats = sorted(layer for layer, level in levels.items() if level == "float")
-            same_split = summary["plain"]["cpu_operators"] == summary["searched"]["cpu_operators"]
-            out.append({"target": name, **summary,
-                        "left_npu": [{"operator": f["operator"], "output": f["output"], "reason": f["reason"]}
-                                     for f in rows["searched"]["cpu_fallbacks"]],
-                        "float_layers": floats,
-                        # Vela times the NPU's operators only: with operators moved to the CPU the two are not comparable
-                        "estimated_ms_cost": (round(rows["searched"]["inference_ms"] - rows["plain"]["inference_ms"], 4)
-                                              if same_split else None),
-                        "cost_note": None if same_split else (
-                            f"{summary['searched']['cpu_operators'] - summary['plain']['cpu_operators']} more operator(s) "
-                            "run on the CPU, whose time Vela does not estimate: measure them on the device"),
-                        "estimate": "Vela's performance model, not a measurement; its time covers the NPU's operators "
-                                    "only"})
-    return out
 
 
 def controlled(ctx, variant: str, fmt: str, plain: bytes, allowed: tuple[str, ...] = LEVELS,

@@ -296,6 +296,10 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                          "int8 gate, 99.5%%)")
     control.add_argument("--max-fallback-layers", type=positive_int, default=d.max_fallback_layers, metavar="N",
                          help="at most N layers changed (default: %(default)s)")
+    control.add_argument("--max-slowdown", type=float, default=None, metavar="X",
+                         help="keep no step whose batch-1 p50 on its own runtime is clearly above X times plain int8's "
+                         "(intervals apart; e.g. 1.25): the best step within it, else plain int8 and exit 4 (default: "
+                         "no cap; every outcome states its cost)")
     control.add_argument("--recipe", type=Path, default=None, metavar="FILE",
                          help="replay a quantization-recipe.json without searching (the same bytes every time)")
     control.add_argument("--npu", nargs="+", default=(), metavar="CONFIG",
@@ -333,7 +337,7 @@ def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
                 max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers,
                 recipe=args.recipe, min_agreement=args.min_agreement, fine_tune=args.fine_tune,
                 fine_tune_epochs=args.fine_tune_epochs, fine_tune_images=args.fine_tune_images,
-                npu=tuple(args.npu)), chosen
+                npu=tuple(args.npu), max_slowdown=args.max_slowdown), chosen
 
 
 def check_export_flags(args: argparse.Namespace) -> None:

@@ -142,7 +142,8 @@ def control_settings(cfg: ExportConfig, exporters: list[Exporter]):
     cfg.check(exporters)  # the API path too (export() checked already; a caller of context() alone may not have)
     return ControlSettings(max_drop=cfg.max_accuracy_drop, max_layers=cfg.max_fallback_layers,
                            recipe=read_recipe(cfg.recipe) if cfg.recipe is not None else None,
-                           min_agreement=cfg.min_agreement, npu=tuple(cfg.npu))
+                           min_agreement=cfg.min_agreement, npu=tuple(cfg.npu),
+                           max_slowdown=cfg.max_slowdown)
 
 
 def validation_loader(data, prep, reference, log=None):

@@ -65,6 +65,7 @@ def manifest_record(cfg: ExportConfig, exporters: list[Exporter], inp: Inputs, e
             "max_accuracy_drop": cfg.max_accuracy_drop,
             "max_fallback_layers": cfg.max_fallback_layers,
             "min_agreement": cfg.min_agreement,
+            "max_slowdown": cfg.max_slowdown,
             "recipe": str(Path(cfg.recipe).resolve()) if cfg.recipe else None,
             "fine_tune": cfg.fine_tune, "fine_tune_epochs": cfg.fine_tune_epochs,
             "fine_tune_images": cfg.fine_tune_images, "npu": list(cfg.npu),
