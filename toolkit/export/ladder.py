@@ -7,7 +7,7 @@ meets the budget on the validation images (and, where the split allows, on the h
    by the int8 variants; toolkit/quantize/finetune.py), and the variant made again from the fine-tuned weights,
    plain then searched. It replaces the first rung's file only when its search meets the budget.
 
-Fine-tuning is the slowest rung (minutes against seconds), and on every model of benchmarks/PTQ.md it kept the
+Fine-tuning is the slowest rung (minutes against seconds), and on every model benchmarks/PTQ.md fine-tuned it kept the
 model's own weights (no epoch agreed better beyond noise), so it runs only where the search could not do it.
 Each variant's manifest entry records the rungs tried: what, whether the budget was met, the seconds.
 """
