@@ -81,7 +81,9 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             shutil.rmtree(workdir)
             manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, generation)
             if tuned:
-                manifest["fine_tuning"] = _tuned_record(cfg, tuned[0][1], entries)
+                from toolkit.export.ladder import fine_tuning_record
+
+                manifest["fine_tuning"] = fine_tuning_record(tuned[0][1], entries, ladder=cfg.max_accuracy_drop is not None)
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
                 manifest["accuracy_control"] = {"recipe": exports.recipe_path.name,
@@ -105,6 +107,15 @@ def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation
     """Every variant built into the generation: (manifest entries, failure records, [(the fine-tuned model's
     context, its record)] when --fine-tune made one for the first int8 variant)."""
     entries, failed, tuned = [], [], []
+
+    def tuned_context():
+        """The fine-tuned model's context, made once for the first int8 variant that asks."""
+        if not tuned:
+            from toolkit.quantize.step import fine_tuned_context
+
+            tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, generation))
+        return tuned[0][0]
+
     for exporter in exporters:
         bar.update(1)
         bar.set_postfix_str(exporter.variant)
@@ -114,13 +125,6 @@ def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation
             continue
         use = ctx
         fine_tune = cfg.fine_tune and exporter.quantization == "int8"
-
-        def tuned_context():
-            if not tuned:
-                from toolkit.quantize.step import fine_tuned_context
-
-                tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, generation))
-            return tuned[0][0]
 
         def build(context, exporter=exporter):
             return build_variant(exporter, context, inp, generation, calibration, lambda line: log(cfg, line))
@@ -142,17 +146,6 @@ def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation
             _npu_rows(cfg, exporter, entry, generation)
         entries.append(entry)
     return entries, failed, tuned
-
-
-def _tuned_record(cfg: ExportConfig, record: dict, entries: list[dict]) -> dict:
-    """The manifest's fine_tuning record; under the ladder (--max-accuracy-drop), which variants use the fine-tuned
-    weights: only those whose search met the budget from them."""
-    if cfg.max_accuracy_drop is None or "model" not in record:
-        return record
-    used = [e["variant"] for e in entries if e.get("weights")]
-    return {**record, "variants": ", ".join(used) + " (the ladder kept the fine-tuned file where its search met the "
-                                                    "budget)" if used else
-            "none: no search met the budget from the fine-tuned weights, so every int8 variant is the first rung's"}
 
 
 def _npu_rows(cfg: ExportConfig, exporter: Exporter, entry: dict, generation: Generation) -> None:

@@ -78,3 +78,14 @@ def climb(build: Callable[[object], dict], ctx, tuned: Callable[[], object], gen
         moved.replace(path)
     rungs[-1]["why"] = "its search missed the budget too: the first rung's file stands"
     return {**entry, "ladder": rungs}
+
+
+def fine_tuning_record(record: dict, entries: list[dict], ladder: bool) -> dict:
+    """The manifest's fine_tuning record; under the ladder, which variants use the fine-tuned weights: only those
+    whose search met the budget from them."""
+    if not ladder or "model" not in record:
+        return record
+    used = [e["variant"] for e in entries if e.get("weights")]
+    return {**record, "variants": ", ".join(used) + " (the ladder kept the fine-tuned file where its search met the "
+                                                    "budget)" if used else
+            "none: no search met the budget from the fine-tuned weights, so every int8 variant is the first rung's"}

@@ -65,15 +65,15 @@ class InsertionOrderedSet(MutableSet):
         return result
 
     def intersection(self, *others: Iterable) -> InsertionOrderedSet:
-        keep = [set(o) if not isinstance(o, (set, frozenset, InsertionOrderedSet)) else o for o in others]
+        keep = [_members(o) for o in others]
         return InsertionOrderedSet(i for i in self._items if all(i in k for k in keep))
 
     def difference(self, *others: Iterable) -> InsertionOrderedSet:
-        drop = [set(o) if not isinstance(o, (set, frozenset, InsertionOrderedSet)) else o for o in others]
+        drop = [_members(o) for o in others]
         return InsertionOrderedSet(i for i in self._items if not any(i in d for d in drop))
 
     def issubset(self, other: Iterable) -> bool:
-        other = other if isinstance(other, (set, frozenset, InsertionOrderedSet)) else set(other)
+        other = _members(other)
         return all(i in other for i in self._items)
 
     def issuperset(self, other: Iterable) -> bool:
@@ -84,16 +84,14 @@ class InsertionOrderedSet(MutableSet):
         return cls(it)
 
 
-_PATCHED = False
+def _members(items: Iterable):
+    """``items`` as something ``in`` is fast on."""
+    return items if isinstance(items, (set, frozenset, InsertionOrderedSet)) else set(items)
 
 
 def make_tf2onnx_deterministic() -> None:
     """Give tf2onnx's graph module the insertion-ordered set in place of the built-in one (its module globals
     are looked up before the builtins). Idempotent."""
-    global _PATCHED
-    if _PATCHED:
-        return
     import tf2onnx.graph
 
     tf2onnx.graph.set = InsertionOrderedSet
-    _PATCHED = True
