@@ -236,3 +236,25 @@ def test_with_a_budget_fine_tuning_is_the_ladders_last_step(mobile_cnn, data_dir
     assert entries[False]["ladder"][0]["met"]  # this model's plain int8 meets the budget
     assert entries[True]["ladder"][1]["kept"] is False
     assert entries[True]["sha256"] == entries[False]["sha256"]
+
+
+def test_a_sequential_model_is_simulated_and_fine_tuned(mnist):
+    """A keras.Sequential model (the usual way to write a small classifier) is fine-tuned like a functional one:
+    its simulation walks the graph Keras builds for it (before, it was refused as 'subclassed')."""
+    import keras
+    from keras import layers
+
+    from toolkit.quantize.finetune import FineTuneSettings, Simulation, fine_tune
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((28, 28, 1)), layers.Conv2D(8, 3, strides=2, use_bias=False, name="conv"),
+                              layers.BatchNormalization(name="bn"), layers.ReLU(name="relu"),
+                              layers.Flatten(), layers.Dense(10, name="logits")])
+    images = mnist.train.images[:256]
+    model(images[:1])
+    sim = Simulation(model)
+    assert [m.name for m in sim.folded_layers()] == ["conv"]
+    assert np.abs(np.asarray(sim(images, quantize=False)) - np.asarray(model(images, training=False))).max() < 1e-4
+    tuned, record = fine_tune(model, images, images[:64], FineTuneSettings(epochs=1), lambda x: np.asarray(model(x)))
+    assert isinstance(tuned, keras.Sequential) and record["folded_batchnorms"] == 1
+    assert not all(np.array_equal(a, b) for a, b in zip(tuned.get_weights(), model.get_weights(), strict=True))

@@ -104,6 +104,9 @@ class Simulation:
     def __init__(self, model):
         import keras
 
+        # a Sequential model walks the functional graph Keras builds for it (the same layer objects)
+        if getattr(model, "_functional", None) is not None:
+            model = model._functional
         if not hasattr(model, "_nodes_by_depth"):
             from toolkit.errors import UsageError
 
