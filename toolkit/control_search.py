@@ -90,6 +90,18 @@ class _Search:
     def measure(self, content: bytes) -> dict:
         return measure(self.val, self.backend.predict(content, self.val.images), self.settings.confidence)
 
+    def applied(self, content: bytes, trial: dict) -> dict:
+        """The levels the tool applied of ``trial``; none where the runtime cannot load the file (a mixed-precision
+        file can break a kernel's scale rule: LiteRT's ADD refused one of MobileNetV3Small's)."""
+        from toolkit.errors import DataError
+
+        try:
+            return self.backend.applied(self.ctx, content, trial)
+        except DataError as exc:
+            layer, level = list(trial.items())[-1] if trial else ("every layer", "int8")
+            self.log(f"  {self.variant}: {layer} at {level}: the runtime cannot load the file ({exc}); skipped")
+            return {}
+
     def refused(self, content: bytes) -> Exception | None:
         """Why the target runtime refuses the model (no such kernel in TFLM), or None."""
         if self.backend.check:
@@ -165,7 +177,7 @@ def _raise_layers(s: _Search, current: _Candidate) -> None:
         row, old, new = choice
         trial = {**levels, row["layer"]: new}
         content = s.backend.build(s.ctx, trial)
-        applied = s.backend.applied(s.ctx, content, trial)
+        applied = s.applied(content, trial)
         if applied.get(row["layer"]) != new:
             unavailable.add((row["layer"], new))  # e.g. no 16-bit kernel for this op: try the next level
             s.log(f"  {s.variant}: {row['layer']} ({row['op']}) cannot be {new} with {s.backend.tool}; skipped")
@@ -342,7 +354,7 @@ def _cheaper_float(s: _Search) -> None:
             continue
         trial = {**s.best.levels, layer: "float"}
         content = s.backend.build(s.ctx, trial)
-        applied = s.backend.applied(s.ctx, content, trial)
+        applied = s.applied(content, trial)
         if any(applied.get(k) != v for k, v in trial.items()):
             s.log(f"  {s.variant}: {layer} in float instead of int16x8: not applied by {s.backend.tool} ({applied})")
             continue
@@ -384,7 +396,7 @@ def _lower_back(s: _Search) -> None:
             if lower != "int8":
                 trial[layer] = lower
             content = s.backend.build(s.ctx, trial)
-            applied = s.backend.applied(s.ctx, content, trial)
+            applied = s.applied(content, trial)
             if any(applied.get(k) != v for k, v in trial.items()) or s.refused(content) is not None:
                 continue
             metrics = s.measure(content)

@@ -409,16 +409,14 @@ def tflite_int8(ctx: ExportContext, path: Path) -> dict:
            "int8_only": record["int8_only"]}
     if content != plain:
         out["companions"] = [plain_companion(path, plain)]
-        # the searched bytes come from ai-edge-quantizer's own calibration, not the plain model's estimator
+        # the searched bytes are ai-edge-quantizer's, at the ranges of the plain model's estimator
+        # (exporters/tflite/control.py: _plain_ranges)
         plain_calibration = extra.get("calibration", {})
         out["calibration"] = {
-            **{k: v for k, v in plain_calibration.items()
-               if k not in ("method", "estimator", "candidates", "rule", "chosen_on")},
-            "method": "ai-edge-quantizer (recipe static_wi8_ai8 with the search's per-layer changes)",
-            "estimator": "ai-edge-quantizer",
-            "chosen_on": "ai-edge-quantizer's calibration of the mixed-precision model (a moving average, factor "
-                         "0.95, of each calibration image's min and max), on the same calibration images",
-            "plain_int8_estimator": plain_calibration.get("estimator"),
+            **plain_calibration,
+            "method": "ai-edge-quantizer (recipe static_wi8_ai8 with the search's per-layer changes), each activation "
+                      f"at the range plain int8's estimator ({plain_calibration.get('estimator')}) gives on the same "
+                      "calibration images",
         }
     return out
 

@@ -73,9 +73,40 @@ def _control_build(ctx: ExportContext, levels: dict) -> bytes:
             key, name = state.signature
             images = ctx.in_model_layout(ctx.calibration_images)
             data = {key: [{name: images[i : i + 1].astype(np.float32)} for i in range(len(images))]}
-            state.qsv = q.calibrate(data, num_threads=1)
+            state.qsv = _plain_ranges(ctx, content, q.calibrate(data, num_threads=1))
         result = q.quantize(state.qsv, enable_progress_report=False, enable_progress_bar=False)
     return inline_buffers(bytes(result.quantized_model))
+
+
+def _plain_ranges(ctx: ExportContext, content: bytes, qsv: dict) -> dict:
+    """ai-edge-quantizer's calibration (``qsv``: tensor name -> min/max) with each float activation's range replaced
+    by the one plain int8 was built with: the estimator the exporter chose on the validation split, measured per
+    image on the same calibration images. Without it the search starts from another model than plain int8
+    (ai-edge-quantizer's moving-average min/max): on MobileNetV3Small its every-layer int8 agreed with Keras on
+    98.96% of 5,000 validation images where plain int8 (tail-aware) agreed on 99.50% of 10,000, so every step
+    climbed from below the file it had to beat. Unchanged where plain int8 has no estimator (a file from another
+    framework, quantized by ai-edge-quantizer itself)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from toolkit.exporters.tflite import _int8, _per_image_stats
+
+    estimator = (_int8(ctx)[1].get("calibration") or {}).get("estimator")
+    if ctx.model is None or not estimator:
+        return qsv
+    it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    computed = {i for op in it._get_ops_details() for i in op["outputs"]} | {d["index"] for d in it.get_input_details()}
+    index = {t["name"]: t["index"] for t in it.get_tensor_details()
+             if t["dtype"] == np.float32 and t["index"] in computed}  # activations, not constants
+    wanted = {name: index[name] for name, v in qsv.items()
+              if name in index and np.asarray(v.get("min")).dtype == np.float32}
+    ranges = _per_image_stats(content, list(wanted.values()), ctx.in_model_layout(ctx.calibration_images)).ranges(
+        estimator)
+    out = dict(qsv)
+    for name, i in wanted.items():
+        if str(i) in ranges:
+            lo, hi = ranges[str(i)]
+            out[name] = {**qsv[name], "min": np.full_like(qsv[name]["min"], lo), "max": np.full_like(qsv[name]["max"], hi)}
+    return out
 
 
 def _control_applied(ctx: ExportContext, content: bytes, levels: dict) -> dict:
