@@ -281,10 +281,11 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
                              val)
     assert record["met"] and record["layers"] == {"A": "int16x8"} and record["int8_only"]
     assert [s.get("layer") for s in record["steps"]] == [None, "A"]
-    # agreement must pass at 99.8% (2,000 images all agreeing: Wilson lower bound 99.81%): B must go to float;
-    # C (ranked above B) was raised on the way and is lowered back
+    # agreement must pass at 99.7%: B must go to float (B below float breaks 1%); C (ranked above B) was raised on
+    # the way and is lowered back. The held-out half may be looked at up to three times (control_confirm.py), each
+    # at 98.3%: 2,000 images all agreeing still pass (Wilson lower bound 99.72%)
     content, record = search(None, "v", fake.backend, b"plain",
-                             ControlSettings(max_drop=1.5, min_agreement=99.8), val)
+                             ControlSettings(max_drop=1.5, min_agreement=99.7), val)
     assert record["met"] and record["layers"] == {"A": "int16x8", "B": "float"}, record["layers"]
     assert not record["int8_only"]
     lowered = [s for s in record["steps"] if s.get("why", "").startswith("lowered back")]
@@ -292,12 +293,12 @@ def test_search_raises_the_worst_layer_first_and_lowers_back_what_is_not_needed(
     assert record["steps"][record["chosen_step"]]["agreement"] == 1.0
     # a layer limit the budget cannot be met within: exit-4 material, the best step kept
     content, record = search(None, "v", fake.backend, b"plain",
-                             ControlSettings(max_drop=1.5, min_agreement=99.8, max_layers=1), val)
+                             ControlSettings(max_drop=1.5, min_agreement=99.7, max_layers=1), val)
     assert not record["met"] and record["layers"] == {"A": "int16x8"}
     assert "budget not met" in record["outcome"]
     # integer-only targets never get a float layer
     content, record = search(None, "v", fake.backend, b"plain",
-                             ControlSettings(max_drop=1.5, min_agreement=99.8), val, allowed=("int8", "int16x8"))
+                             ControlSettings(max_drop=1.5, min_agreement=99.7), val, allowed=("int8", "int16x8"))
     assert not record["met"] and "float" not in record["layers"].values()
     # nothing can be raised and no step beats plain int8: the plain model is kept, and says so
     content, record = search(None, "v", fake.backend, b"plain", ControlSettings(max_drop=0.1), val, allowed=("int8",))
@@ -344,7 +345,7 @@ def test_max_slowdown_keeps_no_step_clearly_slower_than_the_cap():
                 "runs": 1}
 
     fake.backend = dataclasses.replace(fake.backend, latency=latency)
-    strict = ControlSettings(max_drop=1.5, min_agreement=99.8)  # met only with B in float
+    strict = ControlSettings(max_drop=1.5, min_agreement=99.7)  # met only with B in float
     fake.slow_b = "float"
     content, record = search(None, "v", fake.backend, b"plain", strict, val)
     assert record["met"] and record["layers"]["B"] == "float" and record["p50_vs_plain"] == 3.0
@@ -468,10 +469,10 @@ def test_clearly_faster_needs_ten_percent_and_the_intervals_apart():
     assert not clearly_faster(_candidate(None), slow) and not clearly_faster(slow, _candidate(None))
 
 
-# the fake's search at min_agreement 99.8 (test above): 0 every layer int8; 1 A int16x8; 2 C int16x8; 3 C float;
+# the fake's search at min_agreement 99.7 (test above): 0 every layer int8; 1 A int16x8; 2 C int16x8; 3 C float;
 # 4 B int16x8; 5 B float (meets the budget: A int16x8, C float, B float); 6 C lowered back to int8 (meets it:
 # A int16x8, B float; the accuracy-ranked choice); then A in float is tried against step 6
-STRICT = {"max_drop": 1.5, "min_agreement": 99.8}
+STRICT = {"max_drop": 1.5, "min_agreement": 99.7}  # see the test below: B must go to float
 
 
 @pytest.mark.parametrize("c_float_ms, spread, kept", [
@@ -729,3 +730,87 @@ def test_the_tflite_search_starts_from_plain_int8s_ranges(standardized_mlp, data
     for name in shared:
         assert step0[name][0] == pytest.approx(plain[name][0], rel=1e-5), name
         assert step0[name][1] == plain[name][1], name
+
+
+class _TensorFake(_FakeBackend):
+    """A chain in -> P -> p -> C -> c -> D -> d whose error is the rounding of tensor p: 30% of the images are wrong
+    unless P and C, its producer and its reader, are both float (a float layer still reads and writes int8 tensors
+    where its neighbours are int8). No single layer at any level mends it."""
+
+    def __init__(self):
+        super().__init__()
+        self.backend.layers = lambda ctx: [{"name": k, "op": "OP"} for k in "PCD"]
+        self.backend.activation_sqnr = self._tensor_sqnr
+        self.backend.predict = self._tensor_predict
+
+    @staticmethod
+    def _mended(levels: dict) -> bool:
+        return levels.get("P") == "float" and levels.get("C") == "float"
+
+    def _tensor_sqnr(self, ctx, content, images):
+        good = self._mended(json.loads(content) if content != b"plain" else {})
+        sqnr = {"in": 60.0, "p": 60.0 if good else 20.0, "c": 60.0 if good else 20.0, "d": 60.0 if good else 20.0}
+        return sqnr, [("P", "OP", ["in"], "p"), ("C", "OP", ["p"], "c"), ("D", "OP", ["c"], "d")]
+
+    def _tensor_predict(self, content, images):
+        levels = json.loads(content) if content != b"plain" else {}
+        at = images[:, 0].astype(int)
+        wrong = self.broken_a & (not self._mended(levels))
+        return np.where(wrong, (self.labels + 1) % 10, self.labels)[at]
+
+
+def test_a_tensor_is_raised_with_its_producer_and_readers():
+    """control_tensors: tensor p's move is its producer P and reader C together; the pass builds it, scores it by
+    the output's SQNR and keeps the step that meets the budget, naming the tensor."""
+    from toolkit.accuracy_control import LEVELS, ControlSettings
+    from toolkit.control_search import _Search, _step_zero
+    from toolkit.control_tensors import moves, raise_tensors
+
+    graph = [("P", "OP", ["in"], "p"), ("C", "OP", ["p"], "c"), ("C2", "OP", ["p"], "c2"), ("D", "OP", ["c", "c2"], "d")]
+    assert moves(graph) == [("p", ["P", "C", "C2"]), ("c", ["C", "D"]), ("c2", ["C2", "D"])]
+    fake = _TensorFake()
+    logged: list[str] = []
+    s = _Search(None, "v", fake.backend, ControlSettings(max_drop=1.5, parity_min_agreement=98), fake.validation(),
+                LEVELS, logged.append, {"steps": []})
+    zero = _step_zero(s)
+    s.best = zero
+    assert not s.settings.met(zero.metrics)
+    raise_tensors(s, zero, fake.validation().images[:256])
+    assert s.settings.met(s.best.metrics) and s.best.levels == {"P": "float", "C": "float"}
+    row = next(r for r in s.record["steps"] if r.get("op") == "tensors")
+    assert row["tensors"] == ["p"] and row["to"] == "float"
+    assert any("tensor pass: 1 tensor(s) raise the output's SQNR" in line for line in logged)
+
+
+def test_an_unconfirmed_step_gives_way_to_the_next_that_met_the_budget_at_bonferroni_confidence():
+    """control_confirm: the kept (cheapest) step fails on the held-out half, the next that met the budget passes
+    there and is kept; both looks are judged at 97.5% (two looks) and recorded."""
+    from toolkit.accuracy_control import LEVELS, ControlSettings, Validation
+    from toolkit.control_confirm import confirm
+    from toolkit.control_search import _Candidate, _Search
+
+    n = 4000
+    labels = np.arange(n) % 10
+    val = Validation(np.arange(n, dtype=np.float32)[:, None], labels, labels.copy(), "held")
+    wrong_first = np.arange(n) % 100 == 0  # 1% wrong: 99.0% agreement fails a 99.5% gate
+
+    def predict(content, images):
+        at = images[:, 0].astype(int)
+        return np.where(wrong_first[at] & (content == b"cheap"), (labels[at] + 1) % 10, labels[at])
+
+    fake = _FakeBackend()
+    fake.backend.predict = predict
+    perfect = {"accuracy": 1.0, "drop_points": 0.0, "drop_ci95_points": [-0.1, 0.1], "drop_upper_points": 0.1,
+               "agreement": 1.0, "agreement_ci95": [0.999, 1.0], "ref_right_variant_wrong": 0,
+               "ref_wrong_variant_right": 0, "images": n, "reference_accuracy": 1.0}
+    cheap = _Candidate({"A": "float"}, b"cheap", perfect, p50_ms=1.0, step=3)
+    dear = _Candidate({"A": "float", "B": "float"}, b"dear", perfect, p50_ms=1.2, step=5)
+    logged: list[str] = []
+    s = _Search(None, "v", fake.backend, ControlSettings(max_drop=1.0), val, LEVELS, logged.append,
+                {"confirmation": {}}, best=cheap, best_step=3, met_steps=[cheap, dear])
+    assert confirm(s, val, {"p50_ms": 1.0, "p50_ci95_ms": None})
+    assert s.best is dear and s.best_step == 5
+    conf = s.record["confirmation"]
+    assert conf["confidence"] == pytest.approx(0.975) and [look["step"] for look in conf["looks"]] == [3, 5]
+    assert [look["confirmed"] for look in conf["looks"]] == [False, True] and conf["step"] == 5
+    assert "97.5% CI" in conf["text"] and any("(one of 2 looks)" in line for line in logged)

@@ -1,6 +1,6 @@
 """The accuracy-control search and its replay (toolkit/accuracy_control.py has the settings, the
 measures and the format backends): from plain int8, raise one layer at a time, the one that loses the
-most SQNR, until the validation budget holds; then lower back what is not needed, try float where a
+most SQNR, until the validation budget holds, and whole tensors (control_tensors.py); then lower back what is not needed, try float where a
 16-bit layer costs more, and keep a clearly faster step that also meets the budget."""
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from toolkit.accuracy_control import (
     measure,
     split_for_confirmation,
 )
+from toolkit.control_confirm import confirm
 from toolkit.control_npu import npu_outcome, npu_targets
-from toolkit.errors import UsageError
+from toolkit.control_tensors import raise_tensors
+from toolkit.errors import DataError, UsageError
 
 
 @dataclass
@@ -91,10 +93,8 @@ class _Search:
         return measure(self.val, self.backend.predict(content, self.val.images), self.settings.confidence)
 
     def applied(self, content: bytes, trial: dict) -> dict:
-        """The levels the tool applied of ``trial``; none where the runtime cannot load the file (a mixed-precision
-        file can break a kernel's scale rule: LiteRT's ADD refused one of MobileNetV3Small's)."""
-        from toolkit.errors import DataError
-
+        """The levels the tool applied of ``trial``; none where the runtime cannot load the file (a kernel's scale
+        rule: LiteRT's ADD refused one of MobileNetV3Small's)."""
         try:
             return self.backend.applied(self.ctx, content, trial)
         except DataError as exc:
@@ -247,16 +247,6 @@ def _over_cost_cap(s: _Search, plain_cost: dict) -> dict | None:
                     "meets the budget runs within it"}
 
 
-def _confirmed(s: _Search, held: Validation) -> bool:
-    """The kept step judged once on the held-out images, by the same rule."""
-    m = measure(held, s.backend.predict(s.best.content, held.images), s.settings.confidence)
-    ok = s.settings.met(m)
-    s.record["confirmation"].update(step=s.best_step, confirmed=ok, metrics=m, text=s.settings.describe(m))
-    s.log(f"  {s.variant}: step {s.best_step} on the {len(held.labels):,} held-out images: {s.settings.describe(m)}"
-          f" ({'confirmed' if ok else 'not confirmed'})")
-    return ok
-
-
 def _missed(s: _Search) -> str:
     """Why the budget is not met: missed on the search's images, or met there and not confirmed."""
     c = s.record["confirmation"]
@@ -308,7 +298,8 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
     if held is not None:
         log(f"  {variant}: the search ranks and accepts on {len(s.val.labels):,} validation images; the step it keeps "
             f"is confirmed on the other {len(held.labels):,}")
-    _raise_layers(s, _step_zero(s))
+    _raise_layers(s, zero := _step_zero(s))
+    raise_tensors(s, zero, s.val.images[:RANK_IMAGES])  # whole tensors too (control_tensors.py): the faster wins
     if settings.met(s.best.metrics) and s.best.levels:
         _lower_back(s)
         _cheaper_float(s)
@@ -319,7 +310,7 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
                         search_seconds=round(time.perf_counter() - started, 3),
                         outcome=f"{over['text']}, so plain int8 is kept: {settings.describe(plain_metrics)}")
         return plain, s.record
-    met = settings.met(s.best.metrics) and (held is None or _confirmed(s, held))
+    met = settings.met(s.best.metrics) and (held is None or confirm(s, held, plain_cost))
     if not met:
         judge = s.val if held is None else held  # held-out images: one look, no choice made on them
         better = better_than_plain(judge, backend.predict(plain, judge.images),
