@@ -114,6 +114,17 @@ class _Search:
     def keep(self, change: dict, cand: _Candidate, cost: dict, ranking: list | None = None) -> None:
         self.record["steps"].append(_step_row(self.step, change, cand, cost, self.first, ranking))
 
+    def took(self, change: dict, cand: _Candidate, cost: dict, ranking: list | None, what: str) -> bool:
+        """A forward step taken: recorded, logged, the best so far if it ranks better; True when it meets the budget."""
+        met = self.settings.met(cand.metrics)
+        if met:
+            self.met_steps.append(cand)
+        self.keep(change, cand, cost, ranking)
+        self.log(f"  {self.variant}: step {self.step}: {what}: {self.settings.describe(cand.metrics)}")
+        if self.settings.rank(cand.metrics) < self.settings.rank(self.best.metrics):
+            self.best, self.best_step = cand, self.step
+        return met
+
     def op_of(self, layer: str) -> str:
         return next((s["op"] for s in self.record["steps"] if s.get("layer") == layer), "")
 
@@ -195,13 +206,7 @@ def _raise_layers(s: _Search, current: _Candidate) -> None:
                          f"{row['input_sqnr_db']:.1f} dB), the most of any layer that can still be raised"}
         cost = s.backend.latency(content)
         current.p50_ms, current.step, current.p50_ci95_ms = cost["p50_ms"], s.step, _ci(cost)
-        if s.settings.met(current.metrics):
-            s.met_steps.append(current)
-        s.keep(change, current, cost, ranking)
-        s.log(f"  {s.variant}: step {s.step}: {row['layer']} ({row['op']}) {old} -> {new}: "
-              f"{s.settings.describe(current.metrics)}")
-        if s.settings.rank(current.metrics) < s.settings.rank(s.best.metrics):
-            s.best, s.best_step = current, s.step
+        s.took(change, current, cost, ranking, f"{row['layer']} ({row['op']}) {old} -> {new}")
 
 
 def _prefer_faster(s: _Search) -> str | None:

@@ -103,12 +103,4 @@ def _step(s, levels: dict, level: str, ranking: list[dict]) -> bool:
     change = {"layer": f"{len(tensors)} tensor(s)", "op": "tensors", "from": "int8", "to": level,
               "tensors": tensors, "why": f"the {len(tensors)} tensor(s) whose producer and readers at {level} raise "
                                         "the output's SQNR the most, each alone (the tensor pass)"}
-    met = s.settings.met(current.metrics)
-    if met:
-        s.met_steps.append(current)
-    s.keep(change, current, cost, None)
-    s.log(f"  {s.variant}: step {s.step}: {len(tensors)} tensor(s), {len(levels)} layer(s) at {level}: "
-          f"{s.settings.describe(current.metrics)}")
-    if s.settings.rank(current.metrics) < s.settings.rank(s.best.metrics):
-        s.best, s.best_step = current, s.step
-    return met
+    return s.took(change, current, cost, None, f"{len(tensors)} tensor(s), {len(levels)} layer(s) at {level}")
