@@ -88,8 +88,9 @@ PREDICTIONS = "ptq-predictions.npz"
 FINE_TUNE = "toolkit --fine-tune"
 
 
-def mnist_rgb(data_dir: Path, path: Path, small: bool = False) -> Path:
-    """The .npz: 32x32 RGB uint8 images (bilinear upsampling of the 28x28 digits), with x_val/y_val."""
+def mnist_rgb(data_dir: Path, path: Path, small: bool = False, val_images: int | None = None) -> Path:
+    """The .npz: 32x32 RGB uint8 images (bilinear upsampling of the 28x28 digits), with x_val/y_val (``val_images``
+    of them where given: MNIST training images after the first TRAIN_IMAGES, never trained on)."""
     if path.exists():
         return path
     import tensorflow as tf
@@ -101,7 +102,7 @@ def mnist_rgb(data_dir: Path, path: Path, small: bool = False) -> Path:
             out.append(np.repeat(np.clip(np.round(up), 0, 255).astype(np.uint8), 3, axis=-1))
         return np.concatenate(out)
 
-    train, val = (SMALL_TRAIN, SMALL_VAL) if small else (TRAIN_IMAGES, VAL_IMAGES)
+    train, val = (SMALL_TRAIN, SMALL_VAL) if small else (TRAIN_IMAGES, val_images or VAL_IMAGES)
     x_all, y_all = mnist_array(data_dir, "train_images"), mnist_array(data_dir, "train_labels")
     x_train, y_train = x_all[:train], y_all[:train]
     x_val, y_val = x_all[TRAIN_IMAGES : TRAIN_IMAGES + val], y_all[TRAIN_IMAGES : TRAIN_IMAGES + val]

@@ -185,6 +185,7 @@ ONE_FILE_PAGES = {
     "PYTORCH.md": ("pytorch", "pytorch.json"),
     "TFLM_KERNELS.md": ("tflm_kernels", "tflm-kernels.json"),
     "INT8_ERROR.md": ("int8_error", "int8-error.json"),
+    "TENSOR_PASS.md": ("tensor_pass", "tensor-pass.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {
