@@ -1,7 +1,8 @@
 """The accuracy-control search and its replay (toolkit/accuracy_control.py has the settings, the
 measures and the format backends): from plain int8, raise one layer at a time, the one that loses the
-most SQNR, until the validation budget holds, and whole tensors (control_tensors.py); then lower back what is not needed, try float where a
-16-bit layer costs more, and keep a clearly faster step that also meets the budget."""
+most SQNR, until the validation budget holds, then whole tensors (control_tensors.py); lower back what is
+not needed, try float where a 16-bit layer costs more, and keep a clearly faster step that also meets the
+budget, confirmed on held-out images (control_confirm.py)."""
 
 from __future__ import annotations
 
@@ -317,7 +318,7 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
         return plain, s.record
     met = settings.met(s.best.metrics) and (held is None or confirm(s, held, plain_cost))
     if not met:
-        judge = s.val if held is None else held  # held-out images: one look, no choice made on them
+        judge = s.val if held is None else held  # held-out: none confirmed, so the step is still the first looked at
         better = better_than_plain(judge, backend.predict(plain, judge.images),
                                    backend.predict(s.best.content, judge.images), s.best_step, settings.confidence)
         s.record["best_step_against_plain"] = better
