@@ -52,7 +52,7 @@ def measure(name: str, work: Path, data_dir: Path) -> dict:
     from toolkit import schema
 
     npz = ptq.mnist_rgb(data_dir, work / "mnist32rgb-val10k.npz", val_images=VAL_IMAGES)
-    model = work / name / "model.keras"
+    model = work / name / schema.MODEL
     train = None
     if not model.exists():
         model.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def measure(name: str, work: Path, data_dir: Path) -> dict:
                      "entry": entry})
     first = runs[0]["entry"]
     prc = _toolkit("parity", "--exports", str(work / name / "exports-1"), "--data-dir", str(data_dir), "--quiet")
-    parity = read_json(work / name / "exports-1" / "parity.json")
+    parity = read_json(work / name / "exports-1" / schema.PARITY)
     ac = first["accuracy_control"]
     tensor_steps = [{k: s.get(k) for k in ("step", "tensors", "agreement", "p50_ms_batch1")}
                     for s in ac["steps"] if s.get("op") == "tensors"]

@@ -41,7 +41,7 @@ def confirm(s, held, plain_cost: dict) -> bool:
     for c in queue:
         m = measure(held, s.backend.predict(c.content, held.images), confidence)
         ok = s.settings.met(m)
-        text = s.settings.describe(m).replace("95% CI", f"{100 * confidence:g}% CI")  # describe() says 95%
+        text = s.settings.describe(m).replace("95% CI", f"{100 * confidence:.4g}% CI")  # describe() says 95%
         looks.append({"step": c.step, "confirmed": ok, "metrics": m, "text": text})
         s.log(f"  {s.variant}: step {c.step} on the {len(held.labels):,} held-out images"
               f"{f' (one of {len(queue)} looks)' if len(queue) > 1 else ''}: {text} "
