@@ -66,8 +66,11 @@ def rank(s, base: bytes, images, sqnr: dict, graph: list[tuple], level: str) -> 
 
 
 def raise_tensors(s, step_zero, images) -> None:
-    """Steps that raise the best-ranked tensors together, 1, 2, 4, ... of them, as many as the layer limit allows. ``s``: the search (control_search._Search), ``step_zero``: its
-    every-layer-int8 candidate; kept steps update ``s.best`` as the layer pass's do."""
+    """Steps that raise the best-ranked tensors together, 1, 2, 4, ... of them, as many as the layer limit allows.
+    ``s``: the search (control_search._Search), ``step_zero``: its every-layer-int8 candidate; kept steps update
+    ``s.best`` as the layer pass's do. Nothing where no level above int8 is allowed."""
+    if s.allowed[-1] == "int8":
+        return
     level = "float" if "float" in s.allowed else s.allowed[-1]
     sqnr, graph = s.backend.activation_sqnr(s.ctx, step_zero.content, images)
     ranking = rank(s, step_zero.content, images, sqnr, graph, level)
