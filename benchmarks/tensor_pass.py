@@ -142,7 +142,8 @@ def main() -> None:
 
     data_dir = args.data_dir or Path(os.environ["TOOLKIT_DATA_DIR"])
     command = ("python benchmarks/tensor_pass.py " + " ".join(sys.argv[1:])).rstrip()
-    doc = {"models": {}, "command": command}
+    doc = read_json(out) if out.is_file() else {"models": {}}  # --models runs some: the others stay as measured
+    doc["command"] = command
     for name in args.models:
         print(f"{name}: training (if needed), exporting twice, parity", file=sys.stderr, flush=True)
         doc["models"][name] = measure(name, args.work, data_dir)
