@@ -146,7 +146,7 @@ def main() -> None:
     doc["command"] = command
     for name in args.models:
         print(f"{name}: training (if needed), exporting twice, parity", file=sys.stderr, flush=True)
-        doc["models"][name] = measure(name, args.work, data_dir)
+        doc["models"][name] = {**measure(name, args.work, data_dir), "command": command}
     doc["provenance"] = provenance()
     atomic_write_json(out, doc)
     atomic_write_text(BENCHMARKS / "TENSOR_PASS.md", markdown(doc))
