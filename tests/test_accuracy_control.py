@@ -775,7 +775,8 @@ def test_a_tensor_is_raised_with_its_producer_and_readers():
     zero = _step_zero(s)
     s.best = zero
     assert not s.settings.met(zero.metrics)
-    raise_tensors(s, zero, fake.validation().images[:256])
+    images = fake.validation().images[:256]
+    raise_tensors(s, images, fake.backend.activation_sqnr(None, zero.content, images))
     assert s.settings.met(s.best.metrics) and s.best.levels == {"P": "float", "C": "float"}
     row = next(r for r in s.record["steps"] if r.get("op") == "tensors")
     assert row["tensors"] == ["p"] and row["to"] == "float"

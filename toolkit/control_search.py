@@ -25,7 +25,7 @@ from toolkit.accuracy_control import (
     measure,
     split_for_confirmation,
 )
-from toolkit.control_confirm import confirm
+from toolkit.control_confirm import confirm, within_cap
 from toolkit.control_npu import npu_outcome, npu_targets
 from toolkit.control_tensors import raise_tensors
 from toolkit.errors import DataError, UsageError
@@ -115,16 +115,19 @@ class _Search:
     def keep(self, change: dict, cand: _Candidate, cost: dict, ranking: list | None = None) -> None:
         self.record["steps"].append(_step_row(self.step, change, cand, cost, self.first, ranking))
 
-    def took(self, change: dict, cand: _Candidate, cost: dict, ranking: list | None, what: str) -> bool:
-        """A forward step taken: recorded, logged, the best so far if it ranks better; True when it meets the budget."""
-        met = self.settings.met(cand.metrics)
-        if met:
+    def took(self, levels: dict, content: bytes, applied: dict, change: dict, ranking: list | None,
+             what: str) -> _Candidate:
+        """A forward step taken: measured, timed, recorded, logged, and the best so far if it ranks better."""
+        self.step += 1
+        cost = self.backend.latency(content)
+        cand = _Candidate(dict(levels), content, self.measure(content), applied, cost["p50_ms"], self.step, _ci(cost))
+        if self.settings.met(cand.metrics):
             self.met_steps.append(cand)
         self.keep(change, cand, cost, ranking)
         self.log(f"  {self.variant}: step {self.step}: {what}: {self.settings.describe(cand.metrics)}")
         if self.settings.rank(cand.metrics) < self.settings.rank(self.best.metrics):
             self.best, self.best_step = cand, self.step
-        return met
+        return cand
 
     def op_of(self, layer: str) -> str:
         return next((s["op"] for s in self.record["steps"] if s.get("layer") == layer), "")
@@ -175,13 +178,15 @@ def _next_choice(s: _Search, ranking: list[dict], levels: dict, layer_ops: dict,
     return None
 
 
-def _raise_layers(s: _Search, current: _Candidate) -> None:
-    """The forward pass: raise the layer that loses the most SQNR, one step at a time, until the budget holds."""
+def _raise_layers(s: _Search, current: _Candidate, first: tuple) -> None:
+    """The forward pass: raise the layer that loses the most SQNR, one step at a time, until the budget holds
+    (``first``: step 0's (SQNR, graph), measured once)."""
     layer_ops = {row["name"]: row["op"] for row in s.backend.layers(s.ctx)}
     levels: dict[str, str] = {}
     unavailable: set[tuple[str, str]] = set()  # (layer, level) the tool or target cannot make
     while not s.settings.met(current.metrics) and s.step < s.settings.max_layers * MAX_STEPS_PER_LAYER:
-        sqnr, graph = s.backend.activation_sqnr(s.ctx, current.content, s.val.images[:RANK_IMAGES])
+        sqnr, graph = first if current.step == 0 else s.backend.activation_sqnr(s.ctx, current.content,
+                                                                                s.val.images[:RANK_IMAGES])
         ranking = local_errors(sqnr, graph)
         choice = _next_choice(s, ranking, levels, layer_ops, unavailable)
         if choice is None:
@@ -199,15 +204,11 @@ def _raise_layers(s: _Search, current: _Candidate) -> None:
             unavailable.add((row["layer"], new))
             s.log(f"  {s.variant}: {row['layer']} at {new} is refused by the target: {exc}")
             continue
-        s.step += 1
         levels = trial
-        current = _Candidate(dict(levels), content, s.measure(content), applied)
         change = {"layer": row["layer"], "op": row["op"], "from": old, "to": new,
                   "why": f"loses {row['loss_db']:.1f} dB of SQNR (output {row['sqnr_db']:.1f} dB vs inputs "
                          f"{row['input_sqnr_db']:.1f} dB), the most of any layer that can still be raised"}
-        cost = s.backend.latency(content)
-        current.p50_ms, current.step, current.p50_ci95_ms = cost["p50_ms"], s.step, _ci(cost)
-        s.took(change, current, cost, ranking, f"{row['layer']} ({row['op']}) {old} -> {new}")
+        current = s.took(levels, content, applied, change, ranking, f"{row['layer']} ({row['op']}) {old} -> {new}")
 
 
 def _prefer_faster(s: _Search) -> str | None:
@@ -232,13 +233,10 @@ def _over_cost_cap(s: _Search, plain_cost: dict) -> dict | None:
     cap, plain_ci = s.settings.max_slowdown, plain_cost.get("p50_ci95_ms")
     if cap is None or not plain_ci:
         return None
-
-    def over(c: _Candidate) -> bool:
-        return c.p50_ci95_ms is not None and c.p50_ci95_ms[0] > cap * plain_ci[1]
-
-    if not over(s.best):
+    ok = within_cap(s, plain_cost)
+    if ok(s.best):
         return None
-    within = [c for c in s.met_steps if not over(c)] if s.settings.met(s.best.metrics) else []
+    within = [c for c in s.met_steps if ok(c)] if s.settings.met(s.best.metrics) else []
     if within:
         c = min(within, key=lambda c: (s.settings.rank(c.metrics), c.step))
         s.log(f"  {s.variant}: step {s.best_step} runs over --max-slowdown {cap:g}; step {c.step} meets the budget "
@@ -304,8 +302,10 @@ def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlS
     if held is not None:
         log(f"  {variant}: the search ranks and accepts on {len(s.val.labels):,} validation images; the step it keeps "
             f"is confirmed on the other {len(held.labels):,}")
-    _raise_layers(s, zero := _step_zero(s))
-    raise_tensors(s, zero, s.val.images[:RANK_IMAGES])  # whole tensors too (control_tensors.py): the faster wins
+    zero, images = _step_zero(s), s.val.images[:RANK_IMAGES]
+    first = backend.activation_sqnr(ctx, zero.content, images)  # step 0's per-tensor error: both passes rank on it
+    _raise_layers(s, zero, first)
+    raise_tensors(s, images, first)  # whole tensors too (control_tensors.py): the faster wins
     if settings.met(s.best.metrics) and s.best.levels:
         _lower_back(s)
         _cheaper_float(s)
