@@ -258,3 +258,43 @@ def test_a_sequential_model_is_simulated_and_fine_tuned(mnist):
     tuned, record = fine_tune(model, images, images[:64], FineTuneSettings(epochs=1), lambda x: np.asarray(model(x)))
     assert isinstance(tuned, keras.Sequential) and record["folded_batchnorms"] == 1
     assert not all(np.array_equal(a, b) for a, b in zip(tuned.get_weights(), model.get_weights(), strict=True))
+
+
+def test_batchnorms_are_folded_into_the_weights_that_are_trained(mobile_cnn, mnist):
+    """Fine-tuning trains the folded weights (Simulation.fold_batchnorms): the model computes the same function, its
+    folded BatchNormalizations become the identity, and the simulated int8 model rounds the same weights. Trained
+    through the fold instead, a kernel's step is scaled by gamma^2 / variance, which blew SGD up on MobileNetV2
+    (benchmarks/FINETUNE_RECIPES.md)."""
+    import keras
+
+    from toolkit.quantize.finetune import Simulation
+
+    original = keras.models.load_model(mobile_cnn)
+    model = keras.models.load_model(mobile_cnn)
+    images = mnist.train.images[:128]
+    sim = Simulation(model)
+    sim.calibrate(images, "minmax")
+    before = np.asarray(sim(images, quantize=True))
+    sim.fold_batchnorms()
+    assert np.abs(np.asarray(model(images, training=False)) - np.asarray(original(images, training=False))).max() < 1e-4
+    for name in ("stem_bn", "dw_bn", "project_bn"):
+        bn = model.get_layer(name)
+        assert np.allclose(bn.gamma.numpy(), 1) and np.allclose(bn.moving_mean.numpy(), 0)
+        assert np.allclose(bn.moving_variance.numpy() + bn.epsilon, 1)
+        assert not np.allclose(original.get_layer(name).moving_variance.numpy() + bn.epsilon, 1)
+    # the layers had no bias of their own: the fold's bias is the (identity) BatchNormalization's beta
+    assert np.abs(model.get_layer("stem_bn").beta.numpy()).max() > 0
+    after = np.asarray(sim(images, quantize=True))
+    assert (after.argmax(1) == before.argmax(1)).mean() > 0.98 and np.abs(after - before).max() < 0.5
+
+
+def test_mixup_gives_the_teachers_logits_on_mixed_images():
+    from toolkit.quantize.finetune import _epoch_data
+
+    rng = np.random.default_rng(0)
+    images = rng.random((32, 4, 4, 1)).astype(np.float32)
+    teacher = lambda x: x.reshape(len(x), -1)[:, :3] * 2.0  # noqa: E731
+    plain_x, plain_t = _epoch_data(images, teacher(images), teacher, 0.0, np.random.default_rng(1))
+    assert np.array_equal(plain_t, teacher(plain_x)) and sorted(map(bytes, plain_x)) == sorted(map(bytes, images))
+    mixed, targets = _epoch_data(images, teacher(images), teacher, 0.4, np.random.default_rng(1))
+    assert np.allclose(targets, teacher(mixed)) and not any(np.array_equal(mixed[0], im) for im in images)

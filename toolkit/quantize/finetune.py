@@ -63,6 +63,8 @@ class FineTuneSettings:
     estimator: str = "auto"
     optimizer: str = "adam"  # adam or sgd (with momentum 0.9)
     loss: str = "kl"  # kl, mse (on logits), kl+margin
+    mixup: float = 0.0  # Beta(a, a) mixing of training images, the teacher's logits on the mixed images
+    fold: bool = True  # train the folded weights (Simulation.fold_batchnorms)
 
 
 def _kind(op) -> str:
@@ -136,6 +138,30 @@ class Simulation:
                 self.folded[id(producer)] = op
         self.ranges: dict[str, object] = {}  # quantization point -> keras.Variable([lo, hi])
         self._keras = keras
+
+    def fold_batchnorms(self) -> None:
+        """Fold each folded BatchNormalization into its layer's weights and make it the identity: the same function
+        (and the same exported file: the converter folds the identity too), but the weights trained are the ones
+        quantized. Trained through the fold, a kernel's gradient is scaled by gamma / sqrt(variance) (up to 31 on
+        MobileNetV2) and its step by that squared: SGD at 1e-3 blew MobileNetV2's distillation loss from 0.016 to
+        1.5 in 12 steps; folded, the gradient's norm fell from 17 to 3.6 and the loss stayed where it was."""
+        for op in self.fold.values():
+            bn = self.folded[id(op)]
+            if not op.use_bias and not bn.center:  # no bias to hold the fold's: trained through the fold
+                continue
+            inv = (bn.gamma.numpy() if bn.scale else 1.0) / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            kernel = op.kernel.numpy()
+            op.kernel.assign(kernel * (inv.reshape(kernel.shape[2:]) if _kind(op) == "DepthwiseConv2D" else inv))
+            bias = (bn.beta.numpy() if bn.center else 0.0) + ((op.bias.numpy() if op.use_bias else 0.0)
+                                                             - bn.moving_mean.numpy()) * inv
+            if op.use_bias:
+                op.bias.assign(bias)
+            bn.moving_mean.assign(np.zeros_like(inv))
+            bn.moving_variance.assign(np.full_like(inv, 1.0 - bn.epsilon))
+            if bn.scale:
+                bn.gamma.assign(np.ones_like(inv))
+            if bn.center:  # without a bias of its own, the layer's bias lives in the BatchNormalization's beta
+                bn.beta.assign(np.zeros_like(inv) if op.use_bias else bias.astype(np.float32))
 
     def folded_layers(self) -> list:
         """The weight layers a BatchNormalization is folded into."""
@@ -321,6 +347,8 @@ def distillation_loss(temperature: float, probabilities: bool = False, kind: str
         t_lead = ops.sum(teacher * onehot, axis=-1) - lead
         s_top = ops.sum(student * onehot, axis=-1)
         s_other = ops.max(student - 1e9 * onehot, axis=-1)
+        if kind == "kl+hinge":  # a fixed margin: the teacher's class on top by 1 logit, whatever the teacher's lead
+            return kl + ops.mean(ops.relu(s_other - s_top + 1.0))
         return kl + ops.mean(ops.relu(s_other - s_top + ops.minimum(0.5 * t_lead, 1.0)))
 
     return loss
@@ -365,6 +393,18 @@ def _trainable(student, sim: Simulation, settings: FineTuneSettings, probabiliti
     return wrapper
 
 
+def _epoch_data(images: np.ndarray, targets: np.ndarray, teacher: Callable, mixup: float, rng):
+    """One epoch's inputs and targets, shuffled; with ``mixup``, each image mixed with another (its weight drawn
+    from Beta(mixup, mixup), the larger side kept) and the teacher's logits on the mixed image."""
+    order = rng.permutation(len(images))
+    if not mixup:
+        return images[order], targets[order]
+    lam = rng.beta(mixup, mixup, size=(len(images),) + (1,) * (images.ndim - 1))
+    lam = np.maximum(lam, 1 - lam).astype(np.float32)
+    mixed = lam * images[order] + (1 - lam) * images[rng.permutation(len(images))]
+    return mixed, np.concatenate([teacher(mixed[i : i + 256]) for i in range(0, len(mixed), 256)]).astype(np.float32)
+
+
 def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, settings: FineTuneSettings,
               teacher: Callable[[np.ndarray], np.ndarray], log: Callable[[str], None] = lambda s: None,
               probabilities: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None):
@@ -388,6 +428,8 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
     student = keras.models.clone_model(model)
     student.set_weights(model.get_weights())
     sim = Simulation(student)
+    if settings.fold:
+        sim.fold_batchnorms()
     rng = np.random.default_rng(settings.seed)
     images = train_images
     if len(images) > settings.max_images:
@@ -408,8 +450,8 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
             f"{len(validation[0]):,} validation images")
     for epoch in range(1, settings.epochs + 1):
         sim.calibrate(calibration, settings.estimator)
-        order = rng.permutation(len(images))
-        h = wrapper.fit(images[order], targets[order], batch_size=settings.batch_size, epochs=1, shuffle=False,
+        batch_x, batch_t = _epoch_data(images, targets, teacher, settings.mixup, rng)
+        h = wrapper.fit(batch_x, batch_t, batch_size=settings.batch_size, epochs=1, shuffle=False,
                         verbose=0)
         loss = float(h.history["loss"][-1])
         if not math.isfinite(loss):
