@@ -128,6 +128,21 @@ def _table(m: dict) -> list[str]:
     return lines
 
 
+def _summary(doc: dict) -> list[str]:
+    """What the tables show, counted from the JSON."""
+    beyond, worse, runs = [], [], 0
+    for name, m in doc["models"].items():
+        for recipe, r in m["recipes"].items():
+            if "error" in r:
+                continue
+            runs += 1
+            lo, hi = r["epochs"][r["best_epoch"]]["agreement_minus_own_ci_points"]
+            (beyond if lo > 0 else worse if hi < 0 else []).append(f"{recipe} on {name}")
+    return [f"**What the tables show.** Of {runs} recipe runs, {len(beyond)} had an epoch that agrees with the float "
+            "model on more validation images beyond noise" + (f" ({'; '.join(beyond)})" if beyond else "")
+            + f"; in {len(worse)} even the best epoch agrees on fewer beyond noise ({'; '.join(worse) or 'none'})."]
+
+
 def markdown(doc: dict) -> str:
     lines = ["# Fine-tuning recipes on small-data models", "",
              "Written by `python benchmarks/finetune_recipes.py` (each model's command below) from "
@@ -139,6 +154,7 @@ def markdown(doc: dict) -> str:
              "(at 1 - 0.05/epochs, as fine-tuning judges its epochs); fine-tuning keeps an epoch only where that "
              "interval is above zero. Choosing the best epoch on the same images flatters it: a gain that is not "
              "beyond noise here is none.", ""]
+    lines += [*_summary(doc), ""]
     for name, m in doc["models"].items():
         lines += [f"## {name}", "", f"Measured by `{m['command']}`; {m['training_images']:,} training images; "
                   f"validation: {m['validation']}.",

@@ -186,6 +186,7 @@ ONE_FILE_PAGES = {
     "TFLM_KERNELS.md": ("tflm_kernels", "tflm-kernels.json"),
     "INT8_ERROR.md": ("int8_error", "int8-error.json"),
     "TENSOR_PASS.md": ("tensor_pass", "tensor-pass.json"),
+    "FINETUNE_RECIPES.md": ("finetune_recipes", "finetune-recipes.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {

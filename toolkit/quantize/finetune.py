@@ -49,7 +49,7 @@ INPUT_KEY = "input"
 @dataclass(frozen=True)
 class FineTuneSettings:
     """The recipe (chosen on MobileNetV2's validation images; benchmarks/INT8_ERROR.md shows why no recipe tried
-    there beat the model's own weights)."""
+    there beat the model's own weights; benchmarks/FINETUNE_RECIPES.md measures the others on small-data models)."""
 
     epochs: int = 3
     learning_rate: float = 1e-5
@@ -141,8 +141,8 @@ class Simulation:
 
     def fold_batchnorms(self) -> None:
         """Fold each folded BatchNormalization into its layer's weights and make it the identity: the same function
-        (and the same exported file: the converter folds the identity too), but the weights trained are the ones
-        quantized. Trained through the fold, a kernel's gradient is scaled by gamma / sqrt(variance) (up to 31 on
+        (to float rounding; the converter folds the identity, so the file's integers round the weights trained),
+        but the weights trained are the ones quantized. Trained through the fold, a kernel's gradient is scaled by gamma / sqrt(variance) (up to 31 on
         MobileNetV2) and its step by that squared: SGD at 1e-3 blew MobileNetV2's distillation loss from 0.016 to
         1.5 in 12 steps; folded, the gradient's norm fell from 17 to 3.6 and the loss stayed where it was."""
         for op in self.fold.values():
