@@ -1,6 +1,6 @@
 """The accuracy search with its tensor pass on models where plain int8 does not pass parity (issue #35).
 
-    python benchmarks/tensor_pass.py [--work /tmp/toolkit-tensor] [--models mobilenetv2 mobilenetv3small] [--from-json]
+    python benchmarks/tensor_pass.py [--work /tmp/toolkit-tensor] [--models mobilenetv2 mobilenetv3small efficientnetb0] [--from-json]
 
 Each model is trained as benchmarks/ptq.py trains it (keras.applications, weights=None, 32x32 RGB MNIST, 20,000
 training images, seed 0). Its .npz holds 10,000 validation images (MNIST training images 20,000-29,999, never
@@ -26,7 +26,7 @@ from _common import BENCHMARKS, RESULTS, parser, provenance_line, run_toolkit
 from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
 from toolkit.provenance import provenance
 
-MODELS = ("mobilenetv2", "mobilenetv3small")
+MODELS = ("mobilenetv2", "mobilenetv3small", "efficientnetb0")
 VAL_IMAGES = 10_000
 FLAGS = ("--format", "tflite", "--quantize", "int8", "--max-accuracy-drop", "0.3", "--max-fallback-layers", "32",
          "--max-slowdown", "1.25")
@@ -103,7 +103,8 @@ def _row(name: str, m: dict) -> str:
 
 def markdown(doc: dict) -> str:
     lines = ["# The accuracy search's tensor pass", "",
-             f"Written by `{doc['command']}` from [results/tensor-pass.json](results/tensor-pass.json). Each model "
+             "Written by `python benchmarks/tensor_pass.py` (each model's command and commit below) from "
+             "[results/tensor-pass.json](results/tensor-pass.json). Each model "
              "is trained as benchmarks/PTQ.md's are; the search judges on 10,000 validation images the model never "
              "trained on (5,000 to search, 5,000 held out), the verdicts are `toolkit parity`'s on MNIST's 10,000 "
              "test images (agreement with Keras; the loss gate too), p50 is the search's batch-1 measurement on LiteRT, "
@@ -114,7 +115,8 @@ def markdown(doc: dict) -> str:
     lines += [_row(name, m) for name, m in doc["models"].items()]
     for name, m in doc["models"].items():
         s = m["search"]
-        lines += ["", f"**{name}**: {s['outcome']}", ""]
+        measured = f" (measured by `{m['command']}`; {provenance_line(m['provenance']).rstrip('.')})" if "provenance" in m else ""
+        lines += ["", f"**{name}**{measured}: {s['outcome']}", ""]
         if s["tensor_steps"]:
             lines.append("Tensor steps (agreement on the search's images, batch-1 p50): " + "; ".join(
                 f"step {t['step']}: {len(t['tensors'])} tensor(s), {100 * t['agreement']:.2f}%, {t['p50_ms_batch1']:.3f} ms"
@@ -122,7 +124,9 @@ def markdown(doc: dict) -> str:
         for look in s["looks"]:
             lines.append(f"- held-out look at step {look['step']}: {look['text']} "
                          f"({'confirmed' if look['confirmed'] else 'not confirmed'})")
-    lines += ["", provenance_line(doc["provenance"]), ""]
+    if any("provenance" not in m for m in doc["models"].values()):
+        lines += ["", provenance_line(doc["provenance"])]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -146,7 +150,7 @@ def main() -> None:
     doc["command"] = command
     for name in args.models:
         print(f"{name}: training (if needed), exporting twice, parity", file=sys.stderr, flush=True)
-        doc["models"][name] = {**measure(name, args.work, data_dir), "command": command}
+        doc["models"][name] = {**measure(name, args.work, data_dir), "command": command, "provenance": provenance()}
     doc["provenance"] = provenance()
     atomic_write_json(out, doc)
     atomic_write_text(BENCHMARKS / "TENSOR_PASS.md", markdown(doc))
