@@ -16,6 +16,17 @@ from collections.abc import Callable
 LOOKS = 3
 
 
+def cost_where(variant: str, plain_cost: dict) -> str:
+    """Where a step's p50 was timed, for its texts ("" where the backend does not say). tflite-micro's steps are
+    timed on LiteRT: a microcontroller's kernels differ (LiteRT's int16x8 ones are reference code on x86, where
+    CMSIS-NN's s16 convolutions are optimized), so its cost is this machine's, not the target's."""
+    where = plain_cost.get("where")
+    if not where:
+        return ""
+    return f" on {where}" + (", not TFLM: a microcontroller's kernels cost otherwise" if variant == "tflite-micro"
+                             else "")
+
+
 def within_cap(s, plain_cost: dict) -> Callable:
     """Whether a step runs within --max-slowdown (not clearly over: its p50 interval not entirely above)."""
     cap, plain_ci = s.settings.max_slowdown, plain_cost.get("p50_ci95_ms")

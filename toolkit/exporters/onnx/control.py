@@ -247,7 +247,7 @@ def _control_latency(content: bytes) -> dict:
 
     runner = _runner(content, threads=1)
     x = runner.prepare(np.zeros((1, *[d or 1 for d in runner.image_shape[1:]]), np.float32))
-    return p50_latency(lambda: runner.run_raw(x))
+    return {**p50_latency(lambda: runner.run_raw(x)), "where": "onnxruntime's CPU provider on this machine, one thread"}
 
 
 def backend():
