@@ -16,15 +16,15 @@ from collections.abc import Callable
 LOOKS = 3
 
 
-def cost_where(variant: str, plain_cost: dict) -> str:
-    """Where a step's p50 was timed, for its texts ("" where the backend does not say). tflite-micro's steps are
-    timed on LiteRT: a microcontroller's kernels differ (LiteRT's int16x8 ones are reference code on x86, where
-    CMSIS-NN's s16 convolutions are optimized), so its cost is this machine's, not the target's."""
+def cost_where(s, plain_cost: dict) -> str:
+    """Where a step's p50 was timed, for its texts ("" where the backend does not say). A backend with a target
+    runtime's check (TFLM) is still timed on this machine's runtime: a microcontroller's kernels differ (LiteRT's
+    int16x8 ones are reference code on x86, where CMSIS-NN's s16 convolutions are optimized), so that cost is this
+    machine's, not the target's."""
     where = plain_cost.get("where")
     if not where:
         return ""
-    return f" on {where}" + (", not TFLM: a microcontroller's kernels cost otherwise" if variant == "tflite-micro"
-                             else "")
+    return f" on {where}" + (", not the target's runtime: its kernels cost otherwise" if s.backend.check else "")
 
 
 def within_cap(s, plain_cost: dict) -> Callable:

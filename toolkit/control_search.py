@@ -247,7 +247,7 @@ def _over_cost_cap(s: _Search, plain_cost: dict) -> dict | None:
     s.log(f"  {s.variant}: step {s.best_step} runs {ratio:.2f}x plain int8 at batch 1, over --max-slowdown {cap:g}")
     return {"max_slowdown": cap, "step": s.best_step, "p50_vs_plain": round(ratio, 3),
             "text": f"the best step ({s.best_step}) runs {ratio:.2f}x plain int8's batch-1 p50 ({s.best.p50_ms:.3f} vs "
-                    f"{plain_cost['p50_ms']:.3f} ms{cost_where(s.variant, plain_cost)}, intervals apart), over --max-slowdown {cap:g}, and no step that "
+                    f"{plain_cost['p50_ms']:.3f} ms{cost_where(s, plain_cost)}, intervals apart), over --max-slowdown {cap:g}, and no step that "
                     "meets the budget runs within it"}
 
 
@@ -278,7 +278,7 @@ def _outcome(s: _Search, plain_cost: dict, chosen_for: str | None, seconds: floa
     )
     if slower and slower > SLOWER_THAN_PLAIN:
         s.record["outcome"] += (f"; it runs {slower:.2f}x plain int8's batch-1 p50 ({best.p50_ms:.3f} vs "
-                                f"{plain_cost['p50_ms']:.3f} ms{cost_where(s.variant, plain_cost)}): no cheaper step met the budget")
+                                f"{plain_cost['p50_ms']:.3f} ms{cost_where(s, plain_cost)}): no cheaper step met the budget")
 
 
 def search(ctx, variant: str, backend: Backend, plain: bytes, settings: ControlSettings, val: Validation,
