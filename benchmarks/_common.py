@@ -115,3 +115,37 @@ def mnist_array(data_dir: Path, part: str):
 
     name, magic, count = mnist.FILES[part]
     return mnist.read_idx(Path(data_dir) / name, magic, count)
+
+
+# --- scripts that measure some models per run and keep the others' results ---------------------------------
+
+
+def per_model_main(p: argparse.ArgumentParser, script: str, result: str, page: str, markdown, measure) -> None:
+    """The main() of a script whose JSON holds one result per model: ``--from-json`` only renders ``page``;
+    otherwise each of ``--models`` is measured (``measure(name, args, data_dir)``) and stored with the command and
+    provenance that measured it (a run of some models keeps the others as they were measured), the JSON written
+    after each model, then the page."""
+    import os
+
+    from toolkit.artifacts import atomic_write_json, read_json
+    from toolkit.provenance import provenance
+
+    p.add_argument("--data-dir", type=Path, default=None, help="MNIST's folder (default: $TOOLKIT_DATA_DIR)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--from-json", action="store_true", help=f"only rewrite {page} from the JSON")
+    args = p.parse_args()
+    out = args.out / result
+    if args.from_json:
+        atomic_write_text(BENCHMARKS / page, markdown(read_json(out)))
+        return
+    data_dir = args.data_dir or Path(os.environ["TOOLKIT_DATA_DIR"])
+    command = (f"python benchmarks/{script} " + " ".join(sys.argv[1:])).rstrip()
+    doc = read_json(out) if out.is_file() else {"models": {}}
+    doc["command"] = command
+    for name in args.models:
+        print(f"{name}: measuring", file=sys.stderr, flush=True)
+        doc["models"][name] = {**measure(name, args, data_dir), "command": command, "provenance": provenance()}
+        doc["provenance"] = provenance()
+        atomic_write_json(out, doc)
+    atomic_write_text(BENCHMARKS / page, markdown(doc))
+    print(f"wrote {out} and {BENCHMARKS / page}", file=sys.stderr)

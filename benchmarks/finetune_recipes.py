@@ -21,10 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import BENCHMARKS, RESULTS, mnist_array, parser, provenance_line
-
-from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
-from toolkit.provenance import provenance
+from _common import mnist_array, parser, per_model_main, provenance_line
 
 MODELS = ("mobilenetv2-small", "efficientnetb0-small")
 VAL_FIRST, VAL_IMAGES, CALIBRATION = 40_000, 2_000, 500
@@ -156,10 +153,12 @@ def markdown(doc: dict) -> str:
              "beyond noise here is none.", ""]
     lines += [*_summary(doc), ""]
     for name, m in doc["models"].items():
-        lines += [f"## {name}", "", f"Measured by `{m['command']}`; {m['training_images']:,} training images; "
-                  f"validation: {m['validation']}.",
+        measured = f" ({provenance_line(m['provenance']).rstrip('.')})" if "provenance" in m else ""
+        lines += [f"## {name}", "", f"Measured by `{m['command']}`{measured}; {m['training_images']:,} training "
+                  f"images; validation: {m['validation']}.",
                   "", *_table(m), ""]
-    lines += [provenance_line(doc["provenance"]), ""]
+    if any("provenance" not in m for m in doc["models"].values()):
+        lines += [provenance_line(doc["provenance"]), ""]
     return "\n".join(lines)
 
 
@@ -168,26 +167,8 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=Path("/tmp/toolkit-finetune"))
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--data-dir", type=Path, default=None, help="MNIST's folder (default: $TOOLKIT_DATA_DIR)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--from-json", action="store_true", help="only rewrite FINETUNE_RECIPES.md from the JSON")
-    args = p.parse_args()
-    out = args.out / "finetune-recipes.json"
-    if args.from_json:
-        atomic_write_text(BENCHMARKS / "FINETUNE_RECIPES.md", markdown(read_json(out)))
-        return
-    import os
-
-    data_dir = args.data_dir or Path(os.environ["TOOLKIT_DATA_DIR"])
-    command = ("python benchmarks/finetune_recipes.py " + " ".join(sys.argv[1:])).rstrip()
-    doc = read_json(out) if out.is_file() else {"models": {}}  # --models runs some: the others stay as measured
-    doc["command"] = command
-    for name in args.models:
-        doc["models"][name] = {**measure(name, args.work, data_dir, args.epochs), "command": command}
-        doc["provenance"] = provenance()
-        atomic_write_json(out, doc)
-    atomic_write_text(BENCHMARKS / "FINETUNE_RECIPES.md", markdown(doc))
-    print(f"wrote {out} and {BENCHMARKS / 'FINETUNE_RECIPES.md'}", file=sys.stderr)
+    per_model_main(p, "finetune_recipes.py", "finetune-recipes.json", "FINETUNE_RECIPES.md", markdown,
+                   lambda name, args, data_dir: measure(name, args.work, data_dir, args.epochs))
 
 
 if __name__ == "__main__":

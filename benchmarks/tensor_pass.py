@@ -17,14 +17,12 @@ and the search's time. Writes results/tensor-pass.json and TENSOR_PASS.md (every
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
-from _common import BENCHMARKS, RESULTS, parser, provenance_line, run_toolkit
+from _common import parser, per_model_main, provenance_line, run_toolkit
 
-from toolkit.artifacts import atomic_write_json, atomic_write_text, read_json
-from toolkit.provenance import provenance
+from toolkit.artifacts import read_json
 
 MODELS = ("mobilenetv2", "mobilenetv3small", "efficientnetb0")
 VAL_IMAGES = 10_000
@@ -134,27 +132,8 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--work", type=Path, default=Path("/tmp/toolkit-tensor"))
     p.add_argument("--models", nargs="+", default=list(MODELS))
-    p.add_argument("--data-dir", type=Path, default=None, help="MNIST's folder (default: $TOOLKIT_DATA_DIR)")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--from-json", action="store_true", help="only rewrite TENSOR_PASS.md from the JSON")
-    args = p.parse_args()
-    out = args.out / "tensor-pass.json"
-    if args.from_json:
-        atomic_write_text(BENCHMARKS / "TENSOR_PASS.md", markdown(read_json(out)))
-        return
-    import os
-
-    data_dir = args.data_dir or Path(os.environ["TOOLKIT_DATA_DIR"])
-    command = ("python benchmarks/tensor_pass.py " + " ".join(sys.argv[1:])).rstrip()
-    doc = read_json(out) if out.is_file() else {"models": {}}  # --models runs some: the others stay as measured
-    doc["command"] = command
-    for name in args.models:
-        print(f"{name}: training (if needed), exporting twice, parity", file=sys.stderr, flush=True)
-        doc["models"][name] = {**measure(name, args.work, data_dir), "command": command, "provenance": provenance()}
-    doc["provenance"] = provenance()
-    atomic_write_json(out, doc)
-    atomic_write_text(BENCHMARKS / "TENSOR_PASS.md", markdown(doc))
-    print(f"wrote {out} and {BENCHMARKS / 'TENSOR_PASS.md'}", file=sys.stderr)
+    per_model_main(p, "tensor_pass.py", "tensor-pass.json", "TENSOR_PASS.md", markdown,
+                   lambda name, args, data_dir: measure(name, args.work, data_dir))
 
 
 if __name__ == "__main__":

@@ -340,15 +340,14 @@ def distillation_loss(temperature: float, probabilities: bool = False, kind: str
         kl = ops.mean(ops.sum(t * (log_t - log_s), axis=-1)) * temperature**2
         if kind == "kl":
             return kl
-        # kl+margin: the teacher's class must stay on top by a margin of its own (half its lead, at most 1)
-        top = ops.argmax(teacher, axis=-1)
-        onehot = ops.one_hot(top, teacher.shape[-1])
-        lead = ops.max(teacher - 1e9 * onehot, axis=-1)
-        t_lead = ops.sum(teacher * onehot, axis=-1) - lead
+        # the teacher's class must stay on top by a margin: kl+margin, half the teacher's own lead (at most 1);
+        # kl+hinge, 1 logit whatever the teacher's lead
+        onehot = ops.one_hot(ops.argmax(teacher, axis=-1), teacher.shape[-1])
         s_top = ops.sum(student * onehot, axis=-1)
         s_other = ops.max(student - 1e9 * onehot, axis=-1)
-        if kind == "kl+hinge":  # a fixed margin: the teacher's class on top by 1 logit, whatever the teacher's lead
+        if kind == "kl+hinge":
             return kl + ops.mean(ops.relu(s_other - s_top + 1.0))
+        t_lead = ops.sum(teacher * onehot, axis=-1) - ops.max(teacher - 1e9 * onehot, axis=-1)
         return kl + ops.mean(ops.relu(s_other - s_top + ops.minimum(0.5 * t_lead, 1.0)))
 
     return loss
