@@ -1,5 +1,6 @@
-"""The int8 ladder (toolkit/export/ladder.py): fine-tuning only where the search on the model's own weights misses
-the budget, and its file kept only where its own search meets it. The builds are scripted; the files are real."""
+"""The int8 ladder (toolkit/export/ladder.py): a weight step (learned rounding, then fine-tuning) only where the
+search on the weights before it misses the budget, and its file kept only where its own search meets it. The builds
+are scripted; the files are real."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.export.ladder import FIRST, SECOND, climb
+from toolkit.export.ladder import FIRST, ROUNDING, SECOND, Rung, climb
 from toolkit.export.variant import VariantFailed
 
 
@@ -34,9 +35,13 @@ def _builder(generation, outcomes: dict, calls: list):
     return build
 
 
-def _climb(tmp_path, outcomes, tuned_to):
+def _climb(tmp_path, outcomes, tuned_to, rounded_to=None):
+    """The ladder with fine-tuning (making ``tuned_to``), and learned rounding before it when ``rounded_to``."""
     generation, calls, tunes = _Generation(tmp_path), [], []
-    entry = climb(_builder(generation, outcomes, calls), "own", lambda: tunes.append(1) or tuned_to, generation)
+    steps = [Rung(SECOND, lambda: tunes.append(1) or tuned_to, "tuned weights", "kept its own")]
+    if rounded_to is not None:
+        steps.insert(0, Rung(ROUNDING, lambda: tunes.append(0) or rounded_to, "rounded weights", "kept its own"))
+    entry = climb(_builder(generation, outcomes, calls), "own", steps, generation)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["tflite-int8.cc", "tflite-int8.tflite"]  # nothing left aside
     return entry, calls, tunes, (tmp_path / "tflite-int8.tflite").read_text()
@@ -62,3 +67,19 @@ def test_the_fine_tuned_file_replaces_the_first_only_when_its_search_meets_the_b
     assert entry["ladder"][1]["kept"] is (kept == "tuned")
     assert ("weights" in entry) is (kept == "tuned")
     assert entry["accuracy_control"]["met"] is (kept == "tuned")
+
+
+@pytest.mark.parametrize("rounded, tuned, built, kept, tunes", [
+    (True, None, ["own", "rounded"], "rounded", [0]),  # learned rounding met it: no fine-tuning
+    (False, True, ["own", "rounded", "tuned"], "tuned", [0, 1]),  # it missed: fine-tuning's file kept
+    (False, False, ["own", "rounded", "tuned"], "own", [0, 1]),  # both missed: the first rung's file stands
+    ("own", True, ["own", "tuned"], "tuned", [0, 1]),  # rounding kept the own weights: nothing built, next rung
+])
+def test_learned_rounding_is_the_rung_before_fine_tuning(tmp_path, rounded, tuned, built, kept, tunes):
+    outcomes = {"own": False, "rounded": rounded, "tuned": tuned}
+    entry, calls, made, content = _climb(tmp_path, outcomes, "tuned", rounded_to="own" if rounded == "own" else "rounded")
+    assert calls == built and content == kept and made == tunes
+    assert [r["rung"] for r in entry["ladder"]] == [FIRST, ROUNDING, SECOND]
+    assert entry.get("weights") == {"own": None, "rounded": "rounded weights", "tuned": "tuned weights"}[kept]
+    if kept == "rounded":
+        assert "skipped" in entry["ladder"][2]

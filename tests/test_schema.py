@@ -13,9 +13,10 @@ from toolkit.errors import DataError
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = {schema.MANIFEST, schema.TRAIN, schema.PARITY, schema.PARITY_MD, schema.BENCH, schema.GATE, schema.FOOTPRINT,
-          schema.RECIPE, schema.REPORT, schema.LABELS, schema.MODEL, schema.PARITY_PNG, schema.FINETUNED_MODEL}
+          schema.RECIPE, schema.REPORT, schema.LABELS, schema.MODEL, schema.PARITY_PNG, schema.FINETUNED_MODEL,
+          schema.ROUNDED_MODEL}
 NAMES = {"MANIFEST", "TRAIN", "PARITY", "PARITY_MD", "PARITY_PNG", "BENCH", "GATE", "FOOTPRINT", "RECIPE", "REPORT",
-         "LABELS", "MODEL", "FINETUNED_MODEL"}
+         "LABELS", "MODEL", "FINETUNED_MODEL", "ROUNDED_MODEL"}
 # the directory's mechanics (locks, generations, atomic writes) that only ExportDir and its helpers call
 MECHANICS = {"read_manifest", "reading", "writing", "verify_entry", "artifact_path", "reference_model_path",
              "MANIFEST"}

@@ -93,6 +93,7 @@ class ExportConfig:
     fine_tune: bool = False  # int8 variants from weights fine-tuned toward the model (toolkit/quantize/)
     fine_tune_epochs: int | None = None  # None: toolkit/quantize/finetune.py's default
     fine_tune_images: int | None = None
+    learned_rounding: bool = False  # int8 variants from weights whose rounding was learned (toolkit/quantize/)
     npu: tuple[str, ...] = ()  # NPU configurations the int8 files are for (toolkit/targets)
     verbose: bool = True
 
@@ -128,10 +129,17 @@ class ExportConfig:
         if self.fine_tune and self.model is not None and Path(self.model).suffix.lower() != ".keras":
             raise UsageError(f"--fine-tune trains the Keras model toward its int8 form; {self.model} is not a Keras "
                              "model", hint="fine-tune in your own framework, or drop --fine-tune")
+        if self.learned_rounding and self.model is not None and Path(self.model).suffix.lower() != ".keras":
+            raise UsageError(f"--learned-rounding rounds the Keras model's weights; {self.model} is not a Keras model",
+                             hint="drop --learned-rounding")
+        if self.learned_rounding and self.fine_tune and self.max_accuracy_drop is None:
+            raise UsageError("--learned-rounding and --fine-tune are two rungs of the int8 ladder: together they need "
+                             "--max-accuracy-drop (the budget that decides whether the next rung runs)",
+                             hint="add --max-accuracy-drop, or keep one of the two")
         if (self.fine_tune_epochs or self.fine_tune_images) and not self.fine_tune:
             raise UsageError("--fine-tune-epochs and --fine-tune-images apply with --fine-tune")
         if exporters is not None and (self.max_accuracy_drop is not None or self.recipe is not None
-                                      or self.fine_tune):
+                                      or self.fine_tune or self.learned_rounding):
             from toolkit.exporters import require_controllable
 
             require_controllable(exporters)

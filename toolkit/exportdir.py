@@ -180,3 +180,7 @@ class Generation:
     labels_path = _in_root(schema.LABELS)
     work_path = _in_root(".work")  # the formats' scratch files, removed before the commit
     finetuned_model_path = _in_root(schema.FINETUNED_MODEL)
+
+    def rounded_model_path(self, levels: int) -> Path:
+        """The weights learned rounding put on a grid of -levels..levels (one file per grid)."""
+        return self.path / schema.ROUNDED_MODEL.format(levels=levels)

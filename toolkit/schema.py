@@ -34,6 +34,8 @@ LABELS = "labels.txt"
 MODEL = "model.keras"  # the trained model (``toolkit train``)
 PARITY_PNG = "parity-disagreements.png"
 FINETUNED_MODEL = "int8-finetuned.keras"  # in a generation directory: the fine-tuned weights its int8 came from
+# in a generation directory: the weights with learned rounding on a grid of -levels..levels its int8 came from
+ROUNDED_MODEL = "int8-rounded-w{levels}.keras"
 
 # --- versions: bump on a change a reader of the old version would misread ---------------------------
 VERSIONS = {MANIFEST: 1, PARITY: 1, BENCH: 1, GATE: 1, FOOTPRINT: 1}

@@ -69,7 +69,8 @@ def rebuild(exports: ExportDir | Path, data_dir: Path | None = None, verbose: bo
             min_agreement=recorded.get("min_agreement"),
             recipe=Path(recorded["recipe"]) if recorded.get("recipe") else None,
             fine_tune=recorded.get("fine_tune", False), fine_tune_epochs=recorded.get("fine_tune_epochs"),
-            fine_tune_images=recorded.get("fine_tune_images"), npu=tuple(recorded.get("npu") or ()),
+            fine_tune_images=recorded.get("fine_tune_images"),
+            learned_rounding=recorded.get("learned_rounding", False), npu=tuple(recorded.get("npu") or ()),
         ), chosen)
     rebuilt = {e["variant"]: e for e in again["artifacts"]}
     differs = []

@@ -325,6 +325,13 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                       help="at most this many passes over the training images; after each, the simulated int8 model is "
                       "checked on the validation images; the model's own weights are kept unless an epoch agrees "
                       "with it on more of them beyond noise (default: 3)")
+    tune.add_argument("--learned-rounding", action="store_true",
+                      help="a cheaper step before fine-tuning: learn, layer by layer, whether each weight rounds down or "
+                      "up on the exporter's int8 grid so that the layer's output on the calibration images reproduces "
+                      "the model's (AdaRound), then correct each layer's bias by its mean error; the weights stay on the "
+                      "grid, so every int8 format holds the chosen integers. The model's own weights are kept unless "
+                      "the simulated int8 model agrees with it on more validation images beyond noise; with "
+                      "--max-accuracy-drop, only where the search on the model's own weights misses the budget")
     tune.add_argument("--fine-tune-images", type=positive_int, default=None, metavar="N",
                       help="training images per pass, a fixed-seed sample when there are more (default: 20,000)")
 
@@ -340,7 +347,7 @@ def export_settings(args: argparse.Namespace) -> tuple[dict, list]:
                 max_accuracy_drop=args.max_accuracy_drop, max_fallback_layers=args.max_fallback_layers,
                 recipe=args.recipe, min_agreement=args.min_agreement, fine_tune=args.fine_tune,
                 fine_tune_epochs=args.fine_tune_epochs, fine_tune_images=args.fine_tune_images,
-                npu=tuple(args.npu), max_slowdown=args.max_slowdown), chosen
+                learned_rounding=args.learned_rounding, npu=tuple(args.npu), max_slowdown=args.max_slowdown), chosen
 
 
 def check_export_flags(args: argparse.Namespace) -> None:

@@ -72,18 +72,25 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                     raise failed_write from None
                 raise
             bar = stack.enter_context(progress_bar(len(exporters), "export", unit="variant", verbose=cfg.verbose))
-            entries, failed, tuned = _variants(cfg, exporters, ctx, inp, generation, calibration,
-                                               support_by_format, bar)
+            entries, failed, made = _variants(cfg, exporters, ctx, inp, generation, calibration,
+                                              support_by_format, bar)
             if not entries:
                 raise ConversionError(
                     "no variant could be exported: " + "; ".join(f"{f['variant']}: {f['reason']}" for f in failed),
                     hint="the previous export, if any, is unchanged")
             shutil.rmtree(workdir)
             manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, generation)
-            if tuned:
-                from toolkit.export.ladder import fine_tuning_record
+            if made:
+                from toolkit.export.ladder import ROUNDED_WEIGHTS, TUNED_WEIGHTS, step_record
 
-                manifest["fine_tuning"] = fine_tuning_record(tuned[0][1], entries, ladder=cfg.max_accuracy_drop is not None)
+                ladder = cfg.max_accuracy_drop is not None
+                for key, (_, record) in made.items():
+                    if key[0] == "fine_tuning":
+                        manifest["fine_tuning"] = step_record(record, entries, ladder, TUNED_WEIGHTS)
+                    else:  # one record per weight grid (the formats' grids differ: onnxruntime's is 7-bit)
+                        grid = f"-{key[1]}..{key[1]}"
+                        manifest.setdefault("learned_rounding", {})[grid] = step_record(
+                            record, entries, ladder, ROUNDED_WEIGHTS.format(grid=grid))
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
                 manifest["accuracy_control"] = {"recipe": exports.recipe_path.name,
@@ -102,20 +109,41 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
         return manifest
 
 
+def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generation, made: dict) -> list:
+    """The weight steps the flags ask for (toolkit/export/ladder.py's rungs) for an int8 ``exporter``, each made
+    once per export on first use (learned rounding once per weight grid) and kept in ``made`` (key -> (context,
+    record))."""
+    from toolkit.export import ladder
+
+    def once(key, make):
+        def context():
+            if key not in made:
+                made[key] = make()
+            return made[key][0]
+        return context
+
+    steps = []
+    if cfg.learned_rounding:
+        from toolkit.quantize.step import rounded_context
+
+        levels = exporter.weight_levels
+        steps.append(ladder.Rung(ladder.ROUNDING, once(("learned_rounding", levels), lambda: rounded_context(
+            cfg, ctx, generation, levels)), ladder.ROUNDED_WEIGHTS.format(grid=f"-{levels}..{levels}"), "the learned rounding was not better than the "
+            "model's own weights beyond noise: the file before it stands"))
+    if cfg.fine_tune:
+        from toolkit.quantize.step import fine_tuned_context
+
+        steps.append(ladder.Rung(ladder.SECOND, once(("fine_tuning",), lambda: fine_tuned_context(
+            cfg, ctx, inp.data, inp.prep, inp.info, generation)), ladder.TUNED_WEIGHTS, "fine-tuning kept the "
+            "model's own weights (no epoch agreed better beyond noise): the file before it stands"))
+    return steps
+
+
 def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation: Generation, calibration: dict,
-              support_by_format: dict, bar) -> tuple[list, list, list]:
-    """Every variant built into the generation: (manifest entries, failure records, [(the fine-tuned model's
-    context, its record)] when --fine-tune made one for the first int8 variant)."""
-    entries, failed, tuned = [], [], []
-
-    def tuned_context():
-        """The fine-tuned model's context, made once for the first int8 variant that asks."""
-        if not tuned:
-            from toolkit.quantize.step import fine_tuned_context
-
-            tuned.append(fine_tuned_context(cfg, ctx, inp.data, inp.prep, inp.info, generation))
-        return tuned[0][0]
-
+              support_by_format: dict, bar) -> tuple[list, list, dict]:
+    """Every variant built into the generation: (manifest entries, failure records, {manifest key: (the context,
+    the record)} of the weight steps --learned-rounding and --fine-tune made for the int8 variants)."""
+    entries, failed, made = [], [], {}
     for exporter in exporters:
         bar.update(1)
         bar.set_postfix_str(exporter.variant)
@@ -123,29 +151,30 @@ def _variants(cfg: ExportConfig, exporters: list[Exporter], ctx, inp, generation
         if not support["supported"]:
             failed.append(variant_failure(exporter, "op-check", support["error"]))
             continue
-        use = ctx
-        fine_tune = cfg.fine_tune and exporter.quantization == "int8"
+        stepped = _steps(cfg, exporter, ctx, inp, generation, made) if exporter.quantization == "int8" else []
 
         def build(context, exporter=exporter):
             return build_variant(exporter, context, inp, generation, calibration, lambda line: log(cfg, line))
 
         try:
-            if fine_tune and cfg.max_accuracy_drop is not None:  # the ladder: fine-tuning only where the search fails
+            if stepped and cfg.max_accuracy_drop is not None:  # the ladder: a weight step only where the search fails
                 from toolkit.export.ladder import climb
 
-                entry = climb(build, ctx, tuned_context, generation, lambda line: log(cfg, line))
-            else:
-                use = tuned_context() if fine_tune else ctx
+                entry = climb(build, ctx, stepped, generation, lambda line: log(cfg, line))
+            elif stepped:  # without a budget, the one step asked for (config refuses two)
+                use = stepped[0].context()
                 entry = build(use)
+                if use is not ctx:
+                    entry["weights"] = stepped[0].weights
+            else:
+                entry = build(ctx)
         except VariantFailed as exc:
             failed.append(exc.record)
             continue
-        if use is not ctx:
-            entry["weights"] = "fine-tuned toward the model (manifest: fine_tuning)"
         if cfg.npu:
             _npu_rows(cfg, exporter, entry, generation)
         entries.append(entry)
-    return entries, failed, tuned
+    return entries, failed, made
 
 
 def _npu_rows(cfg: ExportConfig, exporter: Exporter, entry: dict, generation: Generation) -> None:

@@ -82,6 +82,9 @@ class Exporter:
     # "closest-float" (the float export closest to the trained model)
     roles: tuple[str, ...] = ()
     style: tuple[str, str] | None = None  # (colour, marker) in every plot (toolkit/style.py), else from its name
+    # int8 weights: the grid's levels each side of zero (per channel, symmetric: step = the channel's largest
+    # magnitude / weight_levels), the grid learned rounding puts the weights on (toolkit/quantize/rounding.py)
+    weight_levels: int = 127
 
     @property
     def calibrated(self) -> bool:
@@ -120,7 +123,8 @@ register_format, get_format, load_all = FORMATS.register, FORMATS.get, FORMATS.l
 
 def register(variant: str, *, format: str, quantization: str, suffix: str, default: bool,
              available: Callable[[], bool] = lambda: True, reproducible: bool = True, controllable: bool = False,
-             roles: tuple[str, ...] = (), style: tuple[str, str] | None = None) -> Callable[[Build], Build]:
+             roles: tuple[str, ...] = (), style: tuple[str, str] | None = None,
+             weight_levels: int = 127) -> Callable[[Build], Build]:
     """Register the decorated ``build`` as the exporter of ``variant`` (a variant of a declared format)."""
     if quantization not in QUANTIZE_MODES:
         raise ValueError(f"{variant}: quantization {quantization!r} is not one of {QUANTIZE_MODES}")
@@ -128,7 +132,7 @@ def register(variant: str, *, format: str, quantization: str, suffix: str, defau
     def wrap(fn: Build) -> Build:
         _EXPORTERS[variant] = Exporter(variant, format, quantization, suffix, fn, default, available,
                                        reproducible=reproducible, controllable=controllable, roles=roles,
-                                       style=style)
+                                       style=style, weight_levels=weight_levels)
         return fn
 
     return wrap

@@ -103,7 +103,7 @@ class Simulation:
     """The model's forward pass with its int8 arithmetic simulated (or not: ``quantize=False``), walking
     the functional graph node by node (as Keras' own ``Functional`` call does)."""
 
-    def __init__(self, model):
+    def __init__(self, model, weight_levels: int = 127):
         import keras
 
         # a Sequential model walks the functional graph Keras builds for it (the same layer objects)
@@ -137,6 +137,7 @@ class Simulation:
                 self.fold[id(op)] = producer
                 self.folded[id(producer)] = op
         self.ranges: dict[str, object] = {}  # quantization point -> keras.Variable([lo, hi])
+        self.weight_levels = weight_levels  # the exporter's weight grid: -levels..levels per channel
         self._keras = keras
 
     def fold_batchnorms(self) -> None:
@@ -205,13 +206,18 @@ class Simulation:
         return self._keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
 
     def _fq_weights(self, kernel, quantize: bool):
-        """Per output channel (the last axis), symmetric, -127..127 (narrow range)."""
+        """Per output channel (the last axis), symmetric, -127..127 (narrow range; or -levels..levels, the
+        rounding's gradient passed straight through)."""
         if not quantize:
             return kernel
         ops = self._keras.ops
         flat = ops.reshape(kernel, (-1, kernel.shape[-1]))
         bound = ops.maximum(ops.max(ops.abs(flat), axis=0), 1e-12)
         bound = ops.stop_gradient(bound)
+        if self.weight_levels != 127:
+            step = bound / self.weight_levels
+            q = flat + ops.stop_gradient(ops.round(flat / step) * step - flat)
+            return ops.reshape(q, kernel.shape)
         q = self._keras.quantizers.fake_quant_with_min_max_vars(flat, -bound, bound, num_bits=8, narrow_range=True,
                                                                 axis=-1)
         return ops.reshape(q, kernel.shape)

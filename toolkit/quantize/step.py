@@ -1,7 +1,7 @@
-"""Fine-tuning as a step of `toolkit export`: the user's model fine-tuned once per export (toolkit/quantize/
-finetune.py), saved in the generation beside the files made from it, and an export context whose model is
-the fine-tuned one, for the int8 variants only. The float variants, every check and parity's reference stay
-the user's own model."""
+"""The weight steps of `toolkit export` (learned rounding, fine-tuning): the user's model transformed once per
+export (toolkit/quantize/rounding.py, finetune.py), saved in the generation beside the files made from it, and an
+export context whose model is the transformed one, for the int8 variants only. The float variants, every check and
+parity's reference stay the user's own model."""
 
 from __future__ import annotations
 
@@ -18,15 +18,73 @@ def settings_from(cfg):
                             estimator=cfg.calibration_method if cfg.calibration_method in ESTIMATORS else d.estimator)
 
 
+def _saved(ctx, model, path, record: dict, generation, workname: str):
+    """``model`` saved at ``path`` in the generation (normalized as every Keras archive the toolkit writes), its
+    entry in ``record``, and the export context made from it."""
+    from toolkit.provenance import sha256_file
+    from toolkit.reproducible import source_date_epoch
+
+    model.save(path)
+    epoch = source_date_epoch()
+    if epoch is not None:
+        from toolkit.reproducible import normalize_keras_archive
+
+        normalize_keras_archive(path, epoch)
+    record["model"] = {"path": generation.recorded(path.name), "sha256": sha256_file(path),
+                       "bytes": path.stat().st_size}
+    workdir = ctx.workdir / workname
+    workdir.mkdir()
+    return ctx.derived(model=model, model_path=path, workdir=workdir)
+
+
+def rounded_context(cfg, ctx, generation, levels: int):
+    """(the export context of the model with learned rounding on a grid of -levels..levels (the exporter's), the
+    manifest's record of it): the same ``ctx`` when the rounding did not agree better with the model beyond noise
+    on the validation images."""
+    import time
+
+    from toolkit.quantize.rounding import RoundingSettings, judge, learn_rounding
+    from toolkit.ranges import ESTIMATORS
+
+    d = RoundingSettings()
+    settings = RoundingSettings(estimator=cfg.calibration_method if cfg.calibration_method in ESTIMATORS
+                                else d.estimator, levels=levels)
+    started = time.perf_counter()
+    images = ctx.calibration_images.astype(np.float32)
+    ctx.log(f"  learned rounding (AdaRound, then bias correction) onto int8 weights -{levels}..{levels}, on "
+            f"{min(len(images), settings.images):,} calibration images, {settings.iterations:,} steps per layer")
+    model, record = learn_rounding(ctx.model, images, settings, log=ctx.log)
+    val = ctx.validation() if ctx.validation is not None else None
+    record["validation"] = val.description if val is not None else None
+    what = "learned weight rounding (AdaRound) and bias correction (toolkit/quantize/rounding.py)"
+    if val is not None:
+        record["judged"] = verdict = judge(ctx.model, model, (val.images, val.reference), images, settings.estimator,
+                                                   levels)
+        ctx.log(f"  learned rounding: simulated int8 agrees with the model on {100 * verdict['learned_agreement']:.2f}% "
+                f"of {verdict['validation_images']:,} validation images (own weights: "
+                f"{100 * verdict['own_agreement']:.2f}%; difference 95% CI {verdict['learned_minus_own_ci_points'][0]:+.2f} "
+                f"to {verdict['learned_minus_own_ci_points'][1]:+.2f} points)")
+        if verdict["kept"] == "own":
+            record.update(what=what + ": not better than the model's own weights beyond noise on the validation "
+                                      "images, so the int8 variants are made from the model's own weights",
+                          total_seconds=round(time.perf_counter() - started, 1))
+            ctx.log("  learned rounding: not better beyond noise; the int8 variants use the model's own weights")
+            return ctx, record
+    record.update(what=what + ": the int8 variants are made from these weights (on the exporters' grid); parity's "
+                              "reference is the user's model",
+                  variants="the int8 variants (tflite-int8, tflite-micro, onnx-int8)")
+    derived = _saved(ctx, model, generation.rounded_model_path(levels), record, generation, f"rounded-w{levels}")
+    record["total_seconds"] = round(time.perf_counter() - started, 1)
+    return derived, record
+
+
 def fine_tuned_context(cfg, ctx, data, prep, info, generation):
     """(the export context of the fine-tuned model, the manifest's ``fine_tuning`` record); its weights saved in
     ``generation`` (toolkit.exportdir.Generation)."""
     import time
 
     from toolkit.datasets import sample_indices
-    from toolkit.provenance import sha256_file
     from toolkit.quantize.finetune import fine_tune
-    from toolkit.reproducible import source_date_epoch
     from toolkit.runners.keras import KerasRunner
 
     settings = settings_from(cfg)
@@ -50,22 +108,13 @@ def fine_tuned_context(cfg, ctx, data, prep, info, generation):
                       total_seconds=round(time.perf_counter() - started, 1))
         ctx.log("  fine-tuning: no epoch improved on the model's own weights; the int8 variants use them")
         return ctx, record
-    path = generation.finetuned_model_path
-    model.save(path)
-    epoch = source_date_epoch()
-    if epoch is not None:
-        from toolkit.reproducible import normalize_keras_archive
-
-        normalize_keras_archive(path, epoch)
     record.update(
         what="quantization-aware fine-tuning toward the float model (toolkit/quantize/finetune.py): the int8 "
              "variants are made from these weights; parity's reference is the user's model",
-        model={"path": generation.recorded(path.name), "sha256": sha256_file(path), "bytes": path.stat().st_size},
         training_images={"count": count, "source": f"{data.kind} training split ({population:,} images), fixed-seed "
                                                   "sample" if count < population else f"{data.kind} training split"},
-        total_seconds=round(time.perf_counter() - started, 1),
         variants="the int8 variants (tflite-int8, tflite-micro, onnx-int8)",
     )
-    workdir = ctx.workdir / "finetuned"
-    workdir.mkdir()
-    return ctx.derived(model=model, model_path=path, workdir=workdir), record
+    derived = _saved(ctx, model, generation.finetuned_model_path, record, generation, "finetuned")
+    record["total_seconds"] = round(time.perf_counter() - started, 1)
+    return derived, record

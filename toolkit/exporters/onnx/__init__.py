@@ -397,7 +397,7 @@ ONNX_LEVELS = ("int8", "float")
 
 
 @register("onnx-int8", format="onnx", quantization="int8", suffix=".onnx", default=True, controllable=True,
-          style=("#d62728", "X"))
+          style=("#d62728", "X"), weight_levels=64 if REDUCE_RANGE else 127)  # onnxruntime's 7-bit grid: -64..64
 def onnx_int8(ctx: ExportContext, path: Path) -> dict:
     from toolkit import ranges
 
