@@ -24,6 +24,7 @@ weights' share of the int8 error (22% on MobileNetV2, 0% measurable on MobileNet
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -69,10 +70,8 @@ def _layer_inputs(sim, op, images: np.ndarray, quantize: bool, batch: int = 64) 
     sim._weight_layer = hook
     try:
         for i in range(0, len(images), batch):
-            try:
+            with contextlib.suppress(_Captured):
                 sim(images[i : i + batch], quantize=quantize)
-            except _Captured:
-                pass
     finally:
         del sim._weight_layer
     return np.concatenate(captured)
@@ -112,28 +111,19 @@ def _bias_of(sim, op):
     return bn.beta if bn is not None and bn.center else None
 
 
-def learn_layer(op, x_q: np.ndarray, target: np.ndarray, bias, settings: RoundingSettings, rng) -> dict:
-    """AdaRound on one layer: its kernel replaced by one on its grid whose rounding was learned so that the
-    layer's output on ``x_q`` (its simulated int8 inputs) reproduces ``target`` (the float model's output)."""
+def _learned_up(op, x_q: np.ndarray, target: np.ndarray, bias, floor: np.ndarray, rest: np.ndarray,
+                scale: np.ndarray, settings: RoundingSettings, rng) -> tuple[np.ndarray, Callable]:
+    """AdaRound's optimization: (per weight, 1 where it rounds up; the output error of a choice of ups)."""
+    import keras
     import tensorflow as tf
 
-    ops_kernel = _grid_layout(op, op.kernel.numpy())
-    flat = ops_kernel.reshape(-1, ops_kernel.shape[-1])
     levels = float(settings.levels)
-    scale = np.maximum(np.abs(flat).max(0), 1e-12) / levels
-    scaled = ops_kernel / scale
-    floor = np.floor(scaled)
-    rest = np.clip(scaled - floor, 1e-4, 1 - 1e-4)
-    v = tf.Variable(-np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0).astype(np.float32))
+    rest = np.clip(rest, 1e-4, 1 - 1e-4)
+    v = tf.Variable(-np.log((ZETA - GAMMA) / (rest - GAMMA) - 1.0).astype(np.float32))  # soft(v) = rest
     floor_t, scale_t = tf.constant(floor, tf.float32), tf.constant(scale.astype(np.float32))
     b = None if bias is None else tf.constant(bias.numpy())
-    import keras
-
     optimizer = keras.optimizers.Adam(settings.learning_rate)
     optimizer.build([v])
-
-    def soft():
-        return tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
     def reconstruction(xb, yb, h):
         y = _apply(op, xb, scale_t * tf.clip_by_value(floor_t + h, -levels, levels), b)
@@ -142,44 +132,54 @@ def learn_layer(op, x_q: np.ndarray, target: np.ndarray, bias, settings: Roundin
     @tf.function(reduce_retracing=True)
     def step(xb, yb, beta, lam):
         with tf.GradientTape() as tape:
-            h = soft()
-            rec = reconstruction(xb, yb, h)
-            loss = rec + lam * tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
+            h = tf.clip_by_value(tf.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+            loss = reconstruction(xb, yb, h) + lam * tf.reduce_sum(1.0 - tf.pow(tf.abs(2.0 * h - 1.0), beta))
         optimizer.apply_gradients([(tape.gradient(loss, v), v)])
-        return rec
 
-    def hard_error(h) -> float:
-        return float(np.mean([reconstruction(x_q[i : i + 64], target[i : i + 64], h).numpy()
-                              for i in range(0, len(x_q), 64)]))
-
-    nearest = hard_error(tf.constant(np.round(scaled) - floor, tf.float32))
     warm = int(settings.warm_start * settings.iterations)
     hi, lo = settings.beta
     for it in range(settings.iterations):
         pick = rng.choice(len(x_q), min(settings.batch_size, len(x_q)), replace=False)
-        if it < warm:
-            beta, lam = hi, 0.0
-        else:
-            beta, lam = hi + (lo - hi) * (it - warm) / max(1, settings.iterations - warm), settings.regularization
+        beta, lam = (hi, 0.0) if it < warm else (
+            hi + (lo - hi) * (it - warm) / max(1, settings.iterations - warm), settings.regularization)
         step(tf.constant(x_q[pick]), tf.constant(target[pick]), tf.constant(beta, tf.float32),
              tf.constant(lam, tf.float32))
-    up = (v.numpy() >= 0).astype(np.float32)
-    chosen = np.clip(floor + up, -levels, levels)
+
+    def error(up: np.ndarray) -> float:
+        h = tf.constant(up, tf.float32)
+        return float(np.mean([reconstruction(x_q[i : i + 64], target[i : i + 64], h).numpy()
+                              for i in range(0, len(x_q), 64)]))
+
+    return (v.numpy() >= 0).astype(np.float32), error
+
+
+def learn_layer(op, x_q: np.ndarray, target: np.ndarray, bias, settings: RoundingSettings, rng) -> dict:
+    """AdaRound on one layer: its kernel replaced by one on its grid whose rounding was learned so that the
+    layer's output on ``x_q`` (its simulated int8 inputs) reproduces ``target`` (the float model's output); the
+    exporters' own rounding (to nearest) where the learned one does not reproduce it better on ``x_q``."""
+    kernel = _grid_layout(op, op.kernel.numpy())
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    levels = float(settings.levels)
+    scale = np.maximum(np.abs(flat).max(0), 1e-12) / levels
+    scaled = kernel / scale
+    floor = np.floor(scaled)
+    up, error = _learned_up(op, x_q, target, bias, floor, scaled - floor, scale, settings, rng)
     # each channel's largest magnitude stays on +-levels, so the exporters compute the same step from the new kernel
-    top = np.abs(flat).argmax(0)
-    flat_chosen = chosen.reshape(flat.shape)
-    cols = np.arange(flat.shape[1])
-    flat_chosen[top, cols] = np.sign(flat[top, cols]) * levels
-    learned = hard_error(tf.constant(flat_chosen.reshape(chosen.shape) - floor, tf.float32))
-    if learned >= nearest:  # nothing learned: the exporters' own rounding stays
-        flat_chosen = np.round(scaled).reshape(flat.shape)
-        flat_chosen[top, cols] = np.sign(flat[top, cols]) * levels
-    new = (flat_chosen * scale).astype(np.float32).reshape(op.kernel.shape)
-    changed = int(np.sum(flat_chosen != np.round(scaled).reshape(flat.shape)))
-    op.kernel.assign(new)
-    return {"layer": op.name, "weights": int(flat.size), "rounded_other_way": changed,
-            "output_error_nearest": round(nearest, 6), "output_error_learned": round(min(learned, nearest), 6),
-            "kept": "learned" if learned < nearest else "nearest"}
+    top, cols = np.abs(flat).argmax(0), np.arange(flat.shape[1])
+
+    def pinned(chosen: np.ndarray) -> np.ndarray:
+        chosen = np.clip(chosen, -levels, levels).reshape(flat.shape)
+        chosen[top, cols] = np.sign(flat[top, cols]) * levels
+        return chosen.reshape(kernel.shape)
+
+    nearest, learned = pinned(np.round(scaled)), pinned(floor + up)
+    errors = {"nearest": error(nearest - floor), "learned": error(learned - floor)}
+    kept = "learned" if errors["learned"] < errors["nearest"] else "nearest"
+    chosen = learned if kept == "learned" else nearest
+    op.kernel.assign((chosen * scale).astype(np.float32).reshape(op.kernel.shape))
+    return {"layer": op.name, "weights": int(flat.size), "rounded_other_way": int(np.sum(chosen != nearest)),
+            "output_error_nearest": round(errors["nearest"], 6), "output_error_learned": round(errors["learned"], 6),
+            "kept": kept}
 
 
 def correct_bias(op, x_q: np.ndarray, target: np.ndarray, bias) -> float:
