@@ -130,7 +130,8 @@ def markdown(doc: dict) -> str:
              "model's own weights (rounded to nearest, as the exporters round them) and with the learned rounding; "
              "the paired 95% interval of the difference decides, as `--learned-rounding` does, whether the int8 "
              "files are made from the learned weights. *Layers*: where the learned rounding reproduced the layer's "
-             "float output better than rounding to nearest on the calibration images (elsewhere nearest is kept). "
+             "float output better than rounding to nearest on the fifth of the calibration images it did not learn on "
+             "(elsewhere nearest is kept). "
              "*s*: this machine, for learning the rounding of one grid.", "",
              "| model | grid (variants) | own weights | learned rounding | difference, points (95% CI) | verdict | "
              "layers learned | weights rounded the other way | s |",

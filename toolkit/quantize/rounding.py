@@ -46,6 +46,7 @@ class RoundingSettings:
     beta: tuple[float, float] = (20.0, 2.0)  # the regularizer's exponent, annealed from the first to the second
     warm_start: float = 0.2  # the first fifth of the iterations without the regularizer
     bias_correction: bool = True
+    held_out: float = 0.2  # of the images: not learned on; each layer keeps nearest unless learned is better there
     seed: int = 0
     estimator: str = "auto"  # the activation ranges simulated (toolkit/ranges.py)
     levels: int = 127  # the exporter's grid: per channel, symmetric, -levels..levels (onnxruntime's 7-bit: 64)
@@ -145,25 +146,27 @@ def _learned_up(op, x_q: np.ndarray, target: np.ndarray, bias, floor: np.ndarray
         step(tf.constant(x_q[pick]), tf.constant(target[pick]), tf.constant(beta, tf.float32),
              tf.constant(lam, tf.float32))
 
-    def error(up: np.ndarray) -> float:
+    def error(up: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
         h = tf.constant(up, tf.float32)
-        return float(np.mean([reconstruction(x_q[i : i + 64], target[i : i + 64], h).numpy()
-                              for i in range(0, len(x_q), 64)]))
+        return float(np.mean([reconstruction(x[i : i + 64], y[i : i + 64], h).numpy() for i in range(0, len(x), 64)]))
 
     return (v.numpy() >= 0).astype(np.float32), error
 
 
 def learn_layer(op, x_q: np.ndarray, target: np.ndarray, bias, settings: RoundingSettings, rng) -> dict:
     """AdaRound on one layer: its kernel replaced by one on its grid whose rounding was learned so that the
-    layer's output on ``x_q`` (its simulated int8 inputs) reproduces ``target`` (the float model's output); the
-    exporters' own rounding (to nearest) where the learned one does not reproduce it better on ``x_q``."""
+    layer's output on ``x_q`` (its simulated int8 inputs) reproduces ``target`` (the float model's output). The
+    last ``settings.held_out`` of the images are not learned on: the exporters' own rounding (to nearest) stays
+    unless the learned one reproduces the output better on them (a layer with many weights and few input
+    positions, as late layers of a small input, can fit the images it learns on and lose on others)."""
     kernel = _grid_layout(op, op.kernel.numpy())
     flat = kernel.reshape(-1, kernel.shape[-1])
     levels = float(settings.levels)
     scale = np.maximum(np.abs(flat).max(0), 1e-12) / levels
     scaled = kernel / scale
     floor = np.floor(scaled)
-    up, error = _learned_up(op, x_q, target, bias, floor, scaled - floor, scale, settings, rng)
+    fit = len(x_q) - max(1, int(round(settings.held_out * len(x_q))))
+    up, error = _learned_up(op, x_q[:fit], target[:fit], bias, floor, scaled - floor, scale, settings, rng)
     # each channel's largest magnitude stays on +-levels, so the exporters compute the same step from the new kernel
     top, cols = np.abs(flat).argmax(0), np.arange(flat.shape[1])
 
@@ -173,12 +176,12 @@ def learn_layer(op, x_q: np.ndarray, target: np.ndarray, bias, settings: Roundin
         return chosen.reshape(kernel.shape)
 
     nearest, learned = pinned(np.round(scaled)), pinned(floor + up)
-    errors = {"nearest": error(nearest - floor), "learned": error(learned - floor)}
+    errors = {k: error(v - floor, x_q[fit:], target[fit:]) for k, v in (("nearest", nearest), ("learned", learned))}
     kept = "learned" if errors["learned"] < errors["nearest"] else "nearest"
     chosen = learned if kept == "learned" else nearest
     op.kernel.assign((chosen * scale).astype(np.float32).reshape(op.kernel.shape))
     return {"layer": op.name, "weights": int(flat.size), "rounded_other_way": int(np.sum(chosen != nearest)),
-            "output_error_nearest": round(errors["nearest"], 6), "output_error_learned": round(errors["learned"], 6),
+            "held_out_error_nearest": round(errors["nearest"], 6), "held_out_error_learned": round(errors["learned"], 6),
             "kept": kept}
 
 
@@ -197,10 +200,12 @@ def learn_rounding(model, calibration_images: np.ndarray, settings: RoundingSett
     """A copy of ``model`` (BatchNormalizations folded) whose weights lie on the exporters' int8 grid with their
     rounding learned, and its biases corrected; returns (the model, a record of what was done)."""
     import keras
+    import tensorflow as tf
 
     from toolkit.quantize.finetune import Simulation
 
     keras.utils.set_random_seed(settings.seed)
+    tf.config.experimental.enable_op_determinism()
     rng = np.random.default_rng(settings.seed)
     started = time.perf_counter()
 
@@ -236,9 +241,9 @@ def learn_rounding(model, calibration_images: np.ndarray, settings: RoundingSett
         if settings.bias_correction and bias is not None:
             row["bias_correction_max"] = round(correct_bias(op, x_q, target, bias), 6)
         rows.append(row)
-        log(f"  learned rounding: layer {k}/{len(layers)} {op.name}: output error {row['output_error_nearest']:.4g} "
-            f"rounded to nearest, {row['output_error_learned']:.4g} learned "
-            f"({row['rounded_other_way']:,} of {row['weights']:,} weights the other way)")
+        log(f"  learned rounding: layer {k}/{len(layers)} {op.name}: output error on held-out images "
+            f"{row['held_out_error_nearest']:.4g} rounded to nearest, {row['held_out_error_learned']:.4g} learned; "
+            f"kept {row['kept']} ({row['rounded_other_way']:,} of {row['weights']:,} weights the other way)")
     record = {"settings": {**settings.__dict__, "beta": list(settings.beta)}, "images": int(len(images)),
               "layers": rows, "folded_batchnorms": len(student.fold),
               "seconds": round(time.perf_counter() - started, 1)}
