@@ -312,11 +312,15 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                          "trying float for speed (float runs on the CPU), and states which layers leave the NPU and "
                          "the estimated time it costs. Needs ethos-u-vela (pip install -e '.[npu]')")
     tune = p.add_argument_group(
-        "quantization-aware fine-tuning (tflite-int8, tflite-micro, onnx-int8)",
-        "fine-tune a copy of the model with its int8 arithmetic simulated (per-channel int8 weights with "
+        "weight steps for int8 (tflite-int8, tflite-micro, onnx-int8)",
+        "make the int8 variants from other weights than the model's own, judged by parity against your model: "
+        "--learned-rounding chooses how each weight rounds onto the exporter's int8 grid (seconds to minutes); "
+        "--fine-tune trains a copy of the model with its int8 arithmetic simulated (per-channel int8 weights with "
         "BatchNormalization folded, 8-bit activations at the exporter's ranges) so that it reproduces the model's own "
-        "logits on the training images (distillation: labels are not used), then make the int8 variants from those "
-        "weights. Parity still judges them against your model. Seeded: two runs give the same files")
+        "logits on the training images (distillation: labels are not used). Each keeps the model's own weights "
+        "unless its simulated int8 model agrees with the model on more validation images beyond noise. With "
+        "--max-accuracy-drop they are the ladder's later rungs, tried in that order only where the search misses "
+        "the budget. Seeded: two runs give the same files")
     tune.add_argument("--fine-tune", action="store_true",
                       help="make the int8 variants from fine-tuned weights; with --max-accuracy-drop, only where the "
                       "search on the model's own weights misses the budget, keeping the fine-tuned file only where its "

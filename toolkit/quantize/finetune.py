@@ -9,7 +9,9 @@ int8 model reproduces **the user's float model** (distillation: its logits are t
 not needed), as tfmot's QAT wrappers and NNCF's and AIMET's QAT do for their frameworks.
 
 What is simulated (what the TFLite converter builds for a full-integer model, as tfmot's registry
-says per layer; ONNX's Q/DQ graph quantizes the same tensors with the same weight scheme):
+says per layer; ONNX's Q/DQ graph quantizes the same tensors, its weights on onnxruntime's 7-bit grid,
+-64..64, which ``Simulation(model, weight_levels=64)`` simulates; fine-tuning trains through the 8-bit
+grid, and its onnx-int8 file rounds the tuned weights onto the 7-bit one):
 
 - weights of Conv2D, DepthwiseConv2D and Dense layers, per output channel, symmetric int8 (-127..127);
   a BatchNormalization whose only input is such a layer (and that layer's only consumer) is folded into
