@@ -147,3 +147,18 @@ def test_learned_rounding_flags_are_checked(capsys, tmp_path):
     onnx_model.write_bytes(b"")
     assert main(["export", "--model", str(onnx_model), "--learned-rounding"]) == 2
     assert "--learned-rounding rounds the Keras model's weights" in capsys.readouterr().err
+
+
+def test_the_report_says_which_weights_each_grid_used():
+    """The report's int8 lines (toolkit/report.py) give each grid's validation figures and which weights the int8
+    variants on it were made from."""
+    from toolkit.report import _int8_choice_lines
+
+    judged = {"validation_images": 5000, "own_agreement": 0.9886, "learned_agreement": 0.9974}
+    manifest = {"learned_rounding": {
+        "-127..127": {"judged": judged, "model": {"path": "g/int8-rounded-w127.keras"}, "total_seconds": 12.0,
+                      "variants": "the int8 variants (tflite-int8, tflite-micro, onnx-int8)"},
+        "-64..64": {"judged": {**judged, "learned_agreement": 0.9890}, "total_seconds": 11.0}}}
+    first, second = _int8_choice_lines(manifest)
+    assert "-127..127" in first and "98.86%" in first and "99.74%" in first and "made from it: the int8" in first
+    assert "-64..64" in second and "model's own weights" in second

@@ -180,9 +180,10 @@ def _int8_choice_lines(manifest: dict) -> list[str]:
     lines = []
     val = manifest.get("validation")
     if val:
-        lines.append(f"- The int8 choices (range estimator, accuracy search, fine-tuning) were judged on "
+        lines.append(f"- The int8 choices (range estimator, accuracy search, learned rounding, fine-tuning) were judged on "
                      f"{val['images']:,} validation images" + (f": **{val['note']}**." if val.get("note") else
                                                              ", named apart from the training images."))
+    lines += _rounding_lines(manifest.get("learned_rounding") or {})
     tuned = manifest.get("fine_tuning")
     if tuned:
         trained = [e for e in tuned.get("epochs", []) if e["epoch"] > 0]
@@ -199,6 +200,21 @@ def _int8_choice_lines(manifest: dict) -> list[str]:
                          f"epoch {kept if kept is not None else len(trained)} of {len(trained)} kept, on "
                          f"{tuned['images']:,} training images, {tuned['total_seconds']:.0f} s{gain}); parity judges "
                          "them against the model itself.")
+    return lines
+
+
+def _rounding_lines(grids: dict) -> list[str]:
+    """One line per weight grid learned rounding ran on: what the validation images said, which weights were used."""
+    lines = []
+    for grid, r in grids.items():
+        judged = r.get("judged")
+        figures = (f": simulated int8 agreement on {judged['validation_images']:,} validation images "
+                   f"{100 * judged['own_agreement']:.2f}% with the model's own weights, "
+                   f"{100 * judged['learned_agreement']:.2f}% with the learned rounding" if judged else "")
+        used = (f"made from it: {r.get('variants', 'the int8 variants on this grid')}" if "model" in r else
+                "the int8 variants are made from the model's own weights (not better beyond noise)")
+        lines.append(f"- Learned weight rounding onto the int8 grid {grid} ({r['total_seconds']:.0f} s){figures}; "
+                     f"{used}.")
     return lines
 
 
