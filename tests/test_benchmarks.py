@@ -187,6 +187,7 @@ ONE_FILE_PAGES = {
     "INT8_ERROR.md": ("int8_error", "int8-error.json"),
     "TENSOR_PASS.md": ("tensor_pass", "tensor-pass.json"),
     "FINETUNE_RECIPES.md": ("finetune_recipes", "finetune-recipes.json"),
+    "LEARNED_ROUNDING.md": ("learned_rounding", "learned-rounding.json"),
 }
 # benchmarks/PAGE: script -- pages made from several files: `markdown(read_results(results/))` is the page
 MANY_FILE_PAGES = {
