@@ -112,8 +112,8 @@ def _verdicts(exports, data_dir) -> dict:
 def test_learned_rounding_makes_a_failing_int8_model_pass(dead_channel_cnn, data_dir, tmp_path, monkeypatch):
     """Plain int8 fails parity on the test set in both formats; `--learned-rounding` (judged on the validation
     split, never on the test set) makes the tflite-int8 file pass and the onnx-int8 file agree with the model on more
-    test images (here: two points more). The files hold the learned integers (each on its own format's grid: onnxruntime's are
-    7-bit), stay full-integer, and two runs write the same bytes; parity's reference is the user's model."""
+    test images (here: two points more). The files hold the learned integers (each on its own format's grid:
+    onnxruntime's are 7-bit), stay full-integer, and two runs write the same bytes; parity's reference is the user's model."""
     import keras
 
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")

@@ -180,8 +180,8 @@ def _int8_choice_lines(manifest: dict) -> list[str]:
     lines = []
     val = manifest.get("validation")
     if val:
-        lines.append(f"- The int8 choices (range estimator, accuracy search, learned rounding, fine-tuning) were judged on "
-                     f"{val['images']:,} validation images" + (f": **{val['note']}**." if val.get("note") else
+        lines.append(f"- The int8 choices (range estimator, accuracy search, learned rounding, fine-tuning) were judged "
+                     f"on {val['images']:,} validation images" + (f": **{val['note']}**." if val.get("note") else
                                                              ", named apart from the training images."))
     lines += _rounding_lines(manifest.get("learned_rounding") or {})
     tuned = manifest.get("fine_tuning")

@@ -127,9 +127,10 @@ def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generati
         from toolkit.quantize.step import rounded_context
 
         levels = exporter.weight_levels
-        steps.append(ladder.Rung(ladder.ROUNDING, once(("learned_rounding", levels), lambda: rounded_context(
-            cfg, ctx, generation, levels)), ladder.ROUNDED_WEIGHTS.format(grid=f"-{levels}..{levels}"), "the learned rounding was not better than the "
-            "model's own weights beyond noise: the file before it stands"))
+        steps.append(ladder.Rung(
+            ladder.ROUNDING, once(("learned_rounding", levels), lambda: rounded_context(cfg, ctx, generation, levels)),
+            ladder.ROUNDED_WEIGHTS.format(grid=f"-{levels}..{levels}"),
+            "the learned rounding was not better than the model's own weights beyond noise: the file before it stands"))
     if cfg.fine_tune:
         from toolkit.quantize.step import fine_tuned_context
 

@@ -64,7 +64,8 @@ def _try(build, rung: Rung, context, entry: dict, generation, start: float) -> t
         for path, moved in aside:
             moved.replace(path)
         return None, {"rung": rung.rung, "met": False, "seconds": round(time.perf_counter() - start, 1),
-                      "kept": False, "why": f"the variant could not be made from its weights: {exc.record.get('reason')}"}
+                      "kept": False,
+                      "why": f"the variant could not be made from its weights: {exc.record.get('reason')}"}
     met = _met(again)
     record = {"rung": rung.rung, "met": met, "seconds": round(time.perf_counter() - start, 1), "kept": met}
     if met:

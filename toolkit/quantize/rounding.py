@@ -189,7 +189,8 @@ def learn_layer(op, x_q: np.ndarray, target: np.ndarray, bias, settings: Roundin
     chosen = learned if kept == "learned" else nearest
     op.kernel.assign((chosen * scale).astype(np.float32).reshape(op.kernel.shape))
     return {"layer": op.name, "weights": int(flat.size), "rounded_other_way": int(np.sum(chosen != nearest)),
-            "held_out_error_nearest": round(errors["nearest"], 6), "held_out_error_learned": round(errors["learned"], 6),
+            "held_out_error_nearest": round(errors["nearest"], 6),
+            "held_out_error_learned": round(errors["learned"], 6),
             "kept": kept}
 
 

@@ -60,10 +60,11 @@ def rounded_context(cfg, ctx, generation, levels: int):
     if val is not None:
         record["judged"] = verdict = judge(ctx.model, model, (val.images, val.reference), images, settings.estimator,
                                                    levels)
+        lo, hi = verdict["learned_minus_own_ci_points"]
         ctx.log(f"  learned rounding: simulated int8 agrees with the model on {100 * verdict['learned_agreement']:.2f}% "
                 f"of {verdict['validation_images']:,} validation images (own weights: "
-                f"{100 * verdict['own_agreement']:.2f}%; difference 95% CI {verdict['learned_minus_own_ci_points'][0]:+.2f} "
-                f"to {verdict['learned_minus_own_ci_points'][1]:+.2f} points)")
+                f"{100 * verdict['own_agreement']:.2f}%; difference 95% CI {lo:+.2f} "
+                f"to {hi:+.2f} points)")
         if verdict["kept"] == "own":
             record.update(what=what + ": not better than the model's own weights beyond noise on the validation "
                                       "images, so the int8 variants are made from the model's own weights",
