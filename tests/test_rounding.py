@@ -162,3 +162,18 @@ def test_the_report_says_which_weights_each_grid_used():
     first, second = _int8_choice_lines(manifest)
     assert "-127..127" in first and "98.86%" in first and "99.74%" in first and "made from it: the int8" in first
     assert "-64..64" in second and "model's own weights" in second
+
+
+def test_a_layer_with_large_inputs_learns_on_fewer_images():
+    """A layer's kept inputs and outputs are capped (rounding.LAYER_MEMORY): an early convolution of a 224x224 model
+    (about 20 MB per image) learns on the minimum number of images, a small one on all of them."""
+    import keras
+
+    from toolkit.quantize import rounding
+
+    big, small = keras.layers.Conv2D(96, 3, padding="same"), keras.layers.Conv2D(16, 3)
+    keras.Model(a := keras.Input((224, 224, 3)), big(a))
+    keras.Model(b := keras.Input((28, 28, 1)), small(b))
+    assert rounding.LAYER_MEMORY // (4 * 224 * 224 * (3 + 96)) < rounding.MIN_IMAGES  # the cap bites: the minimum
+    assert rounding._images_for(big, 512) == rounding.MIN_IMAGES
+    assert rounding._images_for(small, 512) == 512

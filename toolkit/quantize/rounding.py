@@ -36,6 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 
 ZETA, GAMMA = 1.1, -0.1  # the rectified sigmoid's stretch (AdaRound's values)
+# one layer's inputs and outputs kept in memory at most (float32): a layer whose are larger per image (an early
+# layer of a 224x224 model: megabytes per image) learns on fewer images, at least MIN_IMAGES
+LAYER_MEMORY, MIN_IMAGES = 1 << 30, 64
 
 
 @dataclass(frozen=True)
@@ -204,6 +207,15 @@ def correct_bias(op, x_q: np.ndarray, target: np.ndarray, bias) -> float:
     return float(np.abs(error).max())
 
 
+def _images_for(op, available: int) -> int:
+    """How many images a layer learns on: all, unless their inputs and outputs would exceed LAYER_MEMORY."""
+    try:
+        per_image = 4 * (int(np.prod(op.input.shape[1:])) + int(np.prod(op.output.shape[1:])))
+    except (AttributeError, ValueError, TypeError):  # a layer called more than once has no single input shape
+        return available
+    return min(available, max(MIN_IMAGES, LAYER_MEMORY // max(1, per_image)))
+
+
 def learn_rounding(model, calibration_images: np.ndarray, settings: RoundingSettings,
                    log: Callable[[str], None] = lambda s: None):
     """A copy of ``model`` (BatchNormalizations folded) whose weights lie on the exporters' int8 grid with their
@@ -241,12 +253,13 @@ def learn_rounding(model, calibration_images: np.ndarray, settings: RoundingSett
                                                       "converter folds it, off the grid learned here"})
             continue
         twin = floats[op.name]
-        x_f = _layer_inputs(reference, twin, images, quantize=False)
+        use = images[: _images_for(twin, len(images))]
+        x_f = _layer_inputs(reference, twin, use, quantize=False)
         target = np.concatenate([np.asarray(reference._weight_layer(twin, x_f[i : i + 64], False))
                                  for i in range(0, len(x_f), 64)])
-        x_q = _layer_inputs(student, op, images, quantize=True) if settings.inputs == "int8" else x_f
+        x_q = _layer_inputs(student, op, use, quantize=True) if settings.inputs == "int8" else x_f
         bias = _bias_of(student, op)
-        row = learn_layer(op, x_q, target, bias, settings, rng)
+        row = {**learn_layer(op, x_q, target, bias, settings, rng), "images": len(use)}
         if settings.bias_correction and bias is not None:
             row["bias_correction_max"] = round(correct_bias(op, x_q, target, bias), 6)
         rows.append(row)
