@@ -311,6 +311,11 @@ def export_options_args(p: argparse.ArgumentParser, force_help: str = "replace a
                          "and its estimated time; a search keeps raised layers in int16x8 (on the NPU) rather than "
                          "trying float for speed (float runs on the CPU), and states which layers leave the NPU and "
                          "the estimated time it costs. Needs ethos-u-vela (pip install -e '.[npu]')")
+    _weight_step_args(p)
+
+
+def _weight_step_args(p: argparse.ArgumentParser) -> None:
+    """--learned-rounding and --fine-tune: the int8 variants from other weights than the model's own."""
     tune = p.add_argument_group(
         "weight steps for int8 (tflite-int8, tflite-micro, onnx-int8)",
         "make the int8 variants from other weights than the model's own, judged by parity against your model: "
