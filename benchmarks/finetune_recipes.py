@@ -53,14 +53,14 @@ def _images(data_dir: Path, work: Path):
     return npz, np.load(val_path)
 
 
-def measure(name: str, work: Path, data_dir: Path, epochs: int) -> dict:
+def small_model(name: str, work: Path, data_dir: Path):
+    """(the small-data model ``name``, trained into ``work`` on first use; its training images and the validation
+    images, preprocessed as the toolkit would; the training record, None when the model was already there)."""
     import keras
     import numpy as np
     import ptq
 
     from toolkit import schema
-    from toolkit.errors import ConversionError
-    from toolkit.quantize.finetune import FineTuneSettings, fine_tune
 
     npz, val = _images(data_dir, work)
     path = work / name / schema.MODEL
@@ -71,8 +71,16 @@ def measure(name: str, work: Path, data_dir: Path, epochs: int) -> dict:
     model = keras.models.load_model(path)
     # the toolkit's rule (ptq.train_application's): raw pixels for a model that rescales itself, else x / 255
     scale = 1.0 if any(type(layer).__name__ == "Rescaling" for layer in model.layers[:4]) else 255.0
-    x_train = np.load(npz)["x_train"].astype(np.float32) / scale
-    x_val = val.astype(np.float32) / scale
+    return model, np.load(npz)["x_train"].astype(np.float32) / scale, val.astype(np.float32) / scale, train
+
+
+def measure(name: str, work: Path, data_dir: Path, epochs: int) -> dict:
+    import numpy as np
+
+    from toolkit.errors import ConversionError
+    from toolkit.quantize.finetune import FineTuneSettings, fine_tune
+
+    model, x_train, x_val, train = small_model(name, work, data_dir)
 
     def teacher(x):
         return np.asarray(model(x, training=False))

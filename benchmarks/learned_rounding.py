@@ -67,7 +67,7 @@ def plant_dead_channel(model, factor: float = PLANTED) -> None:
 def measure(name: str, work: Path, data_dir: Path) -> dict:
     import keras
     import numpy as np
-    from finetune_recipes import VAL_FIRST, VAL_IMAGES, _images
+    from finetune_recipes import VAL_FIRST, VAL_IMAGES, small_model
 
     from toolkit import schema
     from toolkit.quantize.rounding import RoundingSettings, judge, learn_rounding
@@ -82,15 +82,7 @@ def measure(name: str, work: Path, data_dir: Path) -> dict:
             train = dead_channel_cnn(data_dir, path)
         model = keras.models.load_model(path)
     else:
-        import ptq
-
-        npz, val = _images(data_dir, work)
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            train = ptq.train_application(name, npz, path)
-        model = keras.models.load_model(path)
-        scale = 1.0 if any(type(layer).__name__ == "Rescaling" for layer in model.layers[:4]) else 255.0
-        x_train, x_val = np.load(npz)["x_train"].astype(np.float32) / scale, val.astype(np.float32) / scale
+        model, x_train, x_val, train = small_model(name, work, data_dir)
     reference = np.concatenate([np.asarray(model(x_val[i : i + 250], training=False))
                                 for i in range(0, len(x_val), 250)]).argmax(1)
     calibration = x_train[np.random.default_rng(0).choice(len(x_train), CALIBRATION, replace=False)]

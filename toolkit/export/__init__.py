@@ -81,14 +81,14 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
             shutil.rmtree(workdir)
             manifest = manifest_record(cfg, exporters, inp, entries, failed, support_by_format, generation)
             if made:
-                from toolkit.export.ladder import ROUNDED_WEIGHTS, TUNED_WEIGHTS, step_record
+                from toolkit.export.ladder import ROUNDED_WEIGHTS, TUNED_WEIGHTS, grid_name, step_record
 
                 ladder = cfg.max_accuracy_drop is not None
                 for key, (_, record) in made.items():
                     if key[0] == "fine_tuning":
                         manifest["fine_tuning"] = step_record(record, entries, ladder, TUNED_WEIGHTS)
                     else:  # one record per weight grid (the formats' grids differ: onnxruntime's is 7-bit)
-                        grid = f"-{key[1]}..{key[1]}"
+                        grid = grid_name(key[1])
                         manifest.setdefault("learned_rounding", {})[grid] = step_record(
                             record, entries, ladder, ROUNDED_WEIGHTS.format(grid=grid))
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
@@ -129,7 +129,7 @@ def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generati
         levels = exporter.weight_levels
         steps.append(ladder.Rung(
             ladder.ROUNDING, once(("learned_rounding", levels), lambda: rounded_context(cfg, ctx, generation, levels)),
-            ladder.ROUNDED_WEIGHTS.format(grid=f"-{levels}..{levels}"),
+            ladder.ROUNDED_WEIGHTS.format(grid=ladder.grid_name(levels)),
             "the learned rounding was not better than the model's own weights beyond noise: the file before it stands"))
     if cfg.fine_tune:
         from toolkit.quantize.step import fine_tuned_context

@@ -28,6 +28,11 @@ FIRST = "plain int8 from the model's own weights, then the layer-precision searc
 ROUNDING = "learned weight rounding and bias correction, then plain int8 and the search from its weights"
 SECOND = "quantization-aware fine-tuning toward the model, then plain int8 and the search from its weights"
 ROUNDED_WEIGHTS = "learned rounding onto the int8 weight grid {grid} (manifest: learned_rounding)"
+
+
+def grid_name(levels: int) -> str:
+    """How the manifest names a weight grid of -levels..levels (learned_rounding's keys, an entry's weights)."""
+    return f"-{levels}..{levels}"
 TUNED_WEIGHTS = "fine-tuned toward the model (manifest: fine_tuning)"
 
 
