@@ -18,7 +18,8 @@ test set, its verdict in the table):
 
 - float (the toolkit's ``tflite``, ``onnx``);
 - the toolkit's default int8 (``toolkit export``: ``--calibration-method auto``, toolkit/ranges.py), its
-  previous default (``--calibration-method minmax``), the layer search (``--max-accuracy-drop 0.3``) and
+  previous default (``--calibration-method minmax``), the layer search (``--max-accuracy-drop 0.3``), learned
+  weight rounding (``--learned-rounding``, toolkit/quantize/rounding.py, with its time per weight grid) and
   quantization-aware fine-tuning (``--fine-tune``, toolkit/quantize/finetune.py, with its time);
 - onnxruntime ``quantize_static`` with its defaults on the toolkit's float ONNX;
 - ai-edge-quantizer's default recipe (``static_wi8_ai8``) on the toolkit's float TFLite;
@@ -86,6 +87,10 @@ APPLICATIONS = {  # name -> (constructor, epochs, small data)
 OWN = ("seed-cnn", "standardized-mlp")
 PREDICTIONS = "ptq-predictions.npz"
 FINE_TUNE = "toolkit --fine-tune"
+LEARNED = "toolkit --learned-rounding"
+# the weight steps' columns in the summary: (label, the record key of the step's time, its words)
+STEPS = ((LEARNED, "rounding_seconds", "learned-rounding time"), (FINE_TUNE, "fine_tune_seconds", "fine-tuning time"))
+GRIDS = {"tflite-int8": "-127..127", "onnx-int8": "-64..64"}  # each int8 file's weight grid (learned rounding's keys)
 
 
 def mnist_rgb(data_dir: Path, path: Path, small: bool = False, val_images: int | None = None) -> Path:
@@ -280,6 +285,7 @@ def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path
                                  (MINMAX, ["--calibration-method", "minmax"], "minmax"),
                                  (f"toolkit --max-accuracy-drop {BUDGET}", ["--max-accuracy-drop", str(BUDGET)],
                                   "controlled"),
+                                 (LEARNED, ["--learned-rounding"], "rounded"),
                                  *([(FINE_TUNE, ["--fine-tune"], "finetuned")] if fine_tune else [])):
         exports = mwork / folder
         start = time.perf_counter()
@@ -294,10 +300,14 @@ def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path
         prc, perr = toolkit("parity", "--exports", str(exports), "--data-dir", str(data_dir), "--quiet",
                             "--micro-images", "200")
         log(f"{name}: parity {label}: exit {prc}")
-        tuned = schema.Manifest.read(exports).get("fine_tuning")
+        manifest = schema.Manifest.read(exports)
+        tuned, rounded = manifest.get("fine_tuning"), manifest.get("learned_rounding") or {}
         variants[label] = {"export_seconds": round(seconds, 1), "exports": exports, "export_exit": rc,
                            "parity": schema.Parity.read(exports).variants,
-                           **({"fine_tune_seconds": tuned["total_seconds"]} if tuned else {})}
+                           **({"fine_tune_seconds": tuned["total_seconds"]} if tuned else {}),
+                           **({"rounding": {g: {"seconds": r.get("total_seconds"),
+                                                "kept": (r.get("judged") or {}).get("kept", "learned")}
+                                            for g, r in rounded.items()}} if rounded else {})}
     return variants
 
 
@@ -321,6 +331,9 @@ def toolkit_rows(variants: dict, images: np.ndarray, labels: np.ndarray, referen
                                          row_name),
                               "made_by": label, "calibration": e.get("calibration", {}).get("estimator"),
                               **({"fine_tune_seconds": v["fine_tune_seconds"]} if "fine_tune_seconds" in v else {}),
+                              **({"rounding_seconds": v["rounding"][GRIDS[e["variant"]]]["seconds"],
+                                  "rounding_kept": v["rounding"][GRIDS[e["variant"]]]["kept"]}
+                                 if GRIDS.get(e["variant"]) in v.get("rounding", {}) else {}),
                               "parity_verdict": verdict.get("verdict"),
                               "parity_gates": {g["metric"]: g.get("status") for g in verdict.get("gates", [])},
                               **({"control": {k: control.get(k) for k in ("met", "source", "layers", "int8_only",
@@ -514,15 +527,40 @@ def retime_spread(rows: dict) -> float | None:
     return max(ratios) if ratios else None
 
 
+def _step_cell(m: dict, label: str, seconds_key: str | None) -> str:
+    """One export's int8 files in the summary: parity's verdict on the test set, p50 against plain int8 (or that it
+    is the same file), the step's time; which weights learned rounding kept."""
+    rows, found = m["rows"], []
+    for variant in ("tflite-int8", "onnx-int8"):
+        r = rows.get(f"{variant} ({label})")
+        if not r or "accuracy" not in r:
+            continue
+        ratio = r["p50_ms_batch1"] / rows[variant]["p50_ms_batch1"]
+        time_text = f", {r[seconds_key]:.0f} s" if seconds_key and r.get(seconds_key) is not None else ""
+        kept = " (own weights kept: not better on validation)" if r.get("rounding_kept") == "own" else ""
+        cost = "the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant else f"{ratio:.2f}x"
+        found.append(f"{variant} {r.get('parity_verdict')}{kept}, {cost}{time_text}")
+    if found:
+        return "; ".join(found)
+    if "error" in rows.get(label, {}):  # refused: its reason, without the advice in brackets
+        return "refused: " + rows[label]["error"].split("error: ", 1)[-1].split(" (give", 1)[0]
+    if label == FINE_TUNE and m.get("fine_tune_skipped"):
+        return m["fine_tune_skipped"]
+    if label not in (m.get("export_seconds") or {}):
+        return "not run (this model's run predates the column)"
+    return "-"
+
+
 def summary(doc: dict) -> list[str]:
     """Per model: the default int8 against the peers (paired verdicts), onnx-int8's speed, the search and
     fine-tuning as parity judges them on the test set."""
     out = ["## What the tables show", "",
            "| model | default `tflite-int8` >= each peer - 0.3 pts | default `onnx-int8` >= each peer - 0.3 pts | "
            "`onnx-int8` vs `onnx` p50, batch 1 | "
-           f"`--max-accuracy-drop {BUDGET}`: `toolkit parity` on the test set, p50 vs plain int8 | `--fine-tune`: "
-           "`toolkit parity`, p50 vs plain int8, fine-tuning time |",
-           "|---|---|---|---|---|---|"]
+           f"`--max-accuracy-drop {BUDGET}`: `toolkit parity` on the test set, p50 vs plain int8 | "
+           + " | ".join(f"`{label.removeprefix('toolkit ')}`: `toolkit parity`, p50 vs plain int8, {words}"
+                        for label, _, words in STEPS) + " |",
+           "|---|---|---|---|---|---|---|"]
     spreads: list[str] = []
     for name, m in doc["models"].items():
         rows = m["rows"]
@@ -532,20 +570,10 @@ def summary(doc: dict) -> list[str]:
             spreads.append(f"{name} {100 * (spread - 1):.0f}%")
         speed_word = ("within one file's re-timing spread: not a ranking" if spread and max(speed, 1 / speed) <= spread
                       else "faster" if speed < 1 else "slower")
-        cells = {}
-        for label, key in ((f"toolkit --max-accuracy-drop {BUDGET}", "controlled"), (FINE_TUNE, "tuned")):
-            found = []
-            for variant in ("tflite-int8", "onnx-int8"):
-                r = rows.get(f"{variant} ({label})")
-                if r and "accuracy" in r:
-                    ratio = r["p50_ms_batch1"] / rows[variant]["p50_ms_batch1"]
-                    time_text = f", {r['fine_tune_seconds']:.0f} s" if "fine_tune_seconds" in r else ""
-                    cost = ("the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant
-                            else f"{ratio:.2f}x")
-                    found.append(f"{variant} {r.get('parity_verdict')}, {cost}{time_text}")
-            cells[key] = "; ".join(found) or (m.get("fine_tune_skipped", "-") if key == "tuned" else "-")
+        cells = [_step_cell(m, label, seconds) for label, seconds in
+                 ((f"toolkit --max-accuracy-drop {BUDGET}", None), *((label, key) for label, key, _ in STEPS))]
         out.append(f"| {name} | {_peer_cell(m, 'tflite-int8')} | {_peer_cell(m, 'onnx-int8')} | {speed:.2f}x "
-                   f"({speed_word}) | {cells['controlled']} | {cells['tuned']} |")
+                   f"({speed_word}) | " + " | ".join(cells) + " |")
     out += ["", "Accuracy on the labels can favour a file that departs from the model in a lucky direction (a peer above "
             "the float model itself); agreement with the Keras model is what parity judges. The same comparison on "
             "agreement (toolkit minus peer, points of the test images on which each gives Keras' class):", "",
@@ -598,7 +626,7 @@ def markdown(doc: dict) -> str:
              "thread, on the file's natural runtime (and every .onnx on OpenVINO too), measured one file after "
              "another (not interleaved: the summary gives how far one file's p50 moved when timed twice in a run; rows "
              "that are the same bytes are marked so). Only the toolkit makes choices "
-             "on validation images (its range estimator, the search, fine-tuning); the peers calibrate on the "
+             "on validation images (its range estimator, the search, learned rounding, fine-tuning); the peers calibrate on the "
              "same 500 training images and choose nothing.", ""]
     lines += summary(doc)
     for name, m in doc["models"].items():
