@@ -301,14 +301,24 @@ def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path
                             "--micro-images", "200")
         log(f"{name}: parity {label}: exit {prc}")
         manifest = schema.Manifest.read(exports)
-        tuned, rounded = manifest.get("fine_tuning"), manifest.get("learned_rounding") or {}
         variants[label] = {"export_seconds": round(seconds, 1), "exports": exports, "export_exit": rc,
                            "parity": schema.Parity.read(exports).variants,
-                           **({"fine_tune_seconds": tuned["total_seconds"]} if tuned else {}),
-                           **({"rounding": {g: {"seconds": r.get("total_seconds"),
-                                                "kept": (r.get("judged") or {}).get("kept", "learned")}
-                                            for g, r in rounded.items()}} if rounded else {})}
+                           "grids": {step: {g: {"seconds": r.get("total_seconds"),
+                                                "kept": "learned" if "model" in r else "own"}
+                                            for g, r in (manifest.get(step) or {}).items()}
+                                     for step in ("learned_rounding", "fine_tuning")}}
     return variants
+
+
+def _grid_fields(grids: dict, variant: str) -> dict:
+    """A row's weight-step fields: the seconds of the learned rounding and the fine-tuning on its file's weight
+    grid, and whether each kept the model's own weights (``own``) or its own (``learned``)."""
+    out = {}
+    for step, prefix in (("learned_rounding", "rounding"), ("fine_tuning", "fine_tune")):
+        r = grids.get(step, {}).get(GRIDS.get(variant, ""))
+        if r:
+            out.update({f"{prefix}_seconds": r["seconds"], f"{prefix}_kept": r["kept"]})
+    return out
 
 
 def toolkit_rows(variants: dict, images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
@@ -330,10 +340,7 @@ def toolkit_rows(variants: dict, images: np.ndarray, labels: np.ndarray, referen
             rows[row_name] = {**evaluate(e["format"], files[e["variant"]], images, labels, reference, predictions,
                                          row_name),
                               "made_by": label, "calibration": e.get("calibration", {}).get("estimator"),
-                              **({"fine_tune_seconds": v["fine_tune_seconds"]} if "fine_tune_seconds" in v else {}),
-                              **({"rounding_seconds": v["rounding"][GRIDS[e["variant"]]]["seconds"],
-                                  "rounding_kept": v["rounding"][GRIDS[e["variant"]]]["kept"]}
-                                 if GRIDS.get(e["variant"]) in v.get("rounding", {}) else {}),
+                              **_grid_fields(v.get("grids", {}), e["variant"]),
                               "parity_verdict": verdict.get("verdict"),
                               "parity_gates": {g["metric"]: g.get("status") for g in verdict.get("gates", [])},
                               **({"control": {k: control.get(k) for k in ("met", "source", "layers", "int8_only",
@@ -537,7 +544,8 @@ def _step_cell(m: dict, label: str, seconds_key: str | None) -> str:
             continue
         ratio = r["p50_ms_batch1"] / rows[variant]["p50_ms_batch1"]
         time_text = f", {r[seconds_key]:.0f} s" if seconds_key and r.get(seconds_key) is not None else ""
-        kept = " (own weights kept: not better on validation)" if r.get("rounding_kept") == "own" else ""
+        kept = (" (own weights kept: not better on validation)"
+                if r.get(f"{seconds_key.removesuffix('_seconds')}_kept" if seconds_key else "") == "own" else "")
         cost = "the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant else f"{ratio:.2f}x"
         found.append(f"{variant} {r.get('parity_verdict')}{kept}, {cost}{time_text}")
     if found:

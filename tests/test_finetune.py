@@ -131,28 +131,32 @@ def load_calibration(manifest: dict, data_dir) -> np.ndarray:
 
 def test_fine_tune_exports_full_integer_files_the_same_every_time(mobile_cnn, data_dir, tmp_path, monkeypatch):
     """`export --fine-tune`: seeded, so two runs write the same bytes; the int8 files stay full-integer (int8 in
-    and out); the manifest records each epoch's simulated agreement on the validation images and which weights
-    were kept (the model's own when no epoch improves), and parity still judges against the user's model."""
+    and out); fine-tuning runs once per weight grid the int8 files use (TFLite's -127..127, onnxruntime's 7-bit
+    -64..64), and the manifest records for each grid every epoch's simulated agreement on the validation images and
+    which weights were kept (the model's own when no epoch improves); parity still judges against the user's model."""
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     runs = []
     for name in ("a", "b"):
         exports = tmp_path / name
         assert main(["export", "--model", str(mobile_cnn), "--data-dir", str(data_dir), "--exports", str(exports),
-                     "--format", "tflite", "--quantize", "int8", "--fine-tune", "--fine-tune-epochs", "1",
+                     "--format", "tflite", "onnx", "--quantize", "int8", "--fine-tune", "--fine-tune-epochs", "1",
                      "--fine-tune-images", "1000", "--quiet"]) == 0
         manifest = json.loads((exports / "manifest.json").read_text())
-        entry = manifest["artifacts"][0]
-        runs.append((exports / entry["path"]).read_bytes())
-    tuned = manifest["fine_tuning"]
+        runs.append([(exports / e["path"]).read_bytes() for e in manifest["artifacts"]])
     assert runs[0] == runs[1]
-    assert [e["epoch"] for e in tuned["epochs"]] == [0, 1] and tuned["kept_epoch"] in (0, 1)
-    assert all(0.9 < e["validation_agreement"] <= 1.0 for e in tuned["epochs"])
-    assert entry["inputs"][0]["dtype"] == "int8" and entry["outputs"][0]["dtype"] == "int8"
-    if tuned["kept_epoch"] == 1:
-        assert entry["weights"].startswith("fine-tuned") and tuned["model"]["sha256"]
-        assert (tmp_path / "b" / tuned["model"]["path"]).is_file()
-    else:
-        assert "weights" not in entry and "model" not in tuned
+    entries = {e["variant"]: e for e in manifest["artifacts"]}
+    assert set(manifest["fine_tuning"]) == {"-127..127", "-64..64"}
+    assert entries["tflite-int8"]["inputs"][0]["dtype"] == "int8" and entries["tflite-int8"]["outputs"][0]["dtype"] == "int8"
+    for variant, grid in (("tflite-int8", "-127..127"), ("onnx-int8", "-64..64")):
+        tuned, entry = manifest["fine_tuning"][grid], entries[variant]
+        assert tuned["weight_levels"] == int(grid.split("..")[1])
+        assert [e["epoch"] for e in tuned["epochs"]] == [0, 1] and tuned["kept_epoch"] in (0, 1)
+        assert all(0.9 < e["validation_agreement"] <= 1.0 for e in tuned["epochs"])
+        if tuned["kept_epoch"] == 1:
+            assert grid in entry["weights"] and tuned["model"]["sha256"] and tuned["variants"] == variant
+            assert (tmp_path / "b" / tuned["model"]["path"]).is_file()
+        else:
+            assert "weights" not in entry and "model" not in tuned
     assert main(["parity", "--exports", str(tmp_path / "b"), "--data-dir", str(data_dir), "--quiet"]) in (0, 4)
     parity = json.loads((tmp_path / "b" / "parity.json").read_text())
     assert Path(parity["reference"]["path"]).resolve() == mobile_cnn.resolve()  # the user's model, not the tuned one
@@ -298,3 +302,20 @@ def test_mixup_gives_the_teachers_logits_on_mixed_images():
     assert np.array_equal(plain_t, teacher(plain_x)) and sorted(map(bytes, plain_x)) == sorted(map(bytes, images))
     mixed, targets = _epoch_data(images, teacher(images), teacher, 0.4, np.random.default_rng(1))
     assert np.allclose(targets, teacher(mixed)) and not any(np.array_equal(mixed[0], im) for im in images)
+
+
+def test_the_report_gives_each_grids_fine_tuning():
+    """One report line per weight grid fine-tuning ran through: the epoch kept and the validation figures, or that the
+    model's own weights were kept; a manifest written before fine-tuning ran per grid (one record) still reads."""
+    from toolkit.report import _int8_choice_lines
+
+    epochs = [{"epoch": 0, "validation_agreement": 0.9812}, {"epoch": 1, "validation_agreement": 0.9904}]
+    kept = {"epochs": epochs, "kept_epoch": 1, "images": 1000, "total_seconds": 31.0, "variants": "tflite-int8",
+            "model": {"path": "g/int8-finetuned-w127.keras"}}
+    own = {"epochs": epochs[:1] + [{"epoch": 1, "validation_agreement": 0.9800}], "kept_epoch": 0, "images": 1000,
+           "total_seconds": 29.0}
+    first, second = _int8_choice_lines({"fine_tuning": {"-127..127": kept, "-64..64": own}})
+    assert "-127..127" in first and "98.12% -> 99.04%" in first and "made from it: tflite-int8" in first
+    assert "-64..64" in second and "model's own weights" in second
+    (older,) = _int8_choice_lines({"fine_tuning": kept})
+    assert "98.12% -> 99.04%" in older and "grid" not in older

@@ -179,7 +179,10 @@ class Generation:
     root = property(lambda self: self.path)
     labels_path = _in_root(schema.LABELS)
     work_path = _in_root(".work")  # the formats' scratch files, removed before the commit
-    finetuned_model_path = _in_root(schema.FINETUNED_MODEL)
+
+    def finetuned_model_path(self, levels: int) -> Path:
+        """The weights fine-tuned through a weight grid of -levels..levels (one file per grid)."""
+        return self.path / schema.FINETUNED_MODEL.format(levels=levels)
 
     def rounded_model_path(self, levels: int) -> Path:
         """The weights learned rounding put on a grid of -levels..levels (one file per grid)."""

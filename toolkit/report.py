@@ -184,23 +184,28 @@ def _int8_choice_lines(manifest: dict) -> list[str]:
                      f"on {val['images']:,} validation images" + (f": **{val['note']}**." if val.get("note") else
                                                              ", named apart from the training images."))
     lines += _rounding_lines(manifest.get("learned_rounding") or {})
-    tuned = manifest.get("fine_tuning")
-    if tuned:
-        trained = [e for e in tuned.get("epochs", []) if e["epoch"] > 0]
-        kept = tuned.get("kept_epoch")
-        if kept == 0:
-            lines.append(f"- Fine-tuning ({len(trained)} epoch(s), {tuned['total_seconds']:.0f} s) did not make the "
-                         "simulated int8 model agree better with the model on the validation images: the int8 variants "
-                         "are made from the model's own weights.")
-        else:
-            agree = {e["epoch"]: e.get("validation_agreement") for e in tuned.get("epochs", [])}
-            gain = (f"; simulated int8 agreement on validation {100 * agree[0]:.2f}% -> {100 * agree[kept]:.2f}%"
-                    if kept is not None and agree.get(0) is not None else "")
-            lines.append(f"- The int8 variants are made from weights fine-tuned toward the model (quantization-aware, "
-                         f"epoch {kept if kept is not None else len(trained)} of {len(trained)} kept, on "
-                         f"{tuned['images']:,} training images, {tuned['total_seconds']:.0f} s{gain}); parity judges "
-                         "them against the model itself.")
-    return lines
+    tuned = manifest.get("fine_tuning") or {}
+    records = [(None, tuned)] if "epochs" in tuned else list(tuned.items())  # an older manifest: one record (8-bit)
+    return lines + [_tuning_line(grid, r) for grid, r in records]
+
+
+def _tuning_line(grid: str | None, tuned: dict) -> str:
+    """What fine-tuning through one weight grid did: which epoch was kept, what validation said, which weights the
+    int8 variants on that grid are made from."""
+    trained = [e for e in tuned.get("epochs", []) if e["epoch"] > 0]
+    kept = tuned.get("kept_epoch")
+    where = f" through the int8 grid {grid}" if grid else ""
+    if kept == 0:
+        return (f"- Fine-tuning{where} ({len(trained)} epoch(s), {tuned['total_seconds']:.0f} s) did not make the "
+                "simulated int8 model agree better with the model on the validation images: the int8 variants on that "
+                "grid are made from the model's own weights.")
+    agree = {e["epoch"]: e.get("validation_agreement") for e in tuned.get("epochs", [])}
+    gain = (f"; simulated int8 agreement on validation {100 * agree[0]:.2f}% -> {100 * agree[kept]:.2f}%"
+            if kept is not None and agree.get(0) is not None else "")
+    return (f"- Fine-tuned toward the model{where} (quantization-aware, epoch {kept if kept is not None else len(trained)}"
+            f" of {len(trained)} kept, on {tuned['images']:,} training images, {tuned['total_seconds']:.0f} s{gain}): "
+            f"made from it: {tuned.get('variants', 'the int8 variants on this grid')}; parity judges them against the "
+            "model itself.")
 
 
 def _rounding_lines(grids: dict) -> list[str]:

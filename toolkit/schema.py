@@ -33,7 +33,7 @@ REPORT = "report.md"
 LABELS = "labels.txt"
 MODEL = "model.keras"  # the trained model (``toolkit train``)
 PARITY_PNG = "parity-disagreements.png"
-FINETUNED_MODEL = "int8-finetuned.keras"  # in a generation directory: the fine-tuned weights its int8 came from
+FINETUNED_MODEL = "int8-finetuned-w{levels}.keras"  # in a generation directory: the fine-tuned weights (per grid)
 # in a generation directory: the weights with learned rounding on a grid of -levels..levels its int8 came from
 ROUNDED_MODEL = "int8-rounded-w{levels}.keras"
 

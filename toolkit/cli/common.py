@@ -320,8 +320,9 @@ def _weight_step_args(p: argparse.ArgumentParser) -> None:
         "weight steps for int8 (tflite-int8, tflite-micro, onnx-int8)",
         "make the int8 variants from other weights than the model's own, judged by parity against your model: "
         "--learned-rounding chooses how each weight rounds onto the exporter's int8 grid (seconds to minutes); "
-        "--fine-tune trains a copy of the model with its int8 arithmetic simulated (per-channel int8 weights with "
-        "BatchNormalization folded, 8-bit activations at the exporter's ranges) so that it reproduces the model's own "
+        "--fine-tune trains a copy of the model with its int8 arithmetic simulated (per-channel int8 weights on the "
+        "exporter's grid with BatchNormalization folded, 8-bit activations at the exporter's ranges; once per grid: "
+        "onnx-int8's is 7-bit) so that it reproduces the model's own "
         "logits on the training images (distillation: labels are not used). Each keeps the model's own weights "
         "unless its simulated int8 model agrees with the model on more validation images beyond noise. With "
         "--max-accuracy-drop they are the ladder's later rungs, tried in that order only where the search misses "

@@ -84,13 +84,11 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
                 from toolkit.export.ladder import ROUNDED_WEIGHTS, TUNED_WEIGHTS, grid_name, step_record
 
                 ladder = cfg.max_accuracy_drop is not None
-                for key, (_, record) in made.items():
-                    if key[0] == "fine_tuning":
-                        manifest["fine_tuning"] = step_record(record, entries, ladder, TUNED_WEIGHTS)
-                    else:  # one record per weight grid (the formats' grids differ: onnxruntime's is 7-bit)
-                        grid = grid_name(key[1])
-                        manifest.setdefault("learned_rounding", {})[grid] = step_record(
-                            record, entries, ladder, ROUNDED_WEIGHTS.format(grid=grid))
+                for (step, levels), (_, record) in made.items():
+                    # one record per weight grid (the formats' grids differ: onnxruntime's is 7-bit)
+                    grid = grid_name(levels)
+                    weights = (TUNED_WEIGHTS if step == "fine_tuning" else ROUNDED_WEIGHTS).format(grid=grid)
+                    manifest.setdefault(step, {})[grid] = step_record(record, entries, ladder, weights)
             recipes = {e["variant"]: e["accuracy_control"] for e in entries if e.get("accuracy_control")}
             if recipes:
                 manifest["accuracy_control"] = {"recipe": exports.recipe_path.name,
@@ -111,8 +109,7 @@ def export(cfg: ExportConfig, exporters: list[Exporter]) -> dict:
 
 def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generation, made: dict) -> list:
     """The weight steps the flags ask for (toolkit/export/ladder.py's rungs) for an int8 ``exporter``, each made
-    once per export on first use (learned rounding once per weight grid) and kept in ``made`` (key -> (context,
-    record))."""
+    once per export and weight grid on first use and kept in ``made`` ((step, levels) -> (context, record))."""
     from toolkit.export import ladder
 
     def once(key, make):
@@ -123,10 +120,10 @@ def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generati
         return context
 
     steps = []
+    levels = exporter.weight_levels
     if cfg.learned_rounding:
         from toolkit.quantize.step import rounded_context
 
-        levels = exporter.weight_levels
         steps.append(ladder.Rung(
             ladder.ROUNDING, once(("learned_rounding", levels), lambda: rounded_context(cfg, ctx, generation, levels)),
             ladder.ROUNDED_WEIGHTS.format(grid=ladder.grid_name(levels)),
@@ -134,9 +131,10 @@ def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generati
     if cfg.fine_tune:
         from toolkit.quantize.step import fine_tuned_context
 
-        steps.append(ladder.Rung(ladder.SECOND, once(("fine_tuning",), lambda: fine_tuned_context(
-            cfg, ctx, inp.data, inp.prep, inp.info, generation)), ladder.TUNED_WEIGHTS, "fine-tuning kept the "
-            "model's own weights (no epoch agreed better beyond noise): the file before it stands"))
+        steps.append(ladder.Rung(ladder.SECOND, once(("fine_tuning", levels), lambda: fine_tuned_context(
+            cfg, ctx, inp.data, inp.prep, inp.info, generation, levels)),
+            ladder.TUNED_WEIGHTS.format(grid=ladder.grid_name(levels)), "fine-tuning kept the model's own weights (no "
+            "epoch agreed better beyond noise): the file before it stands"))
     return steps
 
 

@@ -7,7 +7,7 @@ held-out half: the search's ``confirmation``):
    exporters' grid (once per export, shared by the int8 variants; toolkit/quantize/rounding.py), and the variant
    made again from them, plain then searched;
 3. only where that misses it too, and with ``--fine-tune``: quantization-aware fine-tuning toward the model
-   (toolkit/quantize/finetune.py), likewise. A rung's file replaces the one before only when its search meets the
+   through the exporter's weight grid (once per export and grid; toolkit/quantize/finetune.py), likewise. A rung's file replaces the one before only when its search meets the
    budget.
 
 Fine-tuning is the slowest rung (minutes against seconds), and on every model benchmarks/PTQ.md fine-tuned it kept the
@@ -33,7 +33,7 @@ ROUNDED_WEIGHTS = "learned rounding onto the int8 weight grid {grid} (manifest: 
 def grid_name(levels: int) -> str:
     """How the manifest names a weight grid of -levels..levels (learned_rounding's keys, an entry's weights)."""
     return f"-{levels}..{levels}"
-TUNED_WEIGHTS = "fine-tuned toward the model (manifest: fine_tuning)"
+TUNED_WEIGHTS = "fine-tuned toward the model through the int8 weight grid {grid} (manifest: fine_tuning)"
 
 
 class Rung(NamedTuple):
@@ -113,11 +113,14 @@ def climb(build: Callable[[object], dict], ctx, steps: list[Rung], generation,
 
 
 def step_record(record: dict, entries: list[dict], ladder: bool, weights: str) -> dict:
-    """The manifest's record of a weight step (fine_tuning, learned_rounding); under the ladder, which variants
-    use its weights: only those whose search met the budget from them."""
-    if not ladder or "model" not in record:
+    """The manifest's record of a weight step (fine_tuning, learned_rounding) on one weight grid, with the variants
+    made from its weights: every int8 variant on that grid, or under the ladder only those whose search met the
+    budget from them."""
+    if "model" not in record:
         return record
     used = [e["variant"] for e in entries if e.get("weights") == weights]
+    if not ladder:
+        return {**record, "variants": ", ".join(used) or "none (no int8 variant on this grid was made)"}
     return {**record, "variants": ", ".join(used) + " (the ladder kept the file made from these weights where its "
                                                     "search met the budget)" if used else
             "none: no search met the budget from these weights, so no int8 variant is made from them"}

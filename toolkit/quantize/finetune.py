@@ -10,10 +10,11 @@ not needed), as tfmot's QAT wrappers and NNCF's and AIMET's QAT do for their fra
 
 What is simulated (what the TFLite converter builds for a full-integer model, as tfmot's registry
 says per layer; ONNX's Q/DQ graph quantizes the same tensors, its weights on onnxruntime's 7-bit grid,
--64..64, which ``Simulation(model, weight_levels=64)`` simulates; fine-tuning trains through the 8-bit
-grid, and its onnx-int8 file rounds the tuned weights onto the 7-bit one):
+-64..64: ``fine_tune(..., weight_levels=64)`` trains through that grid, and `toolkit export` fine-tunes once per
+grid its int8 variants use, as learned rounding does):
 
-- weights of Conv2D, DepthwiseConv2D and Dense layers, per output channel, symmetric int8 (-127..127);
+- weights of Conv2D, DepthwiseConv2D and Dense layers, per output channel, symmetric int8 (-127..127, or the
+  exporter's grid -levels..levels);
   a BatchNormalization whose only input is such a layer (and that layer's only consumer) is folded into
   its weights and bias first, with its moving statistics, as the converter folds it;
 - every activation tensor the converter quantizes, per tensor, asymmetric 8-bit, at the range the
@@ -415,9 +416,11 @@ def _epoch_data(images: np.ndarray, targets: np.ndarray, teacher: Callable, mixu
 
 def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, settings: FineTuneSettings,
               teacher: Callable[[np.ndarray], np.ndarray], log: Callable[[str], None] = lambda s: None,
-              probabilities: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None):
-    """A copy of ``model`` fine-tuned so that its simulated int8 forward pass reproduces ``teacher``'s logits
-    on ``train_images``; returns (the model, a record of what was done).
+              probabilities: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None,
+              weight_levels: int = 127):
+    """A copy of ``model`` fine-tuned so that its simulated int8 forward pass (weights on the exporter's grid
+    -``weight_levels``..``weight_levels``) reproduces ``teacher``'s logits on ``train_images``; returns (the model,
+    a record of what was done).
 
     With ``validation`` (images, the float model's predicted classes): after every epoch the simulated int8
     model's agreement with the float model is measured on them, and the model's own weights (epoch 0) are
@@ -435,7 +438,7 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
     tf.config.experimental.enable_op_determinism()
     student = keras.models.clone_model(model)
     student.set_weights(model.get_weights())
-    sim = Simulation(student)
+    sim = Simulation(student, weight_levels)
     if settings.fold:
         sim.fold_batchnorms()
     rng = np.random.default_rng(settings.seed)
@@ -482,7 +485,8 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
         log(text + f" ({row['seconds']:.0f} s)")
         if best is not None and epoch - top[1] >= settings.patience:
             break
-    record = {"settings": {**settings.__dict__}, "images": int(len(images)), "epochs": history,
+    record = {"settings": {**settings.__dict__}, "weight_levels": weight_levels, "images": int(len(images)),
+              "epochs": history,
               "quantization_points": len(sim.ranges), "folded_batchnorms": len(sim.fold),
               "seconds": round(time.perf_counter() - started, 1)}
     if best is not None:

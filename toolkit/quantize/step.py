@@ -72,16 +72,15 @@ def rounded_context(cfg, ctx, generation, levels: int):
             ctx.log("  learned rounding: not better beyond noise; the int8 variants use the model's own weights")
             return ctx, record
     record.update(what=what + ": the int8 variants are made from these weights (on the exporters' grid); parity's "
-                              "reference is the user's model",
-                  variants="the int8 variants (tflite-int8, tflite-micro, onnx-int8)")
+                              "reference is the user's model")
     derived = _saved(ctx, model, generation.rounded_model_path(levels), record, generation, f"rounded-w{levels}")
     record["total_seconds"] = round(time.perf_counter() - started, 1)
     return derived, record
 
 
-def fine_tuned_context(cfg, ctx, data, prep, info, generation):
-    """(the export context of the fine-tuned model, the manifest's ``fine_tuning`` record); its weights saved in
-    ``generation`` (toolkit.exportdir.Generation)."""
+def fine_tuned_context(cfg, ctx, data, prep, info, generation, levels: int):
+    """(the export context of the model fine-tuned through int8 weights of -levels..levels (the exporter's grid),
+    the manifest's record of it); its weights saved in ``generation`` (toolkit.exportdir.Generation)."""
     import time
 
     from toolkit.datasets import sample_indices
@@ -93,29 +92,30 @@ def fine_tuned_context(cfg, ctx, data, prep, info, generation):
     population = len(data.train)
     count = min(settings.max_images, population)
     idx = sample_indices(count, population, seed=settings.seed)
-    ctx.log(f"  fine-tuning toward the float model (quantization-aware, {settings.epochs} epoch(s) on {count:,} "
-            f"training images; the model's own logits are the targets)")
+    ctx.log(f"  fine-tuning toward the float model (quantization-aware, int8 weights -{levels}..{levels}, "
+            f"{settings.epochs} epoch(s) on {count:,} training images; the model's own logits are the targets)")
     images = prep.load(data.train, idx).astype(np.float32)
     runner = KerasRunner(ctx.model)
     val = ctx.validation() if ctx.validation is not None else None
     model, record = fine_tune(ctx.model, images, ctx.calibration_images, settings, runner.infer, log=ctx.log,
                               probabilities=info.output == "probabilities",
-                              validation=(val.images, val.reference) if val is not None else None)
+                              validation=(val.images, val.reference) if val is not None else None,
+                              weight_levels=levels)
     record["validation"] = val.description if val is not None else None
     if record.get("kept_epoch") == 0:  # no epoch improved on the model's own weights: nothing to build from
         record.update(what="quantization-aware fine-tuning toward the float model (toolkit/quantize/finetune.py): "
                            "no epoch made the simulated int8 model agree better with the model on the validation "
-                           "images, so the int8 variants are made from the model's own weights",
+                           "images, so the int8 variants on this grid are made from the model's own "
+                           "weights",
                       total_seconds=round(time.perf_counter() - started, 1))
-        ctx.log("  fine-tuning: no epoch improved on the model's own weights; the int8 variants use them")
+        ctx.log("  fine-tuning: no epoch improved on the model's own weights; the int8 variants on this grid use them")
         return ctx, record
     record.update(
         what="quantization-aware fine-tuning toward the float model (toolkit/quantize/finetune.py): the int8 "
-             "variants are made from these weights; parity's reference is the user's model",
+             "variants on this grid are made from these weights; parity's reference is the user's model",
         training_images={"count": count, "source": f"{data.kind} training split ({population:,} images), fixed-seed "
                                                   "sample" if count < population else f"{data.kind} training split"},
-        variants="the int8 variants (tflite-int8, tflite-micro, onnx-int8)",
     )
-    derived = _saved(ctx, model, generation.finetuned_model_path, record, generation, "finetuned")
+    derived = _saved(ctx, model, generation.finetuned_model_path(levels), record, generation, f"finetuned-w{levels}")
     record["total_seconds"] = round(time.perf_counter() - started, 1)
     return derived, record
