@@ -1,11 +1,14 @@
-"""Fine-tuning recipes on small-data models: does any make the simulated int8 model agree with the float model on
-more images the model never saw (issue #35)?
+"""Fine-tuning recipes on small-data and planted models: does any make the simulated int8 model agree with the float
+model on more images the model never saw, and does any reach parity's 99.5% (issue #35)?
 
     python benchmarks/finetune_recipes.py [--work /tmp/toolkit-finetune] [--models mobilenetv2-small ...]
                                           [--epochs 4] [--from-json]
 
-Each model is trained as benchmarks/ptq.py trains its small-data cases (keras.applications, weights=None, 32x32 RGB
-MNIST, the first 2,000 training images, 10 epochs, seed 0). Every recipe fine-tunes a copy of it with
+The small-data models are trained as benchmarks/ptq.py trains its small-data cases (keras.applications, weights=None,
+32x32 RGB MNIST, the first 2,000 training images, 10 epochs, seed 0); the planted ones are
+benchmarks/learned_rounding.py's dead-channel CNN (a dead ReLU channel whose outgoing weights are 60 times the next
+layer's largest, so every other weight of that layer has a coarse int8 grid) and the same CNN planted at 200 times
+(its other weights round to -1, 0 or 1 step: plain int8 breaks). Every recipe fine-tunes a copy of it with
 toolkit/quantize/finetune.py (distillation toward the float model's logits, through the int8 simulation the
 exporters' files follow, ranges re-measured on 500 fixed-seed training images before every epoch) for ``--epochs``
 epochs without stopping early, and after every epoch measures the simulated int8 model's agreement with the float
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from _common import mnist_array, parser, per_model_main, provenance_line
 
-MODELS = ("mobilenetv2-small", "efficientnetb0-small")
+MODELS = ("mobilenetv2-small", "efficientnetb0-small", "dead-channel-cnn", "dead-channel-cnn-200x")
 VAL_FIRST, VAL_IMAGES, CALIBRATION = 40_000, 2_000, 500
 # recipe -> FineTuneSettings fields that differ from the defaults (the first is the default itself)
 RECIPES = {
@@ -34,6 +37,9 @@ RECIPES = {
     "Adam 1e-4": {"learning_rate": 1e-4},
     "mixup (Beta 0.4), teacher's logits on the mixed images": {"mixup": 0.4},
     "KL + a 1-logit hinge on the teacher's class": {"loss": "kl+hinge"},
+    # the default through onnx-int8's weight grid (onnxruntime's 7-bit -64..64), as `export --fine-tune` trains for
+    # that file; epoch 0 is then the model's own weights on that grid
+    "default, through onnx-int8's 7-bit weight grid": {"weight_levels": 64},
 }
 
 
@@ -76,11 +82,12 @@ def small_model(name: str, work: Path, data_dir: Path):
 
 def measure(name: str, work: Path, data_dir: Path, epochs: int) -> dict:
     import numpy as np
+    from learned_rounding import PLANTED_MODELS, planted_model
 
     from toolkit.errors import ConversionError
     from toolkit.quantize.finetune import FineTuneSettings, fine_tune
 
-    model, x_train, x_val, train = small_model(name, work, data_dir)
+    model, x_train, x_val, train = (planted_model if name in PLANTED_MODELS else small_model)(name, work, data_dir)
 
     def teacher(x):
         return np.asarray(model(x, training=False))
@@ -90,10 +97,12 @@ def measure(name: str, work: Path, data_dir: Path, epochs: int) -> dict:
     recipes = {}
     for recipe, fields in RECIPES.items():
         print(f"{name}: {recipe}", file=sys.stderr, flush=True)
-        settings = FineTuneSettings(**{**fields, "epochs": epochs, "patience": epochs})
+        settings = FineTuneSettings(**{**{k: v for k, v in fields.items() if k != "weight_levels"}, "epochs": epochs,
+                                       "patience": epochs})
         start = time.perf_counter()
         try:
-            _, record = fine_tune(model, x_train, calibration, settings, teacher, validation=(x_val, reference))
+            _, record = fine_tune(model, x_train, calibration, settings, teacher, validation=(x_val, reference),
+                                  weight_levels=fields.get("weight_levels", 127))
         except ConversionError as e:  # the loss went non-finite
             recipes[recipe] = {"settings": fields, "error": str(e), "seconds": round(time.perf_counter() - start, 1)}
             continue
@@ -149,7 +158,7 @@ def _summary(doc: dict) -> list[str]:
 
 
 def markdown(doc: dict) -> str:
-    lines = ["# Fine-tuning recipes on small-data models", "",
+    lines = ["# Fine-tuning recipes on small-data and planted models", "",
              "Written by `python benchmarks/finetune_recipes.py` (each model's command below) from "
              "[results/finetune-recipes.json](results/finetune-recipes.json). "
              "Each recipe fine-tunes the model toward its own float logits through toolkit/quantize/finetune.py's int8 "

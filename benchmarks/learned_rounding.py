@@ -28,12 +28,14 @@ MODELS = ("dead-channel-cnn", "mobilenetv2-small", "efficientnetb0-small")
 GRIDS = {127: "tflite-int8, tflite-micro", 64: "onnx-int8"}
 CALIBRATION = 500
 PLANTED = 60.0
+# the planted models: name -> how many times conv2's largest weight the dead channel's outgoing weights are
+PLANTED_MODELS = {"dead-channel-cnn": PLANTED, "dead-channel-cnn-200x": 200.0}
 
 
-def dead_channel_cnn(data_dir: Path, path: Path) -> dict:
+def dead_channel_cnn(data_dir: Path, path: Path, factor: float = PLANTED) -> dict:
     """The small CNN (tests/test_rounding.py builds the same): conv 16 - pool - conv 32 - pool - dense 10, two
     epochs on MNIST training images 5,000-34,999; conv1's channel 0 made dead (bias -100) and conv2's weights from
-    it set to +-PLANTED times conv2's largest per output channel."""
+    it set to +-``factor`` times conv2's largest per output channel."""
     import keras
     import numpy as np
     from keras import layers
@@ -47,9 +49,9 @@ def dead_channel_cnn(data_dir: Path, path: Path) -> dict:
     model = keras.Model(inp, layers.Dense(10, name="logits")(layers.Flatten()(h)))
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x[5000:35000], y[5000:35000], epochs=2, batch_size=64, verbose=0)
-    plant_dead_channel(model)
+    plant_dead_channel(model, factor)
     model.save(path)
-    return {"images": "MNIST training images 5,000-34,999", "epochs": 2, "planted": PLANTED}
+    return {"images": "MNIST training images 5,000-34,999", "epochs": 2, "planted": factor}
 
 
 def plant_dead_channel(model, factor: float = PLANTED) -> None:
@@ -64,25 +66,32 @@ def plant_dead_channel(model, factor: float = PLANTED) -> None:
     model.get_layer("conv2").set_weights([w, b])
 
 
-def measure(name: str, work: Path, data_dir: Path) -> dict:
+def planted_model(name: str, work: Path, data_dir: Path):
+    """(the planted model ``name`` (PLANTED_MODELS), trained into ``work`` on first use; its training images and the
+    validation images (MNIST training images VAL_FIRST.., never trained on) in [0, 1]; the training record, None
+    when the model was already there)."""
     import keras
+    import numpy as np
+    from finetune_recipes import VAL_FIRST, VAL_IMAGES
+
+    from toolkit import schema
+
+    path = work / name / schema.MODEL
+    x = mnist_array(data_dir, "train_images")[..., None].astype(np.float32) / 255.0
+    train = None
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        train = dead_channel_cnn(data_dir, path, PLANTED_MODELS[name])
+    return keras.models.load_model(path), x[5000:35000], x[VAL_FIRST : VAL_FIRST + VAL_IMAGES], train
+
+
+def measure(name: str, work: Path, data_dir: Path) -> dict:
     import numpy as np
     from finetune_recipes import VAL_FIRST, VAL_IMAGES, small_model
 
-    from toolkit import schema
     from toolkit.quantize.rounding import RoundingSettings, judge, learn_rounding
 
-    path = work / name / schema.MODEL
-    train = None
-    if name == "dead-channel-cnn":
-        x = mnist_array(data_dir, "train_images")[..., None].astype(np.float32) / 255.0
-        x_train, x_val = x[5000:35000], x[VAL_FIRST : VAL_FIRST + VAL_IMAGES]
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            train = dead_channel_cnn(data_dir, path)
-        model = keras.models.load_model(path)
-    else:
-        model, x_train, x_val, train = small_model(name, work, data_dir)
+    model, x_train, x_val, train = (planted_model if name in PLANTED_MODELS else small_model)(name, work, data_dir)
     reference = np.concatenate([np.asarray(model(x_val[i : i + 250], training=False))
                                 for i in range(0, len(x_val), 250)]).argmax(1)
     calibration = x_train[np.random.default_rng(0).choice(len(x_train), CALIBRATION, replace=False)]

@@ -606,12 +606,25 @@ def summary(doc: dict) -> list[str]:
     return out
 
 
+def _readme_verdicts(rows: dict, label: str | None) -> str:
+    """``tflite-int8``'s / ``onnx-int8``'s parity verdicts made plain (``label`` None) or by the export ``label``:
+    "refused" where the export was refused, "not run" where the model's run did not have it."""
+    if label is not None and "error" in rows.get(label, {}):
+        return "refused"
+    found = [rows.get(v if label is None else f"{v} ({label})", {}).get("parity_verdict") for v in
+             ("tflite-int8", "onnx-int8")]
+    return "not run" if not any(found) else "/".join(f or "-" for f in found)
+
+
 def readme_block(doc: dict) -> str:
     """README's table: per model, float, the toolkit's default int8 (TFLite and ONNX), the best peer."""
+    steps = [f"toolkit --max-accuracy-drop {BUDGET}", LEARNED, FINE_TUNE]
     lines = ["Measured (`python benchmarks/ptq.py`, [benchmarks/PTQ.md](benchmarks/PTQ.md); test accuracy, each "
-             "model from one run):", "",
-             "| model | Keras float | toolkit `tflite-int8` | toolkit `onnx-int8` | `--calibration-method minmax` | best peer |",
-             "|---|---:|---:|---:|---:|---|"]
+             "model from one run; the last column: `toolkit parity`'s verdict on the test set for `tflite-int8` / "
+             "`onnx-int8` as plain int8 makes them and with each option):", "",
+             "| model | Keras float | toolkit `tflite-int8` | toolkit `onnx-int8` | `--calibration-method minmax` | best peer "
+             "| parity: plain; " + "; ".join(f"`{s.removeprefix('toolkit ')}`" for s in steps) + " |",
+             "|---|---:|---:|---:|---:|---|---|"]
     for name, m in doc["models"].items():
         rows = m["rows"]
         peers = {k: v for k, v in rows.items() if k.startswith(PEERS) and "accuracy" in v}
@@ -619,8 +632,9 @@ def readme_block(doc: dict) -> str:
         old = next((v for k, v in rows.items() if k.startswith("tflite-int8 (") and shown(k).endswith(f"({MINMAX})")), {})
         old_text = f"{100 * old['accuracy']:.2f}%" if old.get("accuracy") is not None else "-"
         best_text = f"{100 * peers[best]['accuracy']:.2f}% ({best})" if best else "-"
+        verdicts = "; ".join(_readme_verdicts(rows, s) for s in (None, *steps))
         lines.append(f"| {name} | {100 * m['float_keras_accuracy']:.2f}% | {100 * rows['tflite-int8']['accuracy']:.2f}% | "
-                     f"{100 * rows['onnx-int8']['accuracy']:.2f}% | {old_text} | {best_text} |")
+                     f"{100 * rows['onnx-int8']['accuracy']:.2f}% | {old_text} | {best_text} | {verdicts} |")
     return "\n".join(lines)
 
 

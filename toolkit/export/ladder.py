@@ -4,11 +4,11 @@ held-out half: the search's ``confirmation``):
 
 1. plain int8 from the model's own weights, then the layer-precision search on them (toolkit/control_search.py);
 2. only where that misses the budget, and with ``--learned-rounding``: the weights' rounding learned on the
-   exporters' grid (once per export, shared by the int8 variants; toolkit/quantize/rounding.py), and the variant
-   made again from them, plain then searched;
-3. only where that misses it too, and with ``--fine-tune``: quantization-aware fine-tuning toward the model
-   through the exporter's weight grid (once per export and grid; toolkit/quantize/finetune.py), likewise. A rung's file replaces the one before only when its search meets the
-   budget.
+   exporter's weight grid (once per export and grid, shared by the int8 variants on it; toolkit/quantize/rounding.py),
+   and the variant made again from them, plain then searched;
+3. only where that misses it too, and with ``--fine-tune``: quantization-aware fine-tuning toward the model through
+   the exporter's weight grid (likewise once per grid; toolkit/quantize/finetune.py), likewise. A rung's file
+   replaces the one before only when its search meets the budget.
 
 Fine-tuning is the slowest rung (minutes against seconds), and on every model benchmarks/PTQ.md fine-tuned it kept the
 model's own weights (no epoch agreed better beyond noise), so it runs only where the search could not do it.

@@ -486,8 +486,7 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
         if best is not None and epoch - top[1] >= settings.patience:
             break
     record = {"settings": {**settings.__dict__}, "weight_levels": weight_levels, "images": int(len(images)),
-              "epochs": history,
-              "quantization_points": len(sim.ranges), "folded_batchnorms": len(sim.fold),
+              "epochs": history, "quantization_points": len(sim.ranges), "folded_batchnorms": len(sim.fold),
               "seconds": round(time.perf_counter() - started, 1)}
     if best is not None:
         student.set_weights(best[2])

@@ -67,9 +67,11 @@ def rounded_context(cfg, ctx, generation, levels: int):
                 f"to {hi:+.2f} points)")
         if verdict["kept"] == "own":
             record.update(what=what + ": not better than the model's own weights beyond noise on the validation "
-                                      "images, so the int8 variants are made from the model's own weights",
+                                      "images, so the int8 variants on this grid are made from the model's own "
+                                      "weights",
                           total_seconds=round(time.perf_counter() - started, 1))
-            ctx.log("  learned rounding: not better beyond noise; the int8 variants use the model's own weights")
+            ctx.log("  learned rounding: not better beyond noise; the int8 variants on this grid use the model's own "
+                    "weights")
             return ctx, record
     record.update(what=what + ": the int8 variants are made from these weights (on the exporters' grid); parity's "
                               "reference is the user's model")
@@ -105,8 +107,7 @@ def fine_tuned_context(cfg, ctx, data, prep, info, generation, levels: int):
     if record.get("kept_epoch") == 0:  # no epoch improved on the model's own weights: nothing to build from
         record.update(what="quantization-aware fine-tuning toward the float model (toolkit/quantize/finetune.py): "
                            "no epoch made the simulated int8 model agree better with the model on the validation "
-                           "images, so the int8 variants on this grid are made from the model's own "
-                           "weights",
+                           "images, so the int8 variants on this grid are made from the model's own weights",
                       total_seconds=round(time.perf_counter() - started, 1))
         ctx.log("  fine-tuning: no epoch improved on the model's own weights; the int8 variants on this grid use them")
         return ctx, record
