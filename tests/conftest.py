@@ -126,3 +126,30 @@ def export_copy(quick_export, tmp_path) -> Path:
 def snapshot(directory: Path) -> dict[str, bytes]:
     """Every file under a directory, by relative path, for byte-identity checks."""
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def dead_channel_model(path: Path, mnist, factor: float) -> Path:
+    """A small CNN trained briefly on MNIST training images 5,000-34,999 (the first 5,000 are the validation split
+    the toolkit judges on), with one dead ReLU channel whose outgoing weights are ``factor`` times the next layer's
+    largest: each of that layer's per-channel int8 grids is then coarse for every other weight, so rounding to
+    nearest loses agreement (tests/test_rounding.py, test_finetune.py; benchmarks/learned_rounding.py builds the
+    same)."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1), name="image")
+    h = layers.MaxPooling2D()(layers.Conv2D(16, 3, activation="relu", name="conv1")(inp))
+    h = layers.MaxPooling2D()(layers.Conv2D(32, 3, activation="relu", name="conv2")(h))
+    model = keras.Model(inp, layers.Dense(10, name="logits")(layers.Flatten()(h)))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(mnist.train.images[5000:35000], mnist.train.labels[5000:35000], batch_size=64, epochs=2, verbose=0)
+    w, b = model.get_layer("conv1").get_weights()
+    b[0] = -100.0  # never active: the weights leaving it never meet a non-zero input
+    model.get_layer("conv1").set_weights([w, b])
+    w, b = model.get_layer("conv2").get_weights()
+    signs = np.sign(np.random.default_rng(0).normal(size=w[:, :, 0, :].shape))
+    w[:, :, 0, :] = factor * np.abs(w).max((0, 1, 2)) * signs
+    model.get_layer("conv2").set_weights([w, b])
+    model.save(path)
+    return path

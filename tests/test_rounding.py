@@ -12,36 +12,14 @@ import json
 
 import numpy as np
 import pytest
+from conftest import dead_channel_model
 
 from toolkit.cli import main
 
 
-def _plant_dead_channel(model, factor: float = 60.0) -> None:
-    w, b = model.get_layer("conv1").get_weights()
-    b[0] = -100.0  # never active: the weights leaving it never meet a non-zero input
-    model.get_layer("conv1").set_weights([w, b])
-    w, b = model.get_layer("conv2").get_weights()
-    signs = np.sign(np.random.default_rng(0).normal(size=w[:, :, 0, :].shape))
-    w[:, :, 0, :] = factor * np.abs(w).max((0, 1, 2)) * signs
-    model.get_layer("conv2").set_weights([w, b])
-
-
 @pytest.fixture(scope="module")
 def dead_channel_cnn(tmp_path_factory, mnist):
-    import keras
-    from keras import layers
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((28, 28, 1), name="image")
-    h = layers.MaxPooling2D()(layers.Conv2D(16, 3, activation="relu", name="conv1")(inp))
-    h = layers.MaxPooling2D()(layers.Conv2D(32, 3, activation="relu", name="conv2")(h))
-    model = keras.Model(inp, layers.Dense(10, name="logits")(layers.Flatten()(h)))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(mnist.train.images[5000:35000], mnist.train.labels[5000:35000], batch_size=64, epochs=2, verbose=0)
-    _plant_dead_channel(model)
-    path = tmp_path_factory.mktemp("rounding") / "model.keras"
-    model.save(path)
-    return path
+    return dead_channel_model(tmp_path_factory.mktemp("rounding") / "model.keras", mnist, 60.0)
 
 
 def _on_grid(kernel: np.ndarray, levels: int) -> np.ndarray:
