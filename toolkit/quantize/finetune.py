@@ -418,9 +418,8 @@ def fine_tune(model, train_images: np.ndarray, calibration_images: np.ndarray, s
               teacher: Callable[[np.ndarray], np.ndarray], log: Callable[[str], None] = lambda s: None,
               probabilities: bool = False, validation: tuple[np.ndarray, np.ndarray] | None = None,
               weight_levels: int = 127):
-    """A copy of ``model`` fine-tuned so that its simulated int8 forward pass (weights on the exporter's grid
-    -``weight_levels``..``weight_levels``) reproduces ``teacher``'s logits on ``train_images``; returns (the model,
-    a record of what was done).
+    """A copy of ``model`` fine-tuned so that its simulated int8 forward pass (weights on the exporter's grid of
+    +-``weight_levels``) reproduces ``teacher``'s logits on ``train_images``; returns (the model, what was done).
 
     With ``validation`` (images, the float model's predicted classes): after every epoch the simulated int8
     model's agreement with the float model is measured on them, and the model's own weights (epoch 0) are
