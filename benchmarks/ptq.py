@@ -560,8 +560,8 @@ def _step_cell(m: dict, label: str, seconds_key: str | None) -> str:
 
 
 def summary(doc: dict) -> list[str]:
-    """Per model: the default int8 against the peers (paired verdicts), onnx-int8's speed, the search and
-    fine-tuning as parity judges them on the test set."""
+    """Per model: the default int8 against the peers (paired verdicts), onnx-int8's speed, the search, learned
+    rounding and fine-tuning as parity judges them on the test set."""
     out = ["## What the tables show", "",
            "| model | default `tflite-int8` >= each peer - 0.3 pts | default `onnx-int8` >= each peer - 0.3 pts | "
            "`onnx-int8` vs `onnx` p50, batch 1 | "
