@@ -88,8 +88,8 @@ OWN = ("seed-cnn", "standardized-mlp")
 PREDICTIONS = "ptq-predictions.npz"
 FINE_TUNE = "toolkit --fine-tune"
 LEARNED = "toolkit --learned-rounding"
-# the weight steps' columns in the summary: (label, the record key of the step's time, its words)
-STEPS = ((LEARNED, "rounding_seconds", "learned-rounding time"), (FINE_TUNE, "fine_tune_seconds", "fine-tuning time"))
+# the weight steps' columns in the summary: (label, the prefix of its row fields (_seconds, _kept), its words)
+STEPS = ((LEARNED, "rounding", "learned-rounding time"), (FINE_TUNE, "fine_tune", "fine-tuning time"))
 GRIDS = {"tflite-int8": "-127..127", "onnx-int8": "-64..64"}  # each int8 file's weight grid (learned rounding's keys)
 
 
@@ -534,7 +534,7 @@ def retime_spread(rows: dict) -> float | None:
     return max(ratios) if ratios else None
 
 
-def _step_cell(m: dict, label: str, seconds_key: str | None) -> str:
+def _step_cell(m: dict, label: str, prefix: str | None) -> str:
     """One export's int8 files in the summary: parity's verdict on the test set, p50 against plain int8 (or that it
     is the same file), the step's time; which weights learned rounding kept."""
     rows, found = m["rows"], []
@@ -543,9 +543,9 @@ def _step_cell(m: dict, label: str, seconds_key: str | None) -> str:
         if not r or "accuracy" not in r:
             continue
         ratio = r["p50_ms_batch1"] / rows[variant]["p50_ms_batch1"]
-        time_text = f", {r[seconds_key]:.0f} s" if seconds_key and r.get(seconds_key) is not None else ""
-        kept = (" (own weights kept: not better on validation)"
-                if r.get(f"{seconds_key.removesuffix('_seconds')}_kept" if seconds_key else "") == "own" else "")
+        seconds = r.get(f"{prefix}_seconds") if prefix else None
+        time_text = f", {seconds:.0f} s" if seconds is not None else ""
+        kept = " (own weights kept: not better on validation)" if prefix and r.get(f"{prefix}_kept") == "own" else ""
         cost = "the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant else f"{ratio:.2f}x"
         found.append(f"{variant} {r.get('parity_verdict')}{kept}, {cost}{time_text}")
     if found:
@@ -578,8 +578,8 @@ def summary(doc: dict) -> list[str]:
             spreads.append(f"{name} {100 * (spread - 1):.0f}%")
         speed_word = ("within one file's re-timing spread: not a ranking" if spread and max(speed, 1 / speed) <= spread
                       else "faster" if speed < 1 else "slower")
-        cells = [_step_cell(m, label, seconds) for label, seconds in
-                 ((f"toolkit --max-accuracy-drop {BUDGET}", None), *((label, key) for label, key, _ in STEPS))]
+        cells = [_step_cell(m, label, prefix) for label, prefix in
+                 ((f"toolkit --max-accuracy-drop {BUDGET}", None), *((label, prefix) for label, prefix, _ in STEPS))]
         out.append(f"| {name} | {_peer_cell(m, 'tflite-int8')} | {_peer_cell(m, 'onnx-int8')} | {speed:.2f}x "
                    f"({speed_word}) | " + " | ".join(cells) + " |")
     out += ["", "Accuracy on the labels can favour a file that departs from the model in a lucky direction (a peer above "
