@@ -98,6 +98,12 @@ def test_learned_rounding_makes_a_failing_int8_model_pass(dead_channel_cnn, data
     _export(dead_channel_cnn, data_dir, tmp_path / "plain")
     plain = _verdicts(tmp_path / "plain", data_dir)
     assert plain["tflite-int8"]["verdict"] == "fail" and plain["onnx-int8"]["verdict"] == "fail"
+    # `parity --diagnose` names the weights' rounding as the cause, and learned rounding as a lever
+    assert main(["parity", "--exports", str(tmp_path / "plain"), "--data-dir", str(data_dir), "--quiet",
+                 "--diagnose", "tflite-int8"]) == 0
+    sources = json.loads((tmp_path / "plain" / "diagnose-tflite-int8.json").read_text())["error_sources"]
+    assert sources["main"] == "weights" and sources["weight_share"] > 0.9 and "--learned-rounding" in sources["lever"]
+    assert sources["rows"]["weights only"]["agreement"] < sources["rows"]["activations only"]["agreement"]
     runs = [_export(dead_channel_cnn, data_dir, tmp_path / name, "--learned-rounding") for name in ("a", "b")]
     assert [e["sha256"] for e in runs[0]["artifacts"]] == [e["sha256"] for e in runs[1]["artifacts"]]
     manifest, exports = runs[1], tmp_path / "b"
