@@ -161,11 +161,17 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
     assert again["accuracy_control"]["replayed"] is True
 
 
-def test_diagnose_says_the_activations_cause_the_error_and_which_steps_can_remove_it(mnist, data_dir, tmp_path):
-    """The same MLP with its outlier unit 100 times the others (at SCALE plain int8 is refused as broken): plain int8's
-    error is the hidden tensor's range, and `parity --diagnose` finds the activations cause it, so learned rounding
-    and fine-tuning (weights only) cannot help and the search's steps can."""
-    model, exports = _outlier_mlp(tmp_path / "model.keras", mnist, 100.0), tmp_path / "plain"
+@pytest.fixture(scope="module")
+def outlier_mlp_100x(tmp_path_factory, mnist) -> Path:
+    """The same MLP with its outlier unit 100 times the others (at SCALE plain int8 is refused as broken)."""
+    return _outlier_mlp(tmp_path_factory.mktemp("outlier100") / "model.keras", mnist, 100.0)
+
+
+def test_diagnose_says_the_activations_cause_the_error_and_which_steps_can_remove_it(outlier_mlp_100x, data_dir,
+                                                                                     tmp_path):
+    """Plain int8's error is the hidden tensor's range here, and `parity --diagnose` finds the activations cause it,
+    so learned rounding and fine-tuning (weights only) cannot help and the search's steps can."""
+    model, exports = outlier_mlp_100x, tmp_path / "plain"
     assert main(["export", "--model", str(model), "--data-dir", str(data_dir), "--quiet", "--exports",
                  str(exports), "--format", "tflite", "--quantize", "int8"]) == 0
     assert main(["parity", "--exports", str(exports), "--data-dir", str(data_dir), "--quiet", "--diagnose",
@@ -175,6 +181,24 @@ def test_diagnose_says_the_activations_cause_the_error_and_which_steps_can_remov
     assert "--max-accuracy-drop" in sources["lever"] and sources["same_class_as_file"] >= 0.95
     rows = sources["rows"]
     assert rows["activations only"]["agreement"] < rows["weights only"]["agreement"]
+
+
+def test_learned_rounding_is_not_run_where_the_weights_cause_almost_none_of_the_error(outlier_mlp_100x, data_dir,
+                                                                                      tmp_path, capsys):
+    """`--learned-rounding` first measures on the validation images what the weights' rounding causes of the error
+    (toolkit/quantize/sources.py); here almost nothing, so it does not spend minutes learning a rounding that could
+    not help: the manifest and the log say why, and the file is plain int8's."""
+    exports = tmp_path / "rounded"
+    assert main(["export", "--model", str(outlier_mlp_100x), "--data-dir", str(data_dir), "--exports", str(exports),
+                 "--format", "tflite", "--quantize", "int8", "--learned-rounding"]) == 0
+    assert "learned rounding onto -127..127: not run: the weights' rounding causes" in capsys.readouterr().err
+    manifest = json.loads((exports / "manifest.json").read_text())
+    record = manifest["learned_rounding"]["-127..127"]
+    assert record["error_sources"]["weight_share"] < 0.02 and "model" not in record and "judged" not in record
+    assert record["skipped"].startswith("not run: the weights' rounding causes")
+    entry = next(e for e in manifest["artifacts"] if e["variant"] == "tflite-int8")
+    assert "weights" not in entry  # made from the model's own weights
+    assert not list(exports.rglob("int8-rounded-*.keras"))
 
 
 def test_budget_that_cannot_be_met_exits_4_and_keeps_the_best(standardized_mlp, data_dir, tmp_path, capsys):

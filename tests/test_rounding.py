@@ -146,6 +146,9 @@ def test_the_report_says_which_weights_each_grid_used():
     first, second = _int8_choice_lines(manifest)
     assert "-127..127" in first and "98.86%" in first and "99.74%" in first and "made from it: the int8" in first
     assert "-64..64" in second and "model's own weights" in second
+    skipped = {"skipped": "not run: the weights' rounding causes 0.1% of the error", "total_seconds": 2.0}
+    (line,) = _int8_choice_lines({"learned_rounding": {"-127..127": skipped}})
+    assert "-127..127: not run: the weights' rounding causes 0.1%" in line and "model's own weights" in line
 
 
 def test_a_layer_with_large_inputs_learns_on_fewer_images():
