@@ -28,9 +28,13 @@ SCALE = 1000.0  # the outlier unit of the fixture below
 
 @pytest.fixture(scope="module")
 def standardized_mlp(tmp_path_factory, mnist) -> Path:
-    """An MLP with one hidden unit scaled up SCALE times (incoming weights xSCALE, outgoing /SCALE: ReLU is
+    return _outlier_mlp(tmp_path_factory.mktemp("sensitive") / "model.keras", mnist, SCALE)
+
+
+def _outlier_mlp(path: Path, mnist, scale: float) -> Path:
+    """An MLP with one hidden unit scaled up ``scale`` times (incoming weights x scale, outgoing / scale: ReLU is
     positively homogeneous, so the float model computes the same function). Every image's hidden tensor then
-    holds one channel about SCALE times the others: not a rare tail for a range estimator to clip, so per-tensor
+    holds one channel about ``scale`` times the others: not a rare tail for a range estimator to clip, so per-tensor
     int8 activations leave the other 383 channels a few steps, and plain int8 loses what only a wider
     activation type or float can keep: what the search is for. (Per-pixel standardization, once this
     fixture's difficulty, is handled by plain int8 since issue #23.)"""
@@ -50,12 +54,11 @@ def standardized_mlp(tmp_path_factory, mnist) -> Path:
     (w1, b1), (w2, b2) = hidden.get_weights(), logits.get_weights()
     active = np.maximum(x[:2000].reshape(2000, -1) @ w1 + b1, 0)
     unit = int(np.argmax(np.median(active, axis=0)))  # the unit the median image uses most
-    w1[:, unit] *= SCALE
-    b1[unit] *= SCALE
-    w2[unit] /= SCALE
+    w1[:, unit] *= scale
+    b1[unit] *= scale
+    w2[unit] /= scale
     hidden.set_weights([w1, b1])
     logits.set_weights([w2, b2])
-    path = tmp_path_factory.mktemp("sensitive") / "model.keras"
     model.save(path)
     return path
 
@@ -156,6 +159,46 @@ def test_sensitive_model_search_passes_the_test_gate_and_replays_byte_identical(
     again = _manifest(tmp_path / "replayed-tflite")["tflite-int8"]
     assert again["sha256"] == entries["tflite-int8"]["sha256"]
     assert again["accuracy_control"]["replayed"] is True
+
+
+@pytest.fixture(scope="module")
+def outlier_mlp_100x(tmp_path_factory, mnist) -> Path:
+    """The same MLP with its outlier unit 100 times the others (at SCALE plain int8 is refused as broken)."""
+    return _outlier_mlp(tmp_path_factory.mktemp("outlier100") / "model.keras", mnist, 100.0)
+
+
+def test_diagnose_says_the_activations_cause_the_error_and_which_steps_can_remove_it(outlier_mlp_100x, data_dir,
+                                                                                     tmp_path):
+    """Plain int8's error is the hidden tensor's range here, and `parity --diagnose` finds the activations cause it,
+    so learned rounding and fine-tuning (weights only) cannot help and the search's steps can."""
+    model, exports = outlier_mlp_100x, tmp_path / "plain"
+    assert main(["export", "--model", str(model), "--data-dir", str(data_dir), "--quiet", "--exports",
+                 str(exports), "--format", "tflite", "--quantize", "int8"]) == 0
+    assert main(["parity", "--exports", str(exports), "--data-dir", str(data_dir), "--quiet", "--diagnose",
+                 "tflite-int8"]) == 0
+    sources = json.loads((exports / "diagnose-tflite-int8.json").read_text())["error_sources"]
+    assert sources["main"] == "activations" and sources["activation_share"] > 0.9
+    assert "--max-accuracy-drop" in sources["lever"] and sources["same_class_as_file"] >= 0.95
+    rows = sources["rows"]
+    assert rows["activations only"]["agreement"] < rows["weights only"]["agreement"]
+
+
+def test_learned_rounding_is_not_run_where_the_weights_cause_almost_none_of_the_error(outlier_mlp_100x, data_dir,
+                                                                                      tmp_path, capsys):
+    """`--learned-rounding` first measures on the validation images what the weights' rounding causes of the error
+    (toolkit/quantize/sources.py); here almost nothing, so it does not spend minutes learning a rounding that could
+    not help: the manifest and the log say why, and the file is plain int8's."""
+    exports = tmp_path / "rounded"
+    assert main(["export", "--model", str(outlier_mlp_100x), "--data-dir", str(data_dir), "--exports", str(exports),
+                 "--format", "tflite", "--quantize", "int8", "--learned-rounding"]) == 0
+    assert "learned rounding onto -127..127: not run: the weights' rounding causes" in capsys.readouterr().err
+    manifest = json.loads((exports / "manifest.json").read_text())
+    record = manifest["learned_rounding"]["-127..127"]
+    assert record["error_sources"]["weight_share"] < 0.02 and "model" not in record and "judged" not in record
+    assert record["skipped"].startswith("not run: the weights' rounding causes")
+    entry = next(e for e in manifest["artifacts"] if e["variant"] == "tflite-int8")
+    assert "weights" not in entry  # made from the model's own weights
+    assert not list(exports.rglob("int8-rounded-*.keras"))
 
 
 def test_budget_that_cannot_be_met_exits_4_and_keeps_the_best(standardized_mlp, data_dir, tmp_path, capsys):

@@ -83,3 +83,14 @@ def test_learned_rounding_is_the_rung_before_fine_tuning(tmp_path, rounded, tune
     assert entry.get("weights") == {"own": None, "rounded": "rounded weights", "tuned": "tuned weights"}[kept]
     if kept == "rounded":
         assert "skipped" in entry["ladder"][2]
+
+
+def test_a_rung_that_kept_the_own_weights_says_why_from_its_record(tmp_path):
+    """A rung's ``kept_own`` may read the step's record when it is asked (learned rounding not run where the weights'
+    rounding causes almost none of the error says so, rather than that it was not better)."""
+    generation, calls, record = _Generation(tmp_path), [], {}
+    steps = [Rung(ROUNDING, lambda: record.update(skipped="not run: weights 0.1%") or "own", "rounded weights",
+                  lambda: f"learned rounding {record.get('skipped', 'was not better')}: the file before it stands")]
+    entry = climb(_builder(generation, {"own": False}, calls), "own", steps, generation)
+    assert calls == ["own"]
+    assert entry["ladder"][1]["why"] == "learned rounding not run: weights 0.1%: the file before it stands"

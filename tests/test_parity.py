@@ -182,6 +182,14 @@ def test_diagnose_names_the_worst_layer(export_copy, data_dir, variant, capsys):
     assert all("scale" in row for row in layers)
     worst = max(layers, key=lambda r: r["local_error"])
     assert worst["layer"] == doc["worst_layer"]
+    # where the error comes from: the simulation of plain int8 stands for this (plain) file, and the two parts'
+    # shares add up; the text names the part and its lever
+    sources = doc["error_sources"]
+    assert sources["same_class_as_file"] >= 0.98 and sources["images"] == doc["debug_images"]
+    assert sources["weight_grid"] == ("-127..127" if variant == "tflite-int8" else "-64..64")
+    assert set(sources["rows"]) == {"everything", "activations only", "weights only"}
+    assert sources["activation_share"] + sources["weight_share"] == pytest.approx(1.0)
+    assert f"the {sources['main']} cause" in out
     if variant == "tflite-int8":
         # the table is about the model we shipped: the debugger's rebuild agrees with it
         assert doc["debug_model_agreement_with_artifact"] >= 0.99

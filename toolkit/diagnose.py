@@ -4,7 +4,8 @@ Each format that can say declares how, beside its exporter (``Format.diagnose`` 
 the TFLite one runs LiteRT's QuantizationDebugger (each quantized layer's *local* error against the
 float op fed the same dequantized inputs), the ONNX one onnxruntime's qdq_loss_debug (each
 activation's SQNR against the float model's). Layers are ranked by their local error; the worst is
-named.
+named. Then, for a Keras model, whether the weights' rounding or the activations' steps cause the error
+(toolkit/quantize/sources.py), which says which option can remove it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def diagnose(cfg: ParityConfig) -> dict:
             prep=prep, images=images))
         layers = result["layers"]
         worst = max(layers, key=lambda row: row["local_error"]) if layers else None
+        sources = _error_sources(entry, path, model_path, dataset, prep, images)
         doc = {
             "variant": variant,
             "method": result["method"],
@@ -79,12 +81,44 @@ def diagnose(cfg: ParityConfig) -> dict:
             "worst_layer": worst["layer"] if worst else None,
             "layers": layers,
             **{k: v for k, v in result.items() if k not in ("layers", "method", "metric")},
+            "error_sources": sources,
             "provenance": provenance(),
         }
         json_path = exports.diagnose_path(variant)
         artifacts.atomic_write_json(json_path, doc)
         doc["json_path"] = json_path
         return doc
+
+
+def _error_sources(entry: dict, path: Path, model_path: Path, dataset, prep, images: np.ndarray) -> dict:
+    """toolkit/quantize/sources.py's split of the error (weights' rounding or activations') for the variant's grid,
+    estimator and calibration images, or why it was not measured."""
+    from toolkit.datasets import sample_indices
+    from toolkit.provenance import sha256_bytes
+    from toolkit.ranges import ESTIMATORS
+    from toolkit.references import load_reference
+
+    cal = entry.get("calibration") or {}
+    estimator = cal.get("estimator")
+    if estimator not in ESTIMATORS:
+        return {"skipped": f"its ranges come from {cal.get('method') or 'a calibrator'}, which the simulation does not "
+                           "reproduce"}
+    source = load_reference(model_path)
+    if not source.keras:
+        return {"skipped": "the simulation reads Keras models; this export's model is not one"}
+    idx = sample_indices(int(cal["count"]), len(dataset.train), seed=int(cal["seed"]))
+    if sha256_bytes(idx.astype(np.int64).tobytes()) != cal.get("indices_sha256"):
+        return {"skipped": "the calibration images the file was made from cannot be found again in this dataset"}
+    from toolkit.errors import UsageError
+    from toolkit.quantize.sources import error_sources
+    from toolkit.runners import runner_for
+
+    classes = runner_for(entry["format"], path).infer_batched(images).argmax(1)
+    try:
+        return error_sources(source.model, images, prep.load(dataset.train, idx).astype(np.float32), estimator,
+                             exporters.REGISTRY[entry["variant"]].weight_levels, file_classes=classes)
+    except UsageError as e:  # a subclassed model: no graph to walk
+        return {"skipped": str(e)}
 
 
 def format_table(doc: dict) -> str:
@@ -108,4 +142,8 @@ def format_table(doc: dict) -> str:
             lines.append(f"{r['layer'][:60]:<60} {r['op']:<16} {r['local_error']:>10.3f} "
                          f"{r['max_abs_error']:>11.4g} {r['scale']:>10.4g}")
     lines.append(f"loses most: {doc['worst_layer']}")
+    if doc.get("error_sources"):
+        from toolkit.quantize.sources import lines as source_lines
+
+        lines.extend(source_lines(doc["error_sources"]))
     return "\n".join(lines)

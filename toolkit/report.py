@@ -216,6 +216,10 @@ def _rounding_lines(grids: dict) -> list[str]:
         figures = (f": simulated int8 agreement on {judged['validation_images']:,} validation images "
                    f"{100 * judged['own_agreement']:.2f}% with the model's own weights, "
                    f"{100 * judged['learned_agreement']:.2f}% with the learned rounding" if judged else "")
+        if r.get("skipped"):
+            lines.append(f"- Learned weight rounding onto the int8 grid {grid}: {r['skipped']} "
+                         f"({r['total_seconds']:.0f} s); the int8 variants are made from the model's own weights.")
+            continue
         used = (f"made from it: {r.get('variants', 'the int8 variants on this grid')}" if "model" in r else
                 "the int8 variants are made from the model's own weights (not better beyond noise)")
         lines.append(f"- Learned weight rounding onto the int8 grid {grid} ({r['total_seconds']:.0f} s){figures}; "

@@ -58,7 +58,9 @@ def parity_args(p: argparse.ArgumentParser) -> None:
                    help="test images run under TFLM for tflite-micro (reference kernels, one image at a "
                    "time): a fixed-seed sample of N, or all (default: %(default)s)")
     p.add_argument("--diagnose", metavar="VARIANT", default=None,
-                   help="for an int8 variant: per-layer quantization error table instead of parity")
+                   help="for an int8 variant: per-layer quantization error table instead of parity, then (Keras models) "
+                   "whether the weights' rounding or the activations' cause the error, and which option can "
+                   "remove it")
     strict_arg(p)
 
 

@@ -127,7 +127,8 @@ def _steps(cfg: ExportConfig, exporter: Exporter, ctx, inp, generation: Generati
         steps.append(ladder.Rung(
             ladder.ROUNDING, once(("learned_rounding", levels), lambda: rounded_context(cfg, ctx, generation, levels)),
             ladder.ROUNDED_WEIGHTS.format(grid=ladder.grid_name(levels)),
-            "the learned rounding was not better than the model's own weights beyond noise: the file before it stands"))
+            lambda: "learned rounding " + made[("learned_rounding", levels)][1].get(
+                "skipped", "was not better than the model's own weights beyond noise") + ": the file before it stands"))
     if cfg.fine_tune:
         from toolkit.quantize.step import fine_tuned_context
 

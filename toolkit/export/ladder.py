@@ -44,7 +44,7 @@ class Rung(NamedTuple):
     rung: str
     context: Callable[[], object]
     weights: str
-    kept_own: str
+    kept_own: str | Callable[[], str]  # or, when the step's record says why, a function that reads it
 
 
 def _met(entry: dict) -> bool:
@@ -101,7 +101,7 @@ def climb(build: Callable[[object], dict], ctx, steps: list[Rung], generation,
         context = rung.context()
         if context is ctx:
             rungs.append({"rung": rung.rung, "met": False, "seconds": round(time.perf_counter() - start, 1),
-                          "kept": False, "why": rung.kept_own})
+                          "kept": False, "why": rung.kept_own() if callable(rung.kept_own) else rung.kept_own})
             continue
         log(f"  the search missed the budget: {entry['variant']} again from the weights of: {rung.rung}")
         kept, record = _try(build, rung, context, entry, generation, start)

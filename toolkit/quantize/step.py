@@ -37,10 +37,40 @@ def _saved(ctx, model, path, record: dict, generation, workname: str):
     return ctx.derived(model=model, model_path=path, workdir=workdir)
 
 
+# learned rounding is not run where the weights' rounding causes less than this share of the simulated int8 model's
+# squared output error on the validation images (toolkit/quantize/sources.py): it changes only how the weights
+# round, so it could remove at most that share (benchmarks/INT8_ERROR.md: 0% measurable on EfficientNetB0 and
+# MobileNetV3Small, where it ran for minutes and kept the model's own weights)
+MIN_WEIGHT_SHARE = 0.02
+
+
+def _rounding_cannot_help(ctx, val, calibration: np.ndarray, settings) -> dict | None:
+    """The learned-rounding record of a grid where the validation images show that the weights' rounding causes
+    almost none of the int8 error (learned rounding then not run), else None (also without validation images)."""
+    if val is None:
+        return None
+    from toolkit.quantize.sources import error_sources
+
+    sources = error_sources(ctx.model, val.images, calibration, settings.estimator, settings.levels)
+    share = sources["weight_share"]
+    if share is None or share >= MIN_WEIGHT_SHARE:
+        return None
+    why = (f"not run: the weights' rounding causes {100 * share:.1f}% of the simulated int8 model's output error on "
+           f"the {sources['images']:,} validation images (the activations' steps the rest; under "
+           f"{100 * MIN_WEIGHT_SHARE:g}%), and learned rounding changes only how the weights round")
+    ctx.log(f"  learned rounding onto -{settings.levels}..{settings.levels}: {why}; the int8 variants on this grid use "
+            "the model's own weights (the activations' steps need --max-accuracy-drop's 16-bit or float layers)")
+    return {"validation": val.description, "skipped": why,
+            "error_sources": {k: sources[k] for k in ("images", "estimator", "weight_grid", "rows", "activation_share",
+                                                      "weight_share")},
+            "what": "learned weight rounding (AdaRound) and bias correction (toolkit/quantize/rounding.py): " + why +
+                    ", so the int8 variants on this grid are made from the model's own weights"}
+
+
 def rounded_context(cfg, ctx, generation, levels: int):
     """(the export context of the model with learned rounding on a grid of -levels..levels (the exporter's), the
     manifest's record of it): the same ``ctx`` when the rounding did not agree better with the model beyond noise
-    on the validation images."""
+    on the validation images, or was not run because the weights' rounding causes almost none of the error there."""
     import time
 
     from toolkit.quantize.rounding import RoundingSettings, judge, learn_rounding
@@ -51,10 +81,14 @@ def rounded_context(cfg, ctx, generation, levels: int):
                                 else d.estimator, levels=levels)
     started = time.perf_counter()
     images = ctx.calibration_images.astype(np.float32)
+    val = ctx.validation() if ctx.validation is not None else None
+    skipped = _rounding_cannot_help(ctx, val, images, settings)
+    if skipped is not None:
+        skipped["total_seconds"] = round(time.perf_counter() - started, 1)
+        return ctx, skipped
     ctx.log(f"  learned rounding (AdaRound, then bias correction) onto int8 weights -{levels}..{levels}, on "
             f"{min(len(images), settings.images):,} calibration images, {settings.iterations:,} steps per layer")
     model, record = learn_rounding(ctx.model, images, settings, log=ctx.log)
-    val = ctx.validation() if ctx.validation is not None else None
     record["validation"] = val.description if val is not None else None
     what = "learned weight rounding (AdaRound) and bias correction (toolkit/quantize/rounding.py)"
     if val is not None:
