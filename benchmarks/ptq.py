@@ -305,7 +305,8 @@ def export_all(name: str, model: Path, dataset: str, mwork: Path, data_dir: Path
                            "parity": schema.Parity.read(exports).variants,
                            "grids": {step: {g: {"seconds": r.get("total_seconds"),
                                                 "kept": "learned" if "model" in r else "own",
-                                                **({"skipped": r["skipped"]} if r.get("skipped") else {})}
+                                                **({"skipped": r["error_sources"]["costs"]["weights"]}
+                                                   if r.get("skipped") else {})}
                                             for g, r in (manifest.get(step) or {}).items()}
                                      for step in ("learned_rounding", "fine_tuning")}}
     return variants
@@ -549,8 +550,10 @@ def _step_cell(m: dict, label: str, prefix: str | None) -> str:
         seconds = r.get(f"{prefix}_seconds") if prefix else None
         time_text = f", {seconds:.0f} s" if seconds is not None else ""
         kept = " (own weights kept: not better on validation)" if prefix and r.get(f"{prefix}_kept") == "own" else ""
-        if prefix and r.get(f"{prefix}_skipped"):  # "not run: the weights' rounding causes 0.1% of ...": its share
-            kept = f" ({r[f'{prefix}_skipped'].split(' of the simulated', 1)[0]} of the error: own weights kept)"
+        if prefix and r.get(f"{prefix}_skipped"):  # not run: what float weights would gain in agreement (validation)
+            cost = r[f"{prefix}_skipped"]
+            kept = (f" (not run: float weights would agree on {cost['points']:+.2f} points of the validation images, "
+                    f"95% CI {cost['ci_points'][0]:+.2f} to {cost['ci_points'][1]:+.2f}: own weights kept)")
         cost = "the same file as plain int8" if same_bytes(rows, f"{variant} ({label})") == variant else f"{ratio:.2f}x"
         found.append(f"{variant} {r.get('parity_verdict')}{kept}, {cost}{time_text}")
     if found:

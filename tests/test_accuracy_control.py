@@ -178,24 +178,28 @@ def test_diagnose_says_the_activations_cause_the_error_and_which_steps_can_remov
                  "tflite-int8"]) == 0
     sources = json.loads((exports / "diagnose-tflite-int8.json").read_text())["error_sources"]
     assert sources["main"] == "activations" and sources["activation_share"] > 0.9
-    assert "--max-accuracy-drop" in sources["lever"] and sources["same_class_as_file"] >= 0.95
-    rows = sources["rows"]
+    assert sources["same_class_as_file"] >= 0.95
+    rows, costs = sources["rows"], sources["costs"]
     assert rows["activations only"]["agreement"] < rows["weights only"]["agreement"]
+    assert costs["activations"]["points"] > 0 and not costs["weights"]["beyond_noise"]
+    assert "weights" not in sources["levers"]
 
 
 def test_learned_rounding_is_not_run_where_the_weights_cause_almost_none_of_the_error(outlier_mlp_100x, data_dir,
                                                                                       tmp_path, capsys):
-    """`--learned-rounding` first measures on the validation images what the weights' rounding causes of the error
-    (toolkit/quantize/sources.py); here almost nothing, so it does not spend minutes learning a rounding that could
-    not help: the manifest and the log say why, and the file is plain int8's."""
+    """`--learned-rounding` first measures on the validation images whether even float weights would agree with the
+    model on more of them beyond noise (toolkit/quantize/sources.py); here they would not (the activations cause
+    the error), so it does not spend minutes learning a rounding that could not pass its judge: the manifest and
+    the log say why, and the file is plain int8's."""
     exports = tmp_path / "rounded"
     assert main(["export", "--model", str(outlier_mlp_100x), "--data-dir", str(data_dir), "--exports", str(exports),
                  "--format", "tflite", "--quantize", "int8", "--learned-rounding"]) == 0
-    assert "learned rounding onto -127..127: not run: the weights' rounding causes" in capsys.readouterr().err
+    assert "learned rounding onto -127..127: not run: with float weights" in capsys.readouterr().err
     manifest = json.loads((exports / "manifest.json").read_text())
     record = manifest["learned_rounding"]["-127..127"]
-    assert record["error_sources"]["weight_share"] < 0.02 and "model" not in record and "judged" not in record
-    assert record["skipped"].startswith("not run: the weights' rounding causes")
+    cost = record["error_sources"]["costs"]["weights"]
+    assert not cost["beyond_noise"] and cost["ci_points"][0] <= 0 and "model" not in record and "judged" not in record
+    assert record["skipped"].startswith("not run: with float weights")
     entry = next(e for e in manifest["artifacts"] if e["variant"] == "tflite-int8")
     assert "weights" not in entry  # made from the model's own weights
     assert not list(exports.rglob("int8-rounded-*.keras"))

@@ -185,11 +185,15 @@ def test_diagnose_names_the_worst_layer(export_copy, data_dir, variant, capsys):
     # where the error comes from: the simulation of plain int8 stands for this (plain) file, and the two parts'
     # shares add up; the text names the part and its lever
     sources = doc["error_sources"]
-    assert sources["same_class_as_file"] >= 0.98 and sources["images"] == doc["debug_images"]
+    assert sources["same_class_as_file"] >= 0.98 and sources["images"] == 2000
     assert sources["weight_grid"] == ("-127..127" if variant == "tflite-int8" else "-64..64")
     assert set(sources["rows"]) == {"everything", "activations only", "weights only"}
     assert sources["activation_share"] + sources["weight_share"] == pytest.approx(1.0)
-    assert f"the {sources['main']} cause" in out
+    assert f"the {sources['main']} cause" in out and "with the weights in float it would agree on" in out
+    for part, cost in sources["costs"].items():  # points: the part in float minus everything quantized
+        row = sources["rows"]["activations only" if part == "weights" else "weights only"]
+        assert cost["points"] == pytest.approx(100 * (row["agreement"] - sources["rows"]["everything"]["agreement"]))
+        assert cost["ci_points"][0] <= cost["points"] <= cost["ci_points"][1]
     if variant == "tflite-int8":
         # the table is about the model we shipped: the debugger's rebuild agrees with it
         assert doc["debug_model_agreement_with_artifact"] >= 0.99

@@ -102,7 +102,8 @@ def test_learned_rounding_makes_a_failing_int8_model_pass(dead_channel_cnn, data
     assert main(["parity", "--exports", str(tmp_path / "plain"), "--data-dir", str(data_dir), "--quiet",
                  "--diagnose", "tflite-int8"]) == 0
     sources = json.loads((tmp_path / "plain" / "diagnose-tflite-int8.json").read_text())["error_sources"]
-    assert sources["main"] == "weights" and sources["weight_share"] > 0.9 and "--learned-rounding" in sources["lever"]
+    assert sources["main"] == "weights" and sources["weight_share"] > 0.9
+    assert sources["costs"]["weights"]["beyond_noise"] and "--learned-rounding" in sources["levers"]["weights"]
     assert sources["rows"]["weights only"]["agreement"] < sources["rows"]["activations only"]["agreement"]
     runs = [_export(dead_channel_cnn, data_dir, tmp_path / name, "--learned-rounding") for name in ("a", "b")]
     assert [e["sha256"] for e in runs[0]["artifacts"]] == [e["sha256"] for e in runs[1]["artifacts"]]
@@ -146,9 +147,9 @@ def test_the_report_says_which_weights_each_grid_used():
     first, second = _int8_choice_lines(manifest)
     assert "-127..127" in first and "98.86%" in first and "99.74%" in first and "made from it: the int8" in first
     assert "-64..64" in second and "model's own weights" in second
-    skipped = {"skipped": "not run: the weights' rounding causes 0.1% of the error", "total_seconds": 2.0}
+    skipped = {"skipped": "not run: with float weights it would agree on +0.10 points", "total_seconds": 2.0}
     (line,) = _int8_choice_lines({"learned_rounding": {"-127..127": skipped}})
-    assert "-127..127: not run: the weights' rounding causes 0.1%" in line and "model's own weights" in line
+    assert "-127..127: not run: with float weights it would agree on +0.10" in line and "model's own weights" in line
 
 
 def test_a_layer_with_large_inputs_learns_on_fewer_images():

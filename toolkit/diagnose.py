@@ -23,6 +23,9 @@ from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
 
 DEBUG_IMAGES = 200  # test images run through the debug models
+# test images the error's sources are measured on (toolkit/quantize/sources.py: three simulated passes, no debug
+# model): enough for a paired interval to show a point or two of agreement
+SOURCE_IMAGES = 2_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ def diagnose(cfg: ParityConfig) -> dict:
             prep=prep, images=images))
         layers = result["layers"]
         worst = max(layers, key=lambda row: row["local_error"]) if layers else None
-        sources = _error_sources(entry, path, model_path, dataset, prep, images)
+        sources = _error_sources(entry, path, model_path, dataset, prep,
+                                 prep.load(dataset.test, np.arange(min(SOURCE_IMAGES, len(dataset.test)))))
         doc = {
             "variant": variant,
             "method": result["method"],

@@ -342,8 +342,8 @@ def _weight_step_args(p: argparse.ArgumentParser) -> None:
                       "grid, so every int8 format holds the chosen integers. The model's own weights are kept unless "
                       "the simulated int8 model agrees with it on more validation images beyond noise; with "
                       "--max-accuracy-drop, only where the search on the model's own weights misses the budget. Not run "
-                      "where the weights' rounding causes under 2%% of the int8 error on the validation images (it "
-                      "could remove at most that; `toolkit parity --diagnose` shows the split)")
+                      "where even float weights would not agree with the model on more validation images beyond noise "
+                      "(`toolkit parity --diagnose` shows what the weights and the activations cost)")
     tune.add_argument("--fine-tune-images", type=positive_int, default=None, metavar="N",
                       help="training images per pass, a fixed-seed sample when there are more (default: 20,000)")
 

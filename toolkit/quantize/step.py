@@ -37,32 +37,30 @@ def _saved(ctx, model, path, record: dict, generation, workname: str):
     return ctx.derived(model=model, model_path=path, workdir=workdir)
 
 
-# learned rounding is not run where the weights' rounding causes less than this share of the simulated int8 model's
-# squared output error on the validation images (toolkit/quantize/sources.py): it changes only how the weights
-# round, so it could remove at most that share (benchmarks/INT8_ERROR.md: 0% measurable on EfficientNetB0 and
-# MobileNetV3Small, where it ran for minutes and kept the model's own weights)
-MIN_WEIGHT_SHARE = 0.02
-
-
 def _rounding_cannot_help(ctx, val, calibration: np.ndarray, settings) -> dict | None:
-    """The learned-rounding record of a grid where the validation images show that the weights' rounding causes
-    almost none of the int8 error (learned rounding then not run), else None (also without validation images)."""
+    """The learned-rounding record of a grid where the validation images show that even float weights (no weight
+    rounding at all) would not make the simulated int8 model agree with the model on more of them beyond noise
+    (toolkit/quantize/sources.py): learned rounding, which only chooses how the weights round, could then not pass
+    its own judge (the same paired 95% test), so it is not run (benchmarks/INT8_ERROR.md: on EfficientNetB0 and the
+    MobileNets the activations cause the error; it ran for minutes there and kept the own weights). Else None (also
+    without validation images)."""
     if val is None:
         return None
     from toolkit.quantize.sources import error_sources
 
     sources = error_sources(ctx.model, val.images, calibration, settings.estimator, settings.levels)
-    share = sources["weight_share"]
-    if share is None or share >= MIN_WEIGHT_SHARE:
+    cost = sources["costs"]["weights"]
+    if cost["beyond_noise"]:
         return None
-    why = (f"not run: the weights' rounding causes {100 * share:.1f}% of the simulated int8 model's output error on "
-           f"the {sources['images']:,} validation images (the activations' steps the rest; under "
-           f"{100 * MIN_WEIGHT_SHARE:g}%), and learned rounding changes only how the weights round")
+    lo, hi = cost["ci_points"]
+    why = (f"not run: with float weights the simulated int8 model would agree with the model on {cost['points']:+.2f} "
+           f"points of the {sources['images']:,} validation images (95% CI {lo:+.2f} to {hi:+.2f}), not more beyond "
+           "noise, and learned rounding only chooses how the weights round")
     ctx.log(f"  learned rounding onto -{settings.levels}..{settings.levels}: {why}; the int8 variants on this grid use "
-            "the model's own weights (the activations' steps need --max-accuracy-drop's 16-bit or float layers)")
+            "the model's own weights (`toolkit parity --diagnose` shows what the activations cost)")
     return {"validation": val.description, "skipped": why,
             "error_sources": {k: sources[k] for k in ("images", "estimator", "weight_grid", "rows", "activation_share",
-                                                      "weight_share")},
+                                                      "weight_share", "costs")},
             "what": "learned weight rounding (AdaRound) and bias correction (toolkit/quantize/rounding.py): " + why +
                     ", so the int8 variants on this grid are made from the model's own weights"}
 
@@ -70,7 +68,7 @@ def _rounding_cannot_help(ctx, val, calibration: np.ndarray, settings) -> dict |
 def rounded_context(cfg, ctx, generation, levels: int):
     """(the export context of the model with learned rounding on a grid of -levels..levels (the exporter's), the
     manifest's record of it): the same ``ctx`` when the rounding did not agree better with the model beyond noise
-    on the validation images, or was not run because the weights' rounding causes almost none of the error there."""
+    on the validation images, or was not run because even float weights would not agree better there beyond noise."""
     import time
 
     from toolkit.quantize.rounding import RoundingSettings, judge, learn_rounding
