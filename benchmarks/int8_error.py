@@ -145,12 +145,10 @@ def measure(model_name: str, work: Path, data_dir: str | None) -> dict:
     sim.calibrate(calibration, estimator)
     file_logits = _file_logits(path, images)
     simulated = _simulated(sim, images)
-    keep_fq, keep_fixed, keep_w = sim._fq, sim._fq_fixed, sim._fq_weights
-    sim._fq_weights = lambda kernel, quantize: kernel
-    activations_only = _simulated(sim, images)
-    sim._fq_weights, sim._fq, sim._fq_fixed = keep_w, (lambda x, key, q, record: x), (lambda x, lo, hi, q: x)
-    weights_only = _simulated(sim, images)
-    sim._fq, sim._fq_fixed = keep_fq, keep_fixed
+    with sim.only("activations"):
+        activations_only = _simulated(sim, images)
+    with sim.only("weights"):
+        weights_only = _simulated(sim, images)
     points = _points(sim, images[:IMAGES_PER_POINT], reference[:IMAGES_PER_POINT])
     return {
         "file": {**file_record, **_errors(file_logits, reference)},

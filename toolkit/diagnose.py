@@ -18,6 +18,7 @@ import numpy as np
 
 from toolkit import artifacts, exporters
 from toolkit.config import ParityConfig
+from toolkit.datasets import sample_indices
 from toolkit.errors import UsageError
 from toolkit.exportdir import ExportDir
 from toolkit.provenance import provenance
@@ -40,6 +41,16 @@ class Diagnosis:
     dataset: object  # toolkit.datasets.Dataset
     prep: object  # toolkit.preprocess.Preprocessing
     images: np.ndarray  # DEBUG_IMAGES test images, preprocessed
+
+    def calibration(self) -> tuple[np.ndarray, bool]:
+        """(the calibration images the manifest records for the variant: its count and seed drawn again from the
+        training split, whether their indices are the recorded ones (the sha256; not where the data changed))."""
+        from toolkit.provenance import sha256_bytes
+
+        cal = self.entry["calibration"]
+        idx = sample_indices(int(cal["count"]), len(self.dataset.train), seed=int(cal["seed"]))
+        same = sha256_bytes(idx.astype(np.int64).tobytes()) == cal.get("indices_sha256")
+        return self.prep.load(self.dataset.train, idx), same
   # test images run through the debug models
 
 
@@ -70,13 +81,12 @@ def diagnose(cfg: ParityConfig) -> dict:
         model_path = reference_model(cfg, manifest)
         dataset, prep, _ = data_for(cfg, manifest, for_export(manifest, model_path))
         images = prep.load(dataset.test, np.arange(min(DEBUG_IMAGES, len(dataset.test))))
-        result = importlib.import_module(fmt.diagnose).diagnose(Diagnosis(
-            exports=exports, entries=entries, entry=entry, path=path, model_path=model_path, dataset=dataset,
-            prep=prep, images=images))
+        d = Diagnosis(exports=exports, entries=entries, entry=entry, path=path, model_path=model_path,
+                      dataset=dataset, prep=prep, images=images)
+        result = importlib.import_module(fmt.diagnose).diagnose(d)
         layers = result["layers"]
         worst = max(layers, key=lambda row: row["local_error"]) if layers else None
-        sources = _error_sources(entry, path, model_path, dataset, prep,
-                                 prep.load(dataset.test, np.arange(min(SOURCE_IMAGES, len(dataset.test)))))
+        sources = _error_sources(d)
         doc = {
             "variant": variant,
             "method": result["method"],
@@ -94,33 +104,32 @@ def diagnose(cfg: ParityConfig) -> dict:
         return doc
 
 
-def _error_sources(entry: dict, path: Path, model_path: Path, dataset, prep, images: np.ndarray) -> dict:
-    """toolkit/quantize/sources.py's split of the error (weights' rounding or activations') for the variant's grid,
-    estimator and calibration images, or why it was not measured."""
-    from toolkit.datasets import sample_indices
-    from toolkit.provenance import sha256_bytes
+def _error_sources(d: Diagnosis) -> dict:
+    """toolkit/quantize/sources.py's split of the error (weights' rounding or activations') on SOURCE_IMAGES test
+    images, for the variant's grid, estimator and calibration images, or why it was not measured."""
     from toolkit.ranges import ESTIMATORS
     from toolkit.references import load_reference
 
-    cal = entry.get("calibration") or {}
+    cal = d.entry.get("calibration") or {}
     estimator = cal.get("estimator")
     if estimator not in ESTIMATORS:
         return {"skipped": f"its ranges come from {cal.get('method') or 'a calibrator'}, which the simulation does not "
                            "reproduce"}
-    source = load_reference(model_path)
+    source = load_reference(d.model_path)
     if not source.keras:
         return {"skipped": "the simulation reads Keras models; this export's model is not one"}
-    idx = sample_indices(int(cal["count"]), len(dataset.train), seed=int(cal["seed"]))
-    if sha256_bytes(idx.astype(np.int64).tobytes()) != cal.get("indices_sha256"):
+    calibration, same = d.calibration()
+    if not same:
         return {"skipped": "the calibration images the file was made from cannot be found again in this dataset"}
     from toolkit.errors import UsageError
     from toolkit.quantize.sources import error_sources
     from toolkit.runners import runner_for
 
-    classes = runner_for(entry["format"], path).infer_batched(images).argmax(1)
+    images = d.prep.load(d.dataset.test, np.arange(min(SOURCE_IMAGES, len(d.dataset.test))))
+    classes = runner_for(d.entry["format"], d.path).infer_batched(images).argmax(1)
     try:
-        return error_sources(source.model, images, prep.load(dataset.train, idx).astype(np.float32), estimator,
-                             exporters.REGISTRY[entry["variant"]].weight_levels, file_classes=classes)
+        return error_sources(source.model, images, calibration.astype(np.float32), estimator,
+                             exporters.REGISTRY[d.entry["variant"]].weight_levels, file_classes=classes)
     except UsageError as e:  # a subclassed model: no graph to walk
         return {"skipped": str(e)}
 

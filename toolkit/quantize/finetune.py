@@ -33,6 +33,7 @@ model of the same architecture with other weights: the exporters make ordinary i
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,7 @@ class Simulation:
             raise UsageError("quantization-aware fine-tuning needs a functional Keras model (keras.Model(inputs, "
                              "outputs) or Sequential); this one is subclassed")
         self.model = model
+        self.parts = frozenset({"weights", "activations"})  # what quantize=True quantizes (``only`` narrows it)
         depths = sorted(model._nodes_by_depth, reverse=True)
         self.nodes = [n for d in depths for n in model._nodes_by_depth[d] if n.operation and not n.is_input]
         consumers: dict[int, list] = {}
@@ -193,10 +195,20 @@ class Simulation:
         return not self._fused_into_consumer(op)
 
     # ------------------------------------------------------------------ fake quantization
+    @contextlib.contextmanager
+    def only(self, part: str):
+        """Within: ``quantize=True`` quantizes only ``part`` ("weights" or "activations"; the other stays float), as
+        toolkit/quantize/sources.py measures what each part costs."""
+        keep, self.parts = self.parts, frozenset({part})
+        try:
+            yield self
+        finally:
+            self.parts = keep
+
     def _fq(self, x, key: str, quantize: bool, record):
         if record is not None:
             record.add(key, self._keras.ops.convert_to_numpy(x), batched=True)
-        if not quantize:
+        if not quantize or "activations" not in self.parts:
             return x
         var = self.ranges.get(key)
         if var is None:
@@ -204,14 +216,14 @@ class Simulation:
         return self._keras.quantizers.fake_quant_with_min_max_vars(x, var[0], var[1], num_bits=8)
 
     def _fq_fixed(self, x, lo: float, hi: float, quantize: bool):
-        if not quantize:
+        if not quantize or "activations" not in self.parts:
             return x
         return self._keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=8)
 
     def _fq_weights(self, kernel, quantize: bool):
         """Per output channel (the last axis), symmetric, -127..127 (narrow range; or -levels..levels, the
         rounding's gradient passed straight through)."""
-        if not quantize:
+        if not quantize or "weights" not in self.parts:
             return kernel
         ops = self._keras.ops
         flat = ops.reshape(kernel, (-1, kernel.shape[-1]))

@@ -63,14 +63,9 @@ def error_sources(model, images: np.ndarray, calibration: np.ndarray, estimator:
     sim = Simulation(model, levels)
     sim.calibrate(calibration, estimator)
     rows = {"everything": _outputs(lambda x: sim(x, quantize=True), images)}
-    keep_fq, keep_fixed, keep_w = sim._fq, sim._fq_fixed, sim._fq_weights
-    try:
-        sim._fq_weights = lambda kernel, quantize: kernel
-        rows["activations only"] = _outputs(lambda x: sim(x, quantize=True), images)
-        sim._fq_weights, sim._fq, sim._fq_fixed = keep_w, (lambda x, key, q, record: x), (lambda x, lo, hi, q: x)
-        rows["weights only"] = _outputs(lambda x: sim(x, quantize=True), images)
-    finally:
-        sim._fq, sim._fq_fixed, sim._fq_weights = keep_fq, keep_fixed, keep_w
+    for part in ("activations", "weights"):
+        with sim.only(part):
+            rows[f"{part} only"] = _outputs(lambda x: sim(x, quantize=True), images)
     doc = {"images": int(len(images)), "estimator": estimator, "weight_grid": f"-{levels}..{levels}",
            "simulated": "plain int8 of the model's own weights, simulated (toolkit/quantize/finetune.py)",
            "rows": {k: _row(v, reference) for k, v in rows.items()}}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from toolkit.datasets import sample_indices
 from toolkit.errors import UsageError
 
 
@@ -24,9 +23,7 @@ def diagnose(d) -> dict:
     if framework != "keras":
         raise UsageError(f"--diagnose {d.entry['variant']} re-runs the TFLite converter's debugger on the Keras model; "
                          f"this export's model is a {framework} model", hint="diagnose its ONNX int8 file instead")
-    cal = d.entry["calibration"]
-    idx = sample_indices(cal["count"], len(d.dataset.train), seed=cal["seed"])
-    return _tflite(d.model_path, d.path, d.prep.load(d.dataset.train, idx), d.images)
+    return _tflite(d.model_path, d.path, d.calibration()[0], d.images)
 
 
 def _tflite(model_path: Path, artifact: Path, calibration: np.ndarray, images: np.ndarray) -> dict:
