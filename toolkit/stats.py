@@ -91,6 +91,13 @@ def paired_difference_interval(b: int, c: int, n: int, confidence: float = 0.95,
     return (lo, hi)
 
 
+def gain_beyond_noise(after, before, confidence: float = 0.95) -> tuple[bool, list[float]]:
+    """Whether ``after`` gets more of the same images right than ``before`` beyond noise (the paired interval of the
+    difference above zero), and that interval in points."""
+    lo, hi = paired_gain_interval(before, after, confidence)
+    return lo > 0, [round(100 * lo, 4), round(100 * hi, 4)]
+
+
 def paired_gain_interval(before, after, confidence: float = 0.95) -> tuple[float, float]:
     """CI for the share of images ``after`` gets right minus the share ``before`` does (boolean arrays over the
     same images): ``paired_difference_interval`` from the per-image outcomes."""

@@ -40,6 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from toolkit.stats import gain_beyond_noise as _beyond_noise  # (after, before)
+
 WEIGHT_LAYERS = ("Conv2D", "DepthwiseConv2D", "Dense")
 # ops whose output takes its input's quantization (values move, none is computed)
 PASS_THROUGH = ("InputLayer", "Reshape", "Flatten", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
@@ -197,8 +199,7 @@ class Simulation:
     # ------------------------------------------------------------------ fake quantization
     @contextlib.contextmanager
     def only(self, part: str):
-        """Within: ``quantize=True`` quantizes only ``part`` ("weights" or "activations"; the other stays float), as
-        toolkit/quantize/sources.py measures what each part costs."""
+        """Within: ``quantize=True`` quantizes only ``part`` ("weights" or "activations"; toolkit/quantize/sources.py)."""
         keep, self.parts = self.parts, frozenset({part})
         try:
             yield self
@@ -383,15 +384,6 @@ def _simulated_agreement(sim: Simulation, images: np.ndarray, reference: np.ndar
     predicted = np.concatenate([np.asarray(sim(images[i : i + 250], quantize=True)).argmax(1)
                                 for i in range(0, len(images), 250)])
     return predicted == reference
-
-
-def _beyond_noise(agrees: np.ndarray, own: np.ndarray, confidence: float) -> tuple[bool, list[float]]:
-    """Whether an epoch agrees with the float model on more validation images than the model's own weights beyond
-    noise (the paired interval of the difference above zero), and that interval in points."""
-    from toolkit.stats import paired_gain_interval
-
-    lo, hi = paired_gain_interval(own, agrees, confidence)
-    return lo > 0, [round(100 * lo, 4), round(100 * hi, 4)]
 
 
 def _trainable(student, sim: Simulation, settings: FineTuneSettings, probabilities: bool):

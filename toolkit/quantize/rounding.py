@@ -279,11 +279,12 @@ def judge(model, rounded, validation: tuple[np.ndarray, np.ndarray], calibration
     """Whether the learned rounding's simulated int8 model agrees with the float model on more ``validation``
     images (images, the float model's classes) than the model's own weights' beyond noise (the paired interval of
     the difference above zero, 95%): the rule that decides which weights the int8 variants are made from."""
-    from toolkit.quantize.finetune import Simulation, _beyond_noise, _simulated_agreement
+    from toolkit.quantize.finetune import Simulation, _simulated_agreement
+    from toolkit.stats import gain_beyond_noise
 
     own = _simulated_agreement(Simulation(model, levels), *validation, calibration, estimator)
     learned = _simulated_agreement(Simulation(rounded, levels), *validation, calibration, estimator)
-    beyond, interval = _beyond_noise(learned, own, 0.95)
+    beyond, interval = gain_beyond_noise(learned, own, 0.95)
     return {"validation_images": int(len(own)), "own_agreement": float(own.mean()),
             "learned_agreement": float(learned.mean()), "learned_minus_own_ci_points": interval, "kept": (
                 "learned" if beyond else "own"),

@@ -43,12 +43,12 @@ def _row(outputs: np.ndarray, reference: np.ndarray) -> dict:
 
 def _cost(everything: np.ndarray, without: np.ndarray, reference: np.ndarray, confidence: float) -> dict:
     """The agreement a part costs: points more of the images agree with the part in float, with the paired interval."""
-    from toolkit.stats import paired_gain_interval
+    from toolkit.stats import gain_beyond_noise
 
     before, after = everything.argmax(1) == reference.argmax(1), without.argmax(1) == reference.argmax(1)
-    lo, hi = paired_gain_interval(before, after, confidence)
-    return {"points": round(100 * float(after.mean() - before.mean()), 4), "ci_points": [round(100 * lo, 4),
-            round(100 * hi, 4)], "beyond_noise": bool(lo > 0), "confidence": confidence}
+    beyond, interval = gain_beyond_noise(after, before, confidence)
+    return {"points": round(100 * float(after.mean() - before.mean()), 4), "ci_points": interval,
+            "beyond_noise": beyond, "confidence": confidence}
 
 
 def error_sources(model, images: np.ndarray, calibration: np.ndarray, estimator: str, levels: int = 127,
